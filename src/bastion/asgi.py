@@ -1,0 +1,123 @@
+"""ASGI type aliases, the per-request context guards share, and small helpers.
+
+Guards talk to each other only through :class:`RequestContext`, stored in the
+scope under :data:`SCOPE_KEY`. The outermost guard creates it; inner guards fill
+in what they learn (route, client, body) and add response headers to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+SCOPE_KEY = "bastion"
+
+
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    """What bastion knows about one request, shared by the guards through the scope."""
+
+    trace_id: str
+    span_id: str
+    request_id: str
+    trace_flags: str = "01"
+    #: ``errors.type_base``, so that code outside the guards renders the same problems.
+    type_base: str = ""
+    #: The route template (``/orders/{id}``) once routing found it.
+    route: str | None = None
+    operation_id: str | None = None
+    #: The compiled operation from the OpenAPI description, when there is one.
+    operation: Any = None
+    path_params: dict[str, str] = field(default_factory=dict)
+    client_id: str | None = None
+    client_ip: str | None = None
+    tier: str | None = None
+    #: The request body once a guard has read it; later guards reuse it.
+    body: bytes | None = None
+    #: Headers every response to this request carries (rate limit headers, ...).
+    response_headers: Headers = field(default_factory=list)
+    status: int | None = None
+    problem_code: str | None = None
+    #: Free-form facts for the access log line (``idempotency: replayed``, ...).
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+def context_of(scope: Scope) -> RequestContext | None:
+    """The bastion context of a request, or ``None`` outside bastion."""
+    ctx = scope.get(SCOPE_KEY)
+    return ctx if isinstance(ctx, RequestContext) else None
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case bytes), or ``None``."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def header_values(scope: Scope, name: bytes) -> list[bytes]:
+    """Every value of header ``name`` (lower-case bytes), in order."""
+    return [bytes(v) for k, v in scope["headers"] if k == name]
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than the limit; nothing past the limit was buffered."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes")
+        self.limit = limit
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """Read the whole request body, stopping as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            raise ClientDisconnected
+        if kind != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``body`` once, then defers to the real one (for disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def send_bytes(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    """Send a whole response in two messages."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,213 @@
+"""The outermost guard: trace ids, problems for every error, metrics and the access log.
+
+It is the one place where exceptions become responses. A ``Problem`` raised by
+any inner guard or by the application is rendered as it is; any other exception
+becomes ``500 INTERNAL_ERROR`` with nothing about its cause in the body, and the
+full exception goes to the log under the request's trace id.
+
+Frameworks such as Starlette answer an exception with their own plain 500 and then
+re-raise it. So that such a body never reaches the client, a 5xx response that is
+not already a problem is held back until the application returns: if an exception
+follows, the problem replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from bastion.asgi import (
+    SCOPE_KEY,
+    ASGIApp,
+    Headers,
+    Message,
+    Receive,
+    RequestContext,
+    Scope,
+    Send,
+)
+from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics
+from bastion.problems import PROBLEM_CONTENT_TYPE, InternalError, Problem, render
+from bastion.tracing import (
+    bind_trace_id,
+    format_traceparent,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+    reset_trace_id,
+    valid_request_id,
+)
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def _route_label(ctx: RequestContext, scope: Scope) -> str:
+    if ctx.route is not None:
+        return ctx.route
+    # Starlette and FastAPI leave the matched route in the scope.
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class BoundaryGuard:
+    """Assigns the trace id, turns every error into a problem, records metrics and logs."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        type_base: str,
+        metrics: Metrics | None,
+        metrics_path: str | None,
+        logger: Any,
+        access_log: bool,
+    ) -> None:
+        self.app = app
+        self.type_base = type_base
+        self.metrics = metrics
+        self.metrics_path = metrics_path if metrics is not None else None
+        self.logger = logger
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started_at = time.perf_counter()
+        incoming_trace = incoming_request_id = None
+        for key, value in scope["headers"]:
+            if key == b"traceparent":
+                incoming_trace = value
+            elif key == b"x-request-id":
+                incoming_request_id = value
+        parsed = parse_traceparent(incoming_trace) if incoming_trace else None
+        trace_id, flags = parsed if parsed else (new_trace_id(), "01")
+        span_id = new_span_id()
+        if incoming_request_id is not None and valid_request_id(incoming_request_id):
+            request_id = incoming_request_id.decode()
+        else:
+            request_id = trace_id
+        ctx = RequestContext(trace_id, span_id, request_id, flags, type_base=self.type_base)
+        scope[SCOPE_KEY] = ctx
+        trace_headers: Headers = [
+            (b"traceparent", format_traceparent(trace_id, span_id, flags)),
+            (b"x-request-id", request_id.encode()),
+        ]
+        response_started = False
+        response_finished = False
+        held: list[Message] | None = None
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal response_started, response_finished, held
+            kind = message["type"]
+            if kind == "http.response.start":
+                response_started = True
+                status = message["status"]
+                ctx.status = status
+                headers = list(message.get("headers", ()))
+                headers.extend(trace_headers)
+                headers.extend(ctx.response_headers)
+                message["headers"] = headers
+                if status >= 500 and not _is_problem(headers):
+                    held = [message]
+                    return
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                response_finished = True
+            if held is not None:
+                held.append(message)
+                return
+            await send(message)
+
+        token = bind_trace_id(trace_id)
+        try:
+            if self.metrics_path is not None and scope["path"] == self.metrics_path:
+                await self._serve_metrics(scope, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
+            if held is not None:
+                for message in held:
+                    await send(message)
+        except Exception as exc:
+            if held is not None:
+                # The framework answered the exception with its own 5xx: replace it.
+                held = None
+                response_started = response_finished = False
+            if isinstance(exc, Problem) and exc.status < 500:
+                problem: Problem = exc
+            else:
+                problem = exc if isinstance(exc, Problem) else InternalError()
+                self.logger.error(
+                    "unhandled exception" if not isinstance(exc, Problem) else "server problem",
+                    trace_id=trace_id,
+                    method=scope["method"],
+                    path=scope["path"],
+                    exc_info=exc,
+                )
+            if not response_started:
+                await self._send_problem(ctx, scope, problem, send_with_headers)
+            elif not response_finished:
+                # The response has begun: another cannot be sent. End it so the
+                # connection is not left hanging; the client sees a short body.
+                self.logger.error("response aborted after it started", trace_id=trace_id, path=scope["path"])
+                # The connection may already be gone; there is nobody left to tell.
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            reset_trace_id(token)
+            duration = time.perf_counter() - started_at
+            status = ctx.status or 500
+            if ctx.problem_code is not None and self.metrics is not None:
+                self.metrics.count_problem(ctx.problem_code, status)
+            method = scope["method"]
+            if method not in _KNOWN_METHODS:
+                method = "_OTHER"
+            route = _route_label(ctx, scope)
+            if self.metrics is not None:
+                self.metrics.observe_request(method, route, status, duration)
+            if self.access_log:
+                self.logger.info(
+                    "request",
+                    method=method,
+                    path=scope["path"],
+                    route=route,
+                    status=status,
+                    duration_ms=round(duration * 1000, 3),
+                    client=ctx.client_id,
+                    trace_id=trace_id,
+                    request_id=request_id,
+                    **ctx.log,
+                )
+
+    async def _send_problem(self, ctx: RequestContext, scope: Scope, problem: Problem, send: Send) -> None:
+        rendered = render(problem, type_base=self.type_base, trace_id=ctx.trace_id, instance=scope["path"])
+        ctx.problem_code = problem.code
+        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
+        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
+
+    async def _serve_metrics(self, scope: Scope, send: Send) -> None:
+        assert self.metrics is not None
+        if scope["method"] not in ("GET", "HEAD"):
+            raise Problem(
+                status=405,
+                code="METHOD_NOT_ALLOWED",
+                title="Method not allowed",
+                headers={"Allow": "GET, HEAD"},
+            )
+        body = self.metrics.exposition()
+        headers: Headers = [
+            (b"content-type", self.metrics.content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": body if scope["method"] == "GET" else b"",
+                "more_body": False,
+            }
+        )
+
+
+def _is_problem(headers: Headers) -> bool:
+    for key, value in headers:
+        if key.lower() == b"content-type":
+            return value.startswith(PROBLEM_CONTENT_TYPE)
+    return False

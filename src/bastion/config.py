@@ -1,0 +1,298 @@
+"""The configuration model: a YAML file, a dict or a :class:`Config`, plus the environment.
+
+Every value can also come from an environment variable: ``BASTION_`` followed by
+the key path in upper case with ``__`` between levels (``BASTION_STORE``,
+``BASTION_RATE_LIMITS__ON_STORE_ERROR``). Environment values are parsed as YAML
+scalars, so ``BASTION_VALIDATION__MAX_BODY_BYTES=2048`` is a number.
+
+A bad configuration raises :class:`ConfigError`, which lists every problem with
+its key path and the reason; nothing starts with a configuration that has one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from bastion._model import Section
+from bastion.idempotency.config import IdempotencyConfig
+from bastion.ratelimit.config import RateLimitsConfig
+from bastion.stores import parse_store_url
+from bastion.validation.config import ValidationConfig
+
+ENV_PREFIX = "BASTION_"
+# Environment variables that share the prefix but are not configuration keys.
+_ENV_NOT_CONFIG = ("BASTION_TEST_", "BASTION_CONFIG")
+
+
+class ClientsConfig(Section):
+    """How a request's client is identified and which tier it belongs to."""
+
+    identify: list[str] = Field(default_factory=lambda: ["header:X-API-Key", "ip"])
+    trusted_proxies: list[str] = Field(default_factory=list)
+    tiers: dict[str, str] = Field(default_factory=dict)
+    default_tier: str = "free"
+
+    @field_validator("identify")
+    @classmethod
+    def _known_sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            if source == "ip" or (source.startswith("header:") and len(source) > 7):
+                continue
+            raise ValueError(f"{source!r} is not a client source; use header:NAME or ip")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
+
+
+class ErrorsConfig(Section):
+    """How problems are rendered."""
+
+    type_base: str = "https://bastion.dev/errors/"
+    normalize_upstream: bool = False
+    framework_adapters: bool = True
+
+
+class MetricsConfig(Section):
+    """Prometheus metrics exposition."""
+
+    enabled: bool = True
+    path: str = "/metrics"
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("the metrics path must start with /")
+        return value
+
+
+class LoggingConfig(Section):
+    """Structured JSON logs."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access: bool = True
+
+
+class Config(Section):
+    """The whole bastion configuration. Build it with :func:`load_config`."""
+
+    upstream: str | None = None
+    openapi: str | None = None
+    store: str = "sqlite:///./bastion.db"
+    clients: ClientsConfig = Field(default_factory=ClientsConfig)
+    errors: ErrorsConfig = Field(default_factory=ErrorsConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        parse_store_url(value)
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` holds ``(key path, reason)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "configuration") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(path: tuple[int | str, ...]) -> type[Section] | None:
+    """The section model that owns the key at ``path`` (to suggest valid keys)."""
+    model: Any = Config
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None)
+        candidates = [annotation, *(inner or ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, Section)),
+            None,
+        )
+        if model is None:
+            inner_lists = [getattr(c, "__args__", ()) for c in candidates]
+            model = next(
+                (a for args in inner_lists for a in args if isinstance(a, type) and issubclass(a, Section)),
+                None,
+            )
+            if model is None:
+                return None
+    return model if isinstance(model, type) else None
+
+
+def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        # pydantic adds the validator function's name for before-validators; drop it.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            owner = _model_at(loc[:-1])
+            options = list(owner.model_fields) if owner else []
+            reason = "unknown key" + _did_you_mean(str(loc[-1]), options)
+            if options:
+                reason += f"; valid keys here: {', '.join(options)}"
+        else:
+            reason = error["msg"].removeprefix("Value error, ")
+        problems.append((path, reason))
+    return problems
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    overrides: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name.startswith(_ENV_NOT_CONFIG):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(parts):
+            problems.append((name, "empty key segment in the variable name"))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        target = overrides
+        for part in parts[:-1]:
+            node = target.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append((name, f"{part} is set both as a value and as a section"))
+                break
+            target = node
+        else:
+            target[parts[-1]] = value
+    return overrides, problems
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        current = merged.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            merged[key] = _merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML configuration file into a dictionary, with errors naming the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {path}: {exc.strerror}")], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([(where, f"not valid YAML: {reason}")], str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([("(top level)", "must be a mapping of keys")], str(path))
+    return data
+
+
+def load_config(
+    source: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build a :class:`Config` from a file path, a mapping or a ``Config``, plus the environment.
+
+    Relative paths in the file (``openapi``, ``sqlite:///./x.db``) are taken relative
+    to the file's folder. ``env`` defaults to ``os.environ``; pass ``{}`` to ignore it.
+    """
+    environment = os.environ if env is None else env
+    origin = "configuration"
+    base_dir: Path | None = None
+    if isinstance(source, Config):
+        data: dict[str, Any] = source.model_dump(mode="json", exclude_unset=True)
+    elif source is None:
+        data = {}
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        path = Path(source)
+        origin = str(path)
+        base_dir = path.resolve().parent
+        data = read_yaml(path)
+    overrides, problems = _env_overrides(environment)
+    data = _merge(data, overrides)
+    if base_dir is not None:
+        data = _resolve_paths(data, base_dir)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc))
+        config = None
+    if problems or config is None:
+        raise ConfigError(problems, origin)
+    return config
+
+
+def _resolve_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    resolved = dict(data)
+    spec = resolved.get("openapi")
+    if isinstance(spec, str) and not Path(spec).is_absolute():
+        resolved["openapi"] = str(base_dir / spec)
+    for section in (resolved, resolved.get("idempotency"), resolved.get("rate_limits")):
+        if isinstance(section, dict):
+            url = section.get("store")
+            if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+                section["store"] = "sqlite:///" + str(base_dir / url[len("sqlite:///") :])
+    return resolved
+
+
+def check_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Every problem of a configuration file (and the environment), empty when it is good."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return exc.problems
+    problems: list[tuple[str, str]] = []
+    if config.openapi is not None and not Path(config.openapi).is_file():
+        problems.append(("openapi", f"file {config.openapi} does not exist"))
+    return problems

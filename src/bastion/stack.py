@@ -1,0 +1,168 @@
+"""``Bastion``: the ASGI application that puts the guard chain around an app.
+
+The chain is built once, from one :class:`~bastion.config.Config`, outermost first::
+
+    boundary (trace id, problems, metrics, access log)
+      -> route + client -> rate limit -> validation -> idempotency -> the app
+
+A capability whose configuration gives it nothing to do adds no guard at all.
+Stores and other resources open on the ASGI lifespan start-up, or on the first
+request when the server sends no lifespan events, and close on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+from bastion.adapters import install_problem_handlers
+from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
+from bastion.boundary import BoundaryGuard
+from bastion.config import Config, load_config
+from bastion.observability.logging import make_logger
+from bastion.observability.metrics import Metrics
+from bastion.protocols import Resource
+
+#: A capability's builder: given the app it wraps and the bastion instance, its guard or None.
+GuardBuilder = Callable[[ASGIApp, "Bastion"], ASGIApp | None]
+
+
+def _capability_builders() -> list[GuardBuilder]:
+    """The capabilities' guard builders, innermost first (the reverse of the request path)."""
+    from bastion.idempotency.guard import build_guard as idempotency
+    from bastion.ratelimit.guard import build_guard as rate_limits
+    from bastion.routing import build_guard as route_and_client
+    from bastion.validation.guard import build_guard as validation
+
+    return [idempotency, validation, rate_limits, route_and_client]
+
+
+class Bastion:
+    """Wrap an ASGI application in bastion's guards.
+
+    ``config`` is a path to a YAML file, a mapping, a :class:`Config`, or ``None``
+    for the defaults; environment variables (``BASTION_...``) override it.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        log_stream: IO[bytes] | None = None,
+    ) -> None:
+        self.app = app
+        self.config = load_config(config, env=env)
+        self.logger = make_logger(self.config.logging.level, log_stream)
+        self.metrics = Metrics() if self.config.metrics.enabled else None
+        self.resources: list[Resource] = []
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        if self.config.errors.framework_adapters:
+            install_problem_handlers(app)
+        inner: ASGIApp = app
+        for build in _capability_builders():
+            guard = build(inner, self)
+            if guard is not None:
+                inner = guard
+        self._chain = BoundaryGuard(
+            inner,
+            type_base=self.config.errors.type_base,
+            metrics=self.metrics,
+            metrics_path=self.config.metrics.path,
+            logger=self.logger,
+            access_log=self.config.logging.access,
+        )
+
+    def add_resource(self, resource: Resource) -> None:
+        """Register a resource to open at start-up and close at shutdown."""
+        self.resources.append(resource)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if not self._started:
+                await self.startup()
+            await self._chain(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def startup(self) -> None:
+        """Open every resource (idempotent; concurrent callers wait for one start)."""
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            opened: list[Resource] = []
+            try:
+                for resource in self.resources:
+                    await resource.start()
+                    opened.append(resource)
+            except BaseException:
+                for resource in reversed(opened):
+                    await resource.close()
+                raise
+            self._started = True
+            self.logger.debug("bastion started", resources=[r.name for r in self.resources])
+
+    async def shutdown(self) -> None:
+        """Close every resource, in reverse order of opening."""
+        if not self._started:
+            return
+        self._started = False
+        for resource in reversed(self.resources):
+            try:
+                await resource.close()
+            except Exception as exc:
+                self.logger.error("closing resource failed", resource=resource.name, exc_info=exc)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        startup_failed = False
+        app_spoke_lifespan = False
+
+        async def receive_and_manage() -> Message:
+            nonlocal startup_failed, app_spoke_lifespan
+            app_spoke_lifespan = True
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    startup_failed = True
+                    self.logger.error("bastion start-up failed", exc_info=exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    raise
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+            return message
+
+        try:
+            await self.app(scope, receive_and_manage, send)
+        except Exception:
+            if startup_failed or app_spoke_lifespan:
+                raise
+            # The app does not speak lifespan: run bastion's part of the protocol alone.
+            await self._lifespan_alone(receive, send)
+
+    async def _lifespan_alone(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
