@@ -22,6 +22,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from bastion._model import Section
+from bastion.check.config import LintConfig
 from bastion.idempotency.config import IdempotencyConfig
 from bastion.ratelimit.config import RateLimitsConfig
 from bastion.stores import parse_store_url
@@ -100,6 +101,7 @@ class Config(Section):
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    lint: LintConfig = Field(default_factory=LintConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

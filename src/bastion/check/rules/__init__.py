@@ -1,0 +1,7 @@
+"""The lint rules: the catalog of rule ids and the one-pass walk that applies them."""
+
+from __future__ import annotations
+
+from bastion.check.rules.catalog import RULES, Rule
+
+__all__ = ["RULES", "Rule"]
