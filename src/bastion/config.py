@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError, field_validator
 from bastion._model import Section
 from bastion.check.config import LintConfig
 from bastion.idempotency.config import IdempotencyConfig
+from bastion.observability.config import ObservabilityConfig
 from bastion.ratelimit.config import RateLimitsConfig
 from bastion.stores import parse_store_url
 from bastion.validation.config import ValidationConfig
@@ -104,6 +105,7 @@ class Config(Section):
     lint: LintConfig = Field(default_factory=LintConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     @field_validator("store")
     @classmethod
