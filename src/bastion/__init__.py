@@ -1,7 +1,5 @@
 """bastion: idempotency keys, RFC 9457 errors, rate limits and OpenAPI validation for HTTP APIs."""
 
-from __future__ import annotations
-
 from bastion.adapters import install_problem_handlers
 from bastion.asgi import RequestContext, context_of
 from bastion.config import Config, ConfigError, load_config

@@ -26,17 +26,20 @@ class ErrorCode:
     title: str
     meaning: str
     action: str
+    module: str = __name__
 
 
 _REGISTRY: dict[str, ErrorCode] = {}
 
 
-def register_code(code: str, status: int, title: str, meaning: str, action: str) -> ErrorCode:
+def register_code(
+    code: str, status: int, title: str, meaning: str, action: str, module: str = __name__
+) -> ErrorCode:
     """Add a code to the registry that ``docs/errors.md`` is generated from.
 
     Registering the same code twice with different content is a programming error.
     """
-    entry = ErrorCode(code, status, title, meaning, action)
+    entry = ErrorCode(code, status, title, meaning, action, module)
     existing = _REGISTRY.get(code)
     if existing is not None and existing != entry:
         raise ValueError(f"error code {code} registered twice with different content")
@@ -80,7 +83,9 @@ class Problem(Exception):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "meaning" in cls.__dict__ and "action" in cls.__dict__:
-            register_code(cls.code_default, cls.status, cls.title_default, cls.meaning, cls.action)
+            register_code(
+                cls.code_default, cls.status, cls.title_default, cls.meaning, cls.action, cls.__module__
+            )
 
     def __init__(
         self,
