@@ -48,6 +48,9 @@ class RequestContext:
     problem_code: str | None = None
     #: Free-form facts for the access log line (``idempotency: replayed``, ...).
     log: dict[str, Any] = field(default_factory=dict)
+    #: The OpenTelemetry server span when tracing is on; guards add events to it with
+    #: :func:`bastion.observability.record_event`, never directly.
+    span: Any = None
 
 
 def context_of(scope: Scope) -> RequestContext | None:
