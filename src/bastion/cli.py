@@ -50,6 +50,40 @@ def demo(
     run_demo(host=host, port=port, store=store)
 
 
+@app.command()
+def lint(
+    spec: Annotated[Path, typer.Argument(help="The OpenAPI description (YAML or JSON).")],
+    format: Annotated[str, typer.Option("--format", help="text, json, junit or sarif.")] = "text",
+    fail_on: Annotated[
+        str | None, typer.Option(help="error, warning or info (default: lint.fail_on, else error).")
+    ] = None,
+    fix: Annotated[Path | None, typer.Option(help="Write an augmented description to this file.")] = None,
+    config: Annotated[Path | None, typer.Option(help="bastion.yaml with a lint: section.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
+) -> None:
+    """Audit an API description for the four pitfalls; exit 1 when a finding reaches --fail-on."""
+    from bastion.check.commands import run_lint
+
+    raise typer.Exit(run_lint(spec, format, fail_on, fix, config, output))
+
+
+@app.command()
+def probe(
+    base_url: Annotated[str, typer.Argument(help="The running API, e.g. http://127.0.0.1:8000.")],
+    spec: Annotated[Path | None, typer.Option(help="Its OpenAPI description, to probe every pitfall.")] = None,
+    format: Annotated[str, typer.Option("--format", help="text, json or junit.")] = "text",
+    html: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML report.")] = None,
+    max_requests: Annotated[int, typer.Option(help="Stop after this many requests.")] = 300,
+    max_seconds: Annotated[float, typer.Option(help="Stop after this many seconds.")] = 60.0,
+    burst: Annotated[int, typer.Option(help="Send a burst of N requests to test rate limits (0: off).")] = 0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
+) -> None:
+    """Send bounded real traffic to a running API and report which pitfalls it has; exit 1 on a failure."""
+    from bastion.check.commands import run_probe
+
+    raise typer.Exit(run_probe(base_url, spec, format, html, max_requests, max_seconds, burst, output))
+
+
 def main() -> None:
     """Entry point of the ``bastion`` script."""
     app()
