@@ -1,0 +1,131 @@
+"""The bodies of ``bastion lint`` and ``bastion probe``: options in, report and exit code out."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from bastion.check.config import LintConfig
+
+LINT_FORMATS = ("text", "json", "junit", "sarif")
+PROBE_FORMATS = ("text", "json", "junit")
+SEVERITIES = ("error", "warning", "info")
+
+
+def _fail(message: str) -> int:
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    return 2
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def _print(write: Callable[[Console], None], output: Path | None) -> None:
+    if output is None:
+        write(Console())
+        return
+    with output.open("w", encoding="utf-8") as out:
+        write(Console(file=out, width=160))
+
+
+def _lint_config(config: Path | None) -> LintConfig:
+    if config is None:
+        return LintConfig()
+    from bastion.config import load_config
+
+    return load_config(config).lint
+
+
+def run_lint(
+    spec: Path,
+    fmt: str,
+    fail_on: str | None,
+    fix: Path | None,
+    config: Path | None,
+    output: Path | None,
+) -> int:
+    """Lint ``spec``; returns 0, 1 when a finding reaches the threshold, 2 on a usage error."""
+    from bastion.check import report
+    from bastion.check.document import load_file
+    from bastion.check.lint import lint_document
+    from bastion.config import ConfigError
+
+    if fmt not in LINT_FORMATS:
+        return _fail(f"--format must be one of {', '.join(LINT_FORMATS)}")
+    if fail_on is not None and fail_on not in SEVERITIES:
+        return _fail(f"--fail-on must be one of {', '.join(SEVERITIES)}")
+    try:
+        settings = _lint_config(config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if fail_on is not None:
+        settings = settings.model_copy(update={"fail_on": fail_on})
+    if not spec.is_file():
+        return _fail(f"{spec} is not a file")
+    started = time.perf_counter()
+    doc = load_file(spec)
+    result = lint_document(doc, settings, str(spec))
+    result.seconds = time.perf_counter() - started
+    if fmt == "text":
+        _print(lambda console: report.lint_text(result, console), output)
+    elif fmt == "json":
+        _emit(report.lint_json(result), output)
+    elif fmt == "junit":
+        _emit(report.lint_junit(result), output)
+    else:
+        _emit(report.lint_sarif(result), output)
+    if fix is not None:
+        from bastion.check.document import ParseError
+        from bastion.check.fix import write_fixed
+
+        if isinstance(doc, ParseError):
+            return _fail(f"cannot fix {spec}: it does not parse")
+        changes = write_fixed(doc, fix)
+        Console(stderr=True).print(f"wrote {fix}: {changes} change(s)", highlight=False)
+    return 1 if result.failed else 0
+
+
+def run_probe(
+    base_url: str,
+    spec: Path | None,
+    fmt: str,
+    html: Path | None,
+    max_requests: int,
+    max_seconds: float,
+    burst: int,
+    output: Path | None,
+) -> int:
+    """Probe the API at ``base_url``; returns 0, 1 when a check fails, 2 on a usage error."""
+    from bastion.check import report
+    from bastion.check.probe import ProbeOptions, run_probe_sync
+
+    if fmt not in PROBE_FORMATS:
+        return _fail(f"--format must be one of {', '.join(PROBE_FORMATS)}")
+    if not base_url.startswith(("http://", "https://")):
+        return _fail(f"{base_url!r} is not an http:// or https:// URL")
+    if max_requests < 1 or max_seconds <= 0 or burst < 0:
+        return _fail("--max-requests and --max-seconds must be positive, --burst zero or more")
+    if spec is not None and not spec.is_file():
+        return _fail(f"{spec} is not a file")
+    options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst)
+    show_progress = fmt == "text" and output is None and sys.stderr.isatty()
+    result = run_probe_sync(options, progress=show_progress)
+    if fmt == "text":
+        _print(lambda console: report.probe_text(result, console), output)
+    elif fmt == "json":
+        _emit(report.probe_json(result), output)
+    else:
+        _emit(report.probe_junit(result), output)
+    if html is not None:
+        from bastion.check.html import probe_html
+
+        html.write_text(probe_html(result), encoding="utf-8")
+    return 1 if result.failed else 0

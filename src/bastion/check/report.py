@@ -1,0 +1,247 @@
+"""Reports for lint and probe results: a terminal table, JSON, JUnit XML and SARIF.
+
+JSON is for scripts, JUnit for CI test tabs (one test case per rule or check),
+SARIF 2.1.0 for code-scanning views that annotate the description's lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from bastion.check.findings import Finding, reaches
+from bastion.check.lint import LintResult
+from bastion.check.results import PROBE_PITFALLS, ProbeResult
+from bastion.check.rules.catalog import PITFALLS, RULES
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "dim"}
+TOOL_URI = "https://bastion.dev/docs/checker"
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+# -- lint ---------------------------------------------------------------------------------------
+
+
+def lint_text(result: LintResult, console: Console, *, limit: int = 50) -> None:
+    """Print a summary table by pitfall, then the findings grouped by pitfall."""
+    table = Table(title=f"bastion lint {result.source}", title_justify="left")
+    table.add_column("pitfall")
+    for severity in ("error", "warning", "info"):
+        table.add_column(severity, justify="right", style=_SEVERITY_STYLE[severity])
+    counts = result.counts()
+    for pitfall in PITFALLS:
+        row = counts[pitfall]
+        table.add_row(pitfall, *(str(row[s]) for s in ("error", "warning", "info")))
+    console.print(table)
+    by_pitfall: dict[str, list[Finding]] = defaultdict(list)
+    for finding in result.findings:
+        by_pitfall[finding.pitfall].append(finding)
+    for pitfall in PITFALLS:
+        findings = by_pitfall.get(pitfall, [])
+        if not findings:
+            continue
+        console.print(f"\n[bold]{pitfall}[/bold] ({len(findings)})")
+        for finding in findings[:limit]:
+            where = f"line {finding.line}" if finding.line else "-"
+            style = _SEVERITY_STYLE[finding.severity]
+            console.print(
+                f"  [{style}]{finding.severity:<7}[/{style}] {where:>11}  {finding.rule}: {finding.message}",
+                highlight=False,
+                markup=True,
+                soft_wrap=True,
+            )
+            console.print(f"  {'':19}at {finding.path}", highlight=False, markup=False, soft_wrap=True)
+        if len(findings) > limit:
+            console.print(f"  ... and {len(findings) - limit} more (use --format json for all)")
+    verdict = "FAILED" if result.failed else "passed"
+    console.print(
+        f"\n{len(result.findings)} finding(s) in {result.operations} operation(s), "
+        f"{result.seconds:.2f} s; {verdict} (fail on {result.fail_on})"
+    )
+
+
+def lint_json(result: LintResult) -> str:
+    """The lint result as JSON: summary, counts and every finding."""
+    return _dumps(
+        {
+            "tool": "bastion lint",
+            "source": result.source,
+            "operations": result.operations,
+            "seconds": round(result.seconds, 3),
+            "fail_on": result.fail_on,
+            "failed": result.failed,
+            "disabled": result.disabled,
+            "counts": result.counts(),
+            "findings": [dataclasses.asdict(f) for f in result.findings],
+        }
+    )
+
+
+def _xml(root: ET.Element) -> str:
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def lint_junit(result: LintResult) -> str:
+    """JUnit XML: a suite per pitfall and a test case per rule; findings that reach fail_on fail it."""
+    root = ET.Element("testsuites", name="bastion lint", time=f"{result.seconds:.3f}")
+    by_rule: dict[str, list[Finding]] = defaultdict(list)
+    for finding in result.findings:
+        by_rule[finding.rule].append(finding)
+    for pitfall in PITFALLS:
+        rules = [r for r in RULES.values() if r.pitfall == pitfall and r.id not in result.disabled]
+        suite = ET.SubElement(root, "testsuite", name=f"lint.{pitfall}", tests=str(len(rules)))
+        failures = 0
+        for rule in rules:
+            case = ET.SubElement(suite, "testcase", classname=f"lint.{pitfall}", name=rule.id)
+            findings = by_rule.get(rule.id, [])
+            if not findings:
+                continue
+            text = "\n".join(f"{result.source}:{f.line or 0}: {f.path}: {f.message}" for f in findings)
+            if reaches(rule.severity, result.fail_on):
+                failures += 1
+                failure = ET.SubElement(
+                    case, "failure", type=rule.severity, message=f"{len(findings)} finding(s): {rule.summary}"
+                )
+                failure.text = text + f"\nfix: {rule.hint}"
+            else:
+                ET.SubElement(case, "system-out").text = text
+        suite.set("failures", str(failures))
+    return _xml(root)
+
+
+_SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
+def lint_sarif(result: LintResult) -> str:
+    """SARIF 2.1.0, with one reporting descriptor per rule and a region per finding."""
+    rules = list(RULES.values())
+    index = {rule.id: i for i, rule in enumerate(rules)}
+    results = []
+    for finding in result.findings:
+        location: dict[str, Any] = {"artifactLocation": {"uri": result.source}}
+        if finding.line:
+            location["region"] = {"startLine": finding.line}
+        results.append(
+            {
+                "ruleId": finding.rule,
+                "ruleIndex": index[finding.rule],
+                "level": _SARIF_LEVEL[finding.severity],
+                "message": {"text": f"{finding.message}. {finding.hint}"},
+                "locations": [
+                    {
+                        "physicalLocation": location,
+                        "logicalLocations": [{"fullyQualifiedName": finding.pointer, "kind": "member"}],
+                    }
+                ],
+            }
+        )
+    sarif = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "bastion lint",
+                        "informationUri": TOOL_URI,
+                        "rules": [
+                            {
+                                "id": rule.id,
+                                "shortDescription": {"text": rule.summary},
+                                "help": {"text": rule.hint},
+                                "defaultConfiguration": {"level": _SARIF_LEVEL[rule.severity]},
+                                "properties": {"pitfall": rule.pitfall},
+                            }
+                            for rule in rules
+                        ],
+                    }
+                },
+                "results": results,
+            }
+        ],
+    }
+    return _dumps(sarif)
+
+
+# -- probe --------------------------------------------------------------------------------------
+
+
+def probe_text(result: ProbeResult, console: Console) -> None:
+    """Print the probe's summary table by pitfall, then every check."""
+    table = Table(title=f"bastion probe {result.base_url}", title_justify="left")
+    table.add_column("pitfall")
+    for status in ("pass", "fail", "skip"):
+        table.add_column(status, justify="right", style=_STATUS_STYLE[status])
+    counts = result.counts()
+    for pitfall in PROBE_PITFALLS:
+        row = counts[pitfall]
+        table.add_row(pitfall, *(str(row[s]) for s in ("pass", "fail", "skip")))
+    console.print(table)
+    for pitfall in PROBE_PITFALLS:
+        checks = [c for c in result.checks if c.pitfall == pitfall]
+        if not checks:
+            continue
+        console.print(f"\n[bold]{pitfall}[/bold]")
+        for check in checks:
+            style = _STATUS_STYLE[check.status]
+            console.print(f"  [{style}]{check.status.upper():<4}[/{style}] {check.title}", highlight=False)
+            console.print(f"        {check.detail}", highlight=False, markup=False, soft_wrap=True)
+            if check.status == "fail":
+                for line in check.evidence[:3]:
+                    console.print(f"        > {line}", highlight=False, markup=False, soft_wrap=True)
+    verdict = "FAILED" if result.failed else "passed"
+    budget = " (request or time budget exhausted)" if result.budget_exhausted else ""
+    console.print(f"\n{result.requests} request(s) in {result.seconds:.1f} s{budget}; {verdict}")
+
+
+def probe_json(result: ProbeResult) -> str:
+    """The probe result as JSON."""
+    return _dumps(
+        {
+            "tool": "bastion probe",
+            "base_url": result.base_url,
+            "spec": result.spec,
+            "requests": result.requests,
+            "seconds": round(result.seconds, 3),
+            "budget_exhausted": result.budget_exhausted,
+            "failed": result.failed,
+            "counts": result.counts(),
+            "checks": [dataclasses.asdict(c) for c in result.checks],
+        }
+    )
+
+
+def probe_junit(result: ProbeResult) -> str:
+    """JUnit XML: a suite per pitfall and a test case per check."""
+    root = ET.Element("testsuites", name="bastion probe", time=f"{result.seconds:.3f}")
+    for pitfall in PROBE_PITFALLS:
+        checks = [c for c in result.checks if c.pitfall == pitfall]
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=f"probe.{pitfall}",
+            tests=str(len(checks)),
+            failures=str(sum(c.status == "fail" for c in checks)),
+            skipped=str(sum(c.status == "skip" for c in checks)),
+        )
+        for check in checks:
+            case = ET.SubElement(suite, "testcase", classname=f"probe.{pitfall}", name=check.id)
+            if check.status == "fail":
+                failure = ET.SubElement(case, "failure", message=check.detail)
+                failure.text = "\n".join(check.evidence)
+            elif check.status == "skip":
+                ET.SubElement(case, "skipped", message=check.detail)
+            else:
+                ET.SubElement(case, "system-out").text = check.detail
+    return _xml(root)
