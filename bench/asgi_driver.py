@@ -15,7 +15,9 @@ from typing import Any
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
-def make_scope(method: str, path: str, headers: list[tuple[bytes, bytes]], query: bytes = b"") -> dict[str, Any]:
+def make_scope(
+    method: str, path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""
+) -> dict[str, Any]:
     """An HTTP scope as uvicorn would build it."""
     return {
         "type": "http",

@@ -18,14 +18,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import orjson  # noqa: E402
-from asgi_driver import make_scope, time_per_request  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from bastion import Bastion  # noqa: E402
+from asgi_driver import compare, make_scope
+from bastion import Bastion
 
 
 async def get_item(request: Request) -> Response:
@@ -39,7 +38,10 @@ async def post_order(request: Request) -> Response:
 
 def starlette_app() -> Starlette:
     return Starlette(
-        routes=[Route("/items/{id}", get_item, methods=["GET"]), Route("/orders", post_order, methods=["POST"])]
+        routes=[
+            Route("/items/{id}", get_item, methods=["GET"]),
+            Route("/orders", post_order, methods=["POST"]),
+        ]
     )
 
 
@@ -66,20 +68,14 @@ async def foundation() -> None:
         env={},
         log_stream=io.BytesIO(),
     )
-    rows: list[tuple[str, float]] = []
-    # Interleave the apps across repetitions so drift hits them alike.
-    results: dict[str, list[float]] = {}
     apps = {
         "bare Starlette": bare,
         "bastion: errors + trace": no_metrics,
         "bastion: errors + trace + metrics": quiet,
         "bastion: errors + trace + metrics + access log": logged,
     }
-    for _ in range(3):
-        for name, app in apps.items():
-            results.setdefault(name, []).append(await time_per_request(app, get_request, expect=200))
-    for name in apps:
-        rows.append((name, sorted(results[name])[1]))
+    results = await compare(apps, get_request, expect=200)
+    rows = list(results.items())
     print("## Boundary guard (GET, in-process ASGI)\n")
     print(table(rows, rows[0][1]))
     print()

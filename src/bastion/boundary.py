@@ -28,6 +28,7 @@ from bastion.asgi import (
     Scope,
     Send,
 )
+from bastion.observability.logging import AccessLog
 from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics
 from bastion.problems import PROBLEM_CONTENT_TYPE, InternalError, Problem, render
 from bastion.tracing import bind_trace_id, parse_traceparent, reset_trace_id, valid_request_id
@@ -35,9 +36,7 @@ from bastion.tracing import bind_trace_id, parse_traceparent, reset_trace_id, va
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 
-def _route_label(ctx: RequestContext, scope: Scope) -> str:
-    if ctx.route is not None:
-        return ctx.route
+def _route_label(scope: Scope) -> str:
     # Starlette and FastAPI leave the matched route in the scope.
     path = getattr(scope.get("route"), "path", None)
     return path if isinstance(path, str) else UNMATCHED_ROUTE
@@ -54,7 +53,7 @@ class BoundaryGuard:
         metrics: Metrics | None,
         metrics_path: str | None,
         logger: Any,
-        access_log: bool,
+        access_log: AccessLog | None,
     ) -> None:
         self.app = app
         self.type_base = type_base
@@ -162,22 +161,25 @@ class BoundaryGuard:
             method = scope["method"]
             if method not in _KNOWN_METHODS:
                 method = "_OTHER"
-            route = _route_label(ctx, scope)
+            route = ctx.route
+            if route is None:
+                route = _route_label(scope)
             if self.metrics is not None:
                 self.metrics.observe_request(method, route, status, duration)
-            if self.access_log:
-                self.logger.info(
-                    "request",
-                    method=method,
-                    path=scope["path"],
-                    route=route,
-                    status=status,
-                    duration_ms=round(duration * 1000, 3),
-                    client=ctx.client_id,
-                    trace_id=trace_id,
-                    request_id=request_id,
-                    **ctx.log,
-                )
+            if self.access_log is not None:
+                line = {
+                    "method": method,
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 3),
+                    "client": ctx.client_id,
+                    "trace_id": trace_id,
+                    "request_id": request_id,
+                }
+                if ctx.log:
+                    line.update(ctx.log)
+                self.access_log.write(line)
 
     async def _send_problem(self, ctx: RequestContext, scope: Scope, problem: Problem, send: Send) -> None:
         rendered = render(problem, type_base=self.type_base, trace_id=ctx.trace_id, instance=scope["path"])

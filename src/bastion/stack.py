@@ -21,7 +21,7 @@ from bastion.adapters import install_problem_handlers
 from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
 from bastion.boundary import BoundaryGuard
 from bastion.config import Config, load_config
-from bastion.observability.logging import make_logger
+from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
 from bastion.protocols import Resource
 
@@ -74,7 +74,7 @@ class Bastion:
             metrics=self.metrics,
             metrics_path=self.config.metrics.path,
             logger=self.logger,
-            access_log=self.config.logging.access,
+            access_log=AccessLog(log_stream) if self.config.logging.access else None,
         )
 
     def add_resource(self, resource: Resource) -> None:
