@@ -1,15 +1,317 @@
-"""The ratelimit guard."""
+"""The rate limit guard: decides every matching rule before any body is read.
+
+It sits after the route + client guard (which names the route, client, IP and
+tier) and before validation, so a rejected request costs no body read and no
+schema work. All rules that match a request are decided in one atomic store call.
+Every response a rule matched carries the rate limit headers, through
+``ctx.response_headers``; a rejection raises :class:`~bastion.problems.RateLimited`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import contextlib
+import itertools
+import os
+from typing import TYPE_CHECKING, Any
 
-from bastion.asgi import ASGIApp
+from bastion.asgi import SCOPE_KEY, ASGIApp, Headers, Message, Receive, RequestContext, Scope, Send
+from bastion.problems import DependencyUnavailable, RateLimited
+from bastion.ratelimit.algorithms import retry_after_seconds
+from bastion.ratelimit.headers import render_headers
+from bastion.ratelimit.rules import (
+    OPERATION_EXTENSION,
+    CompiledRule,
+    compile_rule,
+    operation_extensions,
+    operation_rule,
+)
+from bastion.ratelimit.stores import Check, CircuitBreaker, Decision, RateLimitStore
+from bastion.stores import parse_store_url
 
 if TYPE_CHECKING:
+    from bastion.config import Config
     from bastion.stack import Bastion
+
+# Plans for requests without a route template are cached by raw path, up to this many.
+_MAX_PATH_PLANS = 4096
+
+
+class Plan:
+    """The rules that apply to one ``(method, route)``, found once and reused."""
+
+    __slots__ = ("concurrency", "rules")
+
+    def __init__(self, rules: tuple[CompiledRule, ...]) -> None:
+        self.rules = rules
+        self.concurrency = any(rule.concurrency for rule in rules)
+
+
+class RateLimitGuard:
+    """Applies the configured rate limit rules to each request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        rules: list[CompiledRule],
+        store: RateLimitStore,
+        *,
+        operation_rules: dict[tuple[str, str], CompiledRule] | None = None,
+        on_store_error: str = "open",
+        timeout_s: float = 0.05,
+        breaker: CircuitBreaker | None = None,
+        headers: str = "both",
+        logger: Any = None,
+        metrics: Any = None,
+    ) -> None:
+        self.app = app
+        self.rules = rules
+        self.store = store
+        self.operation_rules = dict(operation_rules or {})
+        self.fail_closed = on_store_error == "closed"
+        self.timeout_s = timeout_s
+        self.breaker = breaker or CircuitBreaker(3, 5.0)
+        self.draft_headers = headers in ("both", "draft")
+        self.legacy_headers = headers in ("both", "legacy")
+        self.logger = logger
+        self._plans: dict[tuple[str, str], Plan] = {}
+        self._path_plans = 0
+        self._ids = itertools.count()
+        self._id_prefix = os.urandom(6).hex() + "-"
+        self._decisions = (
+            metrics.counter(
+                "bastion_rate_limit_decisions_total",
+                "Rate limit decisions by rule and outcome (allowed, limited, shadow_limited).",
+                ["rule", "outcome"],
+            )
+            if metrics is not None
+            else None
+        )
+        self._store_errors = (
+            metrics.counter(
+                "bastion_store_errors_total",
+                "Store operations that failed or timed out, by store and operation.",
+                ["store", "operation"],
+            )
+            if metrics is not None
+            else None
+        )
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def plan(self, method: str, route: str, operation: Any) -> Plan:
+        """The rules for ``method route``, computed once per pair."""
+        found = self._plans.get((method, route))
+        if found is not None:
+            return found
+        rules = [rule for rule in self.rules if rule.applies(method, route)]
+        op_rule = self.operation_rules.get((method, route))
+        if op_rule is None and operation is not None:
+            extensions = getattr(operation, "extensions", None)
+            value = extensions.get(OPERATION_EXTENSION) if isinstance(extensions, dict) else None
+            if value is not None:
+                op_rule = self.operation_rules[(method, route)] = operation_rule(method, route, value)
+        if op_rule is not None:
+            rules.append(op_rule)
+        plan = Plan(tuple(rules))
+        self._plans[(method, route)] = plan
+        return plan
+
+    def _count(self, rule: str, outcome: str) -> None:
+        if self._decisions is None:
+            return
+        child = self._children.get((rule, outcome))
+        if child is None:
+            child = self._children[(rule, outcome)] = self._decisions.labels(rule, outcome)
+        child.inc()
+
+    def _store_error(self, operation: str, exc: BaseException) -> None:
+        if self._store_errors is not None:
+            self._store_errors.labels(self.store.name, operation).inc()
+        opened = self.breaker.failure() if operation == "decide" else False
+        if self.logger is not None and (opened or self.breaker.failures <= 1):
+            self.logger.warning(
+                "rate limit store failed",
+                store=self.store.name,
+                operation=operation,
+                error=type(exc).__name__,
+                breaker=self.breaker.state,
+                policy="closed" if self.fail_closed else "open",
+            )
+
+    async def _decide(self, checks: list[Check], request_id: str) -> Decision | None:
+        if self.store.sync:
+            return self.store.decide_now(checks, request_id)
+        if not self.breaker.allow():
+            return None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                decision = await self.store.decide(checks, request_id)
+        except Exception as exc:
+            self._store_error("decide", exc)
+            return None
+        self.breaker.success()
+        return decision
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[SCOPE_KEY]
+        method: str = scope["method"]
+        route = ctx.route
+        if route is None:
+            route = scope["path"]
+            plan = self._plans.get((method, route))
+            if plan is None:
+                plan = self.plan(method, route, ctx.operation)
+                if self._path_plans >= _MAX_PATH_PLANS:
+                    del self._plans[(method, route)]
+                else:
+                    self._path_plans += 1
+        else:
+            plan = self._plans.get((method, route)) or self.plan(method, route, ctx.operation)
+        rules = plan.rules
+        if not rules:
+            await self.app(scope, receive, send)
+            return
+        tier = ctx.tier
+        checks = []
+        limits = []
+        for rule in rules:
+            limit = rule.limit_for(tier)
+            limits.append(limit)
+            checks.append(Check(rule.key_for(method, route, ctx, scope), limit, rule.cost, rule.shadow))
+        request_id = self._id_prefix + str(next(self._ids))
+        decision = await self._decide(checks, request_id)
+        if decision is None:
+            self._unavailable(ctx)
+            await self.app(scope, receive, send)
+            return
+        verdicts = decision.verdicts
+        if self.draft_headers or self.legacy_headers:
+            ctx.response_headers.extend(self._headers(rules, limits, verdicts))
+        limited: list[str] = []
+        retry_us = 0
+        for rule, verdict in zip(rules, verdicts, strict=True):
+            if verdict.allowed:
+                self._count(rule.name, "allowed")
+            elif rule.shadow:
+                self._count(rule.name, "shadow_limited")
+                ctx.log.setdefault("rate_limit_shadow", []).append(rule.name)
+                if self.logger is not None:
+                    self.logger.info(
+                        "rate limit exceeded in shadow mode", rule=rule.name, client=ctx.client_id
+                    )
+            else:
+                self._count(rule.name, "limited")
+                limited.append(rule.name)
+                retry_us = max(retry_us, verdict.retry_us)
+        if not decision.admitted:
+            seconds = retry_after_seconds(retry_us)
+            ctx.log["rate_limited"] = limited
+            raise RateLimited(
+                f"rate limit {', '.join(limited)} exceeded; retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+                extensions={"policies": limited},
+            )
+        if plan.concurrency:
+            await self._hold(checks, request_id, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _headers(self, rules: tuple[CompiledRule, ...], limits: list[Any], verdicts: list[Any]) -> Headers:
+        names = [rule.name for rule in rules]
+        policies = [rule.policies[limit] for rule, limit in zip(rules, limits, strict=True)]
+        return render_headers(
+            names, policies, limits, verdicts, draft=self.draft_headers, legacy=self.legacy_headers
+        )
+
+    def _unavailable(self, ctx: RequestContext) -> None:
+        ctx.log["rate_limit"] = "store_unavailable"
+        if self.fail_closed:
+            seconds = max(1, int(self.breaker.retry_after_s() + 0.999))
+            raise DependencyUnavailable(
+                "the rate limit store is unreachable; try again shortly",
+                headers={"Retry-After": str(seconds)},
+            )
+
+    async def _hold(
+        self, checks: list[Check], request_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Run the app holding concurrency slots; free them when the response ends, however it ends."""
+        released = False
+
+        async def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            try:
+                await self.store.release(checks, request_id)
+            except Exception as exc:
+                # The lease frees the slots when it lapses.
+                self._store_error("release", exc)
+
+        async def send_then_release(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await release()
+
+        try:
+            await self.app(scope, receive, send_then_release)
+        finally:
+            if not released:
+                # Shielded so that a cancelled request (client gone) still frees its slots.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(release())
+
+
+def select_store(config: Config, bastion: Bastion) -> RateLimitStore:
+    """The store the configuration names for rate limits.
+
+    ``rate_limits.store`` wins; else the top-level ``store`` if it is Redis or
+    memory. SQLite and PostgreSQL cannot decide in microseconds, so with those as
+    the top-level store rate limits stay in memory (per process).
+    """
+    section = config.rate_limits
+    url = section.store or config.store
+    parsed = parse_store_url(url)
+    if parsed.kind == "redis":
+        from bastion.ratelimit.stores.redis import RedisStore
+
+        return RedisStore(parsed.url, key_prefix=section.key_prefix, timeout_s=section.timeout.seconds)
+    from bastion.ratelimit.stores.memory import MemoryStore
+
+    if parsed.kind != "memory":
+        bastion.logger.info(
+            "rate limits use the memory store",
+            reason=f"{parsed.kind} is not a rate limit store; set rate_limits.store to redis:// to share",
+        )
+    return MemoryStore()
 
 
 def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
-    """The ratelimit guard for the configuration, or ``None`` when it has nothing to do."""
-    return None
+    """The rate limit guard for the configuration, or ``None`` when no rule could ever apply."""
+    config = bastion.config
+    section = config.rate_limits
+    if not section.enabled:
+        return None
+    rules = [compile_rule(rule) for rule in section.rules]
+    declared = operation_extensions(config.openapi)
+    if not rules and not declared:
+        return None
+    operation_rules = {
+        (method, template): operation_rule(method, template, value)
+        for (method, template), value in declared.items()
+    }
+    store = select_store(config, bastion)
+    bastion.add_resource(store)
+    return RateLimitGuard(
+        app,
+        rules,
+        store,
+        operation_rules=operation_rules,
+        on_store_error=section.on_store_error,
+        timeout_s=section.timeout.seconds,
+        breaker=CircuitBreaker(section.breaker_failures, section.breaker_cooldown.seconds),
+        headers=section.headers,
+        logger=bastion.logger,
+        metrics=bastion.metrics,
+    )

@@ -1,0 +1,165 @@
+"""Rules compiled for the hot path: which rules apply to a route, and each request's store keys.
+
+Everything that depends only on the configuration (limits per tier, the
+``RateLimit-Policy`` members, the match table) is computed once here, so that a
+request costs a dictionary lookup for its plan plus the decision itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bastion.asgi import RequestContext, Scope
+from bastion.ratelimit.algorithms import CONCURRENCY, Limit
+from bastion.ratelimit.config import RuleConfig
+from bastion.ratelimit.headers import policy_member
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+OPERATION_EXTENSION = "x-bastion-rate-limit"
+# Store keys longer than this are hashed: header values can be long and Redis keys should not be.
+_MAX_KEY = 200
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRule:
+    """A rule ready for requests."""
+
+    name: str
+    parts: tuple[str, ...]
+    #: ``(method, template)`` pairs; empty means every request. ``*`` matches any method.
+    matches: frozenset[tuple[str, str]]
+    cost: int
+    shadow: bool
+    default: Limit
+    #: tier -> limit, for tiers with their own rate.
+    tiers: Mapping[str, Limit]
+    #: limit -> its ``RateLimit-Policy`` member.
+    policies: Mapping[Limit, str]
+
+    @property
+    def concurrency(self) -> bool:
+        """Whether this rule holds slots until the response ends."""
+        return self.default.algorithm == CONCURRENCY
+
+    def applies(self, method: str, route: str) -> bool:
+        """Whether the rule covers ``method route``."""
+        if not self.matches:
+            return True
+        return (method, route) in self.matches or ("*", route) in self.matches
+
+    def limit_for(self, tier: str | None) -> Limit:
+        """The limit of ``tier`` (the rule's own limit for tiers it does not name)."""
+        if tier is None or not self.tiers:
+            return self.default
+        return self.tiers.get(tier, self.default)
+
+    def key_for(self, method: str, route: str, ctx: RequestContext, scope: Scope) -> str:
+        """The store key of this rule for one request."""
+        values = []
+        for part in self.parts:
+            if part == "client":
+                values.append(ctx.client_id or "ip:" + _peer(ctx, scope))
+            elif part == "ip":
+                values.append(_peer(ctx, scope))
+            elif part == "global":
+                values.append("*")
+            elif part == "route":
+                values.append(method + " " + route)
+            else:
+                values.append(_header(scope, part))
+        key = self.name + "|" + "|".join(values)
+        if len(key) > _MAX_KEY:
+            digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+            key = self.name + "|#" + digest
+        return key
+
+
+def _peer(ctx: RequestContext, scope: Scope) -> str:
+    if ctx.client_ip:
+        return ctx.client_ip
+    peer = scope.get("client")
+    return str(peer[0]) if peer else "unknown"
+
+
+def _header(scope: Scope, part: str) -> str:
+    name = part.removeprefix("header:").lower().encode("latin-1")
+    for key, value in scope["headers"]:
+        if key == name:
+            return "h:" + bytes(value).decode("latin-1")
+    # Requests without the header share one key: leaving the header out must not escape the limit.
+    return "-"
+
+
+def compile_rule(config: RuleConfig, *, matches: Iterable[tuple[str, str]] | None = None) -> CompiledRule:
+    """Compile one configured rule."""
+
+    def limit_of(tier: str | None) -> Limit:
+        rate = config.tiers[tier] if tier else config.limit
+        period_us = rate.period_ms * 1000
+        if config.algorithm == "concurrency":
+            period_us = config.lease.ms * 1000
+        burst = config.capacity_for(tier) if config.algorithm == "gcra" else None
+        return Limit.build(config.algorithm, rate.limit, period_us, burst)
+
+    default = limit_of(None)
+    tiers = {tier: limit_of(tier) for tier in config.tiers}
+    policies = {limit: policy_member(config.name, limit) for limit in (default, *tiers.values())}
+    found = config.match_entries() if matches is None else list(matches)
+    return CompiledRule(
+        name=config.name,
+        parts=tuple(config.key_parts()),
+        matches=frozenset(found),
+        cost=config.cost,
+        shadow=config.mode == "shadow",
+        default=default,
+        tiers=tiers,
+        policies=policies,
+    )
+
+
+def operation_rule(method: str, template: str, value: Any) -> CompiledRule:
+    """The rule an operation declares with ``x-bastion-rate-limit``.
+
+    The value is a rate (``5/minute``) or a mapping of rule settings (``limit``,
+    ``burst``, ``key``, ``algorithm``, ``cost``, ``mode``, ``tiers``). The rule is
+    named ``METHOD /template`` and, unless its ``key`` says otherwise, counts per
+    client and per operation.
+    """
+    settings: dict[str, Any] = {"limit": value} if isinstance(value, str) else dict(value)
+    settings.setdefault("key", ["client", "route"])
+    settings["name"] = f"{method} {template}"
+    config = RuleConfig.model_validate(settings)
+    return compile_rule(config, matches=[(method, template)])
+
+
+def operation_extensions(spec_path: str | None) -> dict[tuple[str, str], Any]:
+    """``x-bastion-rate-limit`` values of an OpenAPI file, by ``(METHOD, template)``.
+
+    Read at start-up so that a description whose only limits are per operation
+    still gets a guard; a file that cannot be read yields nothing here (the router
+    reports it).
+    """
+    if not spec_path:
+        return {}
+    try:
+        import yaml
+
+        document = yaml.safe_load(Path(spec_path).read_text(encoding="utf-8"))
+    except Exception:
+        return {}
+    found: dict[tuple[str, str], Any] = {}
+    paths = document.get("paths") if isinstance(document, dict) else None
+    if not isinstance(paths, dict):
+        return found
+    for template, item in paths.items():
+        if not isinstance(item, dict):
+            continue
+        for method in HTTP_METHODS:
+            operation = item.get(method)
+            if isinstance(operation, dict) and OPERATION_EXTENSION in operation:
+                found[(method.upper(), str(template))] = operation[OPERATION_EXTENSION]
+    return found

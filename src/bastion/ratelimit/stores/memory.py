@@ -1,0 +1,182 @@
+"""The in-process rate limit store: exact within one process, nothing shared between processes.
+
+State lives in one ordered table per limit, most recently used last. A key whose
+last use is older than its limit's time-to-live can no longer affect a decision,
+so each decision drops a few such keys from the front of the table: memory stays
+proportional to the keys active within one window. The clock is monotonic.
+
+Every decision runs without an ``await``, so on one event loop it is atomic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bastion.ratelimit.algorithms import (
+    CONCURRENCY,
+    FIXED_WINDOW,
+    GCRA,
+    SLIDING_LOG,
+    SLIDING_WINDOW,
+    Limit,
+    Verdict,
+    concurrency,
+    fixed_window,
+    gcra,
+    sliding_log,
+    sliding_window,
+)
+from bastion.ratelimit.stores import Check, Decision, admitted
+
+# How many idle keys one decision may drop; more than one so that the tables shrink after a burst.
+_SWEEP_PER_DECISION = 4
+
+
+def _monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+class _Table:
+    """The keys of one limit: key -> [state, last use]."""
+
+    __slots__ = ("entries", "limit", "ttl_us")
+
+    def __init__(self, limit: Limit) -> None:
+        self.limit = limit
+        # Concurrency keys live as long as their leases; the others as long as their window.
+        self.ttl_us = limit.ttl_us
+        self.entries: OrderedDict[str, list[Any]] = OrderedDict()
+
+    def sweep(self, now: int) -> None:
+        entries = self.entries
+        horizon = now - self.ttl_us
+        for _ in range(_SWEEP_PER_DECISION):
+            if not entries:
+                return
+            first = next(iter(entries.values()))
+            if first[1] > horizon:
+                return
+            entries.popitem(last=False)
+
+
+class MemoryStore:
+    """Rate limit state in this process's memory."""
+
+    name = "memory"
+    sync = True
+
+    def __init__(self, clock: Callable[[], int] = _monotonic_us) -> None:
+        #: Microseconds from an arbitrary origin; tests pass a fake.
+        self.clock = clock
+        self._tables: dict[Limit, _Table] = {}
+
+    def _table(self, limit: Limit) -> _Table:
+        table = self._tables.get(limit)
+        if table is None:
+            table = self._tables[limit] = _Table(limit)
+        return table
+
+    def __len__(self) -> int:
+        """How many keys hold state (for tests of the memory bound)."""
+        return sum(len(t.entries) for t in self._tables.values())
+
+    def _verdict(self, entry: list[Any] | None, now: int, check: Check, request_id: str) -> Verdict:
+        limit = check.limit
+        algorithm = limit.algorithm
+        if algorithm == GCRA:
+            return gcra(entry[0] if entry is not None else 0, now, check.cost, limit)
+        if algorithm == FIXED_WINDOW:
+            return fixed_window(entry[0] if entry is not None else None, now, check.cost, limit)
+        if algorithm == SLIDING_WINDOW:
+            return sliding_window(entry[0] if entry is not None else None, now, check.cost, limit)
+        if algorithm == SLIDING_LOG:
+            stamps: deque[int] = entry[0] if entry is not None else deque()
+            horizon = now - limit.period_us
+            while stamps and stamps[0] <= horizon:
+                stamps.popleft()
+            return sliding_log(stamps, now, check.cost, limit)
+        leases: dict[str, tuple[int, int]] = entry[0] if entry is not None else {}
+        for lease, (expires, _) in list(leases.items()):
+            if expires <= now:
+                del leases[lease]
+        return concurrency(sum(cost for _, cost in leases.values()), check.cost, limit)
+
+    @staticmethod
+    def _commit(
+        table: _Table, entry: list[Any] | None, check: Check, verdict: Verdict, now: int, rid: str
+    ) -> None:
+        algorithm = check.limit.algorithm
+        if entry is None:
+            if algorithm == SLIDING_LOG:
+                state: Any = deque()
+            elif algorithm == CONCURRENCY:
+                state = {}
+            else:
+                state = None
+            entry = table.entries[check.key] = [state, now]
+        else:
+            entry[1] = now
+            table.entries.move_to_end(check.key)
+        if algorithm == SLIDING_LOG:
+            entry[0].extend([now] * check.cost)
+        elif algorithm == CONCURRENCY:
+            entry[0][rid] = (now + check.limit.period_us, check.cost)
+        else:
+            entry[0] = verdict.state
+
+    def decide_now(self, checks: Sequence[Check], request_id: str) -> Decision:
+        """Decide every check at once; nothing is recorded unless the request is admitted."""
+        now = self.clock()
+        if len(checks) == 1:
+            check = checks[0]
+            table = self._tables.get(check.limit) or self._table(check.limit)
+            table.sweep(now)
+            entry = table.entries.get(check.key)
+            verdict = self._verdict(entry, now, check, request_id)
+            if verdict.allowed:
+                self._commit(table, entry, check, verdict, now, request_id)
+            return Decision(verdict.allowed or check.shadow, [verdict])
+        tables = []
+        entries = []
+        verdicts = []
+        for check in checks:
+            table = self._tables.get(check.limit) or self._table(check.limit)
+            table.sweep(now)
+            entry = table.entries.get(check.key)
+            tables.append(table)
+            entries.append(entry)
+            verdicts.append(self._verdict(entry, now, check, request_id))
+        ok = admitted(checks, verdicts)
+        if ok:
+            for i, check in enumerate(checks):
+                if verdicts[i].allowed:
+                    self._commit(tables[i], entries[i], check, verdicts[i], now, request_id)
+        return Decision(ok, verdicts)
+
+    async def decide(self, checks: Sequence[Check], request_id: str) -> Decision:
+        """The same as :meth:`decide_now`, for callers that treat every store alike."""
+        return self.decide_now(checks, request_id)
+
+    async def release(self, checks: Sequence[Check], request_id: str) -> None:
+        """Free the request's concurrency slots."""
+        for check in checks:
+            if check.limit.algorithm != CONCURRENCY:
+                continue
+            table = self._tables.get(check.limit)
+            entry = table.entries.get(check.key) if table is not None else None
+            if entry is not None:
+                entry[0].pop(request_id, None)
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Forget every key."""
+        self._tables.clear()
+
+    async def ping(self) -> bool:
+        """Always reachable."""
+        return True
