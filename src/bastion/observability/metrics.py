@@ -1,37 +1,57 @@
 """Prometheus metrics, named after the OpenTelemetry HTTP conventions.
 
 Each :class:`bastion.Bastion` owns a :class:`Metrics` with its own registry, so two
-instances in one process never share counters. Guards add their counters here.
-Label children are cached: ``labels()`` is slow and the hot path calls it often.
+instances in one process never share counters. Guards add their counters with
+:meth:`Metrics.counter`. Label children are cached: ``labels()`` is slow and the
+hot path calls it often.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (see :mod:`bastion.observability.multiprocess`)
+the values are shared between worker processes and every scrape sums them.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-# The bucket boundaries OpenTelemetry advises for http.server.request.duration.
-DURATION_BUCKETS = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
+from bastion.observability import multiprocess
+from bastion.observability.http_metrics import (
+    DURATION_BUCKETS,
+    SIZE_BUCKETS,
+    HttpServerSeries,
+    MultiprocessHttpServer,
 )
+
+__all__ = ["DURATION_BUCKETS", "MAX_FIELD_SERIES", "OTHER", "SIZE_BUCKETS", "UNMATCHED_ROUTE", "Metrics"]
+
+_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
 
 #: The route label for requests that matched no known route (kept bounded on purpose).
 UNMATCHED_ROUTE = "_unmatched"
+#: The label value that stands for every value past a label's bound.
+OTHER = "_other"
+#: At most this many (operation, field) pairs get their own validation series; field
+#: names of unknown members come from clients, so they must not grow the registry.
+MAX_FIELD_SERIES = 500
+
+_INDEX_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def field_label(entry: Mapping[str, Any]) -> str:
+    """The label for one ``errors[]`` entry: its JSON pointer with array indices as ``*``."""
+    where = entry.get("pointer") or entry.get("field") or ""
+    if not isinstance(where, str):
+        where = str(where)
+    where = _INDEX_SEGMENT.sub("/*", where)
+    location = entry.get("in")
+    if isinstance(location, str) and location != "body":
+        return f"{location}:{where.lstrip('/')}"
+    return where or "(body)"
 
 
 class Metrics:
@@ -39,32 +59,46 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.request_duration = Histogram(
-            "http_server_request_duration_seconds",
-            "Duration of HTTP server requests, by method, route template and status code.",
-            ["http_request_method", "http_route", "http_response_status_code"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
+        #: The shared directory when values are summed across worker processes.
+        self.multiprocess_dir = multiprocess.multiprocess_dir(env)
+        self.http: HttpServerSeries | MultiprocessHttpServer
+        if self.multiprocess_dir is not None:
+            multiprocess.use_shared_values()
+            self.http = MultiprocessHttpServer(self.registry)
+        else:
+            self.http = HttpServerSeries()
+            self.registry.register(self.http)
         self.problems = Counter(
             "bastion_problems_total",
             "Problem responses bastion rendered, by code and status.",
             ["code", "status"],
             registry=self.registry,
         )
-        self._duration_children: dict[tuple[str, str, int], Any] = {}
+        self.field_errors = Counter(
+            "bastion_validation_field_errors_total",
+            "Entries of errors[] in problem responses, by operation and field (JSON pointer).",
+            ["operation", "field"],
+            registry=self.registry,
+        )
         self._problem_children: dict[tuple[str, int], Any] = {}
+        self._field_children: dict[tuple[str, str], Any] = {}
+        # Bound the hot-path methods once: the boundary calls them on every request.
+        self.request_started = self.http.request_started
+        self.request_finished = self.http.request_finished
 
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Record one finished request."""
-        key = (method, route, status)
-        child = self._duration_children.get(key)
-        if child is None:
-            child = self.request_duration.labels(method, route, str(status))
-            self._duration_children[key] = child
-        child.observe(seconds)
+    def observe_request(
+        self,
+        method: str,
+        route: str,
+        status: int,
+        seconds: float,
+        request_size: int = 0,
+        response_size: int = 0,
+    ) -> None:
+        """Record one finished request: duration and body sizes."""
+        self.http.observe(method, route, status, seconds, request_size, response_size)
 
     def count_problem(self, code: str, status: int) -> None:
         """Record one rendered problem."""
@@ -75,6 +109,19 @@ class Metrics:
             self._problem_children[key] = child
         child.inc()
 
+    def count_field_errors(self, operation: str, errors: Iterable[Mapping[str, Any]]) -> None:
+        """Count the ``errors[]`` entries of a problem by operation and field, with a bounded label set."""
+        for entry in errors:
+            key = (operation, field_label(entry))
+            child = self._field_children.get(key)
+            if child is None:
+                if len(self._field_children) >= MAX_FIELD_SERIES:
+                    key = (operation, OTHER)
+                    child = self._field_children.get(key)
+                if child is None:
+                    child = self._field_children[key] = self.field_errors.labels(*key)
+            child.inc()
+
     def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
         """Create (or return) a counter in this registry, for guards to count their decisions."""
         existing = self.registry._names_to_collectors.get(name)
@@ -82,6 +129,33 @@ class Metrics:
             return existing
         return Counter(name, documentation, labels, registry=self.registry)
 
+    def histogram(
+        self, name: str, documentation: str, labels: list[str], buckets: Iterable[float] = DURATION_BUCKETS
+    ) -> Histogram:
+        """Create (or return) a histogram in this registry (upstream call durations, ...)."""
+        existing = self.registry._names_to_collectors.get(name)
+        if isinstance(existing, Histogram):
+            return existing
+        return Histogram(name, documentation, labels, buckets=tuple(buckets), registry=self.registry)
+
+    def collect(self) -> list[Metric]:
+        """Every metric family now: this process's, or in multiprocess mode the sum of every worker's."""
+        if self.multiprocess_dir is not None:
+            return multiprocess.collect_all_workers(self.multiprocess_dir)
+        return list(self.registry.collect())
+
     def exposition(self) -> bytes:
         """The text exposition of every metric."""
+        if self.multiprocess_dir is not None:
+            return bytes(generate_latest(_Families(self.collect())))
         return bytes(generate_latest(self.registry))
+
+
+class _Families:
+    """Already collected families, in the shape ``generate_latest`` reads."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families

@@ -1,0 +1,245 @@
+"""The live dashboard: one page, its script and style, and the JSON it polls.
+
+Served by the boundary under ``observability.dashboard.path`` when enabled:
+
+- ``{path}``: the page (``?token=...`` when a token is configured),
+- ``{path}/data``: the JSON snapshot of the counters, built from the instance's
+  registry (in multiprocess mode, the sum over every worker), so a guard's new
+  counter shows up without changing this module,
+- ``{path}/dashboard.js`` and ``{path}/dashboard.css``: shipped in the package; no CDN.
+
+The page computes rates from the difference between two snapshots. Only loopback
+clients that came without forwarding headers may open it, unless ``allow_remote``
+is set; a configured token is required on the page and the data in every case.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import ipaddress
+import time
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from prometheus_client.core import Metric
+
+from bastion.asgi import Headers, RequestContext, Scope, Send, send_bytes
+from bastion.observability.config import DashboardConfig
+from bastion.observability.http_metrics import DURATION_NAME
+from bastion.observability.metrics import Metrics
+from bastion.problems import MethodNotAllowed, NotFound, Unauthorized
+
+_SECURITY_HEADERS: Headers = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+_FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+_MAX_ROWS = 25
+
+
+def _static(name: str) -> bytes:
+    return (resources.files("bastion.observability") / "static" / name).read_bytes()
+
+
+def _labelled(families: Iterable[Metric], name: str) -> list[tuple[dict[str, str], float]]:
+    """The ``(labels, value)`` samples of counter ``name`` (given with or without ``_total``)."""
+    base = name.removesuffix("_total")
+    out: list[tuple[dict[str, str], float]] = []
+    for family in families:
+        if family.name != base or family.type != "counter":
+            continue
+        for sample in family.samples:
+            if sample.name == base + "_total":
+                out.append((dict(sample.labels), float(sample.value)))
+    return out
+
+
+def _by(samples: list[tuple[dict[str, str], float]], *keys: str) -> dict[str, float]:
+    """Sum samples by the values of ``keys`` joined with ``/`` (missing labels count as empty)."""
+    out: dict[str, float] = {}
+    for labels, value in samples:
+        key = "/".join(labels.get(k, "") for k in keys)
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _rows(samples: list[tuple[dict[str, str], float]], *keys: str) -> list[dict[str, Any]]:
+    """The largest sums by ``keys`` as rows ``{key: label, ..., "count": value}``."""
+    summed: dict[tuple[str, ...], float] = {}
+    for labels, value in samples:
+        group = tuple(labels.get(k, "") for k in keys)
+        summed[group] = summed.get(group, 0.0) + value
+    rows: list[dict[str, Any]] = []
+    for group, value in sorted(summed.items(), key=lambda item: -item[1])[:_MAX_ROWS]:
+        row: dict[str, Any] = dict(zip(keys, group, strict=True))
+        row["count"] = value
+        rows.append(row)
+    return rows
+
+
+def snapshot(families: list[Metric], *, hidden_routes: Iterable[str] = ()) -> dict[str, Any]:
+    """The dashboard's JSON: cumulative counts, from which the page computes rates.
+
+    Requests to ``hidden_routes`` (the dashboard itself, ``/metrics``) are left out,
+    so watching the page does not look like traffic.
+    """
+    hidden = set(hidden_routes)
+    by_class = {"2xx": 0.0, "3xx": 0.0, "4xx": 0.0, "5xx": 0.0}
+    total = rate_limited = 0.0
+    routes: dict[tuple[str, str], dict[str, Any]] = {}
+    for family in families:
+        if family.name != DURATION_NAME:
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_count"):
+                continue
+            route = sample.labels.get("http_route", "")
+            if route in hidden:
+                continue
+            status = sample.labels.get("http_response_status_code", "")
+            value = float(sample.value)
+            total += value
+            klass = status[:1] + "xx"
+            if klass in by_class:
+                by_class[klass] += value
+            if status == "429":
+                rate_limited += value
+            row = routes.setdefault(
+                (sample.labels.get("http_request_method", ""), route),
+                {
+                    "method": sample.labels.get("http_request_method", ""),
+                    "route": route,
+                    "count": 0.0,
+                    "4xx": 0.0,
+                    "5xx": 0.0,
+                },
+            )
+            row["count"] += value
+            if klass in ("4xx", "5xx"):
+                row[klass] += value
+    top_routes = sorted(routes.values(), key=lambda row: -row["count"])[:_MAX_ROWS]
+    return {
+        "time": time.time(),
+        "requests": {"total": total, **by_class, "429": rate_limited},
+        "routes": top_routes,
+        "problems": _by(_labelled(families, "bastion_problems_total"), "code"),
+        "rate_limits": _rows(_labelled(families, "bastion_rate_limit_decisions_total"), "rule", "outcome"),
+        "idempotency": _by(_labelled(families, "bastion_idempotency_events_total"), "event"),
+        "validation": _rows(_labelled(families, "bastion_validation_failures_total"), "operation", "code"),
+        "validation_fields": _rows(
+            _labelled(families, "bastion_validation_field_errors_total"), "operation", "field"
+        ),
+        "store_errors": _by(_labelled(families, "bastion_store_errors_total"), "store", "operation"),
+        "upstream_errors": sum(v for _, v in _labelled(families, "bastion_upstream_errors_total")),
+    }
+
+
+def _is_loopback(scope: Scope) -> bool:
+    client = scope.get("client")
+    if not client:
+        # No peer address at all (an in-process test transport, a Unix socket): local.
+        return True
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Dashboard:
+    """Serves the dashboard's page, assets and data for one bastion instance."""
+
+    def __init__(self, config: DashboardConfig, metrics: Metrics, metrics_path: str | None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.path = config.path
+        self.prefix = config.path + "/"
+        self._token = config.token.encode() if config.token else None
+        self._hidden = [
+            self.path,
+            self.prefix + "data",
+            self.prefix + "dashboard.js",
+            self.prefix + "dashboard.css",
+            self.prefix + "*",
+        ]
+        if metrics_path is not None:
+            self._hidden.append(metrics_path)
+        page = (
+            _static("dashboard.html")
+            .replace(b"{{base}}", html.escape(self.prefix, quote=True).encode())
+            .replace(b"{{refresh_ms}}", str(config.refresh.ms).encode())
+        )
+        self._assets: dict[str, tuple[bytes, bytes]] = {
+            self.path: (b"text/html; charset=utf-8", page),
+            self.prefix + "dashboard.js": (b"text/javascript; charset=utf-8", _static("dashboard.js")),
+            self.prefix + "dashboard.css": (b"text/css; charset=utf-8", _static("dashboard.css")),
+        }
+
+    def handles(self, path: str) -> bool:
+        """Whether ``path`` is the dashboard's."""
+        return path == self.path or path.startswith(self.prefix)
+
+    def _allowed_peer(self, scope: Scope) -> bool:
+        if self.config.allow_remote:
+            return True
+        if not _is_loopback(scope):
+            return False
+        # A loopback peer that forwards for someone else is a local proxy, not a local user.
+        return not any(key in _FORWARDING_HEADERS for key, _ in scope["headers"])
+
+    def _token_ok(self, scope: Scope) -> bool:
+        if self._token is None:
+            return True
+        offered: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == b"authorization" and value[:7].lower() == b"bearer ":
+                offered = value[7:].strip()
+        if offered is None:
+            values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+            offered = values[0].encode() if values else None
+        return offered is not None and hmac.compare_digest(offered, self._token)
+
+    async def handle(self, scope: Scope, ctx: RequestContext, send: Send) -> None:
+        """Answer one request under the dashboard path (or raise the problem that refuses it)."""
+        path = scope["path"]
+        ctx.route = path if path in self._hidden else self.prefix + "*"
+        if not self._allowed_peer(scope):
+            # Look like any unknown path: a refused client learns nothing, not even that it exists.
+            raise NotFound
+        if scope["method"] not in ("GET", "HEAD"):
+            raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
+        asset = self._assets.get(path)
+        if asset is not None and path != self.path:
+            await self._send(scope, send, *asset)
+            return
+        if path not in (self.path, self.prefix + "data"):
+            raise NotFound
+        if not self._token_ok(scope):
+            raise Unauthorized(detail="the dashboard needs its token", headers={"WWW-Authenticate": "Bearer"})
+        if path == self.path:
+            await self._send(scope, send, *self._assets[path])
+            return
+        body = orjson.dumps(
+            {
+                **snapshot(self.metrics.collect(), hidden_routes=self._hidden),
+                "refresh_ms": self.config.refresh.ms,
+            }
+        )
+        await self._send(scope, send, b"application/json", body)
+
+    async def _send(self, scope: Scope, send: Send, content_type: bytes, body: bytes) -> None:
+        headers: Headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            *_SECURITY_HEADERS,
+        ]
+        await send_bytes(send, 200, headers, body if scope["method"] == "GET" else b"")

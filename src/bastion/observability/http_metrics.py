@@ -1,0 +1,201 @@
+"""The per-request HTTP server metrics, kept cheap enough for every request.
+
+``prometheus_client`` takes a lock and walks the buckets in Python for each
+observation; three histograms that way cost several microseconds per request.
+:class:`HttpServerSeries` keeps plain counts per label set instead (one dictionary
+lookup and a C ``bisect`` per histogram) and turns them into metric families only
+when scraped. The event loop runs one request step at a time, so no lock is needed
+there; the counts are integers, so a rare race from a threaded server could at
+worst drop one observation, never corrupt one.
+
+In multiprocess mode the same interface is backed by ``prometheus_client``'s
+memory-mapped values instead (:class:`MultiprocessHttpServer`), which the scrape
+of any worker aggregates.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+# The bucket boundaries OpenTelemetry advises for http.server.request.duration.
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+
+#: Body size buckets in bytes: 0, then powers of four from 64 B to 16 MiB (OpenTelemetry advises none).
+SIZE_BUCKETS = (0.0, *(float(4**n) for n in range(3, 13)))
+
+REQUEST_LABELS = ("http_request_method", "http_route", "http_response_status_code")
+ACTIVE_LABELS = ("http_request_method",)
+
+DURATION_NAME = "http_server_request_duration_seconds"
+DURATION_DOC = "Duration of HTTP server requests, by method, route template and status code."
+REQUEST_SIZE_NAME = "http_server_request_body_size_bytes"
+REQUEST_SIZE_DOC = "Size of HTTP server request bodies (Content-Length, or the bytes read)."
+RESPONSE_SIZE_NAME = "http_server_response_body_size_bytes"
+RESPONSE_SIZE_DOC = "Size of HTTP server response bodies, as sent."
+ACTIVE_NAME = "http_server_active_requests"
+ACTIVE_DOC = "HTTP server requests being handled now, by method."
+
+
+class _Histogram:
+    """Bucket counts (the last one is +Inf) and the sum of one histogram series."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left finds the first bound >= value: Prometheus buckets are "le".
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative = 0
+        out: list[tuple[str, float]] = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            out.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]  # untyped upstream
+        return out
+
+
+class _Series:
+    """The three histograms of one (method, route, status) label set."""
+
+    __slots__ = ("duration", "request_size", "response_size")
+
+    def __init__(self) -> None:
+        self.duration = _Histogram(DURATION_BUCKETS)
+        self.request_size = _Histogram(SIZE_BUCKETS)
+        self.response_size = _Histogram(SIZE_BUCKETS)
+
+
+class HttpServerSeries:
+    """Request duration, body sizes and active requests of one process, as a Prometheus collector."""
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str, int], _Series] = {}
+        self._active: dict[str, int] = {}
+
+    def request_started(self, method: str) -> None:
+        """One more request in flight."""
+        self._active[method] = self._active.get(method, 0) + 1
+
+    def request_finished(self, method: str) -> None:
+        """One request fewer in flight."""
+        self._active[method] -= 1
+
+    def observe(
+        self, method: str, route: str, status: int, seconds: float, request_size: int, response_size: int
+    ) -> None:
+        """Record one finished request."""
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+        series.duration.observe(seconds)
+        series.request_size.observe(request_size)
+        series.response_size.observe(response_size)
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families, built at scrape time."""
+        families = (
+            (HistogramMetricFamily(DURATION_NAME, DURATION_DOC, labels=REQUEST_LABELS), "duration"),
+            (
+                HistogramMetricFamily(REQUEST_SIZE_NAME, REQUEST_SIZE_DOC, labels=REQUEST_LABELS),
+                "request_size",
+            ),
+            (
+                HistogramMetricFamily(RESPONSE_SIZE_NAME, RESPONSE_SIZE_DOC, labels=REQUEST_LABELS),
+                "response_size",
+            ),
+        )
+        # A snapshot of the keys: a request may add a series while the scrape runs.
+        items = list(self._series.items())
+        for family, attribute in families:
+            for (method, route, status), series in items:
+                histogram: _Histogram = getattr(series, attribute)
+                family.add_metric([method, route, str(status)], histogram.buckets(), histogram.total)
+            yield family
+        active = GaugeMetricFamily(ACTIVE_NAME, ACTIVE_DOC, labels=ACTIVE_LABELS)
+        for method, count in list(self._active.items()):
+            active.add_metric([method], float(count))
+        yield active
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing: the families are known only at scrape time (keeps registration cheap)."""
+        return iter(())
+
+
+class MultiprocessHttpServer:
+    """The same interface over ``prometheus_client`` metrics, whose values live in shared files."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            DURATION_NAME, DURATION_DOC, REQUEST_LABELS, buckets=DURATION_BUCKETS, registry=registry
+        )
+        self.request_size = Histogram(
+            REQUEST_SIZE_NAME, REQUEST_SIZE_DOC, REQUEST_LABELS, buckets=SIZE_BUCKETS, registry=registry
+        )
+        self.response_size = Histogram(
+            RESPONSE_SIZE_NAME, RESPONSE_SIZE_DOC, REQUEST_LABELS, buckets=SIZE_BUCKETS, registry=registry
+        )
+        # livesum: the gauge files of a dead worker stop counting once it is marked dead.
+        self.active = Gauge(
+            ACTIVE_NAME, ACTIVE_DOC, ACTIVE_LABELS, registry=registry, multiprocess_mode="livesum"
+        )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._active_children: dict[str, Any] = {}
+
+    def _active_child(self, method: str) -> Any:
+        child = self._active_children.get(method)
+        if child is None:
+            child = self._active_children[method] = self.active.labels(method)
+        return child
+
+    def request_started(self, method: str) -> None:
+        """One more request in flight."""
+        self._active_child(method).inc()
+
+    def request_finished(self, method: str) -> None:
+        """One request fewer in flight."""
+        self._active_child(method).dec()
+
+    def observe(
+        self, method: str, route: str, status: int, seconds: float, request_size: int, response_size: int
+    ) -> None:
+        """Record one finished request."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = self._children[key] = (
+                self.duration.labels(*labels),
+                self.request_size.labels(*labels),
+                self.response_size.labels(*labels),
+            )
+        children[0].observe(seconds)
+        children[1].observe(request_size)
+        children[2].observe(response_size)
