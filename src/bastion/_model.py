@@ -8,4 +8,7 @@ from pydantic import BaseModel, ConfigDict
 class Section(BaseModel):
     """A configuration section. Unknown keys are errors: a silently ignored typo is a pitfall."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # Attribute docstrings become field descriptions: docs/configuration.md is built from them.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True
+    )

@@ -38,9 +38,15 @@ class ClientsConfig(Section):
     """How a request's client is identified and which tier it belongs to."""
 
     identify: list[str] = Field(default_factory=lambda: ["header:X-API-Key", "ip"])
+    """Where a client's identity comes from, in order: `header:NAME` (an API key header) or `ip`.
+    The first one present names the client; API keys are only ever kept as a SHA-256 digest."""
     trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or networks (`127.0.0.1/32`, `10.0.0.0/8`) whose `X-Forwarded-For` and
+    `Forwarded` headers are believed. From any other peer those headers are ignored."""
     tiers: dict[str, str] = Field(default_factory=dict)
+    """API key to tier name (`key-paid-1: paid`); rate limit rules can set limits per tier."""
     default_tier: str = "free"
+    """The tier of clients whose key is not in `tiers`, and of clients identified by IP."""
 
     @field_validator("identify")
     @classmethod
@@ -66,15 +72,22 @@ class ErrorsConfig(Section):
     """How problems are rendered."""
 
     type_base: str = "https://bastion.dev/errors/"
+    """Prefix of every problem's `type` URI; the code in kebab-case follows it."""
     normalize_upstream: bool = False
+    """Gateway: replace an upstream 4xx/5xx whose body is not a problem (an HTML error page,
+    a stack trace) with a problem of the same status; the original is logged, never sent."""
     framework_adapters: bool = True
+    """When bastion wraps a Starlette or FastAPI app directly, render its `HTTPException` and
+    `RequestValidationError` as problems (without echoing input values)."""
 
 
 class MetricsConfig(Section):
     """Prometheus metrics exposition."""
 
     enabled: bool = True
+    """Collect Prometheus metrics and serve them at `path`."""
     path: str = "/metrics"
+    """Where the Prometheus exposition is served (GET or HEAD)."""
 
     @field_validator("path")
     @classmethod
@@ -88,15 +101,23 @@ class LoggingConfig(Section):
     """Structured JSON logs."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """The lowest level of log lines written (JSON lines on standard error)."""
     access: bool = True
+    """Write one access line per request: method, path, route, status, duration, client,
+    trace id and what the guards decided."""
 
 
 class Config(Section):
     """The whole bastion configuration. Build it with :func:`load_config`."""
 
     upstream: str | None = None
+    """Gateway mode: the base URL of the API bastion proxies to (`http://127.0.0.1:3000`)."""
     openapi: str | None = None
+    """Path of the OpenAPI 3.0/3.1 description (YAML or JSON), relative to this file. It gives
+    routes, validation and per-operation `x-bastion-*` settings."""
     store: str = "sqlite:///./bastion.db"
+    """The default store for idempotency records and rate limit counters: `memory://`,
+    `sqlite:///PATH`, `redis://HOST:PORT/DB` or `postgresql://USER@HOST/DB`."""
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     errors: ErrorsConfig = Field(default_factory=ErrorsConfig)
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
