@@ -28,8 +28,11 @@ from bastion.asgi import (
     Scope,
     Send,
 )
+from bastion.observability.config import ObservabilityConfig
+from bastion.observability.dashboard import Dashboard
 from bastion.observability.logging import AccessLog
 from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics
+from bastion.observability.otel import ServerSpan, build_tracer
 from bastion.problems import PROBLEM_CONTENT_TYPE, InternalError, Problem, render
 from bastion.tracing import bind_trace_id, parse_traceparent, reset_trace_id, valid_request_id
 
@@ -54,6 +57,7 @@ class BoundaryGuard:
         metrics_path: str | None,
         logger: Any,
         access_log: AccessLog | None,
+        observability: ObservabilityConfig | None = None,
     ) -> None:
         self.app = app
         self.type_base = type_base
@@ -61,15 +65,28 @@ class BoundaryGuard:
         self.metrics_path = metrics_path if metrics is not None else None
         self.logger = logger
         self.access_log = access_log
+        # Decided once here: with tracing or the dashboard off, a request pays one None check each.
+        self.tracer = build_tracer(observability.otel, logger) if observability is not None else None
+        self.dashboard: Dashboard | None = None
+        if observability is not None and observability.dashboard.enabled:
+            if metrics is None:
+                logger.warning("observability.dashboard needs metrics.enabled; the dashboard is off")
+            else:
+                self.dashboard = Dashboard(observability.dashboard, metrics, self.metrics_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started_at = perf_counter()
-        incoming_trace = incoming_request_id = None
+        incoming_trace = incoming_request_id = content_length = None
         for key, value in scope["headers"]:
             if key == b"traceparent":
                 incoming_trace = value
             elif key == b"x-request-id":
                 incoming_request_id = value
+            elif key == b"content-length":
+                content_length = value
+        method = scope["method"]
+        if method not in _KNOWN_METHODS:
+            method = "_OTHER"
         parsed = parse_traceparent(incoming_trace) if incoming_trace else None
         # One call to the random source for both ids: it is the costliest step here.
         ids = urandom(24).hex()
@@ -78,22 +95,31 @@ class BoundaryGuard:
             trace_id, flags = ids[:32], "01"
         else:
             trace_id, flags = parsed
+        server_span: ServerSpan | None = None
+        if self.tracer is not None:
+            # The span's ids become the request's, so problems and logs name the span's trace.
+            server_span = self.tracer.start(scope, method)
+            if server_span.ids is not None:
+                trace_id, span_id, flags = server_span.ids
         if incoming_request_id is not None and valid_request_id(incoming_request_id):
             request_id = incoming_request_id.decode()
         else:
             request_id = trace_id
         ctx = RequestContext(trace_id, span_id, request_id, flags, self.type_base)
         scope[SCOPE_KEY] = ctx
+        if server_span is not None:
+            ctx.span = server_span.span
         trace_headers: Headers = [
             (b"traceparent", f"00-{trace_id}-{span_id}-{flags}".encode()),
             (b"x-request-id", request_id.encode()),
         ]
         response_started = False
         response_finished = False
+        response_size = 0
         held: list[Message] | None = None
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal response_started, response_finished, held
+            nonlocal response_started, response_finished, held, response_size
             kind = message["type"]
             if kind == "http.response.start":
                 response_started = True
@@ -111,17 +137,23 @@ class BoundaryGuard:
                 if status >= 500 and not _is_problem(headers):
                     held = [message]
                     return
-            elif kind == "http.response.body" and not message.get("more_body", False):
-                response_finished = True
+            elif kind == "http.response.body":
+                response_size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    response_finished = True
             if held is not None:
                 held.append(message)
                 return
             await send(message)
 
+        if self.metrics is not None:
+            self.metrics.request_started(method)
         token = bind_trace_id(trace_id)
         try:
             if self.metrics_path is not None and scope["path"] == self.metrics_path:
                 await self._serve_metrics(scope, send_with_headers)
+            elif self.dashboard is not None and self.dashboard.handles(scope["path"]):
+                await self.dashboard.handle(scope, ctx, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
             if held is not None:
@@ -132,6 +164,9 @@ class BoundaryGuard:
                 # The framework answered the exception with its own 5xx: replace it.
                 held = None
                 response_started = response_finished = False
+                response_size = 0
+            if server_span is not None and not isinstance(exc, Problem):
+                server_span.exception = exc
             if isinstance(exc, Problem) and exc.status < 500:
                 problem: Problem = exc
             else:
@@ -158,14 +193,25 @@ class BoundaryGuard:
             status = ctx.status or 500
             if ctx.problem_code is not None and self.metrics is not None:
                 self.metrics.count_problem(ctx.problem_code, status)
-            method = scope["method"]
-            if method not in _KNOWN_METHODS:
-                method = "_OTHER"
             route = ctx.route
             if route is None:
                 route = _route_label(scope)
+            if ctx.body is not None:
+                request_size = len(ctx.body)
+            else:
+                request_size = int(content_length) if content_length and content_length.isdigit() else 0
             if self.metrics is not None:
-                self.metrics.observe_request(method, route, status, duration)
+                self.metrics.observe_request(method, route, status, duration, request_size, response_size)
+                self.metrics.request_finished(method)
+            if server_span is not None and self.tracer is not None:
+                self.tracer.finish(
+                    server_span,
+                    ctx,
+                    None if route == UNMATCHED_ROUTE else route,
+                    status,
+                    request_size,
+                    response_size,
+                )
             if self.access_log is not None:
                 line = {
                     "method": method,
@@ -184,6 +230,8 @@ class BoundaryGuard:
     async def _send_problem(self, ctx: RequestContext, scope: Scope, problem: Problem, send: Send) -> None:
         rendered = render(problem, type_base=self.type_base, trace_id=ctx.trace_id, instance=scope["path"])
         ctx.problem_code = problem.code
+        if problem.errors and self.metrics is not None:
+            self.metrics.count_field_errors(ctx.operation_id or ctx.route or UNMATCHED_ROUTE, problem.errors)
         await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
         await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
 

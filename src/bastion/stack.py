@@ -75,6 +75,7 @@ class Bastion:
             metrics_path=self.config.metrics.path,
             logger=self.logger,
             access_log=AccessLog(log_stream) if self.config.logging.access else None,
+            observability=self.config.observability,
         )
 
     def add_resource(self, resource: Resource) -> None:
