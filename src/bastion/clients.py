@@ -1,9 +1,10 @@
 """Client identity: who sent a request (API key, IP behind trusted proxies) and its tier.
 
-``X-Forwarded-For`` and ``Forwarded`` are believed only when the connecting peer
-is a trusted proxy, and then only as far back as the chain stays trusted: the
-client address is the right-most entry that is not itself a trusted proxy. A
-client that sends a forged header straight to the service changes nothing.
+``X-Forwarded-For`` (or ``Forwarded``, as ``clients.forwarded_header`` says) is
+believed only when the connecting peer is a trusted proxy, and then only as far
+back as the chain stays trusted: the client address is the right-most entry that
+is not itself a trusted proxy. A client that sends a forged header straight to the
+service, or prepends forged entries for a proxy to append to, changes nothing.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     elif value.count(":") == 1:  # v4:port
         value = value.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value)
     except ValueError:
         return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def _forwarded_for(header: bytes) -> list[str]:
@@ -68,6 +73,9 @@ class ClientIdentifier:
         self.trusted: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies
         )
+        # Only the header the proxies set is read: a proxy passes the other one through
+        # untouched, so believing it would let a client forge its address.
+        self.forwarded_header = config.forwarded_header.encode("latin-1")
         self.tiers = dict(config.tiers)
         self.default_tier = config.default_tier
         self._digests: dict[str, str] = {}
@@ -81,14 +89,17 @@ class ClientIdentifier:
     def client_ip(self, scope: Scope) -> str:
         """The client's IP address, following forwarding headers only from trusted proxies."""
         peer = scope.get("client")
-        address = peer[0] if peer else "unknown"
+        address = str(peer[0]) if peer else "unknown"
         if not self.trusted or not self._is_trusted(address):
             return address
         chain: list[str] = []
+        wanted = self.forwarded_header
         for key, value in scope["headers"]:
+            if key != wanted:
+                continue
             if key == b"x-forwarded-for":
                 chain.extend(p.strip() for p in value.decode("latin-1").split(","))
-            elif key == b"forwarded":
+            else:
                 chain.extend(_forwarded_for(value))
         # Walk from the nearest hop back; stop at the first address we do not trust.
         for hop in reversed(chain):

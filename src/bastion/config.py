@@ -43,6 +43,9 @@ class ClientsConfig(Section):
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses or networks (`127.0.0.1/32`, `10.0.0.0/8`) whose `X-Forwarded-For` and
     `Forwarded` headers are believed. From any other peer those headers are ignored."""
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    """The one header your trusted proxies set (`x-forwarded-for` or RFC 7239 `forwarded`); the
+    other is ignored, so a client cannot slip a forged entry past a proxy that leaves it alone."""
     tiers: dict[str, str] = Field(default_factory=dict)
     """API key to tier name (`key-paid-1: paid`); rate limit rules can set limits per tier."""
     default_tier: str = "free"
