@@ -1,0 +1,1 @@
+"""The probes of ``bastion probe``: one module per pitfall, plus the client and the analysis."""
