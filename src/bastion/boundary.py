@@ -231,7 +231,8 @@ class BoundaryGuard:
         rendered = render(problem, type_base=self.type_base, trace_id=ctx.trace_id, instance=scope["path"])
         ctx.problem_code = problem.code
         if problem.errors and self.metrics is not None:
-            self.metrics.count_field_errors(ctx.operation_id or ctx.route or UNMATCHED_ROUTE, problem.errors)
+            operation = ctx.operation_id or ctx.route or _route_label(scope)
+            self.metrics.count_field_errors(operation, problem.errors)
         await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
         await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
 
