@@ -1,15 +1,111 @@
-"""The validation guard."""
+"""The validation guard: checks parameters and body against the compiled operation.
+
+It runs after rate limiting (no body is read for a 429) and before idempotency
+(nothing invalid is ever stored). The body is read once, never past
+``validation.max_body_bytes``, kept in the request context and replayed inward.
+A request the router did not match to an operation passes untouched.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from bastion.asgi import ASGIApp
+from bastion.asgi import (
+    SCOPE_KEY,
+    ASGIApp,
+    BodyTooLarge,
+    ClientDisconnected,
+    Receive,
+    RequestContext,
+    Scope,
+    Send,
+    read_body,
+    replay_body,
+)
+from bastion.problems import PayloadTooLarge, Problem, ValidationFailed
+from bastion.validation.operation import CompiledOperation
 
 if TYPE_CHECKING:
     from bastion.stack import Bastion
 
 
+def _summary(entries: list[dict[str, Any]]) -> str:
+    count = len(entries)
+    noun = "problem" if count == 1 else "problems"
+    where = "the request body" if all(e["in"] == "body" for e in entries) else "the request"
+    return f"{count} {noun} in {where}"
+
+
+class ValidationGuard:
+    """Rejects requests that break their operation's description, with every error at once."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, failures: Any = None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        #: ``bastion_validation_failures_total{operation,code}``, or ``None`` without metrics.
+        self.failures = failures
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[SCOPE_KEY]
+        operation = ctx.operation
+        if type(operation) is not CompiledOperation:
+            await self.app(scope, receive, send)
+            return
+        body: bytes | None = None
+        content_type: bytes | None = None
+        if operation.has_body:
+            length: bytes | None = None
+            for key, value in scope["headers"]:
+                if key == b"content-type":
+                    content_type = value
+                elif key == b"content-length":
+                    length = value
+            body = ctx.body
+            if body is None:
+                if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                    self._count(operation, "PAYLOAD_TOO_LARGE")
+                    raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes")
+                try:
+                    body = await read_body(receive, self.max_body_bytes)
+                except BodyTooLarge:
+                    self._count(operation, "PAYLOAD_TOO_LARGE")
+                    raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes") from None
+                except ClientDisconnected:
+                    return  # nobody is left to answer
+                ctx.body = body
+                receive = replay_body(body, receive)
+        try:
+            entries = operation.check(
+                ctx.path_params, scope.get("query_string", b""), scope["headers"], body, content_type
+            )
+        except Problem as problem:
+            self._count(operation, problem.code)
+            raise
+        if entries:
+            if self.failures is not None:
+                for entry in entries:
+                    self._count(operation, entry["code"])
+            raise ValidationFailed(_summary(entries), errors=entries)
+        await self.app(scope, receive, send)
+
+    def _count(self, operation: CompiledOperation, code: str) -> None:
+        if self.failures is not None:
+            self.failures.labels(operation.label, code).inc()
+
+
 def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
     """The validation guard for the configuration, or ``None`` when it has nothing to do."""
-    return None
+    config = bastion.config
+    if config.openapi is None or not config.validation.enabled:
+        return None
+    from bastion.validation.resource import compiled_api
+
+    compiled_api(bastion)  # compile at start-up, so a broken description stops it
+    failures = None
+    if bastion.metrics is not None:
+        failures = bastion.metrics.counter(
+            "bastion_validation_failures_total",
+            "Requests rejected by validation, by operation and error code (one per errors[] entry).",
+            ["operation", "code"],
+        )
+    return ValidationGuard(app, max_body_bytes=config.validation.max_body_bytes, failures=failures)

@@ -1,0 +1,203 @@
+"""A compiled operation: what other guards read from it, and the request check itself.
+
+The check is sans-I/O: it takes the path parameters, the raw query string, the
+headers and the body bytes, and returns the error entries (empty when the
+request is valid) or raises the problems that are not field-level (415, 400).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.problems import UnsupportedMediaType
+from bastion.validation import errors
+from bastion.validation.bodies import FORM, JSON, MULTIPART, MediaType, matches, parse_form, parse_json
+from bastion.validation.bodies import decode_text, is_utf8, parse_media_type, parse_multipart
+from bastion.validation.params import Guide, Parameter, group_query, is_missing, parse_cookies, parse_query
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The validation settings a compiled operation applies."""
+
+    max_errors: int = 50
+    max_depth: int = 32
+    lenient: bool = False
+    reject_unknown_query: bool = False
+
+
+@dataclass(slots=True)
+class BodyMedia:
+    """One media type an operation accepts, and the validator for bodies of that type."""
+
+    declared: str
+    kind: str
+    guide: Guide
+    validator: Any = None
+
+
+@dataclass(slots=True, eq=False)
+class CompiledOperation:
+    """An OpenAPI operation compiled for request checks.
+
+    Other guards read ``operation_id``, ``method``, ``template``, ``extensions``
+    (the operation's ``x-bastion-*`` values, such as ``x-bastion-idempotency:
+    required`` or ``x-bastion-rate-limit: 5/minute``) and
+    ``declares_idempotency_key``.
+    """
+
+    operation_id: str | None
+    method: str
+    template: str
+    #: The ``x-bastion-*`` members of the operation (and of its path item), by full name.
+    extensions: dict[str, Any]
+    options: Options = field(default_factory=Options)
+    #: Whether the operation declares the ``Idempotency-Key`` header parameter.
+    declares_idempotency_key: bool = False
+    body_required: bool = False
+    media: list[BodyMedia] = field(default_factory=list)
+    #: Checks the parameters when the request carries no body.
+    params_validator: Any = None
+    path_params: list[Parameter] = field(default_factory=list)
+    query_params: list[Parameter] = field(default_factory=list)
+    header_params: dict[bytes, Parameter] = field(default_factory=dict)
+    cookie_params: list[Parameter] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The operation's name for metrics and logs: its operationId, else ``METHOD template``."""
+        return self.operation_id or f"{self.method} {self.template}"
+
+    @property
+    def has_body(self) -> bool:
+        """Whether the operation declares a request body (so the guard reads it)."""
+        return bool(self.media)
+
+    def accepted(self) -> str:
+        """The accepted media types, for a 415's detail."""
+        return ", ".join(m.declared for m in self.media)
+
+    def add_parameter(self, parameter: Parameter) -> None:
+        """Register a compiled parameter under its location."""
+        if parameter.location == "path":
+            self.path_params.append(parameter)
+        elif parameter.location == "query":
+            self.query_params.append(parameter)
+        elif parameter.location == "header":
+            self.header_params[parameter.name.lower().encode("latin-1")] = parameter
+        else:
+            self.cookie_params.append(parameter)
+
+    def select_media(self, content_type: bytes | None, body_empty: bool) -> tuple[BodyMedia, MediaType] | None:
+        """The declared media type for the request's ``Content-Type``; 415 when none fits.
+
+        ``None`` when the request has no body to check.
+        """
+        if content_type is None:
+            if body_empty:
+                return None
+            raise UnsupportedMediaType(detail=f"send a Content-Type; this operation accepts {self.accepted()}")
+        media = parse_media_type(content_type.decode("latin-1"))
+        for body in self.media:
+            if matches(body.declared, media.essence):
+                return body, media
+        if body_empty:
+            return None
+        raise UnsupportedMediaType(detail=f"this operation accepts {self.accepted()}")
+
+    def check(
+        self,
+        path_params: Mapping[str, str],
+        query_string: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | None = None,
+        content_type: bytes | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every error entry of the request (empty when it is valid)."""
+        options = self.options
+        lenient = options.lenient
+        instance: dict[str, Any] = {}
+        found: list[dict[str, Any]] = []
+        if self.path_params:
+            instance["path"] = {
+                p.name: p.from_path(path_params.get(p.name, ""), lenient) for p in self.path_params
+            }
+        if self.query_params or options.reject_unknown_query:
+            instance["query"] = self._query(query_string, found)
+        if self.header_params:
+            instance["header"] = self._headers(headers)
+        if self.cookie_params:
+            instance["cookie"] = self._cookies(headers)
+        validator = self.params_validator
+        names: Mapping[str, str] = {}
+        if self.media:
+            chosen = self.select_media(content_type, not body)
+            if chosen is None:
+                if self.body_required:
+                    found.append(
+                        {"code": "REQUIRED", "in": "body", "pointer": "", "field": "",
+                         "detail": "a request body is required"}
+                    )
+            else:
+                target, media = chosen
+                value = self._parse_body(target, media, body or b"")
+                if target.validator is not None:
+                    instance["body"] = value
+                    validator = target.validator
+        if validator is not None and not validator.is_valid(instance):
+            found.extend(errors.collect(validator.iter_errors(instance), names, options.max_errors))
+        if len(found) > 1:
+            found.sort(key=errors.sort_key)
+        return found[: options.max_errors]
+
+    def _parse_body(self, target: BodyMedia, media: MediaType, body: bytes) -> Any:
+        options = self.options
+        charset = media.params.get("charset")
+        if target.kind == JSON or (target.kind != FORM and target.kind != MULTIPART and media.essence.endswith("json")):
+            return parse_json(body if is_utf8(charset) else decode_text(body, charset), options.max_depth)
+        if target.kind == FORM:
+            return parse_form(body, charset, target.guide, options.lenient, options.max_depth)
+        if target.kind == MULTIPART:
+            return parse_multipart(body, media, target.guide, options.lenient, options.max_depth)
+        return None
+
+    def _query(self, query_string: bytes, found: list[dict[str, Any]]) -> dict[str, Any]:
+        grouped = group_query(parse_query(query_string))
+        values: dict[str, Any] = {}
+        for param in self.query_params:
+            value = param.from_query(grouped, self.options.lenient, self.options.max_depth)
+            if not is_missing(value):
+                values[param.name] = value
+        if self.options.reject_unknown_query:
+            for key in grouped:
+                if not any(p.claims(key) for p in self.query_params):
+                    found.append(
+                        {"code": "NOT_ALLOWED", "in": "query", "name": key, "field": key,
+                         "detail": "is not a parameter of this operation"}
+                    )
+        return values
+
+    def _headers(self, headers: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+        seen: dict[bytes, list[bytes]] = {}
+        wanted = self.header_params
+        for key, value in headers:
+            if key in wanted:
+                seen.setdefault(key, []).append(value)
+        values: dict[str, Any] = {}
+        for key, raw in seen.items():
+            param = wanted[key]
+            text = b", ".join(raw).decode("latin-1").strip()
+            values[param.name] = param.from_text(text, self.options.lenient)
+        return values
+
+    def _cookies(self, headers: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+        raw = "; ".join(v.decode("latin-1") for k, v in headers if k == b"cookie")
+        cookies = parse_cookies(raw) if raw else {}
+        values: dict[str, Any] = {}
+        for param in self.cookie_params:
+            text = cookies.get(param.name)
+            if text is not None:
+                values[param.name] = param.from_text(text, self.options.lenient)
+        return values

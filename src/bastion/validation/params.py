@@ -1,0 +1,381 @@
+"""Parameters: parsing every OpenAPI style and coercing strings to the declared types.
+
+Everything here is sans-I/O: strings in, Python values out. The values then go
+through the operation's compiled schema, which reports what is still wrong; a
+string that cannot be coerced is left a string, so the schema says "must be an
+integer" at the right place.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, unquote_plus
+
+import orjson
+
+from bastion.validation.openapi import Description, escape_token
+
+_INT_RE = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_NUMBER_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_TRUE = frozenset({"true"})
+_FALSE = frozenset({"false"})
+_LENIENT_TRUE = frozenset({"true", "yes", "1", "on", "True", "TRUE", "Yes", "YES", "On", "ON"})
+_LENIENT_FALSE = frozenset({"false", "no", "0", "off", "False", "FALSE", "No", "NO", "Off", "OFF"})
+_COMPOSITION = ("allOf", "anyOf", "oneOf")
+
+
+class Guide:
+    """What the schema at one place says about types, to coerce strings before validation.
+
+    A guide merges every schema that may apply at a place (the members of
+    ``allOf``/``anyOf``/``oneOf``, followed through ``$ref``); children are built on
+    first use and kept, so the work is bounded by the size of the description.
+    """
+
+    __slots__ = ("_description", "_items", "_nodes", "_props", "additional", "types")
+
+    def __init__(self, description: Description, nodes: list[tuple[Any, str]]) -> None:
+        self._description = description
+        flat: list[tuple[Mapping[str, Any], str]] = []
+        self._flatten(nodes, flat, 0)
+        self._nodes = flat
+        types: set[str] = set()
+        for node, _ in flat:
+            kind = node.get("type")
+            if isinstance(kind, str):
+                types.add(kind)
+            elif isinstance(kind, list):
+                types.update(str(k) for k in kind)
+            elif "properties" in node:
+                types.add("object")
+            elif "items" in node:
+                types.add("array")
+            for value in node.get("enum") or ():
+                types.add(_json_type(value))
+        #: The JSON types allowed here (empty: anything).
+        self.types = frozenset(types)
+        #: Whether members not named in ``properties`` may appear (they are coerced as strings).
+        self.additional = any(n.get("additionalProperties", True) is not False for n, _ in flat)
+        self._props: dict[str, Guide] = {}
+        self._items: Guide | None = None
+
+    def _flatten(self, nodes: list[tuple[Any, str]], out: list[tuple[Mapping[str, Any], str]], depth: int) -> None:
+        if depth > 16:
+            return
+        for node, at in nodes:
+            node, at = self._description.resolve(node, at)
+            if not isinstance(node, Mapping):
+                continue
+            out.append((node, at))
+            for key in _COMPOSITION:
+                members = node.get(key)
+                if isinstance(members, list):
+                    self._flatten([(m, f"{at}/{key}/{i}") for i, m in enumerate(members)], out, depth + 1)
+
+    def prop(self, name: str) -> Guide:
+        """The guide for member ``name`` of an object here."""
+        guide = self._props.get(name)
+        if guide is None:
+            found: list[tuple[Any, str]] = []
+            for node, at in self._nodes:
+                properties = node.get("properties")
+                if isinstance(properties, Mapping) and name in properties:
+                    found.append((properties[name], f"{at}/properties/{escape_token(name)}"))
+                elif isinstance(node.get("additionalProperties"), Mapping):
+                    found.append((node["additionalProperties"], f"{at}/additionalProperties"))
+            guide = Guide(self._description, found)
+            self._props[name] = guide
+        return guide
+
+    def items(self) -> Guide:
+        """The guide for the items of an array here."""
+        if self._items is None:
+            found = [(n["items"], f"{at}/items") for n, at in self._nodes if isinstance(n.get("items"), Mapping)]
+            self._items = Guide(self._description, found)
+        return self._items
+
+    def property_names(self) -> list[str]:
+        """Every member name declared here."""
+        names: list[str] = []
+        for node, _ in self._nodes:
+            for name in node.get("properties") or ():
+                if name not in names:
+                    names.append(str(name))
+        return names
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "string"
+
+
+def coerce_scalar(text: str, types: frozenset[str], lenient: bool) -> Any:
+    """``text`` as the first declared scalar type it fits; unchanged when none fits."""
+    if not types or "string" in types and len(types) == 1:
+        return text
+    if "integer" in types and _INT_RE.fullmatch(text):
+        return int(text)
+    if "number" in types and _NUMBER_RE.fullmatch(text):
+        number = float(text)
+        if math.isfinite(number):
+            return int(number) if "integer" in types and number.is_integer() else number
+    if "boolean" in types:
+        if text in (_LENIENT_TRUE if lenient else _TRUE):
+            return True
+        if text in (_LENIENT_FALSE if lenient else _FALSE):
+            return False
+    if "null" in types and text in ("", "null") and "string" not in types:
+        return None
+    if ("object" in types or "array" in types) and text[:1] in ("{", "["):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+    return text
+
+
+def coerce_tree(value: Any, guide: Guide, lenient: bool, depth: int = 0) -> Any:
+    """A parsed form structure (nested dicts and lists of strings) coerced along ``guide``."""
+    if depth > 64:
+        return value
+    if isinstance(value, str):
+        return coerce_scalar(value, guide.types, lenient)
+    if isinstance(value, dict):
+        if "array" in guide.types and "object" not in guide.types and value and all(k.isdigit() for k in value):
+            ordered = [value[k] for k in sorted(value, key=int)]
+            items = guide.items()
+            return [coerce_tree(v, items, lenient, depth + 1) for v in ordered]
+        return {k: coerce_tree(v, guide.prop(k), lenient, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if "array" in guide.types or not guide.types:
+            items = guide.items()
+            return [coerce_tree(v, items, lenient, depth + 1) for v in value]
+        # Repeated key where one value is due: the last one wins, as most servers do.
+        return coerce_tree(value[-1], guide, lenient, depth + 1) if value else value
+    return value
+
+
+def split_bracket_key(key: str) -> list[str]:
+    """``a[b][0]`` as ``["a", "b", "0"]``; ``a[]`` as ``["a", ""]``."""
+    if "[" not in key or not key.endswith("]"):
+        return [key]
+    head, _, rest = key.partition("[")
+    return [head, *rest[:-1].split("][")]
+
+
+def nest_pairs(pairs: list[tuple[str, str]], max_depth: int) -> dict[str, Any]:
+    """Form pairs as a nested structure: bracket keys nest, repeated keys make lists."""
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        parts = split_bracket_key(key)
+        _insert(root, parts if len(parts) <= max_depth else [key], value)
+    return root
+
+
+def _insert(node: dict[str, Any], parts: list[str], value: str) -> None:
+    head, rest = parts[0], parts[1:]
+    if not rest:
+        existing = node.get(head)
+        if existing is None:
+            node[head] = value
+        elif isinstance(existing, list):
+            existing.append(value)
+        else:
+            node[head] = [existing, value]
+        return
+    if rest[0] == "":
+        items = node.get(head)
+        if not isinstance(items, list):
+            items = [] if items is None else [items]
+            node[head] = items
+        if len(rest) == 1:
+            items.append(value)
+            return
+        # ``a[][x]=1&a[][y]=2&a[][x]=3``: a member seen again starts the next item.
+        if not items or not isinstance(items[-1], dict) or rest[1] in items[-1]:
+            items.append({})
+        _insert(items[-1], rest[1:], value)
+        return
+    child = node.get(head)
+    if not isinstance(child, dict):
+        child = {}
+        node[head] = child
+    _insert(child, rest, value)
+
+
+def parse_query(raw: bytes | str) -> list[tuple[str, str]]:
+    """A query string (or a form body) as decoded ``(key, value)`` pairs, in order."""
+    if not raw:
+        return []
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    pairs: list[tuple[str, str]] = []
+    for part in text.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in key or "+" in key:
+            key = unquote_plus(key)
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        pairs.append((key, value))
+    return pairs
+
+
+def parse_cookies(raw: str) -> dict[str, str]:
+    """A ``Cookie`` header as a mapping (the first of repeated names wins)."""
+    cookies: dict[str, str] = {}
+    for part in raw.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name and name not in cookies:
+            cookies[name] = unquote(value.strip('"'))
+    return cookies
+
+
+@dataclass(slots=True)
+class Parameter:
+    """One compiled parameter: where it is, its style, and how to coerce it."""
+
+    name: str
+    location: str
+    required: bool
+    style: str
+    explode: bool
+    guide: Guide
+    #: The parameter is JSON text (``content: application/json``).
+    json_content: bool = False
+    shape: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        types = self.guide.types
+        if "array" in types and "object" not in types:
+            self.shape = "array"
+        elif "object" in types and "array" not in types:
+            self.shape = "object"
+        else:
+            self.shape = "scalar"
+
+    def claims(self, key: str) -> bool:
+        """Whether query key ``key`` belongs to this parameter (for unknown-parameter checks)."""
+        if key == self.name:
+            return True
+        if self.style == "deepObject":
+            return key.startswith(self.name + "[")
+        if self.shape == "object" and self.explode and self.style == "form":
+            return key in self.guide.property_names() or self.guide.additional
+        return False
+
+    def _scalar(self, text: str, lenient: bool) -> Any:
+        if self.json_content:
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return text
+        return coerce_scalar(text, self.guide.types, lenient)
+
+    def _array(self, items: list[str], lenient: bool) -> list[Any]:
+        types = self.guide.items().types
+        return [coerce_scalar(i, types, lenient) for i in items]
+
+    def _object(self, pairs: list[tuple[str, str]], lenient: bool) -> dict[str, Any]:
+        return {k: coerce_scalar(v, self.guide.prop(k).types, lenient) for k, v in pairs}
+
+    def _split_object(self, text: str, separator: str, lenient: bool) -> dict[str, Any]:
+        if self.explode:
+            pairs = [p.partition("=")[::2] for p in text.split(separator) if p]
+        else:
+            parts = text.split(",")
+            pairs = list(zip(parts[::2], parts[1::2], strict=False))
+        return self._object([(str(k), str(v)) for k, v in pairs], lenient)
+
+    def from_text(self, text: str, lenient: bool) -> Any:
+        """The value of a ``simple``-style parameter (path, header) from its text."""
+        if self.json_content or self.shape == "scalar":
+            return self._scalar(text, lenient)
+        if self.shape == "array":
+            return self._array(text.split(",") if text else [], lenient)
+        return self._split_object(text, ",", lenient)
+
+    def from_path(self, text: str, lenient: bool) -> Any:
+        """The value of a path parameter, per its style (simple, label, matrix)."""
+        if self.style == "label":
+            text = text[1:] if text.startswith(".") else text
+            if self.shape == "array":
+                return self._array(text.split("." if self.explode else ",") if text else [], lenient)
+            if self.shape == "object":
+                return self._split_object(text, ".", lenient)
+            return self._scalar(text, lenient)
+        if self.style == "matrix":
+            prefix = f";{self.name}="
+            if self.shape == "array" and self.explode:
+                return self._array([p.partition("=")[2] for p in text.split(";") if p], lenient)
+            if self.shape == "object" and self.explode:
+                return self._split_object(text.lstrip(";"), ";", lenient)
+            text = text[len(prefix) :] if text.startswith(prefix) else text.lstrip(";")
+        return self.from_text(text, lenient)
+
+    def from_query(self, query: Mapping[str, list[str]], lenient: bool, max_depth: int) -> Any:
+        """The value of a query parameter from the grouped query, or ``_MISSING``."""
+        if self.style == "deepObject":
+            prefix = self.name + "["
+            pairs = [(k, v) for k, values in query.items() if k.startswith(prefix) for v in values]
+            if not pairs:
+                return _MISSING
+            nested = nest_pairs(pairs, max_depth).get(self.name, {})
+            return coerce_tree(nested, self.guide, lenient)
+        if self.shape == "object" and self.explode and self.style == "form":
+            names = self.guide.property_names()
+            pairs = [(k, query[k][-1]) for k in names if k in query]
+            return self._object(pairs, lenient) if pairs else _MISSING
+        values = query.get(self.name)
+        if values is None:
+            return _MISSING
+        if self.shape == "array":
+            if self.explode and self.style == "form":
+                return self._array(values, lenient)
+            separator = {"spaceDelimited": " ", "pipeDelimited": "|"}.get(self.style, ",")
+            text = values[-1]
+            return self._array(text.split(separator) if text else [], lenient)
+        if self.shape == "object":
+            return self._split_object(values[-1], ",", lenient)
+        return self._scalar(values[-1], lenient)
+
+
+class _Missing:
+    """The marker for a parameter the request does not carry."""
+
+    __slots__ = ()
+
+
+_MISSING: Any = _Missing()
+
+
+def is_missing(value: Any) -> bool:
+    """Whether ``value`` is the marker for an absent parameter."""
+    return value is _MISSING
+
+
+def group_query(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Query pairs grouped by key, values in order."""
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        values = grouped.get(key)
+        if values is None:
+            grouped[key] = [value]
+        else:
+            values.append(value)
+    return grouped
