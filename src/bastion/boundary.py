@@ -151,6 +151,7 @@ class BoundaryGuard:
         token = bind_trace_id(trace_id)
         try:
             if self.metrics_path is not None and scope["path"] == self.metrics_path:
+                ctx.route = self.metrics_path
                 await self._serve_metrics(scope, send_with_headers)
             elif self.dashboard is not None and self.dashboard.handles(scope["path"]):
                 await self.dashboard.handle(scope, ctx, send_with_headers)
