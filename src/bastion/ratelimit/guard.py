@@ -185,13 +185,21 @@ class RateLimitGuard:
             await self.app(scope, receive, send)
             return
         verdicts = decision.verdicts
+        if not decision.admitted:
+            # Rules that would have admitted the request report the quota it did not consume.
+            verdicts = [
+                v if not v.allowed else v._replace(remaining=v.remaining + c.cost)
+                for v, c in zip(verdicts, checks, strict=True)
+            ]
         if self.draft_headers or self.legacy_headers:
             ctx.response_headers.extend(self._headers(rules, limits, verdicts))
         limited: list[str] = []
         retry_us = 0
         for rule, verdict in zip(rules, verdicts, strict=True):
             if verdict.allowed:
-                self._count(rule.name, "allowed")
+                # A rule whose "yes" was overruled by another rule let nothing through.
+                if decision.admitted:
+                    self._count(rule.name, "allowed")
             elif rule.shadow:
                 self._count(rule.name, "shadow_limited")
                 ctx.log.setdefault("rate_limit_shadow", []).append(rule.name)

@@ -3,7 +3,8 @@
 -- KEYS[i]    the state key of rule i (all keys share one hash tag, so this works on a cluster)
 -- ARGV[1]    "d" to decide, "r" to release concurrency slots
 -- ARGV[2]    the request id (names concurrency leases and sliding-log entries)
--- ARGV[3..]  per rule, 7 numbers: algorithm, limit, period, emission, tau, cost, shadow
+-- ARGV[3]    "" to read the clock with TIME; a number only in tests that replay a timeline
+-- ARGV[4..]  per rule, 7 numbers: algorithm, limit, period, emission, tau, cost, shadow
 --            (microseconds; algorithms: 0 gcra, 1 fixed window, 2 sliding window,
 --            3 sliding log, 4 concurrency)
 --
@@ -33,15 +34,20 @@ local function str(x)
   return string.format('%.0f', x)
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[3])
+end
 local op = ARGV[1]
 local rid = ARGV[2]
 local n = #KEYS
 
 if op == 'r' then
   for i = 1, n do
-    local base = 3 + (i - 1) * 7
+    local base = 4 + (i - 1) * 7
     if tonumber(ARGV[base]) == 4 then
       local cost = tonumber(ARGV[base + 5])
       for j = 1, cost do
@@ -57,7 +63,7 @@ local admitted = 1
 local plans = {}
 
 for i = 1, n do
-  local base = 3 + (i - 1) * 7
+  local base = 4 + (i - 1) * 7
   local alg = tonumber(ARGV[base])
   local limit = tonumber(ARGV[base + 1])
   local period = tonumber(ARGV[base + 2])
@@ -197,7 +203,7 @@ for i = 1, n do
   local plan = plans[i]
   if plan then
     local key = KEYS[i]
-    local base = 3 + (i - 1) * 7
+    local base = 4 + (i - 1) * 7
     local period = tonumber(ARGV[base + 2])
     local cost = tonumber(ARGV[base + 5])
     local kind = plan[1]

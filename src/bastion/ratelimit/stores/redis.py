@@ -33,11 +33,12 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 _Pending = tuple[list[Any], "asyncio.Future[Any]"]
 
 
-def _script_args(op: str, checks: Sequence[Check], request_id: str, prefix: str) -> list[Any]:
+def _script_args(op: str, checks: Sequence[Check], request_id: str, prefix: str, now: str = "") -> list[Any]:
     args: list[Any] = ["EVALSHA", SCRIPT_SHA, len(checks)]
     args.extend(prefix + check.key for check in checks)
     args.append(op)
     args.append(request_id)
+    args.append(now)
     for check in checks:
         args.extend(check.limit.args())
         args.append(check.cost)
@@ -81,6 +82,11 @@ class RedisStore:
     async def decide(self, checks: Sequence[Check], request_id: str) -> Decision:
         """Decide every check in one script call (one round trip, shared with concurrent callers)."""
         reply = await self._call(_script_args("d", checks, request_id, self.prefix))
+        return _decision(reply)
+
+    async def decide_at(self, checks: Sequence[Check], request_id: str, now_us: int) -> Decision:
+        """Decide as if the server clock read ``now_us``: for tests that replay a timeline."""
+        reply = await self._call(_script_args("d", checks, request_id, self.prefix, str(now_us)))
         return _decision(reply)
 
     async def release(self, checks: Sequence[Check], request_id: str) -> None:

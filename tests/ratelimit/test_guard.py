@@ -1,0 +1,367 @@
+"""The rate limit guard through the public Bastion API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from bastion import ConfigError
+from bastion.asgi import Receive, Scope, Send
+from bastion.ratelimit.guard import RateLimitGuard
+from bastion.ratelimit.stores.memory import MemoryStore
+
+from .helpers import check_consistent, client, make, metric, parse_headers
+
+DEMO_RULES = {
+    "clients": {"tiers": {"key-paid-1": "paid"}},
+    "rate_limits": {
+        "rules": [
+            {"name": "global", "key": "global", "limit": "1000/second"},
+            {
+                "name": "per-client",
+                "key": "client",
+                "limit": "100/minute",
+                "burst": 20,
+                "tiers": {"paid": "1000/minute"},
+            },
+            {"name": "login", "match": "POST /login", "key": "ip", "limit": "5/minute"},
+        ]
+    },
+}
+
+
+def guard_of(bastion: Any) -> RateLimitGuard | None:
+    app = bastion._chain
+    while app is not None:
+        if isinstance(app, RateLimitGuard):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
+async def test_burst_of_20_then_429_with_retry_after_and_paid_tier_admitted() -> None:
+    bastion = make(DEMO_RULES)
+    async with client(bastion) as http:
+        statuses = []
+        last = None
+        for _ in range(30):
+            last = await http.get("/orders", headers={"X-API-Key": "key-free-1"})
+            statuses.append(last.status_code)
+        assert statuses.count(200) == 20
+        assert statuses[20:] == [429] * 10
+        assert last is not None
+        assert int(last.headers["retry-after"]) >= 1
+        body = orjson.loads(last.content)
+        assert body["code"] == "RATE_LIMITED"
+        assert body["policies"] == ["per-client"]
+        assert last.headers["content-type"].startswith("application/problem+json")
+        paid = [
+            (await http.get("/orders", headers={"X-API-Key": "key-paid-1"})).status_code for _ in range(21)
+        ]
+        assert paid == [200] * 21
+    assert metric(bastion, "bastion_rate_limit_decisions_total", rule="per-client", outcome="limited") == 10
+    assert metric(bastion, "bastion_rate_limit_decisions_total", rule="global", outcome="allowed") == 41
+
+
+async def test_headers_parse_as_structured_fields_and_agree() -> None:
+    bastion = make(DEMO_RULES)
+    async with client(bastion) as http:
+        first = await http.post("/login")
+        parsed = check_consistent(first)
+        assert parsed["policy"]["login"] == {"q": 5, "w": 60}
+        assert parsed["policy"]["per-client"] == {"q": 20, "w": 12}
+        assert parsed["limit"]["login"]["r"] == 4
+        assert parsed["limit"]["per-client"]["r"] == 19
+        for _ in range(4):
+            check_consistent(await http.post("/login"))
+        limited = await http.post("/login")
+        assert limited.status_code == 429
+        parsed = check_consistent(limited)
+        assert parsed["limit"]["login"]["r"] == 0
+        # The rule that would have admitted it reports quota the request did not use.
+        assert parsed["limit"]["per-client"]["r"] == 15
+        assert int(limited.headers["retry-after"]) == 12
+        assert parsed["legacy"][1] == 0
+
+
+async def test_headers_only_where_a_rule_matched() -> None:
+    bastion = make(
+        {"rate_limits": {"rules": [{"name": "login", "match": "POST /login", "limit": "5/minute"}]}}
+    )
+    async with client(bastion) as http:
+        other = await http.get("/orders")
+        assert "ratelimit" not in other.headers
+        assert "x-ratelimit-limit" not in other.headers
+        assert "ratelimit" in (await http.post("/login")).headers
+        # Headers also ride on error responses of matched requests.
+        failed = await http.post("/login", headers={})
+        assert failed.headers["ratelimit-policy"] == '"login";q=5;w=60'
+
+
+async def test_headers_on_app_errors_too() -> None:
+    bastion = make({"rate_limits": {"rules": [{"name": "all", "limit": "5/minute"}]}})
+    async with client(bastion) as http:
+        failed = await http.get("/boom")
+        assert failed.status_code == 500
+        check_consistent(failed)
+
+
+async def test_a_rejection_consumes_nothing_from_other_rules() -> None:
+    rules = [
+        {"name": "wide", "key": "client", "limit": "10/minute", "algorithm": "fixed_window"},
+        {
+            "name": "narrow",
+            "match": "POST /pay",
+            "key": "client",
+            "limit": "2/minute",
+            "algorithm": "fixed_window",
+        },
+    ]
+    bastion = make({"rate_limits": {"rules": rules}})
+    async with client(bastion) as http:
+        statuses = [(await http.post("/pay")).status_code for _ in range(6)]
+        assert statuses == [200, 200, 429, 429, 429, 429]
+        after = await http.get("/other")
+        assert parse_headers(after)["limit"]["wide"]["r"] == 10 - 2 - 1
+
+
+async def test_cost_counts_several_units() -> None:
+    rule = {"name": "export", "limit": "10/minute", "cost": 3, "algorithm": "fixed_window"}
+    bastion = make({"rate_limits": {"rules": [rule]}})
+    async with client(bastion) as http:
+        statuses = [(await http.get("/export")).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_tiers_get_their_own_limits() -> None:
+    rule = {"name": "tiered", "limit": "2/minute", "tiers": {"gold": "4/minute"}, "algorithm": "fixed_window"}
+    bastion = make({"clients": {"tiers": {"g": "gold"}}, "rate_limits": {"rules": [rule]}})
+    async with client(bastion) as http:
+        free = [(await http.get("/", headers={"X-API-Key": "f"})).status_code for _ in range(5)]
+        gold = [(await http.get("/", headers={"X-API-Key": "g"})).status_code for _ in range(5)]
+        assert free.count(200) == 2
+        assert gold.count(200) == 4
+        assert parse_headers(await http.get("/", headers={"X-API-Key": "g"}))["policy"]["tiered"]["q"] == 4
+
+
+async def test_shadow_mode_counts_and_logs_but_never_rejects() -> None:
+    rule = {"name": "trial", "limit": "2/minute", "mode": "shadow", "algorithm": "fixed_window"}
+    bastion = make({"rate_limits": {"rules": [rule]}})
+    async with client(bastion) as http:
+        responses = [await http.get("/") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200] * 5
+    assert parse_headers(responses[-1])["limit"]["trial"]["r"] == 0
+    assert metric(bastion, "bastion_rate_limit_decisions_total", rule="trial", outcome="shadow_limited") == 3
+    assert metric(bastion, "bastion_rate_limit_decisions_total", rule="trial", outcome="allowed") == 2
+
+
+async def test_shadow_rule_does_not_block_but_enforced_rule_does() -> None:
+    rules = [
+        {"name": "shadow", "limit": "1/minute", "mode": "shadow", "algorithm": "fixed_window"},
+        {"name": "real", "limit": "3/minute", "algorithm": "fixed_window"},
+    ]
+    bastion = make({"rate_limits": {"rules": rules}})
+    async with client(bastion) as http:
+        statuses = [(await http.get("/")).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_key_by_header() -> None:
+    rule = {"name": "tenant", "key": "header:X-Tenant", "limit": "1/minute", "algorithm": "fixed_window"}
+    bastion = make({"rate_limits": {"rules": [rule]}})
+    async with client(bastion) as http:
+        assert (await http.get("/", headers={"X-Tenant": "a"})).status_code == 200
+        assert (await http.get("/", headers={"X-Tenant": "b"})).status_code == 200
+        assert (await http.get("/", headers={"X-Tenant": "a"})).status_code == 429
+        # Leaving the header out does not escape the limit: all such requests share one key.
+        assert (await http.get("/")).status_code == 200
+        assert (await http.get("/")).status_code == 429
+
+
+async def test_route_key_counts_each_route_separately() -> None:
+    rule = {"name": "per-route", "key": ["client", "route"], "limit": "1/minute", "algorithm": "fixed_window"}
+    bastion = make({"rate_limits": {"rules": [rule]}})
+    async with client(bastion) as http:
+        assert (await http.get("/a")).status_code == 200
+        assert (await http.get("/b")).status_code == 200
+        assert (await http.get("/a")).status_code == 429
+        assert (await http.post("/a")).status_code == 200
+
+
+async def test_no_rules_no_guard() -> None:
+    assert guard_of(make({})) is None
+    assert (
+        guard_of(make({"rate_limits": {"enabled": False, "rules": [{"name": "x", "limit": "1/s"}]}})) is None
+    )
+    assert guard_of(make(DEMO_RULES)) is not None
+
+
+async def test_sqlite_top_level_store_keeps_limits_in_memory(tmp_path: Any) -> None:
+    bastion = make({**DEMO_RULES, "store": f"sqlite:///{tmp_path}/b.db"})
+    guard = guard_of(bastion)
+    assert guard is not None
+    assert isinstance(guard.store, MemoryStore)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"store": "sqlite:///x.db"}, "cannot hold rate limits"),
+        ({"store": "postgresql://h/db"}, "cannot hold rate limits"),
+        ({"rules": [{"name": "a", "limit": "5/minute", "burst": 2, "cost": 3}]}, "exceeds the capacity"),
+        ({"rules": [{"name": "a", "limit": "5/minute", "burst": 2, "algorithm": "fixed_window"}]}, "burst"),
+        ({"rules": [{"name": "a", "limit": "5/minute", "match": "login"}]}, "is not a match"),
+        ({"rules": [{"name": "a", "limit": "5/minute", "key": "user"}]}, "is not a key"),
+        ({"rules": [{"name": "a", "limit": "5/minute"}, {"name": "a", "limit": "1/s"}]}, "unique"),
+        ({"rules": [{"name": 'bad"name', "limit": "5/minute"}]}, "printable"),
+        ({"rules": [{"name": "a", "limit": "5 a minute"}]}, "not a rate"),
+    ],
+)
+def test_bad_configuration_names_the_problem(section: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make({"rate_limits": section})
+
+
+# --- concurrency limiter -------------------------------------------------------------------------
+
+
+def concurrency_config(limit: int = 1) -> dict[str, Any]:
+    return {
+        "rate_limits": {"rules": [{"name": "inflight", "algorithm": "concurrency", "limit": f"{limit}/s"}]}
+    }
+
+
+async def test_concurrency_limits_requests_in_flight_and_releases_when_done() -> None:
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            entered.set()
+            await gate.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    bastion = make(concurrency_config(1), slow)
+    async with client(bastion) as http:
+        first = asyncio.create_task(http.get("/slow"))
+        await asyncio.wait_for(entered.wait(), 5)
+        blocked = await http.get("/fast")
+        assert blocked.status_code == 429
+        assert blocked.headers["retry-after"] == "1"
+        assert parse_headers(blocked)["policy"]["inflight"] == {"q": 1}
+        gate.set()
+        assert (await first).status_code == 200
+        assert (await http.get("/fast")).status_code == 200
+        assert (await http.get("/fast")).status_code == 200
+
+
+async def test_concurrency_slot_released_when_the_app_raises() -> None:
+    bastion = make(concurrency_config(1))
+    async with client(bastion) as http:
+        assert (await http.get("/boom")).status_code == 500
+        assert (await http.get("/")).status_code == 200
+        assert (await http.get("/boom")).status_code == 500
+        assert (await http.get("/")).status_code == 200
+
+
+async def test_concurrency_slot_released_on_client_disconnect() -> None:
+    async def waits_for_disconnect(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/stream":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    bastion = make(concurrency_config(1), waits_for_disconnect)
+    messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return await messages.get()
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/stream",
+        "raw_path": b"/stream",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+    task = asyncio.create_task(bastion(scope, receive, send))
+    await messages.put({"type": "http.request", "body": b"", "more_body": False})
+    await asyncio.sleep(0.05)
+    async with client(bastion) as http:
+        assert (await http.get("/")).status_code == 429
+        await messages.put({"type": "http.disconnect"})
+        await asyncio.wait_for(task, 5)
+        assert (await http.get("/")).status_code == 200
+
+    # A cancelled request (the server gave up on it) frees its slot as well.
+    task = asyncio.create_task(bastion(dict(scope), receive, send))
+    await messages.put({"type": "http.request", "body": b"", "more_body": False})
+    await asyncio.sleep(0.05)
+    async with client(bastion) as http:
+        assert (await http.get("/")).status_code == 429
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await http.get("/")).status_code == 200
+
+
+async def test_concurrency_lease_frees_a_lost_slot() -> None:
+    now = [0]
+    store = MemoryStore(lambda: now[0])
+    from bastion.ratelimit.algorithms import Limit
+    from bastion.ratelimit.stores import Check
+
+    check = Check("k", Limit.build("concurrency", 1, 60_000_000), 1, False)
+    assert store.decide_now([check], "crashed").admitted
+    assert not store.decide_now([check], "next").admitted
+    now[0] = 60_000_000
+    assert store.decide_now([check], "next").admitted
+
+
+# --- exactness ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "fixed_window", "sliding_window", "sliding_log"])
+async def test_exactly_n_of_3n_concurrent_requests_on_memory(algorithm: str) -> None:
+    n = 20
+    bastion = make(
+        {"rate_limits": {"rules": [{"name": "n", "limit": f"{n}/minute", "algorithm": algorithm}]}}
+    )
+    async with client(bastion) as http:
+        responses = await asyncio.gather(
+            *(http.get("/", headers={"X-API-Key": "same"}) for _ in range(3 * n))
+        )
+    assert sum(r.status_code == 200 for r in responses) == n
+    assert sum(r.status_code == 429 for r in responses) == 2 * n
+
+
+async def test_memory_store_forgets_idle_keys() -> None:
+    from bastion.ratelimit.algorithms import Limit
+    from bastion.ratelimit.stores import Check
+
+    now = [0]
+    store = MemoryStore(lambda: now[0])
+    limit = Limit.build("fixed_window", 5, 1_000_000)
+    for i in range(1000):
+        store.decide_now([Check(f"client-{i}", limit, 1, False)], "r")
+    assert len(store) == 1000
+    now[0] = 5_000_000
+    for i in range(300):
+        store.decide_now([Check(f"new-{i % 3}", limit, 1, False)], "r")
+    assert len(store) < 100
