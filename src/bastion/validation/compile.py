@@ -99,7 +99,9 @@ def compile_description(description: Description, config: Config, logger: Any = 
 def _compile(description: Description, schema: dict[str, Any], registry: Any, at: str) -> tuple[Any, bool]:
     common: dict[str, Any] = {"registry": registry, "validate_formats": True}
     try:
-        return jsonschema_rs.validator_for(schema, pattern_options=jsonschema_rs.RegexOptions(), **common), False
+        return jsonschema_rs.validator_for(
+            schema, pattern_options=jsonschema_rs.RegexOptions(), **common
+        ), False
     except jsonschema_rs.ValidationError as exc:
         first = exc
     except (jsonschema_rs.ReferencingError, ValueError) as exc:
@@ -139,14 +141,17 @@ def _prepare(
         options=options,
     )
     declared: dict[tuple[str, str], tuple[Any, str]] = {}
-    for source, where in ((item.get("parameters"), pointer_of("paths", template)), (operation.get("parameters"), at)):
+    for source, where in (
+        (item.get("parameters"), pointer_of("paths", template)),
+        (operation.get("parameters"), at),
+    ):
         for index, raw in enumerate(source or ()):
             param, param_at = description.resolve(raw, f"{where}/parameters/{index}")
             if not isinstance(param, Mapping) or not isinstance(param.get("name"), str):
                 raise description.error(param_at, "a parameter needs a name")
             location = param.get("in")
             if location not in _DEFAULT_STYLE:
-                raise description.error(param_at, f"parameter 'in' must be path, query, header or cookie")
+                raise description.error(param_at, "parameter 'in' must be path, query, header or cookie")
             declared[(location, param["name"])] = (param, param_at)
     for name in _template_names(template):
         declared.setdefault(("path", name), ({"name": name, "in": "path", "schema": {"type": "string"}}, at))
@@ -189,7 +194,7 @@ def _prepare(
             schema = entry.get("schema")
             kind = kind_of(media)
             guide = Guide(description, [(schema, media_at + "/schema")] if schema is not None else [])
-            compiled.media.append(BodyMedia(declared=media, kind=kind, guide=guide))
+            compiled.add_media(BodyMedia(declared=media, kind=kind, guide=guide))
             if schema is not None and kind != OTHER:
                 body_schema = translator.translate(schema, media_at + "/schema", view)
                 schemas[media] = _combined(locations, body_schema)
@@ -210,7 +215,11 @@ def _parameter_schema(description: Description, param: Mapping[str, Any], at: st
     if isinstance(content, Mapping) and content:
         media, entry = next(iter(content.items()))
         schema = entry.get("schema", True) if isinstance(entry, Mapping) else True
-        return schema, f"{at}/content/{str(media).replace('/', '~1')}/schema", kind_of(str(media).lower()) == "json"
+        return (
+            schema,
+            f"{at}/content/{str(media).replace('/', '~1')}/schema",
+            kind_of(str(media).lower()) == "json",
+        )
     return True, at, False
 
 

@@ -127,7 +127,9 @@ def describe(error: Any, names: Mapping[str, str]) -> list[dict[str, Any]]:
     if keyword in ("backtrackLimitExceeded", "regexEngineFailure"):
         return [_entry("PATTERN_MISMATCH", path, "could not be checked against its pattern in time", names)]
     if keyword in ("additionalProperties", "unevaluatedProperties"):
-        return [_entry("NOT_ALLOWED", [*path, name], "is not a known field", names) for name in kind.unexpected]
+        return [
+            _entry("NOT_ALLOWED", [*path, name], "is not a known field", names) for name in kind.unexpected
+        ]
     if keyword == "falseSchema":
         return [_entry("NOT_ALLOWED", path, "is not allowed here", names)]
     if keyword == "enum":
@@ -159,12 +161,17 @@ def _type_order(name: str) -> tuple[int, str]:
     return (name == "null", name)
 
 
-def _narrow(context: list[list[Any]], path: list[Any], names: Mapping[str, str]) -> list[dict[str, Any]] | None:
+def _narrow(
+    context: list[list[Any]], path: list[Any], names: Mapping[str, str]
+) -> list[dict[str, Any]] | None:
     """When exactly one branch of an ``anyOf``/``oneOf`` fits the value's type, that branch's errors."""
     fitting = [
         branch
         for branch in context
-        if branch and not any(e.kind.name in ("type", "enum", "const") and list(e.instance_path) == path for e in branch)
+        if branch
+        and not any(
+            e.kind.name in ("type", "enum", "const") and list(e.instance_path) == path for e in branch
+        )
     ]
     if len(fitting) != 1:
         return None
@@ -187,8 +194,36 @@ def collect(errors: Iterable[Any], names: Mapping[str, str], limit: int) -> list
             entries.append(entry)
         if len(entries) >= limit * 4:
             break  # enough to pick the first ``limit`` from in a stable order
+    entries = _drop_shadowed(entries)
     entries.sort(key=sort_key)
     return entries[:limit]
+
+
+def _place(entry: Mapping[str, Any]) -> str:
+    if entry["in"] == "body":
+        return f"body{entry['pointer']}/"
+    return f"{entry['in']}/{entry['field'].replace('.', '/').replace('[', '/').replace(']', '')}/"
+
+
+def _drop_shadowed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Unknown-field entries for members that another entry shows are known but invalid.
+
+    When a member of an ``anyOf`` branch fails, the branch's properties are not
+    "evaluated", so ``unevaluatedProperties`` also flags them; that second entry
+    would send a client looking for a typo that is not there.
+    """
+    if len(entries) < 2:
+        return entries
+    places = [_place(e) for e in entries]
+    kept = []
+    for entry, place in zip(entries, places, strict=True):
+        if entry["code"] == "NOT_ALLOWED" and any(
+            (other != place and other.startswith(place)) or (other == place and e["code"] != "NOT_ALLOWED")
+            for other, e in zip(places, entries, strict=True)
+        ):
+            continue
+        kept.append(entry)
+    return kept
 
 
 def sort_key(entry: Mapping[str, Any]) -> tuple[int, str, str, str]:

@@ -69,7 +69,9 @@ class ValidationGuard:
                     body = await read_body(receive, self.max_body_bytes)
                 except BodyTooLarge:
                     self._count(operation, "PAYLOAD_TOO_LARGE")
-                    raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes") from None
+                    raise PayloadTooLarge(
+                        detail=f"the body is larger than {self.max_body_bytes} bytes"
+                    ) from None
                 except ClientDisconnected:
                     return  # nobody is left to answer
                 ctx.body = body

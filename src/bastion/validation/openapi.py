@@ -151,7 +151,9 @@ def parse_document(text: str | bytes, source: str) -> Description:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise OpenAPIError(source, "", f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+            raise OpenAPIError(
+                source, "", f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
     else:
         try:
             data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader

@@ -13,8 +13,19 @@ from typing import Any
 
 from bastion.problems import UnsupportedMediaType
 from bastion.validation import errors
-from bastion.validation.bodies import FORM, JSON, MULTIPART, MediaType, matches, parse_form, parse_json
-from bastion.validation.bodies import decode_text, is_utf8, parse_media_type, parse_multipart
+from bastion.validation.bodies import (
+    FORM,
+    JSON,
+    MULTIPART,
+    MediaType,
+    decode_text,
+    is_utf8,
+    matches,
+    parse_form,
+    parse_json,
+    parse_media_type,
+    parse_multipart,
+)
 from bastion.validation.params import Guide, Parameter, group_query, is_missing, parse_cookies, parse_query
 
 
@@ -64,6 +75,8 @@ class CompiledOperation:
     query_params: list[Parameter] = field(default_factory=list)
     header_params: dict[bytes, Parameter] = field(default_factory=dict)
     cookie_params: list[Parameter] = field(default_factory=list)
+    #: The common spellings of the declared media types, parsed once (``application/json``).
+    _exact_media: dict[bytes, tuple[BodyMedia, MediaType]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -79,6 +92,17 @@ class CompiledOperation:
         """The accepted media types, for a 415's detail."""
         return ", ".join(m.declared for m in self.media)
 
+    def add_media(self, body: BodyMedia) -> None:
+        """Register a media type the operation accepts."""
+        self.media.append(body)
+        if "*" not in body.declared:
+            for spelling in (
+                body.declared,
+                f"{body.declared}; charset=utf-8",
+                f"{body.declared};charset=utf-8",
+            ):
+                self._exact_media.setdefault(spelling.encode(), (body, parse_media_type(spelling)))
+
     def add_parameter(self, parameter: Parameter) -> None:
         """Register a compiled parameter under its location."""
         if parameter.location == "path":
@@ -90,7 +114,9 @@ class CompiledOperation:
         else:
             self.cookie_params.append(parameter)
 
-    def select_media(self, content_type: bytes | None, body_empty: bool) -> tuple[BodyMedia, MediaType] | None:
+    def select_media(
+        self, content_type: bytes | None, body_empty: bool
+    ) -> tuple[BodyMedia, MediaType] | None:
         """The declared media type for the request's ``Content-Type``; 415 when none fits.
 
         ``None`` when the request has no body to check.
@@ -98,7 +124,12 @@ class CompiledOperation:
         if content_type is None:
             if body_empty:
                 return None
-            raise UnsupportedMediaType(detail=f"send a Content-Type; this operation accepts {self.accepted()}")
+            raise UnsupportedMediaType(
+                detail=f"send a Content-Type; this operation accepts {self.accepted()}"
+            )
+        known = self._exact_media.get(content_type)
+        if known is not None:
+            return known
         media = parse_media_type(content_type.decode("latin-1"))
         for body in self.media:
             if matches(body.declared, media.essence):
@@ -137,8 +168,13 @@ class CompiledOperation:
             if chosen is None:
                 if self.body_required:
                     found.append(
-                        {"code": "REQUIRED", "in": "body", "pointer": "", "field": "",
-                         "detail": "a request body is required"}
+                        {
+                            "code": "REQUIRED",
+                            "in": "body",
+                            "pointer": "",
+                            "field": "",
+                            "detail": "a request body is required",
+                        }
                     )
             else:
                 target, media = chosen
@@ -155,7 +191,9 @@ class CompiledOperation:
     def _parse_body(self, target: BodyMedia, media: MediaType, body: bytes) -> Any:
         options = self.options
         charset = media.params.get("charset")
-        if target.kind == JSON or (target.kind != FORM and target.kind != MULTIPART and media.essence.endswith("json")):
+        if target.kind == JSON or (
+            target.kind != FORM and target.kind != MULTIPART and media.essence.endswith("json")
+        ):
             return parse_json(body if is_utf8(charset) else decode_text(body, charset), options.max_depth)
         if target.kind == FORM:
             return parse_form(body, charset, target.guide, options.lenient, options.max_depth)
@@ -174,8 +212,13 @@ class CompiledOperation:
             for key in grouped:
                 if not any(p.claims(key) for p in self.query_params):
                     found.append(
-                        {"code": "NOT_ALLOWED", "in": "query", "name": key, "field": key,
-                         "detail": "is not a parameter of this operation"}
+                        {
+                            "code": "NOT_ALLOWED",
+                            "in": "query",
+                            "name": key,
+                            "field": key,
+                            "detail": "is not a parameter of this operation",
+                        }
                     )
         return values
 

@@ -63,7 +63,9 @@ class Guide:
         self._props: dict[str, Guide] = {}
         self._items: Guide | None = None
 
-    def _flatten(self, nodes: list[tuple[Any, str]], out: list[tuple[Mapping[str, Any], str]], depth: int) -> None:
+    def _flatten(
+        self, nodes: list[tuple[Any, str]], out: list[tuple[Mapping[str, Any], str]], depth: int
+    ) -> None:
         if depth > 16:
             return
         for node, at in nodes:
@@ -94,7 +96,9 @@ class Guide:
     def items(self) -> Guide:
         """The guide for the items of an array here."""
         if self._items is None:
-            found = [(n["items"], f"{at}/items") for n, at in self._nodes if isinstance(n.get("items"), Mapping)]
+            found = [
+                (n["items"], f"{at}/items") for n, at in self._nodes if isinstance(n.get("items"), Mapping)
+            ]
             self._items = Guide(self._description, found)
         return self._items
 
@@ -126,7 +130,7 @@ def _json_type(value: Any) -> str:
 
 def coerce_scalar(text: str, types: frozenset[str], lenient: bool) -> Any:
     """``text`` as the first declared scalar type it fits; unchanged when none fits."""
-    if not types or "string" in types and len(types) == 1:
+    if not types or ("string" in types and len(types) == 1):
         return text
     if "integer" in types and _INT_RE.fullmatch(text):
         return int(text)
@@ -156,7 +160,12 @@ def coerce_tree(value: Any, guide: Guide, lenient: bool, depth: int = 0) -> Any:
     if isinstance(value, str):
         return coerce_scalar(value, guide.types, lenient)
     if isinstance(value, dict):
-        if "array" in guide.types and "object" not in guide.types and value and all(k.isdigit() for k in value):
+        if (
+            "array" in guide.types
+            and "object" not in guide.types
+            and value
+            and all(k.isdigit() for k in value)
+        ):
             ordered = [value[k] for k in sorted(value, key=int)]
             items = guide.items()
             return [coerce_tree(v, items, lenient, depth + 1) for v in ordered]
