@@ -55,10 +55,9 @@ class ServerSpan:
     span: Any
     token: Any
     method: str
-    #: The span's ids, or ``None`` when no tracer provider is recording (bastion keeps its own).
-    trace_id: str | None
-    span_id: str | None
-    flags: str | None
+    #: The span's ``(trace_id, span_id, flags)``, or ``None`` when no tracer provider is
+    #: recording (bastion keeps its own ids then).
+    ids: tuple[str, str, str] | None
     exception: BaseException | None = None
 
 
@@ -116,16 +115,14 @@ class ServerTracer:
         token = self._context.attach(self._trace.set_span_in_context(span))
         span_context = span.get_span_context()
         if span_context.is_valid and span_context.span_id != parent_span_id:
-            return ServerSpan(
-                span,
-                token,
-                method,
+            ids = (
                 format(span_context.trace_id, "032x"),
                 format(span_context.span_id, "016x"),
                 format(span_context.trace_flags, "02x"),
             )
+            return ServerSpan(span, token, method, ids)
         # A no-op provider hands back the parent (or nothing): keep bastion's own ids.
-        return ServerSpan(span, token, method, None, None, None)
+        return ServerSpan(span, token, method, None)
 
     def finish(
         self,

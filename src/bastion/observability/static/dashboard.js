@@ -96,7 +96,7 @@
 
   function format(value) {
     if (value >= 1000) return (value / 1000).toFixed(1) + "k";
-    if (value >= 10 || value === 0) return String(Math.round(value));
+    if (value >= 10 || Number.isInteger(value)) return String(Math.round(value));
     return value.toFixed(2);
   }
 
