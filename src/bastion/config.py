@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from bastion._model import Section
 from bastion.check.config import LintConfig
+from bastion.gateway.config import GatewayConfig
 from bastion.idempotency.config import IdempotencyConfig
 from bastion.observability.config import ObservabilityConfig
 from bastion.ratelimit.config import RateLimitsConfig
@@ -130,6 +131,7 @@ class Config(Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     @field_validator("store")
     @classmethod
