@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from bastion._model import Section
 from bastion.units import ByteSize, Duration, DurationField
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def check_table_name(name: str) -> str:
+    """``name`` if it is a plain SQL identifier, else :class:`ValueError`.
+
+    The table name is put into SQL text (a table cannot be a bind parameter), so
+    only letters, digits and ``_`` are allowed.
+    """
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain SQL identifier (letters, digits, _; at most 63)")
+    return name
 
 
 class IdempotencyConfig(Section):
@@ -25,6 +39,27 @@ class IdempotencyConfig(Section):
     on_store_error: Literal["open", "closed"] = "closed"
     store_statuses: list[str] = Field(default_factory=lambda: ["2xx", "4xx"])
     max_stored_bytes: ByteSize = 1024 * 1024
+    table: str = Field(default="bastion_idempotency", description="PostgreSQL and SQLite table name")
+    key_prefix: str = Field(default="bastion:idem", description="Redis key prefix")
+
+    @field_validator("table")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        return check_table_name(value)
+
+    @field_validator("lease")
+    @classmethod
+    def _positive_lease(cls, value: Duration) -> Duration:
+        if value.ms < 1:
+            raise ValueError("the lease must be longer than 0")
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _positive_ttl(cls, value: Duration) -> Duration:
+        if value.ms < 1:
+            raise ValueError("the ttl must be longer than 0")
+        return value
 
     @field_validator("methods")
     @classmethod

@@ -1,15 +1,471 @@
-"""The idempotency guard."""
+"""The idempotency guard: claims the key, replays or rejects duplicates, stores the response.
+
+It is the innermost guard, just around the application, so nothing rejected by an
+outer guard (rate limits, validation) is ever stored. For a request with a key:
+
+1. The key is parsed (RFC 8941 string or bare token) and scoped to the client and
+   the operation; the request is fingerprinted (method, path, query, Content-Type, body).
+2. The store claims the record atomically. A completed record with the same
+   fingerprint is replayed (``Idempotent-Replayed: true``); a different fingerprint
+   is ``IDEMPOTENCY_KEY_REUSED``; a request still running is
+   ``IDEMPOTENCY_REQUEST_IN_PROGRESS`` (or, with ``wait``, awaited and replayed).
+3. The owner runs the application. Every response message is forwarded at once
+   and copied on the way; before the last one goes out, the response is stored
+   (statuses in ``store_statuses``) or the claim is released (5xx, an exception),
+   always checked against the owner token. While the handler runs, the lease is
+   renewed every half lease, so only a dead or stalled process loses its claim.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import itertools
+import os
+import re
+from typing import TYPE_CHECKING, Any
 
-from bastion.asgi import ASGIApp
+from bastion.asgi import (
+    SCOPE_KEY,
+    ASGIApp,
+    BodyTooLarge,
+    Message,
+    Receive,
+    RequestContext,
+    Scope,
+    Send,
+    read_body,
+    replay_body,
+)
+from bastion.idempotency.config import IdempotencyConfig
+from bastion.idempotency.core import (
+    Action,
+    ClaimResult,
+    KeyFormatError,
+    ResponseCapture,
+    StatusPolicy,
+    StoredResponse,
+    decide,
+    fingerprint,
+    parse_key,
+    record_key,
+)
+from bastion.idempotency.stores import IdempotencyStore, open_store
+from bastion.problems import (
+    DependencyUnavailable,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyMissing,
+    IdempotencyKeyReused,
+    IdempotencyRequestInProgress,
+    PayloadTooLarge,
+    Problem,
+    render,
+)
+from bastion.stores import parse_store_url
 
 if TYPE_CHECKING:
     from bastion.stack import Bastion
 
+OFF, OPTIONAL, REQUIRED = 0, 1, 2
+EXTENSION = "x-bastion-idempotency"
+_EXTENSION_MODES: dict[Any, int] = {
+    "required": REQUIRED,
+    True: REQUIRED,
+    "optional": OPTIONAL,
+    "off": OFF,
+    "disabled": OFF,
+    False: OFF,
+}
+EVENTS = (
+    "claimed",
+    "replayed",
+    "mismatch",
+    "in_progress",
+    "lease_expired",
+    "store_error",
+    "released",
+    "fenced",
+    "missing",
+    "invalid",
+    "unprotected",
+)
+
+
+class RequiredRoutes:
+    """The ``idempotency.require`` entries (``METHOD /template``), matched against a request."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self.exact: set[tuple[str, str]] = set()
+        self.patterns: list[tuple[str, re.Pattern[str]]] = []
+        for entry in entries:
+            method, _, template = entry.strip().partition(" ")
+            method, template = method.upper(), template.strip()
+            if not template.startswith("/"):
+                raise ValueError(f"idempotency.require entry {entry!r} is not 'METHOD /path'")
+            self.exact.add((method, template))
+            if "{" in template:
+                parts = re.split(r"\{[^}/]+\}", template)
+                self.patterns.append((method, re.compile("[^/]+".join(re.escape(p) for p in parts) + "$")))
+        self.methods = frozenset(m for m, _ in self.exact)
+
+    def match(self, method: str, route: str | None, path: str) -> bool:
+        """Whether ``method`` on the route (or, without a route, the raw path) requires a key."""
+        if route is not None:
+            return (method, route) in self.exact
+        if (method, path) in self.exact:
+            return True
+        return any(m == method and p.match(path) for m, p in self.patterns)
+
+
+class _Lease:
+    """Renews a claim's lease every half lease while its handler runs."""
+
+    __slots__ = ("guard", "handle", "key", "lost", "owner", "stopped")
+
+    def __init__(self, guard: IdempotencyGuard, key: str, owner: str) -> None:
+        self.guard = guard
+        self.key = key
+        self.owner = owner
+        self.stopped = False
+        self.lost = False
+        self.handle = asyncio.get_running_loop().call_later(guard.renew_every_s, self._fire)
+
+    def _fire(self) -> None:
+        if not self.stopped:
+            self.guard._spawn(self._renew())
+
+    async def _renew(self) -> None:
+        try:
+            renewed = await self.guard.store.renew(self.key, self.owner, self.guard.lease_ms)
+        except Exception as exc:
+            # A store hiccup: try again at the next interval, the lease may still hold.
+            self.guard._store_error("renew", exc)
+            renewed = True
+        if self.stopped:
+            return
+        if renewed:
+            self.handle = asyncio.get_running_loop().call_later(self.guard.renew_every_s, self._fire)
+        else:
+            self.lost = True
+            self.guard.logger.warning("idempotency lease lost to a takeover", owner=self.owner)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.handle.cancel()
+
+
+class IdempotencyGuard:
+    """Pure ASGI guard that makes unsafe requests with an ``Idempotency-Key`` run at most once."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: IdempotencyConfig,
+        store: IdempotencyStore,
+        *,
+        max_body_bytes: int,
+        logger: Any,
+        metrics: Any = None,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.logger = logger
+        self.methods = frozenset(config.methods)
+        self.required = RequiredRoutes(config.require)
+        self.all_methods = self.methods | self.required.methods
+        self.header = config.header.lower().encode("latin-1")
+        self.lease_ms = config.lease.ms
+        self.ttl_ms = config.ttl.ms
+        self.wait_s = config.wait.seconds
+        self.renew_every_s = max(config.lease.seconds / 2, 0.001)
+        self.mismatch_status = config.on_mismatch
+        self.fail_closed = config.on_store_error == "closed"
+        self.statuses = StatusPolicy(config.store_statuses)
+        self.max_stored_bytes = config.max_stored_bytes
+        self.max_body_bytes = max_body_bytes
+        # Owner tokens: a random per-process prefix and a counter, unique across processes
+        # without a random draw per request.
+        self._owner_prefix = os.urandom(8).hex() + ":"
+        self._owner_seq = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._events: dict[str, Any] = {}
+        self._store_errors: Any = None
+        if metrics is not None:
+            events = metrics.counter(
+                "bastion_idempotency_events_total",
+                "Idempotency decisions and outcomes, by event.",
+                ["event"],
+            )
+            self._events = {event: events.labels(event) for event in EVENTS}
+            errors = metrics.counter(
+                "bastion_store_errors_total",
+                "Store calls that failed, by store and operation.",
+                ["store", "operation"],
+            )
+            self._store_errors = {
+                op: errors.labels(store.kind, "idempotency_" + op)
+                for op in ("claim", "complete", "release", "renew")
+            }
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _count(self, event: str) -> None:
+        child = self._events.get(event)
+        if child is not None:
+            child.inc()
+
+    def _store_error(self, operation: str, exc: BaseException) -> None:
+        self._count("store_error")
+        if self._store_errors is not None:
+            self._store_errors[operation].inc()
+        self.logger.warning(
+            "idempotency store error", store=self.store.kind, operation=operation, error=repr(exc)
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _mode(self, method: str, ctx: RequestContext, path: str) -> int:
+        operation = ctx.operation
+        if operation is not None:
+            extensions = getattr(operation, "extensions", None)
+            if isinstance(extensions, dict) and EXTENSION in extensions:
+                value = extensions[EXTENSION]
+                mode = _EXTENSION_MODES.get(value.lower() if isinstance(value, str) else value)
+                if mode is not None:
+                    return mode
+        if self.required.exact and self.required.match(method, ctx.route, path):
+            return REQUIRED
+        return OPTIONAL if method in self.methods else OFF
+
+    # -- the request path --------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method not in self.all_methods:
+            await self.app(scope, receive, send)
+            return
+        ctx: RequestContext = scope[SCOPE_KEY]
+        path = scope["path"]
+        mode = self._mode(method, ctx, path)
+        if mode == OFF:
+            await self.app(scope, receive, send)
+            return
+        raw_key: bytes | None = None
+        content_type = b""
+        repeated = False
+        name = self.header
+        for key, value in scope["headers"]:
+            if key == name:
+                repeated = raw_key is not None
+                raw_key = value
+            elif key == b"content-type":
+                content_type = value
+        if raw_key is None:
+            if mode == REQUIRED:
+                ctx.log["idempotency"] = "missing"
+                self._count("missing")
+                raise IdempotencyKeyMissing(detail="this operation requires an Idempotency-Key header")
+            await self.app(scope, receive, send)
+            return
+        try:
+            if repeated:
+                raise KeyFormatError("the header appears more than once")
+            idem_key = parse_key(bytes(raw_key))
+        except KeyFormatError as exc:
+            ctx.log["idempotency"] = "invalid"
+            self._count("invalid")
+            raise IdempotencyKeyInvalid(detail=str(exc)) from None
+        body = ctx.body
+        if body is None:
+            try:
+                body = await read_body(receive, self.max_body_bytes)
+            except BodyTooLarge:
+                raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes") from None
+            ctx.body = body
+            receive = replay_body(body, receive)
+        operation = ctx.route or path
+        key = record_key(ctx.client_id or "", method, operation, idem_key)
+        request_fp = fingerprint(method, path, scope.get("query_string", b""), bytes(content_type), body)
+        owner = self._owner_prefix + str(next(self._owner_seq))
+
+        result = await self._claim(key, request_fp, owner, ctx)
+        if result is None:  # store down and on_store_error is open
+            ctx.log["idempotency"] = "unprotected"
+            self._count("unprotected")
+            await self.app(scope, receive, send)
+            return
+        action = decide(result, request_fp)
+        if action is Action.IN_PROGRESS and self.wait_s > 0:
+            result, action = await self._wait(key, request_fp, owner, ctx, result, action)
+            if result is None:
+                ctx.log["idempotency"] = "unprotected"
+                await self.app(scope, receive, send)
+                return
+        if action is Action.PROCEED:
+            if result.took_over:
+                self._count("lease_expired")
+                ctx.log["idempotency"] = "lease_expired"
+            else:
+                ctx.log["idempotency"] = "claimed"
+            self._count("claimed")
+            await self._run(scope, receive, send, ctx, key, owner)
+            return
+        ctx.log["idempotency"] = action.value
+        self._count(action.value)
+        if action is Action.REPLAY:
+            assert result.response is not None
+            await self._replay(result.response, send)
+        elif action is Action.MISMATCH:
+            raise IdempotencyKeyReused(
+                detail="this key was used with a different request; use a new key for a new operation",
+                status=self.mismatch_status,
+            )
+        else:
+            raise IdempotencyRequestInProgress(
+                detail="the first request with this key is still running",
+                headers={"Retry-After": "1"},
+            )
+
+    async def _claim(self, key: str, request_fp: str, owner: str, ctx: RequestContext) -> ClaimResult | None:
+        try:
+            return await self.store.claim(key, request_fp, owner, self.lease_ms, self.ttl_ms)
+        except Exception as exc:
+            self._store_error("claim", exc)
+            if self.fail_closed:
+                ctx.log["idempotency"] = "store_error"
+                raise DependencyUnavailable(
+                    detail="the idempotency store is unreachable", headers={"Retry-After": "1"}
+                ) from None
+            return None
+
+    async def _wait(
+        self,
+        key: str,
+        request_fp: str,
+        owner: str,
+        ctx: RequestContext,
+        result: ClaimResult,
+        action: Action,
+    ) -> tuple[ClaimResult | None, Action]:
+        """Poll the record until the first request finishes or ``wait`` runs out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        delay = 0.005
+        current: ClaimResult | None = result
+        while action is Action.IN_PROGRESS:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.1)
+            current = await self._claim(key, request_fp, owner, ctx)
+            if current is None:
+                return None, action
+            action = decide(current, request_fp)
+        return current, action
+
+    async def _replay(self, response: StoredResponse, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": response.status, "headers": response.replay_headers()}
+        )
+        await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, key: str, owner: str
+    ) -> None:
+        capture = ResponseCapture(self.max_stored_bytes)
+        lease = _Lease(self, key, owner)
+        settled = False  # completed or released: the record is no longer this request's to change
+
+        async def settle() -> None:
+            nonlocal settled
+            settled = True
+            lease.stop()
+            if self.statuses.storable(capture.status):
+                await self._complete(key, owner, capture.result(), ctx)
+            else:
+                await self._release(key, owner)
+
+        async def send_capturing(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                capture.start(message["status"], message.get("headers") or ())
+            elif kind == "http.response.body":
+                capture.body(message.get("body", b""))
+                # Store before the last chunk goes out: a client that has the whole response
+                # and retries at once gets the replay, never a second execution.
+                if not message.get("more_body", False) and not settled:
+                    await settle()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_capturing)
+        except Problem as problem:
+            if settled or capture.status or problem.status >= 500:
+                await self._abandon(settled, lease, key, owner)
+                raise
+            # A client error raised by the handler is its answer: render it here so it is
+            # stored and replayed like any other 4xx response.
+            rendered = render(problem, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=scope["path"])
+            ctx.problem_code = problem.code
+            await send_capturing(
+                {"type": "http.response.start", "status": rendered.status, "headers": rendered.headers}
+            )
+            await send_capturing({"type": "http.response.body", "body": rendered.body, "more_body": False})
+        except BaseException:
+            await self._abandon(settled, lease, key, owner)
+            raise
+        else:
+            # The application returned without finishing its response: nothing to store.
+            await self._abandon(settled, lease, key, owner)
+
+    async def _abandon(self, settled: bool, lease: _Lease, key: str, owner: str) -> None:
+        if settled:
+            return
+        lease.stop()
+        await self._release(key, owner)
+
+    async def _complete(self, key: str, owner: str, response: StoredResponse, ctx: RequestContext) -> None:
+        try:
+            stored = await self.store.complete(key, owner, response, self.ttl_ms)
+        except Exception as exc:
+            # The handler ran and its response goes out; the record stays in progress
+            # until its lease ends, after which a retry would run the handler again.
+            self._store_error("complete", exc)
+            ctx.log["idempotency_stored"] = False
+            return
+        if not stored:
+            self._count("fenced")
+            ctx.log["idempotency"] = "fenced"
+            self.logger.warning("idempotency completion fenced: the claim was taken over", owner=owner)
+        elif not response.body_stored:
+            ctx.log["idempotency_body_stored"] = False
+
+    async def _release(self, key: str, owner: str) -> None:
+        try:
+            released = await self.store.release(key, owner)
+        except Exception as exc:
+            self._store_error("release", exc)
+            return
+        if released:
+            self._count("released")
+
 
 def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
     """The idempotency guard for the configuration, or ``None`` when it has nothing to do."""
-    return None
+    config = bastion.config.idempotency
+    if not config.enabled:
+        return None
+    url = parse_store_url(config.store or bastion.config.store)
+    store = open_store(url, config)
+    bastion.add_resource(store)
+    return IdempotencyGuard(
+        app,
+        config,
+        store,
+        max_body_bytes=bastion.config.validation.max_body_bytes,
+        logger=bastion.logger,
+        metrics=bastion.metrics,
+    )

@@ -1,0 +1,283 @@
+"""The sans-I/O core of idempotency: keys, fingerprints, records, decisions and response capture.
+
+Nothing here does I/O or reads a clock; the guard and the stores do. Every rule
+that decides what a request gets (claim, replay, mismatch, in progress) lives
+here, so that the four stores cannot disagree about it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+#: The longest key accepted, in characters (after unquoting an RFC 8941 string).
+MAX_KEY_LENGTH = 255
+
+#: Response headers never stored: hop-by-hop headers, cookies (a replay must not
+#: hand one client's session to a retry) and ``Date`` (the replay has its own).
+NOT_STORED_HEADERS = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"set-cookie",
+        b"date",
+    }
+)
+
+#: Headers that describe a body; dropped from the replay of a response whose body was not kept.
+_BODY_HEADERS = frozenset({b"content-length", b"content-type", b"content-encoding", b"etag", b"content-md5"})
+
+REPLAYED_HEADER = (b"idempotent-replayed", b"true")
+BODY_OMITTED_HEADER = (b"idempotent-body-omitted", b"true")
+
+
+class KeyFormatError(ValueError):
+    """The ``Idempotency-Key`` header is not a usable key; the message says why."""
+
+
+def parse_key(raw: bytes) -> str:
+    """The key in an ``Idempotency-Key`` header value.
+
+    Accepts an RFC 8941 sf-string (``"abc"``, with ``\\"`` and ``\\\\`` escapes, as
+    the IETF draft specifies) or a bare token of visible ASCII (``abc``). The key
+    is 1 to 255 characters. Raises :class:`KeyFormatError` otherwise.
+    """
+    value = raw.strip(b" \t")
+    if not value:
+        raise KeyFormatError("the key is empty")
+    if value[0] == 0x22:  # '"': an RFC 8941 string
+        return _parse_sf_string(value)
+    if len(value) > MAX_KEY_LENGTH:
+        raise KeyFormatError(f"the key is longer than {MAX_KEY_LENGTH} characters")
+    for byte in value:
+        if not 0x21 <= byte <= 0x7E:
+            raise KeyFormatError("the key has characters other than visible ASCII")
+    return value.decode("ascii")
+
+
+def _parse_sf_string(value: bytes) -> str:
+    out = bytearray()
+    i, end = 1, len(value)
+    while i < end:
+        byte = value[i]
+        if byte == 0x5C:  # backslash: only \" and \\ are escapes in RFC 8941
+            if i + 1 >= end or value[i + 1] not in (0x22, 0x5C):
+                raise KeyFormatError("the quoted key has an invalid escape")
+            out.append(value[i + 1])
+            i += 2
+            continue
+        if byte == 0x22:
+            if i + 1 != end:
+                raise KeyFormatError("the quoted key has characters after its closing quote")
+            if not out:
+                raise KeyFormatError("the key is empty")
+            if len(out) > MAX_KEY_LENGTH:
+                raise KeyFormatError(f"the key is longer than {MAX_KEY_LENGTH} characters")
+            return out.decode("ascii")
+        if not 0x20 <= byte <= 0x7E:
+            raise KeyFormatError("the key has characters other than printable ASCII")
+        out.append(byte)
+        i += 1
+    raise KeyFormatError("the quoted key has no closing quote")
+
+
+def _digest(parts: Iterable[bytes]) -> str:
+    # Each part is length-prefixed so that no two different tuples hash alike
+    # (("ab", "c") and ("a", "bc") would otherwise collide).
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(len(part).to_bytes(8, "big"))
+        hasher.update(part)
+    return hasher.hexdigest()
+
+
+def record_key(client_id: str, method: str, operation: str, key: str) -> str:
+    """The store key of a request's record: the client's key scoped to the client and operation, hashed.
+
+    Client B sending client A's key names a different record, and the raw key never
+    reaches the store.
+    """
+    return _digest((client_id.encode(), method.encode(), operation.encode(), key.encode()))
+
+
+def fingerprint(method: str, path: str, query: bytes, content_type: bytes, body: bytes) -> str:
+    """SHA-256 over what makes two requests the same request: method, path, query, Content-Type, body."""
+    return _digest((method.encode(), path.encode(), query, content_type, body))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A completed request's response as kept in a store.
+
+    ``body_stored`` is ``False`` when the body was larger than ``max_stored_bytes``:
+    the request is completed all the same, and ``body`` is empty.
+    """
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    body_stored: bool = True
+
+    def headers_blob(self) -> bytes:
+        """The headers as bytes, for stores that keep them in one column or field."""
+        return orjson.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in self.headers])
+
+    @staticmethod
+    def headers_from_blob(blob: bytes) -> tuple[tuple[bytes, bytes], ...]:
+        """The inverse of :meth:`headers_blob`."""
+        return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in orjson.loads(blob))
+
+    def replay_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers a replay sends: the stored ones, marked ``Idempotent-Replayed: true``."""
+        if self.body_stored:
+            headers = list(self.headers)
+        else:
+            headers = [(k, v) for k, v in self.headers if k not in _BODY_HEADERS]
+            headers.append((b"content-length", b"0"))
+            headers.append(BODY_OMITTED_HEADER)
+        headers.append(REPLAYED_HEADER)
+        return headers
+
+
+class State(enum.Enum):
+    """What a claim found: the key is now ours, someone else's request runs, or it has completed."""
+
+    CLAIMED = "claimed"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """A store's answer to a claim.
+
+    ``fingerprint`` is the stored request's (for ``IN_PROGRESS`` and ``COMPLETED``).
+    ``took_over`` says a claim replaced an in-flight record whose lease had expired.
+    """
+
+    state: State
+    fingerprint: str = ""
+    response: StoredResponse | None = None
+    lease_remaining_ms: int = 0
+    took_over: bool = False
+
+
+CLAIMED = ClaimResult(State.CLAIMED)
+TOOK_OVER = ClaimResult(State.CLAIMED, took_over=True)
+
+
+class Action(enum.Enum):
+    """What the guard does with a request, given the claim result."""
+
+    PROCEED = "claimed"
+    REPLAY = "replayed"
+    MISMATCH = "mismatch"
+    IN_PROGRESS = "in_progress"
+
+
+def decide(result: ClaimResult, request_fingerprint: str) -> Action:
+    """The action for a request whose claim gave ``result``.
+
+    A different fingerprint under the same key is a mismatch whether the first
+    request has finished or not: a key names one operation.
+    """
+    if result.state is State.CLAIMED:
+        return Action.PROCEED
+    if result.fingerprint != request_fingerprint:
+        return Action.MISMATCH
+    if result.state is State.COMPLETED:
+        return Action.REPLAY
+    return Action.IN_PROGRESS
+
+
+def may_claim(
+    *,
+    now_ms: int,
+    expires_at: int,
+    state_completed: bool,
+    lease_until: int,
+    stored_fingerprint: str,
+    request_fingerprint: str,
+) -> bool | None:
+    """Whether a claim may replace an existing record: ``True`` (a lease takeover),
+    ``None`` (the record has expired: a fresh claim), ``False`` (the record stands).
+
+    The SQL and Lua stores encode the same rule in their own language; the memory
+    and SQLite stores call this.
+    """
+    if expires_at <= now_ms:
+        return None
+    return not state_completed and lease_until <= now_ms and stored_fingerprint == request_fingerprint
+
+
+class StatusPolicy:
+    """Which statuses are stored (``store_statuses``: ``2xx``, ``4xx``, ``201``, ...)."""
+
+    __slots__ = ("_classes", "_exact")
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self._classes = frozenset(int(e[0]) for e in entries if e.endswith("xx"))
+        self._exact = frozenset(int(e) for e in entries if e.isdigit())
+
+    def storable(self, status: int) -> bool:
+        """Whether a response with ``status`` is kept for replay (5xx never is)."""
+        if status >= 500:
+            return False
+        return status // 100 in self._classes or status in self._exact
+
+
+class ResponseCapture:
+    """Copies a response as it streams past, up to ``max_bytes`` of body.
+
+    The guard forwards every message at once and hands it here too; nothing is
+    held back. Past ``max_bytes`` the body is dropped (not truncated: a partial
+    body replayed as if whole would be worse than none).
+    """
+
+    __slots__ = ("_chunks", "_size", "body_kept", "headers", "max_bytes", "status")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.status = 0
+        self.headers: tuple[tuple[bytes, bytes], ...] = ()
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.body_kept = True
+
+    def start(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Record the status and the storable headers (copied: later layers edit the list in place)."""
+        self.status = status
+        self.headers = tuple(
+            (bytes(k).lower(), bytes(v)) for k, v in headers if bytes(k).lower() not in NOT_STORED_HEADERS
+        )
+
+    def body(self, chunk: bytes) -> None:
+        """Record one body chunk."""
+        if not chunk or not self.body_kept:
+            return
+        self._size += len(chunk)
+        if self._size > self.max_bytes:
+            self.body_kept = False
+            self._chunks = []
+            return
+        self._chunks.append(bytes(chunk))
+
+    def result(self) -> StoredResponse:
+        """The response to store."""
+        if not self.body_kept:
+            return StoredResponse(self.status, self.headers, b"", False)
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return StoredResponse(self.status, self.headers, body, True)
