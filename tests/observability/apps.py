@@ -9,6 +9,7 @@ guards do, so the dashboard can be shown every kind of counter it reads.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from starlette.applications import Starlette
@@ -66,6 +67,9 @@ def make_app(config: dict[str, Any] | None = None, **kwargs: Any) -> Bastion:
         gate.set()
         return JSONResponse({"released": True})
 
+    async def pid(request: Request) -> Response:
+        return JSONResponse({"pid": os.getpid()})
+
     async def guard(request: Request) -> Response:
         kind = request.path_params["kind"]
         name, labels = GUARD_COUNTERS[kind]
@@ -86,6 +90,7 @@ def make_app(config: dict[str, Any] | None = None, **kwargs: Any) -> Bastion:
             Route("/wait", wait),
             Route("/release", release),
             Route("/guards/{kind}", guard, methods=["POST"]),
+            Route("/pid", pid),
         ]
     )
     settings: dict[str, Any] = {"store": "memory://"}
