@@ -192,8 +192,8 @@ def collect(errors: Iterable[Any], names: Mapping[str, str], limit: int) -> list
                 continue
             seen.add(key)
             entries.append(entry)
-        if len(entries) >= limit * 4:
-            break  # enough to pick the first ``limit`` from in a stable order
+        if len(entries) >= max(limit * 20, 1000):
+            break  # bounded work for a body with thousands of bad items
     entries = _drop_shadowed(entries)
     entries.sort(key=sort_key)
     return entries[:limit]
@@ -226,11 +226,8 @@ def _drop_shadowed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
-def sort_key(entry: Mapping[str, Any]) -> tuple[int, str, str, str]:
-    """The deterministic order of entries: location, place, code."""
-    return (
-        _LOCATION_RANK.get(entry["in"], len(LOCATIONS)),
-        entry.get("pointer", entry.get("name", "")),
-        entry["code"],
-        entry["detail"],
-    )
+def sort_key(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The deterministic order of entries: location, place (array indexes numerically), code."""
+    place = entry.get("pointer", "/" + entry.get("name", ""))
+    steps = tuple((0, int(s), "") if s.isdigit() else (1, 0, s) for s in place.split("/"))
+    return (_LOCATION_RANK.get(entry["in"], len(LOCATIONS)), steps, entry["code"], entry["detail"])
