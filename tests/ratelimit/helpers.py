@@ -11,6 +11,9 @@ import httpx
 from bastion import Bastion
 from bastion.asgi import Receive, Scope, Send
 
+# Set to a stream to see the logs of the Bastions the tests build.
+LOG_STREAM: Any = None
+
 
 async def ok_app(scope: Scope, receive: Receive, send: Send) -> None:
     """A tiny app: 200 text, or a failure on /boom."""
@@ -25,7 +28,7 @@ async def ok_app(scope: Scope, receive: Receive, send: Send) -> None:
 def make(config: dict[str, Any], app: Any = ok_app) -> Bastion:
     """A Bastion around ``app`` with memory stores and quiet logs."""
     settings = {"store": "memory://", **config}
-    return Bastion(app, settings, env={}, log_stream=io.BytesIO())
+    return Bastion(app, settings, env={}, log_stream=LOG_STREAM or io.BytesIO())
 
 
 def client(bastion: Bastion) -> httpx.AsyncClient:
