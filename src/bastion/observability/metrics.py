@@ -27,7 +27,15 @@ from bastion.observability.http_metrics import (
     MultiprocessHttpServer,
 )
 
-__all__ = ["DURATION_BUCKETS", "MAX_FIELD_SERIES", "OTHER", "SIZE_BUCKETS", "UNMATCHED_ROUTE", "Metrics"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "GUARD_COUNTERS",
+    "MAX_FIELD_SERIES",
+    "OTHER",
+    "SIZE_BUCKETS",
+    "UNMATCHED_ROUTE",
+    "Metrics",
+]
 
 _STATUS_TEXT = {code: str(code) for code in range(100, 600)}
 
@@ -38,6 +46,16 @@ OTHER = "_other"
 #: At most this many (operation, field) pairs get their own validation series; field
 #: names of unknown members come from clients, so they must not grow the registry.
 MAX_FIELD_SERIES = 500
+
+#: The counters the guards register through :meth:`Metrics.counter`, with their labels: the
+#: contract that the dashboard, ``docs/grafana-dashboard.json`` and ``docs/alerts.yaml`` read.
+GUARD_COUNTERS: dict[str, tuple[str, ...]] = {
+    "bastion_rate_limit_decisions_total": ("rule", "outcome"),
+    "bastion_validation_failures_total": ("operation", "code"),
+    "bastion_idempotency_events_total": ("event",),
+    "bastion_store_errors_total": ("store", "operation"),
+    "bastion_upstream_errors_total": (),
+}
 
 _INDEX_SEGMENT = re.compile(r"/\d+(?=/|$)")
 
