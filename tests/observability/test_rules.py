@@ -116,7 +116,7 @@ def test_grafana_dashboard_is_well_formed(known: dict[str, set[str]]) -> None:
     titles = []
     for panel in dashboard["panels"]:
         position = panel["gridPos"]
-        assert 0 <= position["x"] and position["x"] + position["w"] <= 24
+        assert position["x"] >= 0 and position["x"] + position["w"] <= 24
         if panel["type"] == "row":
             continue
         titles.append(panel["title"])
