@@ -110,6 +110,9 @@ def describe(error: Any, names: Mapping[str, str]) -> list[dict[str, Any]]:
     """The entries for one jsonschema-rs ``ValidationError`` (usually one; several for unknown fields)."""
     kind = error.kind
     keyword = kind.name
+    if keyword == "oneOf":
+        # Both oneOf failures share the keyword; the kind's class tells them apart.
+        keyword = "oneOfMultipleValid" if type(kind).__name__ == "OneOfMultipleValid" else "oneOfNotValid"
     path = list(error.instance_path)
     if keyword in _SIMPLE:
         code, template = _SIMPLE[keyword]
