@@ -69,8 +69,7 @@ class Document:
                 node = node[part]
             except (KeyError, IndexError, TypeError):
                 return best
-        own = self.line_of(node)
-        return own if own is not None and own >= (best or 0) else best
+        return best
 
     def resolve(self, ref: str) -> tuple[Any, Path_] | None:
         """The target of a local ``$ref`` and its path, or ``None`` when it does not exist."""

@@ -22,7 +22,6 @@ from bastion.check.rules.operations import (
     IDEMPOTENCY_HEADER,
     PROBLEM_MEDIA,
     PROBLEM_MEMBERS,
-    RATE_LIMIT_HEADERS,
     UNSAFE_METHODS,
     deref,
     is_error_status,
@@ -105,7 +104,8 @@ class Fixer:
             name: self._install("headers", name.replace("-", ""), spec) for name, spec in _HEADERS.items()
         }
         self.key_refs = {
-            required: self._install(
+            required: self._existing_key()
+            or self._install(
                 "parameters",
                 "IdempotencyKeyRequired" if required else "IdempotencyKey",
                 {
@@ -133,6 +133,18 @@ class Fixer:
             bucket[chosen] = value
             self.changes += 1
         return f"#/components/{section}/{chosen}"
+
+    def _existing_key(self) -> str | None:
+        """A component that already declares the Idempotency-Key header: the description's choice wins."""
+        params = self.components.get("parameters")
+        for name, param in params.items() if isinstance(params, dict) else ():
+            if (
+                isinstance(param, dict)
+                and str(param.get("name", "")).lower() == IDEMPOTENCY_HEADER
+                and param.get("in") == "header"
+            ):
+                return f"#/components/parameters/{name}"
+        return None
 
     def _install_schemas(self) -> str:
         schemas = self.components.setdefault("schemas", {})
@@ -220,12 +232,9 @@ class Fixer:
                 headers = response["headers"] = {}
             names = {str(h).lower() for h in headers}
             for name, ref in self.header_refs.items():
-                if name.lower() == "retry-after" and "retry-after" in names:
-                    continue
-                if name.lower() != "retry-after" and names & set(RATE_LIMIT_HEADERS):
-                    continue
-                headers[name] = {"$ref": ref}
-                self.changes += 1
+                if name.lower() not in names:
+                    headers[name] = {"$ref": ref}
+                    self.changes += 1
 
     def idempotency_key(self, op: dict[str, Any], item: dict[str, Any]) -> None:
         """Add the Idempotency-Key header parameter to an unsafe operation that lacks it."""

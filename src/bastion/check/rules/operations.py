@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.check.document import Document, Path_, iter_operations
+
+__all__ = ["OperationRules", "deref"]
 from bastion.check.findings import FindingSink
-from bastion.check.rules.schemas import SchemaWalker
+from bastion.check.rules.schemas import SchemaWalker, deref
 
 UNSAFE_METHODS = ("post", "patch")
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -22,17 +24,6 @@ RATE_LIMIT_HEADERS = (
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
 )
-
-
-def deref(doc: Document, node: Any, path: Path_, depth: int = 0) -> tuple[Any, Path_]:
-    """Follow a chain of local ``$ref``s; a broken or external one yields ``(None, path)``."""
-    while isinstance(node, dict) and isinstance(node.get("$ref"), str):
-        target = doc.resolve(node["$ref"])
-        depth += 1
-        if target is None or depth > 32:
-            return None, path
-        node, path = target
-    return node, path
 
 
 def is_error_status(code: str) -> bool:

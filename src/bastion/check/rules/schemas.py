@@ -13,6 +13,21 @@ from typing import Any
 from bastion.check.document import Document, Path_
 from bastion.check.findings import FindingSink
 
+_MAX_REF_HOPS = 32
+
+
+def deref(doc: Document, node: Any, path: Path_) -> tuple[Any, Path_]:
+    """Follow a chain of local ``$ref``s; a broken, external or circular one yields ``(None, path)``."""
+    hops = 0
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        target = doc.resolve(node["$ref"])
+        hops += 1
+        if target is None or hops > _MAX_REF_HOPS:
+            return None, path
+        node, path = target
+    return node, path
+
+
 _TYPE_KEYS = ("type", "$ref", "allOf", "anyOf", "oneOf", "enum", "const", "properties")
 _STRING_BOUNDS = ("maxLength", "enum", "const", "format", "pattern")
 _COMPOSITIONS = ("allOf", "anyOf", "oneOf")
@@ -53,12 +68,7 @@ class SchemaWalker:
         stack: list[tuple[Any, Path_, bool]] = [(schema, path, False)]
         while stack:
             node, where, in_all_of = stack.pop()
-            while isinstance(node, dict) and isinstance(node.get("$ref"), str):
-                target = self.doc.resolve(node["$ref"])
-                if target is None:
-                    node = None
-                    break
-                node, where = target
+            node, where = deref(self.doc, node, where)
             if not isinstance(node, dict) or id(node) in self.visited:
                 continue
             self.visited.add(id(node))
@@ -132,9 +142,7 @@ class SchemaWalker:
         stack = [schema]
         while stack:
             node = stack.pop()
-            while isinstance(node, dict) and isinstance(node.get("$ref"), str):
-                target = self.doc.resolve(node["$ref"])
-                node = target[0] if target else None
+            node, _ = deref(self.doc, node, ())
             if not isinstance(node, dict) or id(node) in seen:
                 continue
             seen.add(id(node))
