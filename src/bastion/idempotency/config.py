@@ -42,6 +42,15 @@ class IdempotencyConfig(Section):
     table: str = Field(default="bastion_idempotency", description="PostgreSQL and SQLite table name")
     key_prefix: str = Field(default="bastion:idem", description="Redis key prefix")
 
+    @field_validator("require")
+    @classmethod
+    def _method_and_path(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            method, _, path = entry.strip().partition(" ")
+            if not method.isalpha() or not path.strip().startswith("/"):
+                raise ValueError(f"{entry!r} is not 'METHOD /path', for example 'POST /orders'")
+        return value
+
     @field_validator("table")
     @classmethod
     def _identifier(cls, value: str) -> str:
