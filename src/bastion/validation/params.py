@@ -316,7 +316,10 @@ class Parameter:
         if self.json_content or self.shape == "scalar":
             return self._scalar(text, lenient)
         if self.shape == "array":
-            return self._array(text.split(",") if text else [], lenient)
+            items = text.split(",") if text else []
+            if self.location == "header":
+                items = [item.strip() for item in items]  # joined header lines carry spaces
+            return self._array(items, lenient)
         return self._split_object(text, ",", lenient)
 
     def from_path(self, text: str, lenient: bool) -> Any:
@@ -339,6 +342,9 @@ class Parameter:
 
     def from_query(self, query: Mapping[str, list[str]], lenient: bool, max_depth: int) -> Any:
         """The value of a query parameter from the grouped query, or ``_MISSING``."""
+        if self.json_content:
+            values = query.get(self.name)
+            return _MISSING if values is None else self._scalar(values[-1], lenient)
         if self.style == "deepObject":
             prefix = self.name + "["
             pairs = [(k, v) for k, values in query.items() if k.startswith(prefix) for v in values]
