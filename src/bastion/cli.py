@@ -51,6 +51,26 @@ def demo(
 
 
 @app.command()
+def gateway(
+    config: Annotated[Path | None, typer.Option(help="bastion.yaml (upstream, guards, gateway).")] = None,
+    upstream: Annotated[str | None, typer.Option(help="The upstream API's URL (overrides upstream).")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default: gateway.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default: gateway.port).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes on the port.")] = None,
+    admin_port: Annotated[int | None, typer.Option(help="Serve metrics, health, ready on this port.")] = None,
+) -> None:
+    """Run a reverse proxy that applies every guard in front of an existing HTTP API."""
+    from bastion.config import ConfigError
+    from bastion.gateway.server import run_gateway
+
+    try:
+        run_gateway(config, upstream=upstream, host=host, port=port, workers=workers, admin_port=admin_port)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def lint(
     spec: Annotated[Path, typer.Argument(help="The OpenAPI description (YAML or JSON).")],
     format: Annotated[str, typer.Option("--format", help="text, json, junit or sarif.")] = "text",

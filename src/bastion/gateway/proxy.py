@@ -1,0 +1,399 @@
+"""The upstream side of the gateway: a streaming reverse proxy as an ASGI app.
+
+``ProxyApp`` sends each request to the upstream over a pool of keep-alive
+connections (one aiohttp ``ClientSession`` per process) and streams both bodies:
+a request body goes upstream as it arrives unless a guard already buffered it
+(validation, idempotency), and the response comes back chunk by chunk, so large
+downloads and server-sent events are never held in memory.
+
+Failures before the response starts are raised as problems for the boundary to
+render: ``502 UPSTREAM_UNAVAILABLE`` when the upstream cannot be reached or drops
+the connection, ``504 UPSTREAM_TIMEOUT`` when it is too slow. Used as
+``Bastion(ProxyApp(upstream), config)``, every guard runs in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from yarl import URL
+
+from bastion.asgi import (
+    SCOPE_KEY,
+    ClientDisconnected,
+    Message,
+    Receive,
+    RequestContext,
+    Scope,
+    Send,
+)
+from bastion.config import Config
+from bastion.gateway import normalize
+from bastion.gateway.config import GatewayConfig
+from bastion.gateway.headers import Forwarding, response_headers
+from bastion.problems import UpstreamTimeout, UpstreamUnavailable
+from bastion.tracing import format_traceparent
+
+if TYPE_CHECKING:
+    from bastion.stack import Bastion
+
+# aiohttp would otherwise add its own: a client that sent no Accept-Encoding must not
+# get a compressed body (bodies pass through undecoded), nor the upstream a made-up agent.
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
+
+
+class ProxyApp:
+    """An ASGI app that forwards every request to ``upstream`` and streams the answer back.
+
+    It is also a bastion resource: its connection pool opens at start-up and closes at
+    shutdown. :meth:`attach` registers it with the :class:`~bastion.Bastion` around it.
+    """
+
+    name = "gateway upstream pool"
+
+    def __init__(
+        self,
+        upstream: str,
+        config: GatewayConfig | None = None,
+        *,
+        trusted_proxies: tuple[str, ...] | list[str] = (),
+        normalize_upstream: bool = False,
+        logger: Any = None,
+    ) -> None:
+        self.config = config if config is not None else GatewayConfig()
+        self.upstream = URL(upstream.rstrip("/"))
+        if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
+            raise ValueError(f"{upstream!r} is not an http:// or https:// URL")
+        self._base = str(self.upstream)
+        self._ws_base = ("wss" if self.upstream.scheme == "https" else "ws") + self._base[
+            len(self.upstream.scheme) :
+        ]
+        self.forwarding = Forwarding(trusted_proxies, preserve_host=self.config.preserve_host)
+        self.normalize_upstream = normalize_upstream
+        self.logger = logger
+        self._session: aiohttp.ClientSession | None = None
+        read = self.config.read_timeout.seconds or None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=self.config.connect_timeout.seconds, sock_read=read
+        )
+        self._errors: Any = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ProxyApp:
+        """The proxy for a whole bastion configuration (``upstream`` must be set)."""
+        if config.upstream is None:
+            raise ValueError("the gateway needs an upstream URL (the upstream key or --upstream)")
+        return cls(
+            config.upstream,
+            config.gateway,
+            trusted_proxies=config.clients.trusted_proxies,
+            normalize_upstream=config.errors.normalize_upstream,
+        )
+
+    def attach(self, bastion: Bastion) -> None:
+        """Share ``bastion``'s logger and metrics, and open and close with it."""
+        self.logger = bastion.logger
+        if bastion.metrics is not None:
+            self._errors = bastion.metrics.counter(
+                "bastion_gateway_upstream_errors_total",
+                "Upstream requests that failed or whose error response was replaced, by kind.",
+                ["kind"],
+            )
+        bastion.add_resource(self)
+
+    # -- resource -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the upstream connection pool (idempotent)."""
+        if self._session is not None and not self._session.closed:
+            return
+        connector = aiohttp.TCPConnector(
+            limit=self.config.pool_size,
+            keepalive_timeout=self.config.keepalive_timeout.seconds,
+            ttl_dns_cache=60,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=False,
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            # One session serves every client: a shared cookie jar would hand one client's
+            # cookies to the next.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            max_field_size=16_384,
+        )
+
+    async def close(self) -> None:
+        """Close the pool's connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def ping(self) -> bool:
+        """Whether the pool is open (the upstream's own health is its business)."""
+        return self._session is not None and not self._session.closed
+
+    # -- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            from bastion.gateway.websocket import proxy_websocket
+
+            if self._session is None:
+                await self.start()
+            assert self._session is not None
+            await proxy_websocket(self, self._session, scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    def _url(self, scope: Scope, base: str) -> URL:
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else _quote_path(scope["path"])
+        query = scope.get("query_string")
+        target = base + path if not query else f"{base}{path}?{query.decode('latin-1')}"
+        return URL(target, encoded=True)
+
+    def upstream_headers(self, scope: Scope, ctx: RequestContext | None, *, websocket: bool = False) -> Any:
+        """The headers the upstream gets for this request."""
+        client = scope.get("client")
+        return self.forwarding.upstream_headers(
+            scope["headers"],
+            peer=str(client[0]) if client else "unknown",
+            scheme=("https" if scope.get("scheme") in ("https", "wss") else "http"),
+            traceparent=format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags) if ctx else None,
+            request_id=ctx.request_id if ctx else None,
+            websocket=websocket,
+        )
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._session is None:
+            await self.start()
+        session = self._session
+        assert session is not None
+        ctx: RequestContext | None = scope.get(SCOPE_KEY)
+        method: str = scope["method"]
+        headers = self.upstream_headers(scope, ctx)
+        body_done = True
+        state: _UploadState | None = None
+        data: Any = None
+        if ctx is not None and ctx.body is not None:
+            data = ctx.body
+            headers = [(k, v) for k, v in headers if k != "Content-Length"]
+        elif _has_body(scope):
+            body_done = False
+            state = _UploadState()
+            data = _stream_request(receive, state)
+        try:
+            response = await session.request(
+                method,
+                self._url(scope, self._base),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=self._timeout,
+            )
+        except TimeoutError as exc:
+            self._count("timeout")
+            which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
+            limit = self.config.connect_timeout if which == "connect" else self.config.read_timeout
+            if ctx is not None:
+                ctx.log["upstream_error"] = f"{which} timeout"
+            raise UpstreamTimeout(detail=f"The upstream API did not answer within {limit}.") from exc
+        except aiohttp.ClientError as exc:
+            if state is not None and state.client_gone:
+                return  # the client left mid-upload: there is nobody to answer
+            self._count("unavailable")
+            if ctx is not None:
+                ctx.log["upstream_error"] = type(exc).__name__
+            raise UpstreamUnavailable(
+                detail="The gateway could not get an answer from the upstream API."
+            ) from exc
+        try:
+            if state is not None:
+                body_done = state.finished
+            await self._respond(scope, ctx, response, receive, send, body_done=body_done)
+        finally:
+            response.release()
+
+    async def _respond(
+        self,
+        scope: Scope,
+        ctx: RequestContext | None,
+        response: aiohttp.ClientResponse,
+        receive: Receive,
+        send: Send,
+        *,
+        body_done: bool,
+    ) -> None:
+        status = response.status
+        headers = response_headers(response.raw_headers)
+        if self.normalize_upstream and ctx is not None:
+            media_type = normalize.content_type(headers)
+            if normalize.needs_normalizing(status, media_type):
+                await self._normalized(scope, ctx, response, status, headers, media_type, send)
+                return
+        content = response.content
+        first = await self._read(content, ctx)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if content.at_eof():
+            await send({"type": "http.response.body", "body": first, "more_body": False})
+            return
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        # A long response (a download, an event stream): stop reading the upstream as
+        # soon as the client goes away, or an endless stream would be read for nobody.
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive, response)) if body_done else None
+        try:
+            while True:
+                try:
+                    chunk = await content.readany()
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    if watcher is not None and watcher.done():
+                        return
+                    self._count("aborted")
+                    raise UpstreamUnavailable(detail="The upstream API broke off its response.") from exc
+                if content.at_eof():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    return
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _read(self, content: aiohttp.StreamReader, ctx: RequestContext | None) -> bytes:
+        try:
+            return await content.readany()
+        except TimeoutError as exc:
+            self._count("timeout")
+            if ctx is not None:
+                ctx.log["upstream_error"] = "read timeout"
+            raise UpstreamTimeout(
+                detail=f"The upstream API did not answer within {self.config.read_timeout}."
+            ) from exc
+        except aiohttp.ClientError as exc:
+            self._count("unavailable")
+            raise UpstreamUnavailable(detail="The upstream API broke off its response.") from exc
+
+    async def _normalized(
+        self,
+        scope: Scope,
+        ctx: RequestContext,
+        response: aiohttp.ClientResponse,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        media_type: bytes,
+        send: Send,
+    ) -> None:
+        limit = self.config.normalize_max_bytes
+        chunks: list[bytes] = []
+        size = 0
+        content = response.content
+        while size <= limit:
+            chunk = await self._read(content, ctx)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        body = b"".join(chunks)
+        truncated = size > limit or not content.at_eof()
+        if not truncated and normalize.is_problem(media_type, body, status):
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        problem, rendered = normalize.replacement(
+            status, headers, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=scope["path"]
+        )
+        ctx.problem_code = problem.code
+        ctx.log["upstream_status"] = status
+        self._count("normalized")
+        if self.logger is not None:
+            self.logger.warning(
+                "upstream error response replaced by a problem",
+                trace_id=ctx.trace_id,
+                upstream_status=status,
+                upstream_content_type=media_type.decode("latin-1"),
+                upstream_body=body[:limit].decode("utf-8", "replace"),
+                upstream_body_truncated=truncated,
+            )
+        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
+        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
+
+    def _count(self, kind: str) -> None:
+        if self._errors is not None:
+            self._errors.labels(kind).inc()
+
+
+class _UploadState:
+    """How far the streamed request body got."""
+
+    __slots__ = ("client_gone", "finished")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.client_gone = False
+
+
+async def _stream_request(receive: Receive, state: _UploadState) -> AsyncIterator[bytes]:
+    """The request body as it arrives, for aiohttp to send upstream (chunked when no length)."""
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            state.client_gone = True
+            # Raising (not returning) makes aiohttp abort the upstream connection, so the
+            # upstream never mistakes a cut-off body for a complete one.
+            raise ClientDisconnected
+        if kind != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        if chunk:
+            yield chunk
+        if not more:
+            state.finished = True
+            return
+
+
+async def _wait_for_disconnect(receive: Receive, response: aiohttp.ClientResponse) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            response.close()
+            return
+
+
+def _has_body(scope: Scope) -> bool:
+    length = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            length = value
+        elif key == b"transfer-encoding":
+            return True
+    # HTTP/1.1: a request with neither header has no body, whatever its method.
+    return length is not None and length.strip() not in (b"0", b"")
+
+
+def _quote_path(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="/:@!$&'()*+,;=-._~%")
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Answer the lifespan protocol (bastion opens the pool; nothing else to do here)."""
+    while True:
+        message: Message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            with contextlib.suppress(Exception):
+                await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,220 @@
+"""``bastion gateway``: the proxy behind every guard, served by uvicorn in one or more processes.
+
+The served app is :class:`GatewayApp`: the operations endpoints (``/_bastion/health``,
+``/_bastion/ready``) answered before the guard chain, then
+``Bastion(ProxyApp(upstream), config)``. With ``--workers N`` uvicorn starts N
+processes on one port; each builds its app from the configuration file named in
+``BASTION_CONFIG`` (plus the ``BASTION_...`` overrides the command line sets), so
+every worker runs the same configuration. SIGTERM stops accepting connections,
+lets requests in flight finish within ``gateway.drain_timeout``, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bastion.asgi import Message, Receive, Scope, Send
+from bastion.config import Config, ConfigError, load_config
+from bastion.gateway.proxy import ProxyApp
+from bastion.problems import DependencyUnavailable, NotFound, Problem, render
+from bastion.stack import Bastion
+from bastion.tracing import new_span_id, new_trace_id
+
+HEALTH_PATH = "/_bastion/health"
+READY_PATH = "/_bastion/ready"
+CONFIG_ENV = "BASTION_CONFIG"
+_PING_TIMEOUT = 2.0
+
+
+class GatewayApp:
+    """The gateway's ASGI app: operations endpoints first, then bastion around the proxy."""
+
+    def __init__(self, bastion: Bastion, proxy: ProxyApp) -> None:
+        self.bastion = bastion
+        self.proxy = proxy
+        self.config: Config = bastion.config
+        self.type_base = self.config.errors.type_base
+        admin_port = self.config.gateway.admin_port
+        # With an admin port, metrics are served there only, not to every client.
+        self.hidden_metrics_path = (
+            self.config.metrics.path if admin_port is not None and bastion.metrics is not None else None
+        )
+        self.admin: Any = None
+        if admin_port is not None:
+            from bastion.gateway.admin import AdminServer
+
+            self.admin = AdminServer(self, self.config.gateway.host, admin_port)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path == HEALTH_PATH:
+                await self.send_health(send)
+                return
+            if path == READY_PATH:
+                await self.send_ready(path, send)
+                return
+            if path == self.hidden_metrics_path:
+                await self._send_problem(NotFound(), path, send)
+                return
+        elif kind == "lifespan" and self.admin is not None:
+            await self._lifespan_with_admin(scope, receive, send)
+            return
+        await self.bastion(scope, receive, send)
+
+    async def send_health(self, send: Send) -> None:
+        """``200``: the process is alive and serving (nothing else is checked)."""
+        await _send_json(send, 200, {"status": "ok"})
+
+    async def failing_resources(self) -> list[str]:
+        """Names of the resources (stores, the upstream pool) that do not answer a ping."""
+        try:
+            await self.bastion.startup()
+        except Exception as exc:
+            self.bastion.logger.error("readiness: start-up failed", exc_info=exc)
+            return ["start-up"]
+        failing = []
+        for resource in self.bastion.resources:
+            try:
+                ok = await asyncio.wait_for(resource.ping(), _PING_TIMEOUT)
+            except Exception:
+                ok = False
+            if not ok:
+                failing.append(resource.name)
+        return failing
+
+    async def send_ready(self, path: str, send: Send) -> None:
+        """``200`` when every store and the upstream pool answer; else ``503 DEPENDENCY_UNAVAILABLE``."""
+        failing = await self.failing_resources()
+        if not failing:
+            await _send_json(send, 200, {"status": "ready"})
+            return
+        self.bastion.logger.warning("not ready", unreachable=failing)
+        problem = DependencyUnavailable(
+            detail=f"{len(failing)} dependency(ies) of the gateway are unreachable; see the server log.",
+            headers={"Retry-After": "5"},
+        )
+        await self._send_problem(problem, path, send)
+
+    async def _send_problem(self, problem: Problem, path: str, send: Send) -> None:
+        trace_id = new_trace_id()
+        rendered = render(
+            problem,
+            type_base=self.type_base,
+            trace_id=trace_id,
+            instance=path,
+            extra_headers=[(b"traceparent", f"00-{trace_id}-{new_span_id()}-01".encode())],
+        )
+        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
+        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
+
+    async def _lifespan_with_admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_stop_admin() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.admin.stop()
+            return message
+
+        async def send_and_start_admin(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                try:
+                    await self.admin.start()
+                except OSError as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"admin port: {exc}"})
+                    return
+            await send(message)
+
+        await self.bastion(scope, receive_and_stop_admin, send_and_start_admin)
+
+
+async def _send_json(send: Send, status: int, data: dict[str, Any]) -> None:
+    body = orjson.dumps(data)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def build_gateway(config: Config | str | os.PathLike[str] | None, **bastion_options: Any) -> GatewayApp:
+    """The gateway app for a configuration: operations endpoints, guards, proxy.
+
+    ``bastion_options`` go to :class:`~bastion.Bastion` (``env``, ``log_stream``).
+    Raises :class:`~bastion.config.ConfigError` when ``upstream`` is missing.
+    """
+    if not isinstance(config, Config):
+        config = load_config(config, env=bastion_options.get("env"))
+    if config.upstream is None:
+        raise ConfigError([("upstream", "the gateway needs the upstream API's URL (or --upstream)")])
+    proxy = ProxyApp.from_config(config)
+    bastion = Bastion(proxy, config, **bastion_options)
+    proxy.attach(bastion)
+    return GatewayApp(bastion, proxy)
+
+
+def app_from_environment() -> GatewayApp:
+    """The factory each uvicorn worker calls: the configuration file in ``BASTION_CONFIG``."""
+    return build_gateway(os.environ.get(CONFIG_ENV))
+
+
+def run_gateway(
+    config_path: str | os.PathLike[str] | None,
+    *,
+    upstream: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    admin_port: int | None = None,
+) -> None:
+    """Serve the gateway with uvicorn until SIGTERM or SIGINT (what ``bastion gateway`` runs)."""
+    import uvicorn
+
+    # Command-line values travel to the workers as configuration overrides in the
+    # environment, so a worker process builds exactly the configuration checked here.
+    if config_path is not None:
+        os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
+    else:
+        os.environ.pop(CONFIG_ENV, None)
+    overrides = {
+        "BASTION_UPSTREAM": upstream,
+        "BASTION_GATEWAY__HOST": host,
+        "BASTION_GATEWAY__PORT": port,
+        "BASTION_GATEWAY__WORKERS": workers,
+        "BASTION_GATEWAY__ADMIN_PORT": admin_port,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[name] = str(value)
+    config = load_config(os.environ.get(CONFIG_ENV))
+    if config.upstream is None:
+        raise ConfigError([("upstream", "the gateway needs the upstream API's URL (or --upstream)")])
+    settings = config.gateway
+    if settings.workers > 1 and config.metrics.enabled:
+        from bastion.observability.multiprocess import ENV_VAR, prepare_multiprocess_dir
+
+        if not os.environ.get(ENV_VAR):
+            prepare_multiprocess_dir()
+    uvicorn.run(
+        "bastion.gateway.server:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        # bastion reads forwarding headers itself, from clients.trusted_proxies only.
+        proxy_headers=False,
+        # The upstream's Server and Date headers pass through; uvicorn must not add a second pair.
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=max(1, round(settings.drain_timeout.seconds)),
+    )

@@ -1,0 +1,107 @@
+"""WebSocket upgrades through the gateway: one upstream connection per client connection.
+
+The upstream handshake happens first; only when it succeeds is the client's
+accepted (with the subprotocol the upstream chose), so a refused upgrade is
+refused to the client too. Then messages are relayed both ways until either side
+closes, and the close code crosses over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from bastion.asgi import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from bastion.gateway.proxy import ProxyApp
+
+# uvicorn's default largest message; the upstream side allows the same.
+_MAX_MESSAGE = 16 * 1024 * 1024
+_INTERNAL_ERROR = 1011
+
+
+async def proxy_websocket(
+    proxy: ProxyApp, session: aiohttp.ClientSession, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Relay one WebSocket connection between the client (ASGI) and the upstream."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if not proxy.config.websockets:
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    protocols = [
+        p.strip()
+        for key, value in scope["headers"]
+        if key == b"sec-websocket-protocol"
+        for p in value.decode("latin-1").split(",")
+        if p.strip()
+    ]
+    try:
+        upstream = await session.ws_connect(
+            proxy._url(scope, proxy._ws_base),
+            headers=proxy.upstream_headers(scope, None, websocket=True),
+            protocols=protocols,
+            autoping=True,
+            max_msg_size=_MAX_MESSAGE,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+        )
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        if proxy.logger is not None:
+            proxy.logger.warning(
+                "upstream refused the websocket upgrade", path=scope["path"], error=repr(exc)
+            )
+        # Before accept, a close makes the server answer the handshake with 403.
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    if upstream.protocol:
+        accept["subprotocol"] = upstream.protocol
+    await send(accept)
+    to_upstream = asyncio.ensure_future(_client_to_upstream(receive, upstream))
+    to_client = asyncio.ensure_future(_upstream_to_client(upstream, send))
+    try:
+        await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (to_upstream, to_client):
+            task.cancel()
+        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        if not upstream.closed:
+            await upstream.close()
+
+
+async def _client_to_upstream(receive: Receive, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                await upstream.send_str(text)
+            else:
+                await upstream.send_bytes(message.get("bytes") or b"")
+        elif kind == "websocket.disconnect":
+            await upstream.close(code=int(message.get("code", 1000)))
+            return
+
+
+async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: Send) -> None:
+    try:
+        async for message in upstream:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                await send({"type": "websocket.send", "text": message.data})
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                await send({"type": "websocket.send", "bytes": message.data})
+            elif message.type == aiohttp.WSMsgType.ERROR:
+                break
+    finally:
+        code = upstream.close_code or 1000
+        if code == 1006:
+            code = _INTERNAL_ERROR
+        # The client may be gone already; then there is nobody to tell.
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": code})
