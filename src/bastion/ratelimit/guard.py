@@ -295,8 +295,17 @@ def select_store(config: Config, bastion: Bastion) -> RateLimitStore:
     return MemoryStore()
 
 
+def _reason(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in errors())
+    return str(exc)
+
+
 def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
     """The rate limit guard for the configuration, or ``None`` when no rule could ever apply."""
+    from bastion.config import ConfigError
+
     config = bastion.config
     section = config.rate_limits
     if not section.enabled:
@@ -305,10 +314,16 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
     declared = operation_extensions(config.openapi)
     if not rules and not declared:
         return None
-    operation_rules = {
-        (method, template): operation_rule(method, template, value)
-        for (method, template), value in declared.items()
-    }
+    operation_rules = {}
+    problems: list[tuple[str, str]] = []
+    for (method, template), value in declared.items():
+        try:
+            operation_rules[(method, template)] = operation_rule(method, template, value)
+        except (ValueError, TypeError) as exc:
+            where = f"paths.{template}.{method.lower()}.x-bastion-rate-limit"
+            problems.append((where, _reason(exc)))
+    if problems:
+        raise ConfigError(problems, config.openapi or "openapi")
     store = select_store(config, bastion)
     bastion.add_resource(store)
     return RateLimitGuard(
