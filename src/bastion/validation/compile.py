@@ -195,7 +195,7 @@ def _prepare(
             kind = kind_of(media)
             guide = Guide(description, [(schema, media_at + "/schema")] if schema is not None else [])
             compiled.add_media(BodyMedia(declared=media, kind=kind, guide=guide))
-            if schema is not None and kind != OTHER:
+            if schema is not None and (kind != OTHER or "*" in media):
                 body_schema = translator.translate(schema, media_at + "/schema", view)
                 schemas[media] = _combined(locations, body_schema)
     return _Pending(compiled, at, schemas)

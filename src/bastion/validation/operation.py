@@ -17,6 +17,7 @@ from bastion.validation.bodies import (
     FORM,
     JSON,
     MULTIPART,
+    OTHER,
     MediaType,
     decode_text,
     is_utf8,
@@ -178,8 +179,9 @@ class CompiledOperation:
                     )
             else:
                 target, media = chosen
-                value = self._parse_body(target, media, body or b"")
-                if target.validator is not None:
+                kind = target.kind if target.kind != OTHER else media.kind
+                value = self._parse_body(kind, target, media, body or b"")
+                if target.validator is not None and kind != OTHER:
                     instance["body"] = value
                     validator = target.validator
         if validator is not None and not validator.is_valid(instance):
@@ -188,16 +190,14 @@ class CompiledOperation:
             found.sort(key=errors.sort_key)
         return found[: options.max_errors]
 
-    def _parse_body(self, target: BodyMedia, media: MediaType, body: bytes) -> Any:
+    def _parse_body(self, kind: str, target: BodyMedia, media: MediaType, body: bytes) -> Any:
         options = self.options
         charset = media.params.get("charset")
-        if target.kind == JSON or (
-            target.kind != FORM and target.kind != MULTIPART and media.essence.endswith("json")
-        ):
+        if kind == JSON:
             return parse_json(body if is_utf8(charset) else decode_text(body, charset), options.max_depth)
-        if target.kind == FORM:
+        if kind == FORM:
             return parse_form(body, charset, target.guide, options.lenient, options.max_depth)
-        if target.kind == MULTIPART:
+        if kind == MULTIPART:
             return parse_multipart(body, media, target.guide, options.lenient, options.max_depth)
         return None
 
