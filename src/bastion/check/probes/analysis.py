@@ -48,10 +48,12 @@ LEAK_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             0,
         ),
         ("file path", r"\b[A-Za-z]:\\(?:[\w .\-]+\\)+[\w .\-]+\.(?:cs|java|py|js|php|rb|go)\b", 0),
+        # Upper-case keywords only, as ORMs and drivers print them; prose says "select ... from".
         (
             "SQL fragment",
-            r"\b(?:SELECT\s+[\w*,\s.\"`]+\s+FROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\s+[\w\"`.]+",
-            re.IGNORECASE,
+            r"\b(?:SELECT\s+[\w*,\s.\"`()]+?\s+FROM|INSERT\s+INTO|UPDATE\s+[\w\"`.]+\s+SET|DELETE\s+FROM)"
+            r"\s+[\w\"`.]+",
+            0,
         ),
         (
             "SQL error",

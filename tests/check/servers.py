@@ -1,0 +1,77 @@
+"""Real servers on free loopback ports for the probe tests, started and stopped by process id."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until_up(port: int, path: str = "/health", timeout: float = 20.0) -> None:
+    """Poll ``path`` until the server answers anything, or raise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on 127.0.0.1:{port} within {timeout} s")
+
+
+@contextmanager
+def serve(args: list[str], *, cwd: Path | None = None, port: int | None = None) -> Iterator[str]:
+    """Run ``python -m ...args`` with ``{port}`` filled in; yields the base URL."""
+    port = port or free_port()
+    command = [sys.executable, *[a.replace("{port}", str(port)) for a in args]]
+    process = subprocess.Popen(
+        command, cwd=cwd or REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        try:
+            wait_until_up(port)
+        except RuntimeError:
+            process.kill()
+            _, err = process.communicate(timeout=5)
+            raise RuntimeError(f"{' '.join(command)} did not start:\n{err.decode()[-3000:]}") from None
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        if process.stderr:
+            process.stderr.close()
+
+
+def uvicorn(target: str, *, factory: bool = False) -> list[str]:
+    """Arguments that serve ``target`` (``module:attr``) with uvicorn."""
+    extra = ["--factory"] if factory else []
+    return [
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(REPO),
+        *extra,
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+    ]
