@@ -1,0 +1,267 @@
+"""The proxy in-process (httpx ASGI transport) in front of the real Starlette upstream."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from bastion.gateway.server import GatewayApp, build_gateway
+from tests.conftest import free_port
+from tests.gateway.conftest import Server
+from tests.support import LogCapture
+
+
+def gateway(upstream: str, **config: Any) -> tuple[GatewayApp, LogCapture]:
+    logs = LogCapture()
+    settings: dict[str, Any] = {"upstream": upstream, "store": "memory://"}
+    settings.update(config)
+    return build_gateway(settings, env={}, log_stream=logs), logs
+
+
+@asynccontextmanager
+async def client(app: GatewayApp) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.example.com") as http:
+            yield http
+    finally:
+        await app.bastion.shutdown()
+
+
+def headers_of(echo: dict[str, Any]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key, value in echo["headers"]:
+        found.setdefault(key, []).append(value)
+    return found
+
+
+async def test_method_raw_path_query_and_body_reach_the_upstream(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        response = await http.request("PATCH", "/echo/a%2Fb/caf%C3%A9?x=1&y=%20z&x=2", content=b"hello body")
+    assert response.status_code == 200
+    echo = response.json()
+    assert echo["method"] == "PATCH"
+    assert echo["raw_path"] == "/echo/a%2Fb/caf%C3%A9"
+    assert echo["query"] == "x=1&y=%20z&x=2"
+    assert echo["body_size"] == len(b"hello body")
+
+
+async def test_headers_forwarded_hop_by_hop_dropped_and_trace_passed(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        response = await http.get(
+            "/echo/h",
+            headers={
+                "Connection": "keep-alive, X-Secret-Hop",
+                "X-Secret-Hop": "dropped",
+                "Keep-Alive": "timeout=5",
+                "TE": "trailers",
+                "Proxy-Authorization": "Basic c2VjcmV0",
+                "X-Custom": "kept",
+                "X-Request-ID": "req-123",
+                "User-Agent": "test-agent/1",
+                "Accept-Encoding": "identity",
+            },
+        )
+    echo = response.json()
+    got = headers_of(echo)
+    for gone in ("connection", "x-secret-hop", "keep-alive", "te", "proxy-authorization"):
+        assert gone not in got, gone
+    assert got["x-custom"] == ["kept"]
+    assert got["user-agent"] == ["test-agent/1"]
+    assert got["accept-encoding"] == ["identity"]
+    assert got["x-request-id"] == ["req-123"]
+    assert response.headers["x-request-id"] == "req-123"
+    trace_id = response.headers["traceparent"].split("-")[1]
+    upstream_parent = got["traceparent"][0].split("-")
+    assert upstream_parent[1] == trace_id
+    assert got["x-forwarded-for"] == ["203.0.113.7"]
+    assert got["x-forwarded-proto"] == ["http"]
+    assert got["x-forwarded-host"] == ["api.example.com"]
+    assert got["forwarded"] == ["for=203.0.113.7;proto=http;host=api.example.com"]
+    assert got["host"] == [upstream.base.removeprefix("http://")]
+
+
+async def test_forwarding_headers_from_an_untrusted_peer_are_replaced(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        response = await http.get(
+            "/echo/h",
+            headers={"X-Forwarded-For": "1.2.3.4", "Forwarded": "for=1.2.3.4", "X-Forwarded-Host": "evil"},
+        )
+    got = headers_of(response.json())
+    assert got["x-forwarded-for"] == ["203.0.113.7"]
+    assert got["forwarded"] == ["for=203.0.113.7;proto=http;host=api.example.com"]
+    assert got["x-forwarded-host"] == ["api.example.com"]
+
+
+async def test_forwarding_headers_from_a_trusted_proxy_are_extended(upstream: Server) -> None:
+    app, _ = gateway(upstream.base, clients={"trusted_proxies": ["203.0.113.0/24"]})
+    async with client(app) as http:
+        response = await http.get(
+            "/echo/h",
+            headers={
+                "X-Forwarded-For": "198.51.100.9",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "shop.example",
+                "Forwarded": "for=198.51.100.9;proto=https",
+            },
+        )
+    got = headers_of(response.json())
+    assert got["x-forwarded-for"] == ["198.51.100.9, 203.0.113.7"]
+    assert got["x-forwarded-proto"] == ["https"]
+    assert got["x-forwarded-host"] == ["shop.example"]
+    assert got["forwarded"] == [
+        "for=198.51.100.9;proto=https, for=203.0.113.7;proto=http;host=api.example.com"
+    ]
+
+
+async def test_preserve_host_sends_the_client_host(upstream: Server) -> None:
+    app, _ = gateway(upstream.base, gateway={"preserve_host": True})
+    async with client(app) as http:
+        response = await http.get("/echo/h")
+    assert headers_of(response.json())["host"] == ["api.example.com"]
+
+
+async def test_compressed_bodies_pass_through_untouched(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    # httpx decodes gzip itself; read the raw bytes to see what crossed the gateway.
+    async with (
+        client(app) as http,
+        http.stream("GET", "/compressed", headers={"Accept-Encoding": "gzip"}) as response,
+    ):
+        raw = b"".join([chunk async for chunk in response.aiter_raw()])
+    assert response.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(raw) == b"hello " * 1000
+
+
+async def test_cookies_are_never_shared_between_clients(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        response = await http.get("/cookie")
+        assert "session=abc" in response.headers["set-cookie"]
+        # A fresh client (no cookie of its own) must not get the first one's.
+        http.cookies.clear()
+        assert (await http.get("/cookie")).text == "(none)"
+
+
+async def test_upstream_not_listening_is_a_502_problem() -> None:
+    app, logs = gateway(f"http://127.0.0.1:{free_port()}")
+    async with client(app) as http:
+        response = await http.get("/anything")
+    assert response.status_code == 502
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "UPSTREAM_UNAVAILABLE"
+    assert body["trace_id"] == response.headers["traceparent"].split("-")[1]
+    assert any(r.get("trace_id") == body["trace_id"] for r in logs.records())
+
+
+async def test_slow_upstream_is_a_504_problem(upstream: Server) -> None:
+    app, _ = gateway(upstream.base, gateway={"read_timeout": "300ms"})
+    async with client(app) as http:
+        response = await http.get("/slow", params={"seconds": "3"})
+    assert response.status_code == 504
+    body = response.json()
+    assert body["code"] == "UPSTREAM_TIMEOUT"
+    assert "300ms" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/html-error", 500, "INTERNAL_ERROR"),
+        ("/stack", 503, "DEPENDENCY_UNAVAILABLE"),
+        ("/missing", 404, "NOT_FOUND"),
+        ("/json-error", 500, "INTERNAL_ERROR"),
+    ],
+)
+async def test_normalize_upstream_replaces_error_pages(
+    upstream: Server, path: str, status: int, code: str
+) -> None:
+    app, logs = gateway(upstream.base, errors={"normalize_upstream": True})
+    async with client(app) as http:
+        response = await http.get(path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code
+    assert body["trace_id"] == response.headers["traceparent"].split("-")[1]
+    for leaked in ("Traceback", "hunter2", "secret-token-123", "<html", "Cannot GET", "orders.py"):
+        assert leaked not in response.text
+    originals = [r for r in logs.records() if r.get("trace_id") == body["trace_id"] and "upstream_body" in r]
+    assert originals, "the original upstream body was not logged"
+    assert originals[0]["upstream_status"] == status
+    if path != "/missing":
+        assert "secret-token-123" in originals[0]["upstream_body"]
+
+
+async def test_normalize_keeps_retry_after(upstream: Server) -> None:
+    app, _ = gateway(upstream.base, errors={"normalize_upstream": True})
+    async with client(app) as http:
+        response = await http.get("/stack")
+    assert response.headers["retry-after"] == "7"
+
+
+async def test_upstream_problems_and_successes_pass_through_normalization(upstream: Server) -> None:
+    app, _ = gateway(upstream.base, errors={"normalize_upstream": True})
+    async with client(app) as http:
+        problem = await http.get("/problem")
+        ok = await http.get("/echo/fine")
+    assert problem.status_code == 409
+    assert problem.json()["code"] == "OUT_OF_STOCK"
+    assert ok.status_code == 200
+
+
+async def test_without_normalization_error_pages_pass_through(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        response = await http.get("/missing")
+    assert response.status_code == 404
+    assert "Cannot GET" in response.text
+
+
+async def test_health_and_ready(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        health = await http.get("/_bastion/health")
+        ready = await http.get("/_bastion/ready")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+
+
+async def test_ready_is_a_503_problem_when_a_store_is_unreachable(upstream: Server) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    app, _ = gateway(
+        upstream.base,
+        rate_limits={"store": dead_redis, "rules": [{"name": "g", "key": "global", "limit": "100/second"}]},
+    )
+    async with client(app) as http:
+        ready = await http.get("/_bastion/ready")
+    assert ready.status_code == 503
+    assert ready.json()["code"] == "DEPENDENCY_UNAVAILABLE"
+    assert ready.headers["retry-after"] == "5"
+
+
+async def test_metrics_stay_on_the_main_port_without_an_admin_port(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        await http.get("/_bastion/health")
+        await http.get("/echo/m")
+        metrics = await http.get("/metrics")
+    assert metrics.status_code == 200
+    assert "http_server_request_duration_seconds" in metrics.text
+
+
+async def test_metrics_leave_the_main_port_with_an_admin_port(upstream: Server) -> None:
+    app, _ = gateway(upstream.base, gateway={"admin_port": free_port()})
+    async with client(app) as http:
+        metrics = await http.get("/metrics")
+    assert metrics.status_code == 404
+    assert metrics.json()["code"] == "NOT_FOUND"
