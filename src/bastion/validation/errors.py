@@ -209,17 +209,21 @@ def _place(entry: Mapping[str, Any]) -> str:
 
 
 def _drop_shadowed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Unknown-field entries for members that another entry shows are known but invalid.
+    """Entries that another entry makes redundant.
 
-    When a member of an ``anyOf`` branch fails, the branch's properties are not
+    A value of the wrong type needs no enum or format entry besides. And when a
+    member of an ``anyOf`` branch fails, the branch's properties are not
     "evaluated", so ``unevaluatedProperties`` also flags them; that second entry
     would send a client looking for a typo that is not there.
     """
     if len(entries) < 2:
         return entries
     places = [_place(e) for e in entries]
+    mistyped = {place for place, e in zip(places, entries, strict=True) if e["code"] == "TYPE_MISMATCH"}
     kept = []
     for entry, place in zip(entries, places, strict=True):
+        if place in mistyped and entry["code"] != "TYPE_MISMATCH":
+            continue  # enum, format or range checks of a value of the wrong type only add noise
         if entry["code"] == "NOT_ALLOWED" and any(
             (other != place and other.startswith(place)) or (other == place and e["code"] != "NOT_ALLOWED")
             for other, e in zip(places, entries, strict=True)
