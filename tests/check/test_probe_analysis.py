@@ -164,3 +164,17 @@ def test_samples_are_valid_and_variants_are_not(
 
 def test_sql_select_fragment_is_caught() -> None:
     assert leaks("sqlalchemy error: [SQL: SELECT orders.id, orders.item FROM orders WHERE orders.id = ?]")
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"^[A-Z0-9-]{3,32}$", r"^ord_[a-z]+$", r"^\d{4}-\d{2}-\d{2}$", r"^(foo|bar)+$", r"^\w+@\w+\.com$"],
+)
+def test_sampled_strings_match_their_pattern(pattern: str) -> None:
+    import re
+
+    from bastion.check.probes.payloads import sample_pattern
+
+    text = sample_pattern(pattern)
+    assert text is not None
+    assert re.search(pattern, text)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bastion.check.probes.analysis import is_replay
 from bastion.check.probes.base import ProbeContext, new_key
-from bastion.check.probes.client import BudgetExhausted, Exchange, decode_json
+from bastion.check.probes.client import BudgetExhausted, Exchange, decode_json, retry_after_seconds
 from bastion.check.probes.target import Operation
 
 PITFALL = "idempotency"
@@ -117,16 +118,28 @@ def run(ctx: ProbeContext) -> None:
         except BudgetExhausted:
             return None
 
-    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
-        answers = [a for a in pool.map(one, range(CONCURRENT)) if a is not None]
+    answers: list[Exchange] = []
+    for attempt in range(2):
+        with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+            answers = [a for a in pool.map(one, range(CONCURRENT)) if a is not None]
+        limited = [a for a in answers if a.status == 429]
+        wait = max((retry_after_seconds(a.header("retry-after")) or 0.0 for a in limited), default=0.0)
+        if attempt or not limited or wait > 5 or wait + 1 > client.remaining_seconds():
+            break
+        # A rate limit answered some duplicates: wait it out and try once more with a fresh key.
+        time.sleep(wait + 0.1)
+        key = new_key()
     originals = [a for a in answers if 200 <= a.status < 300 and not is_replay(a)]
     conflicts = [a for a in answers if a.status == 409]
     replays = [a for a in answers if is_replay(a)]
     distinct = {a.body for a in originals}
     evidence = [a.summary() for a in answers]
-    if not answers or all(a.status == 429 for a in answers):
-        ctx.add("idempotency-concurrent", PITFALL, title, "skip", "rate limited or out of budget")
-    elif len(originals) == 1 and len(originals) + len(conflicts) + len(replays) == len(answers):
+    limited = [a for a in answers if a.status == 429]
+    if not answers or (limited and len(originals) <= 1 and not conflicts and not replays):
+        ctx.add("idempotency-concurrent", PITFALL, title, "skip", "rate limited or out of budget", evidence)
+    elif len(originals) == 1 and len(originals) + len(conflicts) + len(replays) + len(limited) == len(
+        answers
+    ):
         ctx.add(
             "idempotency-concurrent",
             PITFALL,

@@ -7,6 +7,8 @@ can check that the API's 4xx names that field.
 from __future__ import annotations
 
 import copy
+import importlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +103,11 @@ class SchemaSampler:
         fmt = s.get("format")
         if isinstance(fmt, str) and fmt in _FORMAT_SAMPLES:
             return _FORMAT_SAMPLES[fmt]
+        pattern = s.get("pattern")
+        if isinstance(pattern, str):
+            matched = sample_pattern(pattern)
+            if matched is not None:
+                return matched
         low = int(s.get("minLength", 1))
         high = int(s.get("maxLength", max(low, 8)))
         return ("probe" * 4)[: max(low, min(high, 5))].ljust(low, "x")
@@ -158,6 +165,59 @@ class SchemaSampler:
             if isinstance(value, str) and "enum" not in sub and "format" not in sub and "pattern" not in sub:
                 return {**valid, name: (value[:-1] + ("y" if value[-1:] != "y" else "z")) if value else "z"}
         return {**valid, "bastion_probe_changed": True}
+
+
+def sample_pattern(pattern: str) -> str | None:
+    """A short string that ``pattern`` matches, or ``None`` when the pattern is beyond this sketch."""
+    try:
+        parsed = importlib.import_module("re._parser").parse(pattern)
+        text = "".join(_emit(parsed.data if hasattr(parsed, "data") else parsed))
+    except (re.error, ValueError, TypeError, AttributeError, RecursionError):
+        return None
+    return text if re.search(pattern, text) else None
+
+
+def _emit(items: Any) -> list[str]:
+    out: list[str] = []
+    for op, arg in items:
+        name = str(op)
+        if name == "LITERAL":
+            out.append(chr(arg))
+        elif name == "ANY":
+            out.append("a")
+        elif name == "IN":
+            out.append(_class_member(arg))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _high, sub = arg
+            out.extend(_emit(sub) * low)
+        elif name == "SUBPATTERN":
+            out.extend(_emit(arg[-1]))
+        elif name == "BRANCH":
+            out.extend(_emit(arg[1][0]))
+        elif name == "CATEGORY":
+            out.append(_CATEGORY.get(str(arg), "a"))
+        elif name in ("AT", "ASSERT", "ASSERT_NOT"):
+            continue
+        else:
+            raise ValueError(name)
+    return out
+
+
+_CATEGORY = {"CATEGORY_DIGIT": "0", "CATEGORY_WORD": "a", "CATEGORY_SPACE": " ", "CATEGORY_NOT_DIGIT": "a"}
+
+
+def _class_member(items: Any) -> str:
+    for op, arg in items:
+        name = str(op)
+        if name == "LITERAL":
+            return chr(arg)
+        if name == "RANGE":
+            return chr(arg[0])
+        if name == "CATEGORY":
+            return _CATEGORY.get(str(arg), "a")
+        if name == "NEGATE":
+            raise ValueError(name)
+    raise ValueError("empty class")
 
 
 def _type_of(schema: dict[str, Any]) -> str | None:
