@@ -143,6 +143,23 @@ def test_naive_app_behind_bastion_passes(guarded_result: ProbeResult, pitfall: s
     assert_passes(guarded_result, pitfall)
 
 
+# -- the same app behind bastion gateway -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gateway_result(naive_url: str) -> Iterator[ProbeResult]:
+    config = FIXTURES / "naive_gateway.yaml"
+    args = ["-c", "from bastion.cli import main; main()", "gateway", "--config", str(config)]
+    args += ["--upstream", naive_url, "--host", "127.0.0.1", "--port", "{port}"]
+    with serve(args) as url:
+        yield run_probe(ProbeOptions(url, NAIVE_SPEC, max_requests=200, max_seconds=60, burst=BURST))
+
+
+@pytest.mark.parametrize("pitfall", PROBE_PITFALLS)
+def test_naive_app_behind_the_gateway_passes(gateway_result: ProbeResult, pitfall: str) -> None:
+    assert_passes(gateway_result, pitfall)
+
+
 # -- the demo API ------------------------------------------------------------------------------
 
 
