@@ -366,11 +366,18 @@ async def test_memory_store_forgets_idle_keys() -> None:
 
     now = [0]
     store = MemoryStore(lambda: now[0])
-    limit = Limit.build("fixed_window", 5, 1_000_000)
+    limit = Limit.build("fixed_window", 100, 1_000_000)
+    hot = Check("hot", limit, 1, False)
     for i in range(1000):
-        store.decide_now([Check(f"client-{i}", limit, 1, False)], "r")
+        store.decide_now([Check(f"old-{i}", limit, 1, False)], "r")
     assert len(store) == 1000
     now[0] = 5_000_000
-    for i in range(300):
-        store.decide_now([Check(f"new-{i % 3}", limit, 1, False)], "r")
-    assert len(store) < 100
+    for i in range(1000):
+        now[0] += 10
+        store.decide_now([Check(f"new-{i}", limit, 1, False)], "r")
+        if i % 100 == 0:
+            store.decide_now([hot], "r")
+    # The lapsed keys made room for the new ones; the table did not double.
+    assert 1000 <= len(store) <= 1100
+    # A key in use is never swept: its count survives.
+    assert store.decide_now([hot], "r").verdicts[0].remaining == 100 - 11

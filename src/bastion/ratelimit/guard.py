@@ -15,10 +15,10 @@ import itertools
 import os
 from typing import TYPE_CHECKING, Any
 
-from bastion.asgi import SCOPE_KEY, ASGIApp, Headers, Message, Receive, RequestContext, Scope, Send
+from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, Scope, Send
 from bastion.problems import DependencyUnavailable, RateLimited
-from bastion.ratelimit.algorithms import retry_after_seconds
-from bastion.ratelimit.headers import render_headers
+from bastion.ratelimit.algorithms import CONCURRENCY, SLIDING_LOG, Limit, retry_after_seconds
+from bastion.ratelimit.headers import legacy_headers, policy_header, ratelimit_header
 from bastion.ratelimit.rules import (
     OPERATION_EXTENSION,
     CompiledRule,
@@ -40,11 +40,24 @@ _MAX_PATH_PLANS = 4096
 class Plan:
     """The rules that apply to one ``(method, route)``, found once and reused."""
 
-    __slots__ = ("concurrency", "rules")
+    __slots__ = ("concurrency", "names", "needs_id", "policies", "rules")
 
     def __init__(self, rules: tuple[CompiledRule, ...]) -> None:
         self.rules = rules
+        self.names = [rule.name for rule in rules]
         self.concurrency = any(rule.concurrency for rule in rules)
+        # Concurrency leases and sliding-log entries are named after the request.
+        self.needs_id = any(rule.default.algorithm in (CONCURRENCY, SLIDING_LOG) for rule in rules)
+        #: tier -> the ``RateLimit-Policy`` value, which depends only on the limits.
+        self.policies: dict[str | None, bytes] = {}
+
+    def policy_header(self, tier: str | None, limits: list[Limit]) -> bytes:
+        """The ``RateLimit-Policy`` value for ``tier`` (computed once per tier)."""
+        found = self.policies.get(tier)
+        if found is None:
+            members = [rule.policies[limit] for rule, limit in zip(self.rules, limits, strict=True)]
+            found = self.policies[tier] = policy_header(members)
+        return found
 
 
 class RateLimitGuard:
@@ -178,7 +191,7 @@ class RateLimitGuard:
             limit = rule.limit_for(tier)
             limits.append(limit)
             checks.append(Check(rule.key_for(method, route, ctx, scope), limit, rule.cost, rule.shadow))
-        request_id = self._id_prefix + str(next(self._ids))
+        request_id = self._id_prefix + str(next(self._ids)) if plan.needs_id else ""
         decision = await self._decide(checks, request_id)
         if decision is None:
             self._unavailable(ctx)
@@ -191,8 +204,12 @@ class RateLimitGuard:
                 v if not v.allowed else v._replace(remaining=v.remaining + c.cost)
                 for v, c in zip(verdicts, checks, strict=True)
             ]
-        if self.draft_headers or self.legacy_headers:
-            ctx.response_headers.extend(self._headers(rules, limits, verdicts))
+        headers = ctx.response_headers
+        if self.draft_headers:
+            headers.append((b"ratelimit-policy", plan.policy_header(tier, limits)))
+            headers.append((b"ratelimit", ratelimit_header(plan.names, limits, verdicts)))
+        if self.legacy_headers:
+            headers.extend(legacy_headers(limits, verdicts))
         limited: list[str] = []
         retry_us = 0
         for rule, verdict in zip(rules, verdicts, strict=True):
@@ -223,13 +240,6 @@ class RateLimitGuard:
             await self._hold(checks, request_id, scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
-    def _headers(self, rules: tuple[CompiledRule, ...], limits: list[Any], verdicts: list[Any]) -> Headers:
-        names = [rule.name for rule in rules]
-        policies = [rule.policies[limit] for rule, limit in zip(rules, limits, strict=True)]
-        return render_headers(
-            names, policies, limits, verdicts, draft=self.draft_headers, legacy=self.legacy_headers
-        )
 
     def _unavailable(self, ctx: RequestContext) -> None:
         ctx.log["rate_limit"] = "store_unavailable"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bastion.asgi import Headers
-from bastion.ratelimit.algorithms import US_PER_SECOND, Limit, Verdict
+from bastion.ratelimit.algorithms import CONCURRENCY, US_PER_SECOND, Limit, Verdict
 
 
 def policy_member(name: str, limit: Limit) -> str:
@@ -30,6 +30,39 @@ def policy_member(name: str, limit: Limit) -> str:
 
 def _seconds(us: int) -> int:
     return -(-us // US_PER_SECOND) if us > 0 else 0
+
+
+def policy_header(policies: Sequence[str]) -> bytes:
+    """The ``RateLimit-Policy`` value from the members of the matched rules."""
+    return ", ".join(policies).encode()
+
+
+def ratelimit_header(names: Sequence[str], limits: Sequence[Limit], verdicts: Sequence[Verdict]) -> bytes:
+    """The ``RateLimit`` value: each matched rule's remaining quota and seconds to reset."""
+    members = []
+    for name, limit, verdict in zip(names, limits, verdicts, strict=True):
+        if limit.algorithm == CONCURRENCY:
+            members.append(f'"{name}";r={verdict.remaining}')
+        else:
+            members.append(f'"{name}";r={verdict.remaining};t={_seconds(verdict.reset_us)}')
+    return ", ".join(members).encode()
+
+
+def legacy_headers(limits: Sequence[Limit], verdicts: Sequence[Verdict]) -> Headers:
+    """``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` of the rule with the least quota left."""
+    tightest = 0
+    for i in range(1, len(verdicts)):
+        here, best = verdicts[i], verdicts[tightest]
+        if here.remaining < best.remaining or (
+            here.remaining == best.remaining and here.reset_us > best.reset_us
+        ):
+            tightest = i
+    verdict = verdicts[tightest]
+    return [
+        (b"x-ratelimit-limit", str(limits[tightest].quota).encode()),
+        (b"x-ratelimit-remaining", str(verdict.remaining).encode()),
+        (b"x-ratelimit-reset", str(_seconds(verdict.reset_us)).encode()),
+    ]
 
 
 def render_headers(
@@ -44,18 +77,8 @@ def render_headers(
     """The headers for one response, from the rules that matched it and their verdicts."""
     headers: Headers = []
     if draft:
-        headers.append((b"ratelimit-policy", ", ".join(policies).encode()))
-        members = []
-        for name, limit, verdict in zip(names, limits, verdicts, strict=True):
-            member = f'"{name}";r={verdict.remaining}'
-            if limit.window_s is not None:
-                member += f";t={_seconds(verdict.reset_us)}"
-            members.append(member)
-        headers.append((b"ratelimit", ", ".join(members).encode()))
+        headers.append((b"ratelimit-policy", policy_header(policies)))
+        headers.append((b"ratelimit", ratelimit_header(names, limits, verdicts)))
     if legacy:
-        tightest = min(range(len(verdicts)), key=lambda i: (verdicts[i].remaining, -verdicts[i].reset_us))
-        verdict = verdicts[tightest]
-        headers.append((b"x-ratelimit-limit", str(limits[tightest].quota).encode()))
-        headers.append((b"x-ratelimit-remaining", str(verdict.remaining).encode()))
-        headers.append((b"x-ratelimit-reset", str(_seconds(verdict.reset_us)).encode()))
+        headers.extend(legacy_headers(limits, verdicts))
     return headers

@@ -1,9 +1,12 @@
 """The in-process rate limit store: exact within one process, nothing shared between processes.
 
-State lives in one ordered table per limit, most recently used last. A key whose
-last use is older than its limit's time-to-live can no longer affect a decision,
-so each decision drops a few such keys from the front of the table: memory stays
-proportional to the keys active within one window. The clock is monotonic.
+State lives in one ordered table per limit. Each entry records when its state
+stops mattering (a GCRA key whose theoretical arrival time has passed is the
+same as a new key; a window key is empty once its window is over). Memory is
+bounded without touching hot keys: each time a key is added, a few entries at
+the front of its table are looked at; lapsed ones are dropped, live ones move to
+the back. The table is thus swept faster than it grows, and holds little more
+than the keys active within one window. The clock is monotonic.
 
 Every decision runs without an ``await``, so on one event loop it is atomic.
 """
@@ -31,8 +34,8 @@ from bastion.ratelimit.algorithms import (
 )
 from bastion.ratelimit.stores import Check, Decision, admitted
 
-# How many idle keys one decision may drop; more than one so that the tables shrink after a burst.
-_SWEEP_PER_DECISION = 4
+# Entries looked at per insertion: more than one, so that tables shrink after a burst of new keys.
+_SWEEP_PER_INSERT = 4
 
 
 def _monotonic_us() -> int:
@@ -40,26 +43,27 @@ def _monotonic_us() -> int:
 
 
 class _Table:
-    """The keys of one limit: key -> [state, last use]."""
+    """The keys of one limit: key -> [state, when the state stops mattering]."""
 
     __slots__ = ("entries", "limit", "ttl_us")
 
     def __init__(self, limit: Limit) -> None:
         self.limit = limit
-        # Concurrency keys live as long as their leases; the others as long as their window.
         self.ttl_us = limit.ttl_us
         self.entries: OrderedDict[str, list[Any]] = OrderedDict()
 
-    def sweep(self, now: int) -> None:
+    def add(self, key: str, entry: list[Any], now: int) -> None:
+        """Add a key, first sweeping a few entries at the front."""
         entries = self.entries
-        horizon = now - self.ttl_us
-        for _ in range(_SWEEP_PER_DECISION):
+        for _ in range(_SWEEP_PER_INSERT):
             if not entries:
-                return
-            first = next(iter(entries.values()))
-            if first[1] > horizon:
-                return
-            entries.popitem(last=False)
+                break
+            front = next(iter(entries))
+            if entries[front][1] <= now:
+                del entries[front]
+            else:
+                entries.move_to_end(front)
+        entries[key] = entry
 
 
 class MemoryStore:
@@ -109,6 +113,7 @@ class MemoryStore:
         table: _Table, entry: list[Any] | None, check: Check, verdict: Verdict, now: int, rid: str
     ) -> None:
         algorithm = check.limit.algorithm
+        expires = now + table.ttl_us
         if entry is None:
             if algorithm == SLIDING_LOG:
                 state: Any = deque()
@@ -116,10 +121,10 @@ class MemoryStore:
                 state = {}
             else:
                 state = None
-            entry = table.entries[check.key] = [state, now]
+            entry = [state, expires]
+            table.add(check.key, entry, now)
         else:
-            entry[1] = now
-            table.entries.move_to_end(check.key)
+            entry[1] = expires
         if algorithm == SLIDING_LOG:
             entry[0].extend([now] * check.cost)
         elif algorithm == CONCURRENCY:
@@ -133,7 +138,6 @@ class MemoryStore:
         if len(checks) == 1:
             check = checks[0]
             table = self._tables.get(check.limit) or self._table(check.limit)
-            table.sweep(now)
             entry = table.entries.get(check.key)
             verdict = self._verdict(entry, now, check, request_id)
             if verdict.allowed:
@@ -144,16 +148,17 @@ class MemoryStore:
         verdicts = []
         for check in checks:
             table = self._tables.get(check.limit) or self._table(check.limit)
-            table.sweep(now)
             entry = table.entries.get(check.key)
             tables.append(table)
             entries.append(entry)
             verdicts.append(self._verdict(entry, now, check, request_id))
         ok = admitted(checks, verdicts)
         if ok:
-            for i, check in enumerate(checks):
-                if verdicts[i].allowed:
-                    self._commit(tables[i], entries[i], check, verdicts[i], now, request_id)
+            # Known keys first: refreshed, they cannot be swept away by a new key's insertion.
+            for existing in (True, False):
+                for i, check in enumerate(checks):
+                    if verdicts[i].allowed and (entries[i] is not None) is existing:
+                        self._commit(tables[i], entries[i], check, verdicts[i], now, request_id)
         return Decision(ok, verdicts)
 
     async def decide(self, checks: Sequence[Check], request_id: str) -> Decision:

@@ -1,0 +1,278 @@
+"""Rate limit decisions: bastion beside limits (memory, Redis sync and asyncio) and slowapi, in one run.
+
+    .venv/bin/python bench/ratelimit.py [--quick]
+
+1. Memory: the cost of one decision (one rule, one key that never runs out),
+   bastion's algorithms against limits' fixed, moving and sliding windows.
+2. Redis: decisions per second, one caller in sequence and 64 concurrent callers,
+   against limits' Redis storage (threads for 64 callers) and limits.aio.
+3. ASGI: what the whole rate limit guard adds to a Starlette request, against slowapi.
+
+Absolute numbers drift on a shared machine; compare the ratios, which come from
+measurements interleaved in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import limits
+import limits.aio.storage
+import limits.aio.strategies
+import limits.storage
+import limits.strategies
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from asgi_driver import compare, make_scope
+from bastion import Bastion
+from bastion.ratelimit.algorithms import Limit
+from bastion.ratelimit.stores import Check
+from bastion.ratelimit.stores.memory import MemoryStore
+from bastion.ratelimit.stores.redis import RedisStore
+
+REDIS = "redis://127.0.0.1:6379/0"
+QUICK = "--quick" in sys.argv
+HUGE = 1_000_000_000  # requests per second: a limit the benchmark never reaches
+
+
+def per_call_us(fn: Callable[[], Any], calls: int, rounds: int) -> float:
+    """Median over rounds of the mean microseconds per call."""
+    for _ in range(min(calls, 2000)):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter_ns() - start) / calls / 1000)
+    return statistics.median(samples)
+
+
+def memory_section() -> list[tuple[str, float]]:
+    calls, rounds = (20_000, 3) if QUICK else (200_000, 7)
+    store = MemoryStore()
+    rows: list[tuple[str, float]] = []
+    for algorithm in ("gcra", "fixed_window", "sliding_window", "sliding_log"):
+        limit = Limit.build(algorithm, HUGE if algorithm != "sliding_log" else 10_000, 1_000_000)
+        key = "per-client|key:0123456789abcdef"
+        decide = store.decide_now
+
+        def one(limit: Limit = limit, key: str = key, decide: Any = decide) -> Any:
+            return decide([Check(key, limit, 1, False)], "r")
+
+        rows.append((f"bastion {algorithm}", per_call_us(one, calls, rounds)))
+    storage = limits.storage.MemoryStorage()
+    item = limits.RateLimitItemPerSecond(HUGE)
+    log_item = limits.RateLimitItemPerSecond(10_000)
+    for name, strategy in (
+        ("fixed window", limits.strategies.FixedWindowRateLimiter(storage)),
+        ("moving window", limits.strategies.MovingWindowRateLimiter(storage)),
+        ("sliding window counter", limits.strategies.SlidingWindowCounterRateLimiter(storage)),
+    ):
+        chosen = log_item if name == "moving window" else item
+
+        def hit(strategy: Any = strategy, chosen: Any = chosen) -> Any:
+            return strategy.hit(chosen, "per-client", "0123456789abcdef")
+
+        rows.append((f"limits {name}", per_call_us(hit, calls, rounds)))
+    return rows
+
+
+async def redis_rate_async(decide: Callable[[int], Any], callers: int, total: int) -> float:
+    """Decisions per second with ``callers`` concurrent tasks making ``total`` decisions in all."""
+    per_caller = total // callers
+
+    async def caller(c: int) -> None:
+        for i in range(per_caller):
+            await decide(c * per_caller + i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller(c) for c in range(callers)))
+    return callers * per_caller / (time.perf_counter() - start)
+
+
+def redis_rate_threads(decide: Callable[[int], Any], callers: int, total: int) -> float:
+    per_caller = total // callers
+
+    def caller(c: int) -> None:
+        for i in range(per_caller):
+            decide(c * per_caller + i)
+
+    threads = [threading.Thread(target=caller, args=(c,)) for c in range(callers)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return callers * per_caller / (time.perf_counter() - start)
+
+
+async def redis_section() -> dict[str, dict[str, float]]:
+    """Decisions per second: {setup: {1: rate, 64: rate}} (median of rounds, interleaved)."""
+    prefix = "bench-" + uuid.uuid4().hex
+    total = 1_000 if QUICK else 4_000
+    rounds = 1 if QUICK else 3
+    store = RedisStore(REDIS, key_prefix=prefix)
+    await store.start()
+    gcra = Limit.build("gcra", HUGE, 1_000_000)
+    sliding = Limit.build("sliding_window", HUGE, 1_000_000)
+
+    def bastion_decide(limit: Limit) -> Callable[[int], Any]:
+        async def decide(i: int) -> Any:
+            return await store.decide([Check(f"c|{i % 1000}", limit, 1, False)], "r")
+
+        return decide
+
+    sync_storage = limits.storage.RedisStorage(REDIS)
+    async_storage = limits.aio.storage.RedisStorage("async+" + REDIS)
+    item = limits.RateLimitItemPerSecond(HUGE)
+    sync_fixed = limits.strategies.FixedWindowRateLimiter(sync_storage)
+    sync_sliding = limits.strategies.SlidingWindowCounterRateLimiter(sync_storage)
+    async_fixed = limits.aio.strategies.FixedWindowRateLimiter(async_storage)
+    async_sliding = limits.aio.strategies.SlidingWindowCounterRateLimiter(async_storage)
+    tag = prefix
+
+    def sync_decide(strategy: Any) -> Callable[[int], Any]:
+        return lambda i: strategy.hit(item, tag, str(i % 1000))
+
+    def async_decide(strategy: Any) -> Callable[[int], Any]:
+        async def decide(i: int) -> Any:
+            return await strategy.hit(item, tag, str(i % 1000))
+
+        return decide
+
+    setups: dict[str, tuple[str, Callable[[int], Any]]] = {
+        "bastion gcra": ("async", bastion_decide(gcra)),
+        "bastion sliding window": ("async", bastion_decide(sliding)),
+        "limits fixed window (sync)": ("sync", sync_decide(sync_fixed)),
+        "limits sliding window (sync)": ("sync", sync_decide(sync_sliding)),
+        "limits.aio fixed window": ("async", async_decide(async_fixed)),
+        "limits.aio sliding window": ("async", async_decide(async_sliding)),
+    }
+    samples: dict[str, dict[int, list[float]]] = {name: {1: [], 64: []} for name in setups}
+    for name, (kind, decide) in setups.items():  # warm connections and scripts
+        if kind == "async":
+            await redis_rate_async(decide, 8, 200)
+        else:
+            redis_rate_threads(decide, 8, 200)
+    for _ in range(rounds):
+        for callers in (1, 64):
+            for name, (kind, decide) in setups.items():
+                n = total if callers == 64 else total // 4
+                if kind == "async":
+                    rate = await redis_rate_async(decide, callers, n)
+                else:
+                    rate = await asyncio.to_thread(redis_rate_threads, decide, callers, n)
+                samples[name][callers].append(rate)
+    await store.close()
+    cleanup = limits.storage.RedisStorage(REDIS)
+    cleanup.reset()  # limits keys carry the LIMITS prefix; bastion's expire within seconds
+    return {name: {c: statistics.median(v) for c, v in by.items()} for name, by in samples.items()}
+
+
+async def endpoint(request: Request) -> Response:
+    return Response(b"ok")
+
+
+def asgi_apps() -> dict[str, Any]:
+    from slowapi import Limiter
+    from slowapi.middleware import SlowAPIASGIMiddleware
+    from slowapi.util import get_remote_address
+
+    def starlette() -> Starlette:
+        return Starlette(routes=[Route("/items/{id}", endpoint)])
+
+    bare = starlette()
+    slow = starlette()
+    slow.state.limiter = Limiter(key_func=get_remote_address, default_limits=[f"{HUGE}/second"])
+    slow.add_middleware(SlowAPIASGIMiddleware)
+    quiet = {"logging": {"access": False}, "metrics": {"enabled": True}, "store": "memory://"}
+    no_rules = Bastion(starlette(), quiet, env={}, log_stream=io.BytesIO())
+    one_rule = Bastion(
+        starlette(),
+        {**quiet, "rate_limits": {"rules": [{"name": "per-client", "limit": f"{HUGE}/second"}]}},
+        env={},
+        log_stream=io.BytesIO(),
+    )
+    demo_rules = Bastion(
+        starlette(),
+        {
+            **quiet,
+            "rate_limits": {
+                "rules": [
+                    {"name": "global", "key": "global", "limit": f"{HUGE}/second"},
+                    {"name": "per-client", "limit": f"{HUGE}/second", "tiers": {"paid": f"{HUGE}/second"}},
+                    {"name": "login", "match": "POST /login", "key": "ip", "limit": "5/minute"},
+                ]
+            },
+        },
+        env={},
+        log_stream=io.BytesIO(),
+    )
+    return {
+        "bare Starlette": bare,
+        "slowapi (1 limit)": slow,
+        "bastion, no rules": no_rules,
+        "bastion, 1 rule": one_rule,
+        "bastion, demo rules (2 match)": demo_rules,
+    }
+
+
+def request(i: int) -> tuple[dict[str, Any], bytes]:
+    headers = [(b"host", b"bench"), (b"x-api-key", b"key-%d" % (i % 50))]
+    return make_scope("GET", f"/items/{i % 100}", headers), b""
+
+
+async def main() -> None:
+    print("Load was shared with other work on a 2-core machine; compare ratios, not absolutes.\n")
+    rows = memory_section()
+    base = {name: us for name, us in rows}
+    print("## Memory: one decision (median us per call)\n")
+    print("| implementation | us per decision | vs bastion gcra |")
+    print("|---|---:|---:|")
+    for name, us in rows:
+        print(f"| {name} | {us:.3f} | {us / base['bastion gcra']:.2f}x |")
+
+    print("\n## Redis: decisions per second (median of interleaved rounds)\n")
+    try:
+        redis_rows = await redis_section()
+    except Exception as exc:  # the section needs a Redis server
+        print(f"skipped: {exc!r}")
+    else:
+        aio = redis_rows["limits.aio fixed window"]
+        print("| implementation | 1 caller | 64 callers | 64 callers vs limits.aio fixed |")
+        print("|---|---:|---:|---:|")
+        for name, rates in redis_rows.items():
+            print(f"| {name} | {rates[1]:,.0f}/s | {rates[64]:,.0f}/s | {rates[64] / aio[64]:.2f}x |")
+
+    print("\n## ASGI: a GET through Starlette (median us per request)\n")
+    apps = asgi_apps()
+    results = await compare(apps, request, expect=200, requests=500 if QUICK else 2000, rounds=5 if QUICK else 15)
+    bare = results["bare Starlette"]
+    slowapi_added = results["slowapi (1 limit)"] - bare
+    print("| configuration | us per request | added vs bare | added vs slowapi's |")
+    print("|---|---:|---:|---:|")
+    for name, us in results.items():
+        added = us - bare
+        ratio = f"{added / slowapi_added:.2f}x" if slowapi_added > 0 and name != "bare Starlette" else ""
+        print(f"| {name} | {us:.2f} | {added:+.2f} us | {ratio} |")
+    guard_only = results["bastion, 1 rule"] - results["bastion, no rules"]
+    print(f"\nthe rate limit guard alone (1 rule minus no rules): {guard_only:+.2f} us per request")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
