@@ -162,3 +162,42 @@ def vm_kib(pid: int, field_name: str) -> int:
         if line.startswith(field_name + ":"):
             return int(line.split()[1])
     raise AssertionError(f"{field_name} not in /proc/{pid}/status")
+
+
+EXPRESS_APP = Path(__file__).parent / "express_app"
+
+
+def express_ready() -> None:
+    """Skip (with how to fix it) unless node and npm are here and express is installed."""
+    import shutil
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed; install Node.js to run the Express upstream tests")
+    if not (EXPRESS_APP / "node_modules" / "express").is_dir():
+        result = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=EXPRESS_APP,
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"npm ci in {EXPRESS_APP} failed: {result.stderr.decode()[-500:]}")
+
+
+def start_express(workdir: Path, app: Path = EXPRESS_APP / "app.js") -> Server:
+    """An Express app under node, with express from tests/gateway/express_app/node_modules."""
+    express_ready()
+    port = free_port()
+    env = clean_env(PORT=str(port), NODE_PATH=str(EXPRESS_APP / "node_modules"))
+    return start_server(
+        ["node", str(app)], port, workdir, ready_path="/count?name=x", env=env, name="express"
+    )
+
+
+@pytest.fixture(scope="session")
+def express(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The Express upstream for the whole session (skips where node is missing)."""
+    server = start_express(tmp_path_factory.mktemp("express"))
+    yield server
+    server.stop()

@@ -114,15 +114,25 @@ async def json_error(request: Request) -> JSONResponse:
 
 
 async def orders(request: Request) -> JSONResponse:
-    body = await request.body()
+    body = await request.json()
     key = request.headers.get("idempotency-key", "-")
     calls["orders:" + key] += 1
+    # Long enough for concurrent duplicates to overlap.
     await asyncio.sleep(0.2)
-    return JSONResponse({"order": calls["orders:" + key], "size": len(body)}, status_code=201)
+    return JSONResponse({"order": calls["orders:" + key], "item": body.get("item")}, status_code=201)
 
 
 async def count(request: Request) -> JSONResponse:
     return JSONResponse({"count": calls[request.query_params["name"]]})
+
+
+async def order_page(request: Request) -> Response:
+    return Response(f"<html><pre>Cannot GET {request.url.path}</pre></html>", 404, media_type="text/html")
+
+
+async def limited(request: Request) -> JSONResponse:
+    calls["limited"] += 1
+    return JSONResponse({"ok": True})
 
 
 async def compressed(request: Request) -> Response:
@@ -172,6 +182,9 @@ app = Starlette(
         Route("/problem", problem),
         Route("/json-error", json_error),
         Route("/orders", orders, methods=["POST"]),
+        Route("/orders/{id}", order_page),
+        Route("/limited", limited),
+        Route("/boom", html_error),
         Route("/count", count),
         Route("/compressed", compressed),
         Route("/cookie", cookie),
