@@ -20,12 +20,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from asgi_driver import compare, make_scope
-from chain import starlette_app
 from prometheus_client import CollectorRegistry, Histogram
 
+from asgi_driver import compare, make_scope
 from bastion import Bastion
 from bastion.observability.http_metrics import DURATION_BUCKETS, SIZE_BUCKETS, HttpServerSeries
+from chain import starlette_app
 
 
 def get_request(i: int) -> tuple[dict[str, Any], bytes]:
