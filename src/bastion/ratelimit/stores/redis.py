@@ -7,9 +7,9 @@
 - Every key carries the hash tag ``{key_prefix}``: all of a request's keys land
   in one Redis Cluster slot, which is what lets one script touch them atomically.
 - Every key gets a ``PEXPIRE`` as long as its state can matter.
-- Decisions made by concurrent requests in the same event loop turn are written
-  to Redis together in one pipeline (each request still costs one script call):
-  under load, many requests share one network round trip.
+- One call is on the wire at a time per store; the decisions of requests that
+  arrive meanwhile go out together in one pipeline when it returns (each request
+  still costs one script call). Under load, many requests share a round trip.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from bastion.ratelimit.algorithms import CONCURRENCY, Verdict
 from bastion.ratelimit.stores import Check, Decision
@@ -30,12 +30,14 @@ from bastion.ratelimit.stores import Check, Decision
 SCRIPT = files("bastion.ratelimit").joinpath("lua/decide.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
-_Pending = tuple[list[Any], "asyncio.Future[Any]"]
+_Pending = tuple["_Command", "asyncio.Future[Any]"]
 
 
 def _script_args(op: str, checks: Sequence[Check], request_id: str, prefix: str, now: str = "") -> list[Any]:
     args: list[Any] = ["EVALSHA", SCRIPT_SHA, len(checks)]
-    args.extend(prefix + check.key for check in checks)
+    # The algorithm is part of the key: a rule moved to another algorithm starts afresh
+    # instead of meeting a key of the wrong Redis type.
+    args.extend(f"{prefix}{check.limit.algorithm}:{check.key}" for check in checks)
     args.append(op)
     args.append(request_id)
     args.append(now)
@@ -44,6 +46,30 @@ def _script_args(op: str, checks: Sequence[Check], request_id: str, prefix: str,
         args.append(check.cost)
         args.append(1 if check.shadow else 0)
     return args
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+_EVALSHA = b"$7\r\nEVALSHA\r\n" + _bulk(SCRIPT_SHA.encode())
+_EVAL = b"$4\r\nEVAL\r\n" + _bulk(SCRIPT.encode())
+
+
+class _Command:
+    """One script call, packed once (RESP); it can go out as EVALSHA or, after NOSCRIPT, as EVAL."""
+
+    __slots__ = ("body", "count")
+
+    def __init__(self, count: int, body: bytes) -> None:
+        self.count = count
+        self.body = body
+
+    def evalsha(self) -> bytes:
+        return b"*%d\r\n" % (self.count + 2) + _EVALSHA + self.body
+
+    def eval(self) -> bytes:
+        return b"*%d\r\n" % (self.count + 2) + _EVAL + self.body
 
 
 def _decision(reply: list[int]) -> Decision:
@@ -72,40 +98,64 @@ class RedisStore:
             max_connections=64,
         )
         self._queue: list[_Pending] = []
-        self._flush_scheduled = False
+        self._busy = False
+        self._segments: dict[tuple[Any, int, bool], bytes] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def decide_now(self, checks: Sequence[Check], request_id: str) -> Decision:
         """Not available: Redis needs I/O."""
         raise NotImplementedError("the Redis store decides asynchronously")
 
+    def _pack(self, op: bytes, checks: Sequence[Check], request_id: str, now: bytes = b"") -> _Command:
+        parts = [_bulk(b"%d" % len(checks))]
+        for check in checks:
+            key = f"{self.prefix}{check.limit.algorithm}:{check.key}"
+            parts.append(_bulk(key.encode("utf-8", "surrogateescape")))
+        parts.append(_bulk(op))
+        parts.append(_bulk(request_id.encode()))
+        parts.append(_bulk(now))
+        segments = self._segments
+        for check in checks:
+            ident = (check.limit, check.cost, check.shadow)
+            segment = segments.get(ident)
+            if segment is None:
+                numbers = (*check.limit.args(), check.cost, 1 if check.shadow else 0)
+                segment = b"".join(_bulk(b"%d" % n) for n in numbers)
+                if len(segments) < 10_000:
+                    segments[ident] = segment
+            parts.append(segment)
+        return _Command(1 + 8 * len(checks) + 3, b"".join(parts))
+
     async def decide(self, checks: Sequence[Check], request_id: str) -> Decision:
         """Decide every check in one script call (one round trip, shared with concurrent callers)."""
-        reply = await self._call(_script_args("d", checks, request_id, self.prefix))
-        return _decision(reply)
+        return _decision(await self._call(self._pack(b"d", checks, request_id)))
 
     async def decide_at(self, checks: Sequence[Check], request_id: str, now_us: int) -> Decision:
         """Decide as if the server clock read ``now_us``: for tests that replay a timeline."""
-        reply = await self._call(_script_args("d", checks, request_id, self.prefix, str(now_us)))
-        return _decision(reply)
+        return _decision(await self._call(self._pack(b"d", checks, request_id, b"%d" % now_us)))
 
     async def release(self, checks: Sequence[Check], request_id: str) -> None:
         """Free the request's concurrency slots."""
         held = [c for c in checks if c.limit.algorithm == CONCURRENCY]
         if held:
-            await self._call(_script_args("r", held, request_id, self.prefix))
+            await self._call(self._pack(b"r", held, request_id))
 
-    async def _call(self, args: list[Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((args, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._start_flush)
-        return await future
+    async def _call(self, args: _Command) -> Any:
+        if self._busy:
+            # A call is on the wire: join the batch that goes out when it returns.
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._queue.append((args, future))
+            return await future
+        self._busy = True
+        try:
+            return await self._run_one(args)
+        finally:
+            self._next_batch()
 
-    def _start_flush(self) -> None:
-        self._flush_scheduled = False
+    def _next_batch(self) -> None:
+        if not self._queue:
+            self._busy = False
+            return
         batch, self._queue = self._queue, []
         task = asyncio.get_running_loop().create_task(self._flush(batch))
         self._tasks.add(task)
@@ -113,10 +163,7 @@ class RedisStore:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:
-            if len(batch) == 1:
-                results: list[Any] = [await self._run_one(batch[0][0])]
-            else:
-                results = await self._run_many([args for args, _ in batch])
+            results = await self._run_many([args for args, _ in batch])
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
@@ -124,6 +171,8 @@ class RedisStore:
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            self._next_batch()
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
@@ -132,26 +181,42 @@ class RedisStore:
             else:
                 future.set_result(result)
 
-    async def _run_one(self, args: list[Any]) -> Any:
-        try:
-            return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
-        except NoScriptError:
-            return await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                "EVAL", SCRIPT, *args[2:]
-            )
+    async def _run_one(self, args: _Command) -> Any:
+        result = (await self._run_many([args]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def _run_many(self, many: list[list[Any]]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for args in many:
-            pipe.execute_command(*args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
+    async def _run_many(self, many: list[_Command]) -> list[Any]:
+        """Send the commands in one write, read every reply; error replies come back as exceptions."""
+        results = await self._send([command.evalsha() for command in many])
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
-            pipe = self.redis.pipeline(transaction=False)
-            for i in missing:
-                pipe.execute_command("EVAL", SCRIPT, *many[i][2:])
-            for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+            # The server lost its script cache (restart, flush, failover): send the script itself.
+            again = await self._send([many[i].eval() for i in missing])
+            for i, result in zip(missing, again, strict=True):
                 results[i] = result
+        return results
+
+    async def _send(self, many: list[bytes]) -> list[Any]:
+        # Straight to a pooled connection: redis-py's pipeline object costs more per command
+        # than the script takes to run.
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join(many), check_health=False)
+            results: list[Any] = []
+            for _ in many:
+                try:
+                    results.append(await connection.read_response())
+                except ResponseError as exc:
+                    results.append(exc)
+        except BaseException:
+            # A reply may be half read: the connection cannot be reused.
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
         return results
 
     async def start(self) -> None:
