@@ -239,3 +239,11 @@ def test_lint_document_of_a_parse_error_is_a_finding() -> None:
     [finding] = result.findings
     assert finding.rule == "spec-parse-error"
     assert finding.line is not None
+
+
+def test_probe_with_a_broken_description_is_a_usage_error(tmp_path: Path) -> None:
+    spec = tmp_path / "broken.yaml"
+    spec.write_text("openapi: [3.1\n")
+    result = CliRunner().invoke(app, ["probe", "http://127.0.0.1:9", "--spec", str(spec)])
+    assert result.exit_code == 2
+    assert "cannot use the description" in result.output

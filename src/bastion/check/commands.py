@@ -105,7 +105,7 @@ def run_probe(
 ) -> int:
     """Probe the API at ``base_url``; returns 0, 1 when a check fails, 2 on a usage error."""
     from bastion.check import report
-    from bastion.check.probe import ProbeOptions, run_probe_sync
+    from bastion.check.probe import ProbeOptions, SpecError, run_probe_sync
 
     if fmt not in PROBE_FORMATS:
         return _fail(f"--format must be one of {', '.join(PROBE_FORMATS)}")
@@ -117,7 +117,10 @@ def run_probe(
         return _fail(f"{spec} is not a file")
     options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst)
     show_progress = fmt == "text" and output is None and sys.stderr.isatty()
-    result = run_probe_sync(options, progress=show_progress)
+    try:
+        result = run_probe_sync(options, progress=show_progress)
+    except SpecError as exc:
+        return _fail(f"cannot use the description: {exc}")
     if fmt == "text":
         _print(lambda console: report.probe_text(result, console), output)
     elif fmt == "json":
