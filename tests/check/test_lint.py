@@ -247,3 +247,18 @@ def test_probe_with_a_broken_description_is_a_usage_error(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["probe", "http://127.0.0.1:9", "--spec", str(spec)])
     assert result.exit_code == 2
     assert "cannot use the description" in result.output
+
+
+def test_text_report_prints_brackets_in_messages() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from bastion.check.report import lint_text as print_text
+
+    spec = RULE_FIXTURES / "ref-unresolved" / "fail.yaml"
+    text = spec.read_text().replace("#/components/schemas/Missing", "#/components/schemas/[bold]Missing")
+    result = lint_text(text)
+    out = StringIO()
+    print_text(result, Console(file=out, width=200))
+    assert "[bold]Missing" in out.getvalue()

@@ -13,6 +13,7 @@ from xml.etree import ElementTree as ET
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bastion.check.findings import Finding, reaches
@@ -54,8 +55,9 @@ def lint_text(result: LintResult, console: Console, *, limit: int = 50) -> None:
         for finding in findings[:limit]:
             where = f"line {finding.line}" if finding.line else "-"
             style = _SEVERITY_STYLE[finding.severity]
+            message = escape(finding.message)
             console.print(
-                f"  [{style}]{finding.severity:<7}[/{style}] {where:>11}  {finding.rule}: {finding.message}",
+                f"  [{style}]{finding.severity:<7}[/{style}] {where:>11}  {finding.rule}: {message}",
                 highlight=False,
                 markup=True,
                 soft_wrap=True,
@@ -195,7 +197,9 @@ def probe_text(result: ProbeResult, console: Console) -> None:
         console.print(f"\n[bold]{pitfall}[/bold]")
         for check in checks:
             style = _STATUS_STYLE[check.status]
-            console.print(f"  [{style}]{check.status.upper():<4}[/{style}] {check.title}", highlight=False)
+            console.print(
+                f"  [{style}]{check.status.upper():<4}[/{style}] {escape(check.title)}", highlight=False
+            )
             console.print(f"        {check.detail}", highlight=False, markup=False, soft_wrap=True)
             if check.status == "fail":
                 for line in check.evidence[:3]:
