@@ -46,12 +46,28 @@ def run(ctx: ProbeContext) -> None:
 
     ctx.step("errors: wrong method")
     target = ctx.target
-    if target is not None and target.operations:
-        template, allowed = next(iter(target.methods.items()))
+    choice = next(
+        (
+            (template, method)
+            for template, allowed in (target.methods.items() if target is not None else ())
+            for method in _WRONG_METHODS
+            if method not in allowed
+        ),
+        None,
+    )
+    if target is not None and choice is not None:
+        template, method = choice
         op = next(o for o in target.operations if o.template == template)
-        method = next(m for m in _WRONG_METHODS if m not in allowed)
         wrong = client.send(method, op.path)
         _problem_check(ctx, "errors-405-problem", f"{method} {template} gives a 405 problem", wrong, {405})
+    elif target is not None:
+        ctx.add(
+            "errors-405-problem",
+            PITFALL,
+            "wrong method gives a 405 problem",
+            "skip",
+            "every path of the description allows every method",
+        )
     else:
         wrong = client.send("DELETE", "/")
         if wrong.status == 405:
