@@ -164,7 +164,7 @@ async def redis_section() -> dict[str, dict[str, float]]:
         "limits.aio sliding window": ("async", async_decide(async_sliding)),
     }
     samples: dict[str, dict[int, list[float]]] = {name: {1: [], 64: []} for name in setups}
-    for name, (kind, decide) in setups.items():  # warm connections and scripts
+    for kind, decide in setups.values():  # warm connections and scripts
         if kind == "async":
             await redis_rate_async(decide, 8, 200)
         else:

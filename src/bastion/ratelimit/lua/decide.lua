@@ -34,6 +34,14 @@ local function str(x)
   return string.format('%.0f', x)
 end
 
+local function ttl(us)
+  -- At least a second: a key past its time is worth no more than a missing one, so a
+  -- longer life is harmless, and a very short one would only race the next request.
+  local ms = ceil_div(us, 1000) + 1
+  if ms < 1000 then ms = 1000 end
+  return str(ms)
+end
+
 local now
 if ARGV[3] == '' then
   local t = redis.call('TIME')
@@ -208,23 +216,23 @@ for i = 1, n do
     local cost = tonumber(ARGV[base + 5])
     local kind = plan[1]
     if kind == 0 then
-      redis.call('SET', key, str(plan[2]), 'PX', str(ceil_div(plan[3], 1000) + 1))
+      redis.call('SET', key, str(plan[2]), 'PX', ttl(plan[3]))
     elseif kind == 1 then
       redis.call('HSET', key, 's', str(plan[2]), 'c', str(plan[3]))
-      redis.call('PEXPIRE', key, str(ceil_div(plan[4], 1000) + 1))
+      redis.call('PEXPIRE', key, ttl(plan[4]))
     elseif kind == 2 then
       redis.call('HSET', key, 's', str(plan[2]), 'p', str(plan[3]), 'c', str(plan[4]))
-      redis.call('PEXPIRE', key, str(ceil_div(2 * period, 1000) + 1))
+      redis.call('PEXPIRE', key, ttl(2 * period))
     elseif kind == 3 then
       for j = 1, cost do
         redis.call('ZADD', key, str(now), str(now) .. ':' .. rid .. ':' .. j)
       end
-      redis.call('PEXPIRE', key, str(ceil_div(period, 1000) + 1))
+      redis.call('PEXPIRE', key, ttl(period))
     else
       for j = 1, cost do
         redis.call('ZADD', key, str(now + period), rid .. ':' .. j)
       end
-      redis.call('PEXPIRE', key, str(ceil_div(period, 1000) + 1))
+      redis.call('PEXPIRE', key, ttl(period))
     end
   end
 end
