@@ -39,6 +39,9 @@ def policy_header(policies: Sequence[str]) -> bytes:
 
 def ratelimit_header(names: Sequence[str], limits: Sequence[Limit], verdicts: Sequence[Verdict]) -> bytes:
     """The ``RateLimit`` value: each matched rule's remaining quota and seconds to reset."""
+    if len(names) == 1 and limits[0].algorithm != CONCURRENCY:
+        verdict = verdicts[0]
+        return f'"{names[0]}";r={verdict.remaining};t={_seconds(verdict.reset_us)}'.encode()
     members = []
     for name, limit, verdict in zip(names, limits, verdicts, strict=True):
         if limit.algorithm == CONCURRENCY:
@@ -51,7 +54,7 @@ def ratelimit_header(names: Sequence[str], limits: Sequence[Limit], verdicts: Se
 def legacy_headers(limits: Sequence[Limit], verdicts: Sequence[Verdict]) -> Headers:
     """``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` of the rule with the least quota left."""
     tightest = 0
-    for i in range(1, len(verdicts)):
+    for i in range(1, len(verdicts)):  # the loop is empty for the common single rule
         here, best = verdicts[i], verdicts[tightest]
         if here.remaining < best.remaining or (
             here.remaining == best.remaining and here.reset_us > best.reset_us
