@@ -78,7 +78,9 @@ def test_dead_workers_stop_counting_in_live_gauges(tmp_path: Path) -> None:
 def test_prepare_empties_the_directory_and_exports_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    # setenv first so that the variable prepare_multiprocess_dir sets is undone afterwards:
+    # left behind, it would switch every later Metrics of this test process to shared files.
+    monkeypatch.setenv(ENV_VAR, "")
     stale = tmp_path / "counter_123.db"
     stale.write_bytes(b"old")
     keep = tmp_path / "notes.txt"

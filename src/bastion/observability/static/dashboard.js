@@ -40,10 +40,14 @@
   function draw(chart) {
     var svg = document.querySelector('svg[data-chart="' + chart + '"]');
     var legend = document.querySelector('[data-legend="' + chart + '"]');
-    var names = Object.keys(history[chart]).sort();
     var max = 0;
-    names.forEach(function (name) {
-      history[chart][name].forEach(function (v) { if (v > max) max = v; });
+    // Series that stayed at zero over the whole window are left out: a guard may
+    // register a dozen event kinds, and flat lines only hide the ones that moved.
+    var names = Object.keys(history[chart]).sort().filter(function (name) {
+      var peak = 0;
+      history[chart][name].forEach(function (v) { if (v > peak) peak = v; });
+      if (peak > max) max = peak;
+      return peak > 0 || chart === "requests" || chart === "errors" || chart === "ratelimited";
     });
     var top = max > 0 ? max * 1.15 : 1;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
