@@ -1,0 +1,417 @@
+"""The gateway beside the upstream alone and a bare aiohttp proxy, driven by wrk on loopback.
+
+    .venv/bin/python bench/gateway.py [--duration 5] [--connections 64] [--workload post|get]
+
+Targets, all in one run, all single-process: the upstream alone (aiohttp.web);
+a bare aiohttp proxy (aiohttp.web + ClientSession, nothing else); ``bastion
+gateway`` with no guards; with every guard on memory stores (route + client,
+rate limits, OpenAPI validation, idempotency, metrics, access log); and the same
+on Redis. Each target gets a throughput run (``--connections`` connections) and a
+low-load latency run (one connection), both with wrk (Debian package ``wrk``).
+
+The default workload is ``POST /orders`` with a JSON body and a fresh
+``Idempotency-Key`` per request, so every guard does its full work; ``get`` sends
+``GET /items/{id}`` instead. Numbers on a shared machine drift: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+REDIS_URL = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "gateway benchmark", "version": "1"},
+    "paths": {
+        "/items/{id}": {
+            "get": {
+                "operationId": "getItem",
+                "parameters": [
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                ],
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
+        "/orders": {
+            "post": {
+                "operationId": "createOrder",
+                "x-bastion-idempotency": "required",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["item", "quantity"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "item": {"type": "string", "minLength": 1, "maxLength": 64},
+                                    "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
+                                    "email": {"type": "string", "format": "email"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"201": {"description": "created"}},
+            }
+        },
+    },
+}
+
+POST_SCRIPT = """
+local body = '{"item": "book-42", "quantity": 2, "email": "reader@example.com"}'
+local prefix = "%(prefix)s"
+local counter = 0
+local id = 0
+setup = function(thread)
+  id = id + 1
+  thread:set("tid", id)
+end
+request = function()
+  counter = counter + 1
+  local headers = {}
+  headers["Content-Type"] = "application/json"
+  headers["Idempotency-Key"] = prefix .. "-" .. tostring(tid) .. "-" .. tostring(counter)
+  headers["X-API-Key"] = "bench-client"
+  return wrk.format("POST", "/orders", headers, body)
+end
+"""
+
+GET_SCRIPT = """
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/items/" .. tostring(counter %% 100), {["X-API-Key"] = "bench-client"})
+end
+"""
+
+
+# -- the peers, run as subprocesses of this script ----------------------------------------
+
+
+def serve_upstream(port: int) -> None:
+    """A small fast upstream: GET /items/{id} and POST /orders."""
+    import asyncio
+
+    import uvloop
+    from aiohttp import web
+
+    item = b'{"id": 1, "name": "book", "price": 1200}'
+
+    async def get_item(request: web.Request) -> web.Response:
+        return web.Response(body=item, content_type="application/json")
+
+    async def post_order(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(
+            body=b'{"id": 7, "status": "created"}', status=201, content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_get("/items/{id}", get_item)
+    app.router.add_post("/orders", post_order)
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def serve_bare_proxy(port: int, upstream: str) -> None:
+    """The peer: the smallest sensible aiohttp reverse proxy (pooled client, no guards)."""
+    import asyncio
+
+    import aiohttp
+    import uvloop
+    from aiohttp import web
+
+    hop = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
+
+    async def on_startup(app: web.Application) -> None:
+        app["session"] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256), auto_decompress=False
+        )
+
+    async def on_cleanup(app: web.Application) -> None:
+        await app["session"].close()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        session: aiohttp.ClientSession = request.app["session"]
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in hop]
+        body = await request.read()
+        async with session.request(
+            request.method, upstream + request.raw_path, headers=headers, data=body or None
+        ) as upstream_response:
+            payload = await upstream_response.read()
+            out = [(k, v) for k, v in upstream_response.headers.items() if k.lower() not in hop]
+            return web.Response(body=payload, status=upstream_response.status, headers=out)
+
+    app = web.Application()
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# -- driving -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout} s")
+
+
+def start(args: list[str], port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    wait_listening(port, process)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def gateway_config(upstream: str, workdir: Path, guards: str) -> Path:
+    """``none``: no guards; ``memory`` / ``redis``: every guard on that store."""
+    config: dict[str, Any] = {"upstream": upstream, "store": "memory://", "gateway": {"workers": 1}}
+    if guards != "none":
+        spec = workdir / "openapi.yaml"
+        spec.write_text(yaml.safe_dump(OPENAPI))
+        run = uuid.uuid4().hex[:10]
+        config.update(
+            {
+                "openapi": str(spec),
+                "store": REDIS_URL if guards == "redis" else "memory://",
+                "errors": {"normalize_upstream": True},
+                "rate_limits": {
+                    "key_prefix": f"bench-gw-{run}",
+                    "rules": [
+                        {"name": "global", "key": "global", "limit": "1000000/second"},
+                        {"name": "per-client", "key": "client", "limit": "1000000/second"},
+                    ],
+                },
+                "idempotency": {"key_prefix": f"bench-gw-idem-{run}", "require": ["POST /orders"]},
+            }
+        )
+    path = workdir / f"gateway-{guards}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+_LATENCY_RE = re.compile(r"^\s*50%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_RPS_RE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_NON_2XX_RE = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_SCALE = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    errors: int
+
+
+def wrk(port: int, script: Path, connections: int, duration: float) -> WrkResult:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    ).stdout
+    rps = _RPS_RE.search(out)
+    p50 = _LATENCY_RE.search(out)
+    if rps is None or p50 is None:
+        raise RuntimeError("cannot read wrk's output:\n" + out)
+    errors = _NON_2XX_RE.search(out)
+    return WrkResult(
+        float(rps.group(1)), float(p50.group(1)) * _SCALE[p50.group(2)], int(errors.group(1)) if errors else 0
+    )
+
+
+def median_result(runs: list[WrkResult]) -> WrkResult:
+    """The median throughput and the median p50 of several runs of one target."""
+    return WrkResult(
+        statistics.median(r.rps for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        sum(r.errors for r in runs),
+    )
+
+
+def redis_reachable() -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(REDIS_URL)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64, help="connections for the throughput run")
+    parser.add_argument("--workload", choices=["post", "get"], default="post")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        if args.serve[0] == "upstream":
+            serve_upstream(int(args.serve[1]))
+        else:
+            serve_bare_proxy(int(args.serve[1]), args.serve[2])
+        return 0
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-gateway-"))
+    script = workdir / "workload.lua"
+    template = POST_SCRIPT if args.workload == "post" else GET_SCRIPT
+    script.write_text(template % {"prefix": uuid.uuid4().hex[:12]})
+
+    upstream_port = free_port()
+    upstream_process = start(
+        [sys.executable, __file__, "--serve", "upstream", str(upstream_port)], upstream_port
+    )
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    targets: list[tuple[str, list[str]]] = [
+        ("upstream alone", []),
+        ("bare aiohttp proxy", [sys.executable, __file__, "--serve", "bare-proxy", "{port}", upstream]),
+    ]
+    bastion = [sys.executable, "-m", "bastion", "gateway", "--port", "{port}", "--config"]
+    targets.append(("gateway, no guards", [*bastion, str(gateway_config(upstream, workdir, "none"))]))
+    targets.append(
+        ("gateway, every guard, memory", [*bastion, str(gateway_config(upstream, workdir, "memory"))])
+    )
+    if redis_reachable():
+        targets.append(
+            ("gateway, every guard, Redis", [*bastion, str(gateway_config(upstream, workdir, "redis"))])
+        )
+    else:
+        print(f"# Redis not reachable at {REDIS_URL}: the Redis row is skipped", file=sys.stderr)
+
+    # Every target runs at once and the wrk runs take turns, round after round, so that
+    # load from elsewhere on the machine falls on all of them alike; medians are reported.
+    ports: dict[str, int] = {}
+    processes: list[subprocess.Popen[bytes]] = [upstream_process]
+    results: dict[str, tuple[WrkResult, WrkResult]] = {}
+    try:
+        for name, command in targets:
+            if not command:
+                ports[name] = upstream_port
+                continue
+            port = free_port()
+            processes.append(start([part.replace("{port}", str(port)) for part in command], port))
+            ports[name] = port
+        for port in ports.values():
+            wrk(port, script, 4, 1.0)  # warm-up: pools, caches, first-request start-up
+        loads: dict[str, list[WrkResult]] = {name: [] for name in ports}
+        idles: dict[str, list[WrkResult]] = {name: [] for name in ports}
+        for round_number in range(args.rounds):
+            for name, port in ports.items():
+                loads[name].append(wrk(port, script, args.connections, args.duration))
+                idles[name].append(wrk(port, script, 1, args.duration))
+                print(
+                    f"# round {round_number + 1}, {name}: {loads[name][-1].rps:.0f} req/s, "
+                    f"p50 {idles[name][-1].p50_ms:.3f} ms at one connection",
+                    file=sys.stderr,
+                )
+        for name in ports:
+            results[name] = (median_result(loads[name]), median_result(idles[name]))
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+    bare_rps = results["bare aiohttp proxy"][0].rps
+    bare_p50 = results["bare aiohttp proxy"][1].p50_ms
+    up_p50 = results["upstream alone"][1].p50_ms
+    workload = (
+        "POST /orders, JSON body, fresh Idempotency-Key" if args.workload == "post" else "GET /items/{id}"
+    )
+    print(
+        f"workload: {workload}; throughput with {args.connections} connections, latency with 1; "
+        f"{args.duration:.0f} s per run, median of {args.rounds} interleaved rounds; wrk -t1; "
+        f"{os.cpu_count()} CPUs shared by wrk, upstream, proxy "
+        "and other work on the machine\n"
+    )
+    print("| target | req/s | vs bare proxy | p50 at 1 conn (ms) | p50 added vs bare proxy | non-2xx |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (load, idle) in results.items():
+        added = "" if name == "upstream alone" else f"{idle.p50_ms - bare_p50:+.3f} ms"
+        print(
+            f"| {name} | {load.rps:,.0f} | {load.rps / bare_rps:.2f}x | {idle.p50_ms:.3f} | {added} "
+            f"| {load.errors + idle.errors} |"
+        )
+    print(f"\n(the bare proxy itself adds {bare_p50 - up_p50:+.3f} ms p50 over the upstream alone)")
+    memory = results.get("gateway, every guard, memory")
+    if memory is not None:
+        ratio = memory[0].rps / bare_rps
+        added = memory[1].p50_ms - bare_p50
+        verdict = "within" if ratio >= 0.85 and added <= 0.5 else "OUTSIDE"
+        print(
+            f"budget (>= 0.85x bare proxy throughput, <= 0.5 ms added p50), every guard on memory: "
+            f"{ratio:.2f}x, {added:+.3f} ms: {verdict}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
