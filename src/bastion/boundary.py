@@ -108,7 +108,7 @@ class BoundaryGuard:
         ctx = RequestContext(trace_id, span_id, request_id, flags, self.type_base)
         scope[SCOPE_KEY] = ctx
         if server_span is not None:
-            ctx.span = server_span.span
+            ctx.span = server_span
         trace_headers: Headers = [
             (b"traceparent", f"00-{trace_id}-{span_id}-{flags}".encode()),
             (b"x-request-id", request_id.encode()),

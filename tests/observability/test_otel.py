@@ -176,3 +176,58 @@ async def test_tracing_off_costs_nothing_and_events_are_no_ops(spans: InMemorySp
 def test_build_tracer_only_when_enabled() -> None:
     assert build_tracer(OtelConfig(), logger=None) is None
     assert build_tracer(OtelConfig(enabled=True), logger=None) is not None
+
+
+def upstream_app(status: int, seen: dict[str, Any]) -> Any:
+    """An ASGI app that makes one (pretend) upstream call the way the gateway does."""
+    from bastion.asgi import context_of
+    from bastion.observability import start_upstream_span
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        span = start_upstream_span(context_of(scope), "POST", "http://127.0.0.1:3000/orders?x=1")
+        seen["span"] = span
+        if span is not None:
+            seen["traceparent"] = span.traceparent.decode()
+            span.end(status)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+async def test_upstream_calls_get_client_spans(spans: InMemorySpanExporter) -> None:
+    from bastion import Bastion
+
+    seen: dict[str, Any] = {}
+    app = Bastion(upstream_app(503, seen), {"store": "memory://", **OTEL_ON}, env={}, log_stream=io.BytesIO())
+    async with client(app) as http:
+        response = await http.post("/orders")
+    assert response.status_code == 200
+    (server,) = server_spans(spans)
+    (upstream,) = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.CLIENT]
+    assert upstream.parent.span_id == server.context.span_id
+    assert upstream.context.trace_id == server.context.trace_id
+    _, trace_id, span_id, _ = seen["traceparent"].split("-")
+    assert (trace_id, span_id) == (
+        format(upstream.context.trace_id, "032x"),
+        format(upstream.context.span_id, "016x"),
+    )
+    attributes = dict(upstream.attributes)
+    assert attributes["http.request.method"] == "POST"
+    assert attributes["url.full"] == "http://127.0.0.1:3000/orders?x=1"
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["server.port"] == 3000
+    assert attributes["http.response.status_code"] == 503
+    assert attributes["error.type"] == "503"
+    assert upstream.status.status_code == trace.StatusCode.ERROR
+
+
+async def test_no_upstream_span_without_tracing(spans: InMemorySpanExporter) -> None:
+    from bastion import Bastion
+
+    seen: dict[str, Any] = {}
+    app = Bastion(upstream_app(200, seen), {"store": "memory://"}, env={}, log_stream=io.BytesIO())
+    async with client(app) as http:
+        await http.post("/orders")
+    assert seen["span"] is None
+    assert spans.get_finished_spans() == ()

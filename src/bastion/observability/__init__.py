@@ -4,6 +4,8 @@ For guards and applications:
 
 - :func:`record_event` adds a guard decision to the request's span (a no-op
   without tracing);
+- :func:`start_upstream_span` starts the client span of a gateway's upstream call
+  (``None`` without tracing);
 - :func:`prepare_multiprocess_dir` switches metrics to multiprocess mode; call it
   in the parent process before starting workers.
 """
@@ -11,6 +13,6 @@ For guards and applications:
 from __future__ import annotations
 
 from bastion.observability.multiprocess import prepare_multiprocess_dir
-from bastion.observability.otel import record_event
+from bastion.observability.otel import record_event, start_upstream_span
 
-__all__ = ["prepare_multiprocess_dir", "record_event"]
+__all__ = ["prepare_multiprocess_dir", "record_event", "start_upstream_span"]

@@ -45,7 +45,47 @@ def record_event(
     """
     if ctx is None or ctx.span is None:
         return
-    ctx.span.add_event(name, attributes=dict(attributes) if attributes else None)
+    ctx.span.span.add_event(name, attributes=dict(attributes) if attributes else None)
+
+
+def start_upstream_span(ctx: RequestContext | None, method: str, url: str) -> UpstreamSpan | None:
+    """Start the client span of one upstream call (the gateway's), or ``None`` when tracing is off.
+
+    Send ``span.traceparent`` to the upstream instead of the request's own, so the
+    upstream's spans become children of this one; then call ``span.end(status)`` when the
+    response head arrives, or ``span.end(error=exc)`` when the call failed.
+    """
+    if ctx is None or ctx.span is None:
+        return None
+    server: ServerSpan = ctx.span
+    return server.tracer.start_upstream(server, method, url)
+
+
+class UpstreamSpan:
+    """A started client span and the ``traceparent`` that names it."""
+
+    __slots__ = ("_error", "_span", "traceparent")
+
+    def __init__(self, span: Any, traceparent: bytes, error: Any) -> None:
+        self._span = span
+        self._error = error
+        #: The ``traceparent`` value for the upstream request.
+        self.traceparent = traceparent
+
+    def end(self, status: int | None = None, error: BaseException | None = None) -> None:
+        """Record the upstream's status (or the failure) and end the span."""
+        span = self._span
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if error is not None:
+            span.record_exception(error)
+            span.set_attribute("error.type", type(error).__qualname__)
+            span.set_status(self._error)
+        elif status is not None and status >= 400:
+            # For client spans the conventions count 4xx as errors too.
+            span.set_attribute("error.type", str(status))
+            span.set_status(self._error)
+        span.end()
 
 
 @dataclass(slots=True)
@@ -55,6 +95,7 @@ class ServerSpan:
     span: Any
     token: Any
     method: str
+    tracer: ServerTracer
     #: The span's ``(trace_id, span_id, flags)``, or ``None`` when no tracer provider is
     #: recording (bastion keeps its own ids then).
     ids: tuple[str, str, str] | None
@@ -71,6 +112,7 @@ class ServerTracer:
         self._context = context
         self._trace = trace
         self._kind = trace.SpanKind.SERVER
+        self._client = trace.SpanKind.CLIENT
         self._error = trace.Status(trace.StatusCode.ERROR)
         self._propagator = TraceContextTextMapPropagator()
         # Without a provider of its own, the global one: looked up per span by the API's
@@ -120,9 +162,29 @@ class ServerTracer:
                 format(span_context.span_id, "016x"),
                 format(span_context.trace_flags, "02x"),
             )
-            return ServerSpan(span, token, method, ids)
+            return ServerSpan(span, token, method, self, ids)
         # A no-op provider hands back the parent (or nothing): keep bastion's own ids.
-        return ServerSpan(span, token, method, None)
+        return ServerSpan(span, token, method, self, None)
+
+    def start_upstream(self, server_span: ServerSpan, method: str, url: str) -> UpstreamSpan:
+        """A ``CLIENT`` span, child of the server span, for one call to the upstream."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        attributes: dict[str, AttributeValue] = {"http.request.method": method, "url.full": url}
+        if parts.hostname:
+            attributes["server.address"] = parts.hostname
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        attributes["server.port"] = port
+        parent = self._trace.set_span_in_context(server_span.span)
+        span = self._tracer.start_span(method, context=parent, kind=self._client, attributes=attributes)
+        context = span.get_span_context()
+        if context.is_valid:
+            traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        else:
+            sc = server_span.span.get_span_context()
+            traceparent = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+        return UpstreamSpan(span, traceparent.encode(), self._error)
 
     def finish(
         self,
