@@ -8,10 +8,14 @@
   so the store works unchanged on Redis Cluster.
 - Leases use the server's clock (``TIME``), so hosts with skewed clocks agree.
 - Records expire with ``PEXPIRE``: Redis itself cleans up.
+- Calls made by concurrent requests in the same event loop turn go to Redis
+  together in one pipeline (each request still costs one script call): under a
+  burst, a worker needs one connection and one round trip, not one of each per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from importlib.resources import files
 from typing import Any
@@ -37,6 +41,9 @@ COMPLETE = _Script("complete")
 RELEASE = _Script("release")
 RENEW = _Script("renew")
 
+_Call = tuple[_Script, str, tuple[Any, ...]]
+_Pending = tuple[_Call, "asyncio.Future[Any]"]
+
 
 class RedisStore:
     """Idempotency records in Redis, shared by every process that uses the same server and prefix."""
@@ -53,18 +60,74 @@ class RedisStore:
             max_connections=max_connections,
             timeout=5,
             socket_timeout=5,
-            socket_connect_timeout=1,
+            socket_connect_timeout=5,
         )
         self.redis: Redis = Redis.from_pool(pool)
+        self._queue: list[_Pending] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _key(self, key: str) -> str:
         return self.prefix + key + "}"
 
     async def _eval(self, script: _Script, key: str, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(((script, key, args), future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            if len(batch) == 1:
+                results: list[Any] = [await self._run_one(batch[0][0])]
+            else:
+                results = await self._run_many([call for call, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _run_one(self, call: _Call) -> Any:
+        script, key, args = call
         try:
             return await self.redis.execute_command("EVALSHA", script.sha, 1, key, *args)  # type: ignore[no-untyped-call]
         except NoScriptError:
             return await self.redis.execute_command("EVAL", script.text, 1, key, *args)  # type: ignore[no-untyped-call]
+
+    async def _run_many(self, calls: list[_Call]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for script, key, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            pipe = self.redis.pipeline(transaction=False)
+            for i in missing:
+                script, key, args = calls[i]
+                pipe.execute_command("EVAL", script.text, 1, key, *args)
+            for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                results[i] = result
+        return results
 
     async def claim(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
         """Claim ``key`` in one script call; a completed record comes back in the same reply."""
@@ -114,7 +177,9 @@ class RedisStore:
             pass
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Wait for calls in flight, then close the connection pool."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.redis.aclose()
 
     async def ping(self) -> bool:
