@@ -106,9 +106,9 @@ class Verdict(NamedTuple):
     retry_us: int
 
 
-def gcra(tat: int, now: int, cost: int, limit: Limit) -> Verdict:
-    """Generic cell rate algorithm: ``tat`` is the theoretical arrival time (0 when new)."""
-    base = tat if tat > now else now
+def gcra(tat: int | None, now: int, cost: int, limit: Limit) -> Verdict:
+    """Generic cell rate algorithm: ``tat`` is the theoretical arrival time (``None`` when new)."""
+    base = tat if tat is not None and tat > now else now
     new_tat = base + cost * limit.emission_us
     allow_at = new_tat - limit.tau_us
     if allow_at > now:

@@ -34,12 +34,15 @@ from bastion.ratelimit.algorithms import (
 )
 from bastion.ratelimit.stores import Check, Decision, admitted
 
+#: Algorithms whose state is a single value, replaced on admission.
+_SIMPLE: dict[int, Callable[[Any, int, int, Limit], Verdict]] = {
+    GCRA: gcra,
+    FIXED_WINDOW: fixed_window,
+    SLIDING_WINDOW: sliding_window,
+}
+
 # Entries looked at per insertion: more than one, so that tables shrink after a burst of new keys.
 _SWEEP_PER_INSERT = 4
-
-
-def _monotonic_us() -> int:
-    return time.monotonic_ns() // 1000
 
 
 class _Table:
@@ -72,8 +75,8 @@ class MemoryStore:
     name = "memory"
     sync = True
 
-    def __init__(self, clock: Callable[[], int] = _monotonic_us) -> None:
-        #: Microseconds from an arbitrary origin; tests pass a fake.
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
+        #: Microseconds from an arbitrary origin; tests pass a fake (default: the monotonic clock).
         self.clock = clock
         self._tables: dict[Limit, _Table] = {}
 
@@ -91,7 +94,7 @@ class MemoryStore:
         limit = check.limit
         algorithm = limit.algorithm
         if algorithm == GCRA:
-            return gcra(entry[0] if entry is not None else 0, now, check.cost, limit)
+            return gcra(entry[0] if entry is not None else None, now, check.cost, limit)
         if algorithm == FIXED_WINDOW:
             return fixed_window(entry[0] if entry is not None else None, now, check.cost, limit)
         if algorithm == SLIDING_WINDOW:
@@ -134,14 +137,26 @@ class MemoryStore:
 
     def decide_now(self, checks: Sequence[Check], request_id: str) -> Decision:
         """Decide every check at once; nothing is recorded unless the request is admitted."""
-        now = self.clock()
+        now = time.monotonic_ns() // 1000 if self.clock is None else self.clock()
         if len(checks) == 1:
             check = checks[0]
-            table = self._tables.get(check.limit) or self._table(check.limit)
+            limit = check.limit
+            table = self._tables.get(limit) or self._table(limit)
             entry = table.entries.get(check.key)
-            verdict = self._verdict(entry, now, check, request_id)
+            simple = _SIMPLE.get(limit.algorithm)
+            if simple is None:
+                verdict = self._verdict(entry, now, check, request_id)
+                if verdict.allowed:
+                    self._commit(table, entry, check, verdict, now, request_id)
+                return Decision(verdict.allowed or check.shadow, [verdict])
+            # The common case, kept short: a state that is one value, replaced on admission.
+            verdict = simple(entry[0] if entry is not None else None, now, check.cost, limit)
             if verdict.allowed:
-                self._commit(table, entry, check, verdict, now, request_id)
+                if entry is None:
+                    table.add(check.key, [verdict.state, now + table.ttl_us], now)
+                else:
+                    entry[0] = verdict.state
+                    entry[1] = now + table.ttl_us
             return Decision(verdict.allowed or check.shadow, [verdict])
         tables = []
         entries = []
