@@ -26,6 +26,7 @@ from bastion.validation.bodies import OTHER, kind_of
 from bastion.validation.openapi import Description, pointer_of
 from bastion.validation.operation import BodyMedia, CompiledOperation, Options
 from bastion.validation.params import Guide, Parameter
+from bastion.validation.responses import ResponseSchemas
 from bastion.validation.schemas import DEFS_URI, SchemaTranslator, View
 
 #: The fancy-regex backtracking limit for patterns the linear engine cannot run.
@@ -66,15 +67,27 @@ def compile_description(description: Description, config: Config, logger: Any = 
         reject_unknown_query=validation.unknown_query == "reject",
     )
     idempotency_header = config.idempotency.header.lower()
+    with_responses = validation.responses.enabled
     translator = SchemaTranslator(description, reject_unknown_fields=validation.reject_unknown_fields)
     pending = [
         _prepare(description, translator, template, method, item, operation, options, idempotency_header)
         for template, method, item, operation in description.operations()
     ]
+    response_schemas = [
+        _response_schemas(description, translator, entry.at, operation) if with_responses else []
+        for entry, (_, _, _, operation) in zip(pending, description.operations(), strict=True)
+    ]
     registry = jsonschema_rs.Registry([(DEFS_URI, translator.root_document())])
     backtracking: list[str] = []
-    for entry in pending:
+    all_responses: dict[str, Any] = {}
+    for entry, responses in zip(pending, response_schemas, strict=True):
         compiled = entry.operation
+        if responses:
+            compiled.responses = ResponseSchemas()
+            for status, response_media, response_schema in responses:
+                key = f"{compiled.method} {compiled.template} {status} {response_media}"
+                all_responses[key] = response_schema
+                compiled.responses.add(status, response_media, key)
         for media, schema in entry.schemas.items():
             validator, fell_back = _compile(description, schema, registry, entry.at)
             if fell_back and compiled.label not in backtracking:
@@ -85,6 +98,11 @@ def compile_description(description: Description, config: Config, logger: Any = 
                 for body in compiled.media:
                     if body.declared == media:
                         body.validator = validator
+    if all_responses:
+        shared, _ = _compile(description, {"properties": all_responses}, registry, "/paths")
+        for entry in pending:
+            if entry.operation.responses is not None:
+                entry.operation.responses.validator = shared
     if backtracking and logger is not None:
         logger.warning("patterns need the backtracking regex engine", operations=backtracking)
     return CompiledAPI(
@@ -199,6 +217,26 @@ def _prepare(
                 body_schema = translator.translate(schema, media_at + "/schema", view)
                 schemas[media] = _combined(locations, body_schema)
     return _Pending(compiled, at, schemas)
+
+
+def _response_schemas(
+    description: Description, translator: SchemaTranslator, at: str, operation: Mapping[str, Any]
+) -> list[tuple[str, str, Any]]:
+    """``(status, media, translated schema)`` for every JSON response schema of an operation."""
+    found: list[tuple[str, str, Any]] = []
+    for status, raw in (operation.get("responses") or {}).items():
+        response, response_at = description.resolve(raw, f"{at}/responses/{status}")
+        if not isinstance(response, Mapping):
+            continue
+        for media, entry in (response.get("content") or {}).items():
+            essence = str(media).lower()
+            if kind_of(essence) != "json" and "*" not in essence:
+                continue
+            if isinstance(entry, Mapping) and "schema" in entry:
+                where = f"{response_at}/content/{essence.replace('/', '~1')}/schema"
+                schema = translator.translate(entry["schema"], where, "response")
+                found.append((str(status), essence, schema))
+    return found
 
 
 def _combined(locations: Mapping[str, Any], body: Any) -> dict[str, Any]:

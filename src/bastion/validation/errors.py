@@ -106,14 +106,20 @@ def _entry(code: str, path: list[str | int], detail: str, names: Mapping[str, st
     }
 
 
-def describe(error: Any, names: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The entries for one jsonschema-rs ``ValidationError`` (usually one; several for unknown fields)."""
+def describe(error: Any, names: Mapping[str, str], root: str | None = None) -> list[dict[str, Any]]:
+    """The entries for one jsonschema-rs ``ValidationError`` (usually one; several for unknown fields).
+
+    ``root`` replaces the first step of the error's path (the member of the
+    instance that holds the checked value) as the entries' location.
+    """
     kind = error.kind
     keyword = kind.name
     if keyword == "oneOf":
         # Both oneOf failures share the keyword; the kind's class tells them apart.
         keyword = "oneOfMultipleValid" if type(kind).__name__ == "OneOfMultipleValid" else "oneOfNotValid"
     path = list(error.instance_path)
+    if root is not None and path:
+        path[0] = root
     if keyword in _SIMPLE:
         code, template = _SIMPLE[keyword]
         return [_entry(code, path, template.format(limit=_json(kind.limit)), names)]
@@ -140,7 +146,7 @@ def describe(error: Any, names: Mapping[str, str]) -> list[dict[str, Any]]:
     if keyword == "const":
         return [_entry("ENUM_MISMATCH", path, f"must be {_json(kind.expected_value)}", names)]
     if keyword in ("anyOf", "oneOfNotValid"):
-        narrowed = _narrow(kind.context, path, names)
+        narrowed = _narrow(kind.context, list(error.instance_path), names, root)
         if narrowed is not None:
             return narrowed
         return [_entry("INVALID", path, "does not match any of the allowed shapes", names)]
@@ -165,7 +171,7 @@ def _type_order(name: str) -> tuple[int, str]:
 
 
 def _narrow(
-    context: list[list[Any]], path: list[Any], names: Mapping[str, str]
+    context: list[list[Any]], path: list[Any], names: Mapping[str, str], root: str | None
 ) -> list[dict[str, Any]] | None:
     """When exactly one branch of an ``anyOf``/``oneOf`` fits the value's type, that branch's errors."""
     fitting = [
@@ -180,16 +186,18 @@ def _narrow(
         return None
     entries: list[dict[str, Any]] = []
     for error in fitting[0]:
-        entries.extend(describe(error, names))
+        entries.extend(describe(error, names, root))
     return entries
 
 
-def collect(errors: Iterable[Any], names: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
+def collect(
+    errors: Iterable[Any], names: Mapping[str, str], limit: int, root: str | None = None
+) -> list[dict[str, Any]]:
     """The sorted, de-duplicated entries for a validator's errors, at most ``limit``."""
     entries: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
     for error in errors:
-        for entry in describe(error, names):
+        for entry in describe(error, names, root):
             key = (entry["in"], entry.get("pointer", entry.get("name", "")), entry["code"])
             if key in seen:
                 continue

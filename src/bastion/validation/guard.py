@@ -8,6 +8,7 @@ A request the router did not match to an operation passes untouched.
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import (
@@ -24,6 +25,7 @@ from bastion.asgi import (
 )
 from bastion.problems import PayloadTooLarge, Problem, ValidationFailed
 from bastion.validation.operation import CompiledOperation
+from bastion.validation.responses import ResponseSchemas, recording_send
 
 if TYPE_CHECKING:
     from bastion.stack import Bastion
@@ -39,11 +41,24 @@ def _summary(entries: list[dict[str, Any]]) -> str:
 class ValidationGuard:
     """Rejects requests that break their operation's description, with every error at once."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, failures: Any = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        failures: Any = None,
+        response_rate: float = 0.0,
+        response_failures: Any = None,
+        logger: Any = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         #: ``bastion_validation_failures_total{operation,code}``, or ``None`` without metrics.
         self.failures = failures
+        #: The share of responses checked in shadow mode (0 when off).
+        self.response_rate = response_rate
+        self.response_failures = response_failures
+        self.logger = logger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
@@ -88,7 +103,26 @@ class ValidationGuard:
                 for entry in entries:
                     self._count(operation, entry["code"])
             raise ValidationFailed(_summary(entries), errors=entries)
+        if self.response_rate and operation.responses is not None and random.random() < self.response_rate:
+            send = self._shadow(operation, operation.responses, send)
         await self.app(scope, receive, send)
+
+    def _shadow(self, operation: CompiledOperation, schemas: ResponseSchemas, send: Send) -> Send:
+        def report(status: int, entries: list[dict[str, Any]]) -> None:
+            if not entries:
+                return
+            if self.logger is not None:
+                self.logger.warning(
+                    "response does not match the description",
+                    operation=operation.label,
+                    status=status,
+                    errors=entries,
+                )
+            if self.response_failures is not None:
+                for entry in entries:
+                    self.response_failures.labels(operation.label, entry["code"]).inc()
+
+        return recording_send(send, schemas, self.max_body_bytes, report)
 
     def _count(self, operation: CompiledOperation, code: str) -> None:
         if self.failures is not None:
@@ -110,4 +144,19 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
             "Requests rejected by validation, by operation and error code (one per errors[] entry).",
             ["operation", "code"],
         )
-    return ValidationGuard(app, max_body_bytes=config.validation.max_body_bytes, failures=failures)
+    responses = config.validation.responses
+    response_failures = None
+    if responses.enabled and bastion.metrics is not None:
+        response_failures = bastion.metrics.counter(
+            "bastion_response_validation_failures_total",
+            "Responses that break their description (shadow mode), by operation and error code.",
+            ["operation", "code"],
+        )
+    return ValidationGuard(
+        app,
+        max_body_bytes=config.validation.max_body_bytes,
+        failures=failures,
+        response_rate=responses.sample_rate if responses.enabled else 0.0,
+        response_failures=response_failures,
+        logger=bastion.logger,
+    )

@@ -28,6 +28,7 @@ from bastion.validation.bodies import (
     parse_multipart,
 )
 from bastion.validation.params import Guide, Parameter, group_query, is_missing, parse_cookies, parse_query
+from bastion.validation.responses import ResponseSchemas
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class CompiledOperation:
     query_params: list[Parameter] = field(default_factory=list)
     header_params: dict[bytes, Parameter] = field(default_factory=dict)
     cookie_params: list[Parameter] = field(default_factory=list)
+    #: The compiled response schemas, when response validation is on.
+    responses: ResponseSchemas | None = None
     #: The common spellings of the declared media types, parsed once (``application/json``).
     _exact_media: dict[bytes, tuple[BodyMedia, MediaType]] = field(default_factory=dict)
 
