@@ -262,3 +262,17 @@ def test_text_report_prints_brackets_in_messages() -> None:
     out = StringIO()
     print_text(result, Console(file=out, width=200))
     assert "[bold]Missing" in out.getvalue()
+
+
+def test_loading_pauses_the_garbage_collector_and_restores_it() -> None:
+    import gc
+
+    assert gc.isenabled()
+    lint_text((FIXTURES / "lint_clean.yaml").read_text())
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_text("a: 1\n")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import yaml
 
-from bastion.check.document import Document, Path_, iter_operations
+from bastion.check.document import Document, Path_, iter_operations, no_gc
 from bastion.check.findings import FindingSink
 from bastion.check.rules.operations import (
     IDEMPOTENCY_HEADER,
@@ -280,6 +280,7 @@ def fix_document(doc: Document) -> int:
 
 def write_fixed(doc: Document, out: str | Path) -> int:
     """Augment ``doc`` and write it to ``out``; returns the number of changes."""
-    changes = fix_document(doc)
-    dump(doc.data, Path(out))
+    with no_gc():
+        changes = fix_document(doc)
+        dump(doc.data, Path(out))
     return changes

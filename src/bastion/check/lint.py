@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.check.config import LintConfig
-from bastion.check.document import Document, ParseError, load_file, load_text
+from bastion.check.document import Document, ParseError, load_file, load_text, no_gc
 from bastion.check.findings import Finding, FindingSink, reaches
 from bastion.check.rules.catalog import PITFALLS, RULES
 from bastion.check.rules.operations import OperationRules
@@ -57,7 +57,8 @@ def lint_document(
     else:
         source = source or doc.source
         sink = FindingSink(doc, disabled)
-        operations = OperationRules(doc, sink).run()
+        with no_gc():
+            operations = OperationRules(doc, sink).run()
     order = {p: i for i, p in enumerate(PITFALLS)}
     rank = {"error": 0, "warning": 1, "info": 2}
     findings = sorted(sink.findings, key=lambda f: (order[f.pitfall], rank[f.severity], f.line or 0, f.rule))
