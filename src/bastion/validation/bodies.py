@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from bastion.problems import MalformedBody
-from bastion.validation.params import Guide, coerce_tree, nest_pairs, parse_query
+from bastion.validation.coerce import Guide, coerce_tree
+from bastion.validation.params import nest_pairs, parse_query
 
 JSON = "json"
 FORM = "form"

@@ -23,9 +23,10 @@ import jsonschema_rs
 
 from bastion.config import Config
 from bastion.validation.bodies import OTHER, kind_of
+from bastion.validation.coerce import Guide
 from bastion.validation.openapi import Description, pointer_of
 from bastion.validation.operation import BodyMedia, CompiledOperation, Options
-from bastion.validation.params import Guide, Parameter
+from bastion.validation.params import Parameter
 from bastion.validation.responses import ResponseSchemas
 from bastion.validation.schemas import DEFS_URI, SchemaTranslator, View
 

@@ -27,7 +27,8 @@ from bastion.validation.bodies import (
     parse_media_type,
     parse_multipart,
 )
-from bastion.validation.params import Guide, Parameter, group_query, is_missing, parse_cookies, parse_query
+from bastion.validation.coerce import Guide
+from bastion.validation.params import Parameter, group_query, is_missing, parse_cookies, parse_query
 from bastion.validation.responses import ResponseSchemas
 
 
