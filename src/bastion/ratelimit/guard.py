@@ -83,6 +83,7 @@ class RateLimitGuard:
         self.operation_rules = dict(operation_rules or {})
         self.fail_closed = on_store_error == "closed"
         self.timeout_s = timeout_s
+        self.outer_timeout_s = max(1.0, 10 * timeout_s)
         self.breaker = breaker or CircuitBreaker(3, 5.0)
         self.draft_headers = headers in ("both", "draft")
         self.legacy_headers = headers in ("both", "legacy")
@@ -157,7 +158,9 @@ class RateLimitGuard:
         if not self.breaker.allow():
             return None
         try:
-            async with asyncio.timeout(self.timeout_s):
+            # The store bounds its own wait for Redis by ``timeout``; this outer bound only
+            # guards against a wait that never ends (a pool that never frees a connection).
+            async with asyncio.timeout(self.outer_timeout_s):
                 decision = await self.store.decide(checks, request_id)
         except Exception as exc:
             self._store_error("decide", exc)

@@ -89,6 +89,7 @@ class RedisStore:
     def __init__(self, url: str, *, key_prefix: str = "bastion:rl", timeout_s: float = 0.05) -> None:
         self.url = url
         self.prefix = "{" + key_prefix + "}:"
+        self.timeout_s = timeout_s
         # The guard bounds each decision with its own timeout; the socket timeouts only
         # make sure a dead connection is noticed and dropped from the pool.
         self.redis: Redis = Redis.from_url(
@@ -206,11 +207,14 @@ class RedisStore:
         try:
             await connection.send_packed_command(b"".join(many), check_health=False)
             results: list[Any] = []
-            for _ in many:
-                try:
-                    results.append(await connection.read_response())
-                except ResponseError as exc:
-                    results.append(exc)
+            # The timeout covers Redis's answer, not the wait for a turn of a busy event loop
+            # before the write: a slow process must not be mistaken for a slow store.
+            async with asyncio.timeout(self.timeout_s):
+                for _ in many:
+                    try:
+                        results.append(await connection.read_response())
+                    except ResponseError as exc:
+                        results.append(exc)
         except BaseException:
             # A reply may be half read: the connection cannot be reused.
             await connection.disconnect()
