@@ -146,9 +146,22 @@ def operation_extensions(spec_path: str | None) -> dict[tuple[str, str], Any]:
     if not spec_path:
         return {}
     try:
-        import yaml
+        text = Path(spec_path).read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    if OPERATION_EXTENSION not in text:
+        # Most descriptions declare no limits: skip parsing them twice.
+        return {}
+    try:
+        if spec_path.endswith(".json"):
+            import orjson
 
-        document = yaml.safe_load(Path(spec_path).read_text(encoding="utf-8"))
+            document = orjson.loads(text)
+        else:
+            import yaml
+
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            document = yaml.load(text, Loader=loader)  # noqa: S506  # a safe loader, C or Python
     except Exception:
         return {}
     found: dict[tuple[str, str], Any] = {}
