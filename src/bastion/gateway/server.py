@@ -165,6 +165,15 @@ def app_from_environment() -> GatewayApp:
     return build_gateway(os.environ.get(CONFIG_ENV))
 
 
+def _http_protocol() -> Any:
+    """The gateway's coalescing protocol when httptools is installed, else uvicorn's choice."""
+    try:
+        from bastion.gateway.transport import GatewayHttpProtocol
+    except ImportError:
+        return "auto"
+    return GatewayHttpProtocol
+
+
 def run_gateway(
     config_path: str | os.PathLike[str] | None,
     *,
@@ -205,6 +214,7 @@ def run_gateway(
     uvicorn.run(
         "bastion.gateway.server:app_from_environment",
         factory=True,
+        http=_http_protocol(),
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
