@@ -379,3 +379,30 @@ async def test_memory_store_forgets_idle_keys() -> None:
     assert 1000 <= len(store) <= 1100
     # A key in use is never swept: its count survives.
     assert store.decide_now([hot], "r").verdicts[0].remaining == 100 - 11
+
+
+async def test_forged_forwarded_for_does_not_escape_an_ip_limit(make: Make) -> None:
+    rule = {"name": "per-ip", "key": "ip", "limit": "2/minute", "algorithm": "fixed_window"}
+    # The test client connects from 127.0.0.1, which is not a trusted proxy here.
+    bastion = make({"rate_limits": {"rules": [rule]}})
+    async with client(bastion) as http:
+        statuses = [
+            (await http.get("/", headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code
+            for i in range(4)
+        ]
+    assert statuses == [200, 200, 429, 429]
+
+
+async def test_forwarded_for_from_a_trusted_proxy_names_the_client(make: Make) -> None:
+    rule = {"name": "per-ip", "key": "ip", "limit": "2/minute", "algorithm": "fixed_window"}
+    bastion = make({"clients": {"trusted_proxies": ["127.0.0.1/32"]}, "rate_limits": {"rules": [rule]}})
+    async with client(bastion) as http:
+        spread = [
+            (await http.get("/", headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code
+            for i in range(4)
+        ]
+        same = [
+            (await http.get("/", headers={"X-Forwarded-For": "203.0.113.5"})).status_code for _ in range(3)
+        ]
+    assert spread == [200, 200, 200, 200]
+    assert same == [200, 200, 429]
