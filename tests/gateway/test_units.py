@@ -1,0 +1,163 @@
+"""The gateway's sans-I/O parts: configuration, header rules, problem detection."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from bastion.cli import app as cli
+from bastion.config import ConfigError, load_config
+from bastion.gateway.headers import HOP_BY_HOP, Forwarding, response_headers
+from bastion.gateway.normalize import is_problem, needs_normalizing
+from tests.gateway.conftest import clean_env
+
+NAMES = st.sampled_from(
+    [
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"upgrade",
+        b"x-a",
+        b"x-b",
+        b"accept",
+        b"cookie",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"proxy-authorization",
+        b"host",
+        b"transfer-encoding",
+        b"traceparent",
+        b"x-request-id",
+        b"content-length",
+    ]
+)
+VALUES = st.sampled_from([b"1.2.3.4", b"x-a", b"close", b"x-b, keep-alive", b"for=6.6.6.6", b"v"])
+HEADERS = st.lists(st.tuples(NAMES, VALUES), max_size=12)
+
+
+def test_gateway_section_defaults_and_durations() -> None:
+    config = load_config({"gateway": {"read_timeout": "250ms", "workers": 4}}, env={})
+    assert config.gateway.read_timeout.ms == 250
+    assert config.gateway.workers == 4
+    assert config.gateway.connect_timeout.ms == 5000
+    assert config.gateway.admin_port is None
+
+
+@pytest.mark.parametrize(
+    ("section", "path"),
+    [
+        ({"workers": 0}, "gateway.workers"),
+        ({"read_timout": "1s"}, "gateway.read_timout"),
+        ({"connect_timeout": "0s"}, "gateway.connect_timeout"),
+        ({"port": 70000}, "gateway.port"),
+    ],
+)
+def test_bad_gateway_keys_are_reported_with_their_path(section: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"gateway": section}, env={})
+    assert [p for p, _ in caught.value.problems] == [path]
+
+
+def test_environment_overrides_gateway_keys() -> None:
+    config = load_config({}, env={"BASTION_GATEWAY__READ_TIMEOUT": "2s", "BASTION_UPSTREAM": "http://x:1/"})
+    assert config.gateway.read_timeout.ms == 2000
+    assert config.upstream == "http://x:1"
+
+
+def test_config_check_covers_the_gateway_section(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.yaml"
+    path.write_text("upstream: http://127.0.0.1:3000\ngateway:\n  read_timout: 5s\n")
+    result = CliRunner().invoke(cli, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    assert "gateway.read_timout" in result.output
+    assert "did you mean 'read_timeout'" in result.output
+
+
+def test_gateway_without_an_upstream_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.yaml"
+    path.write_text("store: memory://\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion", "gateway", "--config", str(path), "--port", "1"],
+        capture_output=True,
+        timeout=60,
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"upstream" in result.stderr
+
+
+@given(HEADERS, st.booleans())
+def test_no_hop_by_hop_or_forged_forwarding_header_reaches_the_upstream(
+    headers: list[tuple[bytes, bytes]], trusted: bool
+) -> None:
+    forwarding = Forwarding(["10.0.0.0/8"])
+    out = forwarding.upstream_headers(
+        headers,
+        peer="10.0.0.1" if trusted else "203.0.113.5",
+        scheme="http",
+        traceparent=None,
+        request_id=None,
+    )
+    names = [k.lower().encode() for k, _ in out]
+    assert not set(names) & HOP_BY_HOP
+    listed = {t.strip() for k, v in headers if k == b"connection" for t in v.split(b",")} - {
+        b"close",
+        b"keep-alive",
+    }
+    assert not set(names) & listed
+    for name in (b"x-forwarded-for", b"forwarded", b"x-forwarded-proto"):
+        assert names.count(name) == 1
+    xff = dict((k.lower(), v) for k, v in out)["x-forwarded-for"]
+    if trusted:
+        assert xff.endswith("10.0.0.1")
+    else:
+        assert xff == "203.0.113.5"
+
+
+@given(HEADERS)
+def test_response_headers_lose_every_hop_by_hop_header(headers: list[tuple[bytes, bytes]]) -> None:
+    kept = response_headers(headers)
+    assert not {k for k, _ in kept} & HOP_BY_HOP
+    assert all(k == k.lower() for k, _ in kept)
+
+
+def test_ipv6_peers_are_quoted_in_forwarded() -> None:
+    out = dict(
+        Forwarding().upstream_headers(
+            [(b"host", b"api.example")], peer="2001:db8::1", scheme="https", traceparent=None, request_id=None
+        )
+    )
+    assert out["Forwarded"] == 'for="[2001:db8::1]";proto=https;host=api.example'
+    assert out["X-Forwarded-Proto"] == "https"
+
+
+@pytest.mark.parametrize(
+    ("media_type", "body", "status", "expected"),
+    [
+        (b"application/problem+json", b"", 500, True),
+        (b"application/json", b'{"status": 404, "title": "Not found"}', 404, True),
+        (b"application/json", b'{"status": 500, "title": "x"}', 404, False),
+        (b"application/json", b'{"error": "nope"}', 400, False),
+        (b"application/json", b"[1, 2]", 400, False),
+        (b"application/json", b"not json", 400, False),
+        (b"text/html", b"<html>", 500, False),
+    ],
+)
+def test_what_counts_as_a_problem(media_type: bytes, body: bytes, status: int, expected: bool) -> None:
+    assert is_problem(media_type, body, status) is expected
+
+
+def test_only_errors_are_read_for_normalization() -> None:
+    assert needs_normalizing(500, b"text/html")
+    assert not needs_normalizing(500, b"application/problem+json")
+    assert not needs_normalizing(200, b"text/html")
+    assert not needs_normalizing(302, b"text/html")
