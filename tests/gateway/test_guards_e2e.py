@@ -160,3 +160,29 @@ def test_unknown_route_never_reaches_the_upstream(stack: tuple[Server, Server]) 
     response = httpx.get(gateway.base + "/admin/secrets", timeout=10)
     assert response.status_code == 404
     assert response.json()["code"] == "NOT_FOUND"
+
+
+def test_server_sent_events_arrive_as_the_upstream_writes_them(
+    stack: tuple[Server, Server], request: pytest.FixtureRequest
+) -> None:
+    gateway, upstream = stack
+    express = "express" in request.node.callspec.id
+    started = time.monotonic()
+    with httpx.stream("GET", gateway.base + "/events", params={"ms": "3000"}, timeout=15) as response:
+        assert response.status_code == 200
+        received = b""
+        chunks = response.iter_raw()
+        while b"data: one\n\n" not in received:
+            received += next(chunks)
+        first_after = time.monotonic() - started
+        assert b"second" not in received
+        if not express:
+            # The Starlette upstream holds the stream until it is released.
+            httpx.post(upstream.base + "/release", timeout=5)
+        for chunk in chunks:
+            received += chunk
+    assert b"data: two" in received
+    if express:
+        # Express writes the second event 3 s after the first.
+        assert first_after < 2.5, f"the first event took {first_after:.1f} s"
+        assert time.monotonic() - started >= 2.9
