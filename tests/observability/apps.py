@@ -25,6 +25,8 @@ GUARD_COUNTERS: dict[str, tuple[str, list[str]]] = {
     "ratelimit": ("bastion_rate_limit_decisions_total", ["rule", "outcome"]),
     "validation": ("bastion_validation_failures_total", ["operation", "code"]),
     "idempotency": ("bastion_idempotency_events_total", ["event"]),
+    "store": ("bastion_store_errors_total", ["store", "operation"]),
+    "upstream": ("bastion_gateway_upstream_errors_total", ["kind"]),
 }
 
 

@@ -105,9 +105,9 @@ def send_traffic(base: str, wave: int) -> None:
         http.get("/boom")
         http.post("/invalid", json={})
         http.post("/guards/idempotency", params={"event": "replayed"})
-        http.post("/guards/idempotency", params={"event": "conflict" if wave % 2 else "stored"})
+        http.post("/guards/idempotency", params={"event": "mismatch" if wave % 2 else "in_progress"})
         http.post("/guards/validation", params={"operation": "createOrder", "code": "INVALID_FORMAT"})
-        http.post("/guards/ratelimit", params={"rule": "per-client", "outcome": "rejected"})
+        http.post("/guards/ratelimit", params={"rule": "per-client", "outcome": "limited"})
 
 
 def test_dashboard_renders_without_errors_and_follows_traffic(browser: Any, server: str) -> None:
@@ -130,7 +130,7 @@ def test_dashboard_renders_without_errors_and_follows_traffic(browser: Any, serv
     errors = series_peaks(browser, "errors")
     assert errors["4xx"] > 0 and errors["5xx"] > 0
     assert series_peaks(browser, "ratelimited")["429"] > 0
-    assert set(series_peaks(browser, "idempotency")) >= {"replayed", "conflict"}
+    assert set(series_peaks(browser, "idempotency")) >= {"replayed", "mismatch"}
     assert int(browser.find_element("id", "tile-429").text) == 2 + 3 + 4 + 5
     assert "createOrder" in browser.find_element("id", "table-validation").text
     assert "INTERNAL_ERROR" in browser.find_element("id", "table-problems").text

@@ -133,26 +133,30 @@ async def test_data_reflects_traffic_and_every_guard_counter() -> None:
         await http.post("/invalid", json={})
         await http.post("/guards/idempotency", params={"event": "replayed"})
         await http.post("/guards/idempotency", params={"event": "replayed"})
-        await http.post("/guards/idempotency", params={"event": "conflict"})
+        await http.post("/guards/idempotency", params={"event": "mismatch"})
         await http.post("/guards/validation", params={"operation": "createOrder", "code": "INVALID_FORMAT"})
-        await http.post("/guards/ratelimit", params={"rule": "per-client", "outcome": "rejected"})
+        await http.post("/guards/ratelimit", params={"rule": "per-client", "outcome": "limited"})
+        await http.post("/guards/upstream", params={"kind": "timeout"})
+        await http.post("/guards/store", params={"store": "redis", "operation": "claim"})
         await http.get("/metrics")
         data = (await http.get("/_bastion/dashboard/data")).json()
 
     assert before["requests"]["total"] == 0
     requests = data["requests"]
     # The dashboard's own polls and the /metrics scrape are not traffic.
-    assert requests["total"] == 5 + 3 + 1 + 1 + 1 + 5
-    assert requests["2xx"] == 5 + 5
+    assert requests["total"] == 5 + 3 + 1 + 1 + 1 + 7
+    assert requests["2xx"] == 5 + 7
     assert requests["4xx"] == 3 + 1 + 1
     assert requests["5xx"] == 1
     assert requests["429"] == 3
     # The idempotency guard registers its events too (with zeros until they happen).
     assert data["idempotency"]["replayed"] == 2
-    assert data["idempotency"]["conflict"] == 1
+    assert data["idempotency"]["mismatch"] == 1
     assert data["validation"] == [{"operation": "createOrder", "code": "INVALID_FORMAT", "count": 1.0}]
     assert {"operation": "/invalid", "field": "/email", "count": 1.0} in data["validation_fields"]
-    assert data["rate_limits"] == [{"rule": "per-client", "outcome": "rejected", "count": 1.0}]
+    assert data["rate_limits"] == [{"rule": "per-client", "outcome": "limited", "count": 1.0}]
+    assert data["upstream_errors"] == {"timeout": 1.0}
+    assert data["store_errors"]["redis/claim"] == 1
     assert data["problems"]["INTERNAL_ERROR"] == 1
     assert data["problems"]["VALIDATION_FAILED"] == 1
     routes = {(r["method"], r["route"]): r for r in data["routes"]}

@@ -140,7 +140,7 @@ def snapshot(families: list[Metric], *, hidden_routes: Iterable[str] = ()) -> di
             _labelled(families, "bastion_validation_field_errors_total"), "operation", "field"
         ),
         "store_errors": _by(_labelled(families, "bastion_store_errors_total"), "store", "operation"),
-        "upstream_errors": sum(v for _, v in _labelled(families, "bastion_upstream_errors_total")),
+        "upstream_errors": _by(_labelled(families, "bastion_gateway_upstream_errors_total"), "kind"),
     }
 
 

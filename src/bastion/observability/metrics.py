@@ -54,7 +54,8 @@ GUARD_COUNTERS: dict[str, tuple[str, ...]] = {
     "bastion_validation_failures_total": ("operation", "code"),
     "bastion_idempotency_events_total": ("event",),
     "bastion_store_errors_total": ("store", "operation"),
-    "bastion_upstream_errors_total": (),
+    "bastion_response_validation_failures_total": ("operation", "code"),
+    "bastion_gateway_upstream_errors_total": ("kind",),
 }
 
 _INDEX_SEGMENT = re.compile(r"/\d+(?=/|$)")

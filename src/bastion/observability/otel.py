@@ -15,7 +15,7 @@ For guards, one call::
 
     from bastion.observability import record_event
 
-    record_event(ctx, "bastion.rate_limit", {"bastion.rule": rule.name, "bastion.outcome": "rejected"})
+    record_event(ctx, "bastion.rate_limit", {"bastion.rule": rule.name, "bastion.outcome": "limited"})
 """
 
 from __future__ import annotations

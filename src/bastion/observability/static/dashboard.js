@@ -166,6 +166,14 @@
     fill("table-validation", data.validation, ["operation", "code", "count"]);
     fill("table-problems", entries(data.problems, "code"), ["code", "count"]);
     fill("table-ratelimits", data.rate_limits, ["rule", "outcome", "count"]);
+    var dependencies = entries(data.store_errors, "source").map(function (row) {
+      row.source = "store " + row.source;
+      return row;
+    }).concat(entries(data.upstream_errors, "source").map(function (row) {
+      row.source = "upstream " + row.source;
+      return row;
+    })).filter(function (row) { return row.count > 0; });
+    fill("table-dependencies", dependencies, ["source", "count"]);
     fill("table-routes", data.routes, ["method", "route", "count", "4xx", "5xx"]);
     previous = data;
     updates += 1;
