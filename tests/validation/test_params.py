@@ -240,3 +240,9 @@ def test_query_parsing_helpers() -> None:
         "l": [{"x": "1", "y": "2"}, {"x": "3"}]
     }
     assert parse_cookies('a=1; b="two"; a=3') == {"a": "1", "b": "two"}
+
+
+def test_every_bad_item_of_an_array_parameter_is_reported_in_order() -> None:
+    param = {"name": "ids", "in": "query", "explode": False, "schema": INT_ARRAY}
+    _, errors = seen_values(param, query=b"ids=" + b",".join([b"x"] * 12))
+    assert [e["field"] for e in errors] == [f"ids[{i}]" for i in range(12)]

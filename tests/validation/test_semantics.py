@@ -288,3 +288,19 @@ def test_pointer_escaping() -> None:
     body = {"type": "object", "properties": {"a/b": {"type": "integer"}, "c~d": {"type": "integer"}}}
     errors = check_body(compile_spec(spec_with(body=body)), {"a/b": "x", "c~d": "y"})
     assert [e["pointer"] for e in errors] == ["/a~1b", "/c~0d"]
+
+
+def test_31_ref_siblings_apply_with_the_reference() -> None:
+    schemas = {"Base": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}}
+    body = {
+        "$ref": "#/components/schemas/Base",
+        "properties": {"note": {"type": "string"}},
+        "required": ["note"],
+    }
+    api = compile_spec(spec_with(version="3.1.0", body=body, schemas=schemas))
+    assert check_body(api, {"id": "1", "note": "n"}) == []
+    assert codes(check_body(api, {"id": "1"})) == [("REQUIRED", "/note")]
+    assert codes(check_body(api, {"id": "1", "note": "n", "x": 1})) == [("NOT_ALLOWED", "/x")]
+    # In 3.0 the siblings of $ref are ignored.
+    api30 = compile_spec(spec_with(version="3.0.3", body=body, schemas=schemas))
+    assert codes(check_body(api30, {"id": "1"})) == []

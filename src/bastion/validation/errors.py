@@ -198,7 +198,7 @@ def collect(
     seen: set[tuple[str, str, str]] = set()
     for error in errors:
         for entry in describe(error, names, root):
-            key = (entry["in"], entry.get("pointer", entry.get("name", "")), entry["code"])
+            key = (entry["in"], _place(entry), entry["code"])
             if key in seen:
                 continue
             seen.add(key)
@@ -211,9 +211,12 @@ def collect(
 
 
 def _place(entry: Mapping[str, Any]) -> str:
+    """Where an entry is, as a path ending in ``/`` (``body/items/0/``, ``query/ids/1/``)."""
     if entry["in"] == "body":
         return f"body{entry['pointer']}/"
-    return f"{entry['in']}/{entry['field'].replace('.', '/').replace('[', '/').replace(']', '')}/"
+    name = entry["name"]
+    rest = entry["field"][len(name) :].replace(".", "/").replace("[", "/").replace("]", "")
+    return f"{entry['in']}/{escape_token(name)}{rest}/"
 
 
 def _drop_shadowed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -243,6 +246,5 @@ def _drop_shadowed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def sort_key(entry: Mapping[str, Any]) -> tuple[Any, ...]:
     """The deterministic order of entries: location, place (array indexes numerically), code."""
-    place = entry.get("pointer", "/" + entry.get("name", ""))
-    steps = tuple((0, int(s), "") if s.isdigit() else (1, 0, s) for s in place.split("/"))
+    steps = tuple((0, int(s), "") if s.isdigit() else (1, 0, s) for s in _place(entry).split("/"))
     return (_LOCATION_RANK.get(entry["in"], len(LOCATIONS)), steps, entry["code"], entry["detail"])

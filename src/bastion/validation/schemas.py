@@ -121,12 +121,12 @@ class SchemaTranslator:
             view = "open"
         is_30 = self.description.is_30
         if "$ref" in schema:
-            ref = self._ref(schema["$ref"], at, view)
             if is_30 or len(schema) == 1:
-                return ref  # in 3.0 the siblings of $ref are ignored
+                return self._ref(schema["$ref"], at, view)  # in 3.0 the siblings of $ref are ignored
+            # 3.1: the siblings apply with the reference, as a composition does, so that
+            # unknown fields are judged by both together.
             rest = {k: v for k, v in schema.items() if k != "$ref"}
-            translated = self._node(rest, at, view)
-            return {"allOf": [ref, translated]} if isinstance(translated, dict) and translated else ref
+            schema = {**rest, "allOf": [{"$ref": schema["$ref"]}, *rest.get("allOf", ())]}
         if "discriminator" in schema and any(k in schema for k in ("oneOf", "anyOf")):
             schema = self._discriminated(schema, at)
         out: dict[str, Any] = {}
