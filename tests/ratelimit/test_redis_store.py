@@ -83,3 +83,26 @@ async def test_each_decision_is_one_script_call(redis_server: RedisServer) -> No
     assert calls == 50
     await client.aclose()
     await store.close()
+
+
+async def test_a_server_that_stops_answering_times_out_and_recovers(redis_server: RedisServer) -> None:
+    import os
+    import signal
+    import time
+
+    store = RedisStore(redis_server.url, key_prefix="t-" + uuid.uuid4().hex, timeout_s=0.05)
+    await store.start()
+    check = [Check("k", Limit.build("fixed_window", 100, 60_000_000), 1, False)]
+    assert (await store.decide(check, "a")).admitted
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await store.decide(check, "b")
+        assert time.monotonic() - started < 1.0
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    decision = await store.decide(check, "c")
+    assert decision.admitted
+    await store.close()

@@ -72,6 +72,48 @@ class _Command:
         return b"*%d\r\n" % (self.count + 2) + _EVAL + self.body
 
 
+class _ReplyDeadline:
+    """Like ``asyncio.timeout``, but a reply that arrived in time wins over the deadline.
+
+    The timeout covers Redis's answer, not the wait for a turn of a busy event loop:
+    a slow process must not be mistaken for a slow store. When the loop lags, the
+    deadline's timer and the reply's arrival come due in the same loop iteration and
+    the timer would run first; so the timer only schedules the cancellation, one turn
+    later, after the reader has had its turn.
+    """
+
+    __slots__ = ("_expired", "_finished", "_handle", "_task", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._expired = False
+        self._finished = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> None:
+        self._task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(self.seconds, loop.call_soon, self._expire)
+
+    def _expire(self) -> None:
+        if not self._finished and self._task is not None:
+            self._expired = True
+            self._task.cancel()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._finished = True
+        if self._handle is not None:
+            self._handle.cancel()
+        if (
+            self._expired
+            and kind is asyncio.CancelledError
+            and self._task is not None
+            and self._task.uncancel() == 0
+        ):
+            raise TimeoutError(f"Redis did not answer within {self.seconds} s") from exc
+
+
 def _decision(reply: list[int]) -> Decision:
     verdicts = [
         Verdict(reply[i] == 1, None, int(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]))
@@ -206,10 +248,8 @@ class RedisStore:
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(b"".join(many), check_health=False)
-            results: list[Any] = []
-            # The timeout covers Redis's answer, not the wait for a turn of a busy event loop
-            # before the write: a slow process must not be mistaken for a slow store.
-            async with asyncio.timeout(self.timeout_s):
+            async with _ReplyDeadline(self.timeout_s):
+                results: list[Any] = []
                 for _ in many:
                     try:
                         results.append(await connection.read_response())
