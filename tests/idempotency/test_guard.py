@@ -146,11 +146,11 @@ async def test_keys_are_scoped_per_operation(store_settings: dict[str, Any]) -> 
 
 async def test_record_expires_after_ttl(store_settings: dict[str, Any]) -> None:
     app = OrdersApp()
-    bastion, _ = guarded(app, store_settings, ttl="300ms")
+    bastion, _ = guarded(app, store_settings, ttl="600ms")
     async with client(bastion) as http:
         await http.post("/orders", json=ORDER, headers=key("k1"))
         replay = await http.post("/orders", json=ORDER, headers=key("k1"))
-        await asyncio.sleep(0.45)
+        await asyncio.sleep(0.75)
         after = await http.post("/orders", json=ORDER, headers=key("k1"))
     await bastion.shutdown()
     assert replay.headers["idempotent-replayed"] == "true"

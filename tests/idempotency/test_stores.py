@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
+import redis.asyncio as redis_asyncio
 
 from bastion.idempotency.config import IdempotencyConfig
 from bastion.idempotency.core import State, StoredResponse
@@ -16,7 +19,7 @@ from bastion.stores import parse_store_url
 RESPONSE = StoredResponse(
     201, ((b"content-type", b"application/json"), (b"location", b"/orders/1")), b'{"id":1}'
 )
-LEASE_MS = 300
+LEASE_MS = 400
 TTL_MS = 60_000
 
 
@@ -106,11 +109,11 @@ async def test_renewal_keeps_a_live_claim(store: IdempotencyStore) -> None:
 
 
 async def test_completed_record_expires_after_ttl(store: IdempotencyStore) -> None:
-    await store.claim("k", "fp", "a", LEASE_MS, 300)
-    assert await store.complete("k", "a", RESPONSE, 300)
-    assert (await store.claim("k", "fp", "b", LEASE_MS, 300)).state is State.COMPLETED
-    await asyncio.sleep(0.45)
-    fresh = await store.claim("k", "fp", "b", LEASE_MS, 300)
+    await store.claim("k", "fp", "a", LEASE_MS, 600)
+    assert await store.complete("k", "a", RESPONSE, 600)
+    assert (await store.claim("k", "fp", "b", LEASE_MS, 600)).state is State.COMPLETED
+    await asyncio.sleep(0.75)
+    fresh = await store.claim("k", "fp", "b", LEASE_MS, 600)
     assert fresh.state is State.CLAIMED and not fresh.took_over
 
 
@@ -138,3 +141,43 @@ async def test_keys_are_independent(store: IdempotencyStore) -> None:
 
 async def test_ping(store: IdempotencyStore) -> None:
     assert await store.ping()
+
+
+async def records_left(store: IdempotencyStore, settings: dict[str, Any]) -> int:
+    """How many records the store still holds, read the way an operator would."""
+    if store.kind == "memory":
+        return len(store)  # type: ignore[arg-type]
+    if store.kind == "sqlite":
+        conn = sqlite3.connect(parse_store_url(settings["store"]).path)
+        try:
+            return int(conn.execute(f"SELECT count(*) FROM {settings['table']}").fetchone()[0])
+        finally:
+            conn.close()
+    if store.kind == "postgres":
+        conn = await asyncpg.connect(settings["store"])
+        try:
+            return int(await conn.fetchval(f"SELECT count(*) FROM {settings['table']}"))
+        finally:
+            await conn.close()
+    client = redis_asyncio.Redis.from_url(settings["store"])
+    try:
+        return len([k async for k in client.scan_iter(match=settings["key_prefix"] + ":*", count=1000)])
+    finally:
+        await client.aclose()
+
+
+async def test_expired_records_are_removed_without_a_cron(
+    store: IdempotencyStore, store_settings: dict[str, Any]
+) -> None:
+    for i in range(5):
+        await store.claim(f"old-{i}", "fp", "o", LEASE_MS, 800)
+        await store.complete(f"old-{i}", "o", RESPONSE, 800)
+    await store.claim("abandoned", "fp", "o", LEASE_MS, 800)  # a claim whose owner died
+    assert await records_left(store, store_settings) == 6
+    await asyncio.sleep(1.2)  # past the TTL, and past the once-a-second clean-up pacing
+    await store.claim("new", "fp", "o", LEASE_MS, TTL_MS)
+    for _ in range(50):  # PostgreSQL cleans up in the background; give it a moment
+        if await records_left(store, store_settings) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await records_left(store, store_settings) == 1

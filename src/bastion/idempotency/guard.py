@@ -13,12 +13,13 @@ outer guard (rate limits, validation) is ever stored. For a request with a key:
    and copied on the way; before the last one goes out, the response is stored
    (statuses in ``store_statuses``) or the claim is released (5xx, an exception),
    always checked against the owner token. While the handler runs, the lease is
-   renewed every half lease, so only a dead or stalled process loses its claim.
+   renewed every quarter lease, so only a dead or stalled process loses its claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -42,6 +43,7 @@ from bastion.idempotency.core import (
     ClaimResult,
     KeyFormatError,
     ResponseCapture,
+    State,
     StatusPolicy,
     StoredResponse,
     decide,
@@ -116,43 +118,6 @@ class RequiredRoutes:
         return any(m == method and p.match(path) for m, p in self.patterns)
 
 
-class _Lease:
-    """Renews a claim's lease every half lease while its handler runs."""
-
-    __slots__ = ("guard", "handle", "key", "lost", "owner", "stopped")
-
-    def __init__(self, guard: IdempotencyGuard, key: str, owner: str) -> None:
-        self.guard = guard
-        self.key = key
-        self.owner = owner
-        self.stopped = False
-        self.lost = False
-        self.handle = asyncio.get_running_loop().call_later(guard.renew_every_s, self._fire)
-
-    def _fire(self) -> None:
-        if not self.stopped:
-            self.guard._spawn(self._renew())
-
-    async def _renew(self) -> None:
-        try:
-            renewed = await self.guard.store.renew(self.key, self.owner, self.guard.lease_ms)
-        except Exception as exc:
-            # A store hiccup: try again at the next interval, the lease may still hold.
-            self.guard._store_error("renew", exc)
-            renewed = True
-        if self.stopped:
-            return
-        if renewed:
-            self.handle = asyncio.get_running_loop().call_later(self.guard.renew_every_s, self._fire)
-        else:
-            self.lost = True
-            self.guard.logger.warning("idempotency lease lost to a takeover", owner=self.owner)
-
-    def stop(self) -> None:
-        self.stopped = True
-        self.handle.cancel()
-
-
 class IdempotencyGuard:
     """Pure ASGI guard that makes unsafe requests with an ``Idempotency-Key`` run at most once."""
 
@@ -176,7 +141,9 @@ class IdempotencyGuard:
         self.lease_ms = config.lease.ms
         self.ttl_ms = config.ttl.ms
         self.wait_s = config.wait.seconds
-        self.renew_every_s = max(config.lease.seconds / 2, 0.001)
+        # Claims are renewed once they are a quarter lease old, checked every quarter lease:
+        # a claim is renewed by half its lease at the latest.
+        self.renew_every_s = max(config.lease.seconds / 4, 0.001)
         self.mismatch_status = config.on_mismatch
         self.fail_closed = config.on_store_error == "closed"
         self.statuses = StatusPolicy(config.store_statuses)
@@ -186,7 +153,9 @@ class IdempotencyGuard:
         # without a random draw per request.
         self._owner_prefix = os.urandom(8).hex() + ":"
         self._owner_seq = itertools.count()
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Claims whose handlers run now: owner -> (record key, loop time of the last claim or renewal).
+        self._active: dict[str, tuple[str, float]] = {}
+        self._renewer: asyncio.Task[None] | None = None
         self._events: dict[str, Any] = {}
         self._store_errors: Any = None
         if metrics is not None:
@@ -221,10 +190,41 @@ class IdempotencyGuard:
             "idempotency store error", store=self.store.kind, operation=operation, error=repr(exc)
         )
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _hold(self, key: str, owner: str) -> None:
+        """Keep the claim's lease alive while its handler runs.
+
+        One task per guard renews every claim that has run for a quarter lease; a
+        request that ends sooner costs one dictionary entry and no timer.
+        """
+        loop = asyncio.get_running_loop()
+        self._active[owner] = (key, loop.time())
+        if self._renewer is None:
+            self._renewer = loop.create_task(self._renew_held())
+
+    async def _renew_held(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._active:
+                await asyncio.sleep(self.renew_every_s)
+                now = loop.time()
+                due = [(o, k) for o, (k, at) in self._active.items() if now - at >= self.renew_every_s]
+                if not due:
+                    continue
+                results = await asyncio.gather(
+                    *(self.store.renew(k, o, self.lease_ms) for o, k in due), return_exceptions=True
+                )
+                for (owner, key), renewed in zip(due, results, strict=True):
+                    if isinstance(renewed, BaseException):
+                        # A store hiccup: try again at the next tick, the lease may still hold.
+                        self._store_error("renew", renewed)
+                    elif owner in self._active:
+                        if renewed:
+                            self._active[owner] = (key, now)
+                        else:
+                            del self._active[owner]
+                            self.logger.warning("idempotency lease lost to a takeover", owner=owner)
+        finally:
+            self._renewer = None
 
     def _mode(self, method: str, ctx: RequestContext, path: str) -> int:
         operation = ctx.operation
@@ -239,6 +239,25 @@ class IdempotencyGuard:
             return REQUIRED
         return OPTIONAL if method in self.methods else OFF
 
+    # -- the resource side: nothing to open; stop renewing at shutdown ---------------------
+
+    name = "idempotency:lease-renewal"
+
+    async def start(self) -> None:
+        """Nothing to open: renewal starts with the first claim."""
+
+    async def close(self) -> None:
+        """Stop renewing leases (claims still running lose theirs when it ends)."""
+        renewer = self._renewer
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def ping(self) -> bool:
+        """Always ready."""
+        return True
+
     # -- the request path --------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -248,7 +267,10 @@ class IdempotencyGuard:
             return
         ctx: RequestContext = scope[SCOPE_KEY]
         path = scope["path"]
-        mode = self._mode(method, ctx, path)
+        if ctx.operation is None and not self.required.exact:
+            mode = OPTIONAL if method in self.methods else OFF
+        else:
+            mode = self._mode(method, ctx, path)
         if mode == OFF:
             await self.app(scope, receive, send)
             return
@@ -296,7 +318,7 @@ class IdempotencyGuard:
             self._count("unprotected")
             await self.app(scope, receive, send)
             return
-        action = decide(result, request_fp)
+        action = Action.PROCEED if result.state is State.CLAIMED else decide(result, request_fp)
         if action is Action.IN_PROGRESS and self.wait_s > 0:
             result, action = await self._wait(key, request_fp, owner, ctx, result, action)
             if result is None:
@@ -376,13 +398,13 @@ class IdempotencyGuard:
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, key: str, owner: str
     ) -> None:
         capture = ResponseCapture(self.max_stored_bytes)
-        lease = _Lease(self, key, owner)
+        self._hold(key, owner)
         settled = False  # completed or released: the record is no longer this request's to change
 
         async def settle() -> None:
             nonlocal settled
             settled = True
-            lease.stop()
+            self._active.pop(owner, None)
             if self.statuses.storable(capture.status):
                 await self._complete(key, owner, capture.result(), ctx)
             else:
@@ -404,7 +426,7 @@ class IdempotencyGuard:
             await self.app(scope, receive, send_capturing)
         except Problem as problem:
             if settled or capture.status or problem.status >= 500:
-                await self._abandon(settled, lease, key, owner)
+                await self._abandon(settled, key, owner)
                 raise
             # A client error raised by the handler is its answer: render it here so it is
             # stored and replayed like any other 4xx response.
@@ -415,16 +437,16 @@ class IdempotencyGuard:
             )
             await send_capturing({"type": "http.response.body", "body": rendered.body, "more_body": False})
         except BaseException:
-            await self._abandon(settled, lease, key, owner)
+            await self._abandon(settled, key, owner)
             raise
         else:
             # The application returned without finishing its response: nothing to store.
-            await self._abandon(settled, lease, key, owner)
+            await self._abandon(settled, key, owner)
 
-    async def _abandon(self, settled: bool, lease: _Lease, key: str, owner: str) -> None:
+    async def _abandon(self, settled: bool, key: str, owner: str) -> None:
         if settled:
             return
-        lease.stop()
+        self._active.pop(owner, None)
         await self._release(key, owner)
 
     async def _complete(self, key: str, owner: str, response: StoredResponse, ctx: RequestContext) -> None:
@@ -461,7 +483,7 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
     url = parse_store_url(config.store or bastion.config.store)
     store = open_store(url, config)
     bastion.add_resource(store)
-    return IdempotencyGuard(
+    guard = IdempotencyGuard(
         app,
         config,
         store,
@@ -469,3 +491,5 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         logger=bastion.logger,
         metrics=bastion.metrics,
     )
+    bastion.add_resource(guard)
+    return guard

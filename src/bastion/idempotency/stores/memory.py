@@ -87,8 +87,9 @@ class MemoryStore:
         if record is None:
             return False
         record.response = response
+        # No second heap entry: the sweep finds the claim's entry first and pushes it
+        # back with the later expiry then.
         record.expires_at = self.clock_ms() + ttl_ms
-        heapq.heappush(self._expiries, (record.expires_at, key))
         return True
 
     async def release(self, key: str, owner: str) -> bool:
@@ -113,10 +114,13 @@ class MemoryStore:
                 return
             _, key = heapq.heappop(heap)
             record = self._records.get(key)
-            # The heap may hold stale entries (a record completed later, or replaced): only
-            # drop a record whose own expiry has passed.
-            if record is not None and record.expires_at <= now:
+            if record is None:
+                continue
+            if record.expires_at <= now:
                 del self._records[key]
+            else:
+                # Completed (or claimed again) after this entry was pushed: it lives longer.
+                heapq.heappush(heap, (record.expires_at, key))
 
     async def start(self) -> None:
         """Nothing to open."""
