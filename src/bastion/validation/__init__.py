@@ -1,0 +1,1 @@
+"""Request validation from the OpenAPI description: loading, routing, compiled checks, the guard."""
