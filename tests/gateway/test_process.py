@@ -170,3 +170,22 @@ def test_stopped_upstream_is_a_502_problem(tmp_path: Path) -> None:
     finally:
         server.stop()
         own_upstream.stop()
+
+
+def test_a_cut_off_upload_never_reaches_the_upstream_as_complete(gateway: Server, upstream: Server) -> None:
+    import socket
+
+    def echoed() -> int:
+        return int(httpx.get(upstream.base + "/count", params={"name": "echo"}, timeout=5).json()["count"])
+
+    before = echoed()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"10\r\n0123456789abcdef\r\n"
+        )
+        time.sleep(0.5)  # the first chunk is on its way upstream; then the client vanishes
+    time.sleep(1.0)
+    assert echoed() == before, "the upstream took a cut-off body for a whole one"
+    # The gateway is still fine afterwards.
+    assert httpx.post(gateway.base + "/upload", content=b"x" * 10, timeout=5).json()["body_size"] == 10
