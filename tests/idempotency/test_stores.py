@@ -181,3 +181,20 @@ async def test_expired_records_are_removed_without_a_cron(
             break
         await asyncio.sleep(0.05)
     assert await records_left(store, store_settings) == 1
+
+
+async def test_sqlite_records_survive_a_restart(tmp_path: Any) -> None:
+    from bastion.idempotency.stores.sqlite import SQLiteStore
+
+    path = str(tmp_path / "restart.db")
+    first = SQLiteStore(path)
+    await first.start()
+    await first.claim("k", "fp", "o", LEASE_MS, TTL_MS)
+    assert await first.complete("k", "o", RESPONSE, TTL_MS)
+    await first.close()
+    second = SQLiteStore(path)
+    await second.start()
+    try:
+        assert (await second.claim("k", "fp", "x", LEASE_MS, TTL_MS)).response == RESPONSE
+    finally:
+        await second.close()
