@@ -189,3 +189,15 @@ def test_a_cut_off_upload_never_reaches_the_upstream_as_complete(gateway: Server
     assert echoed() == before, "the upstream took a cut-off body for a whole one"
     # The gateway is still fine afterwards.
     assert httpx.post(gateway.base + "/upload", content=b"x" * 10, timeout=5).json()["body_size"] == 10
+
+
+def test_a_refused_websocket_upgrade_is_refused_to_the_client(gateway: Server) -> None:
+    async def connect() -> int:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(gateway.base + "/no-such-socket"):
+                    return 101
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+
+    assert asyncio.run(connect()) == 403
