@@ -231,3 +231,16 @@ async def test_no_upstream_span_without_tracing(spans: InMemorySpanExporter) -> 
         await http.post("/orders")
     assert seen["span"] is None
     assert spans.get_finished_spans() == ()
+
+
+async def test_console_exporter_prints_spans_with_the_service_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = {"observability": {"otel": {"enabled": True, "exporter": "console", "service_name": "checkout"}}}
+    app = make_app(config, log_stream=io.BytesIO())
+    async with client(app) as http:
+        response = await http.get("/items/3")
+    printed = capsys.readouterr().out
+    assert '"name": "GET /items/{item_id}"' in printed
+    assert '"service.name": "checkout"' in printed
+    assert response.headers["traceparent"].split("-")[1] in printed
