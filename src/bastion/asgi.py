@@ -89,8 +89,8 @@ class RequestContext:
         self.problem_code: str | None = None
         #: Free-form facts for the access log line (``idempotency: replayed``, ...).
         self.log: dict[str, Any] = {}
-        #: The OpenTelemetry server span when tracing is on; guards add events to it with
-        #: :func:`bastion.observability.record_event`, never directly.
+        #: The server span (``bastion.observability.otel.ServerSpan``) when tracing is on;
+        #: guards add events to it with :func:`bastion.observability.record_event`.
         self.span: Any = None
 
     def __repr__(self) -> str:
