@@ -244,3 +244,20 @@ async def test_console_exporter_prints_spans_with_the_service_name(
     assert '"name": "GET /items/{item_id}"' in printed
     assert '"service.name": "checkout"' in printed
     assert response.headers["traceparent"].split("-")[1] in printed
+
+
+def test_opentelemetry_is_not_even_imported_when_tracing_is_off() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from bastion import Bastion\n"
+        "async def app(scope, receive, send): pass\n"
+        "Bastion(app, {'store': 'memory://'}, env={})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
