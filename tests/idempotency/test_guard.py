@@ -412,3 +412,26 @@ async def test_body_over_the_limit_is_413_before_any_claim(store_settings: dict[
         response = await http.post("/orders", content=b"x" * 200, headers=key("k1"))
     assert response.status_code == 413
     assert app.executions == 0
+
+
+async def test_a_live_handler_keeps_its_claim_past_the_lease(store_settings: dict[str, Any]) -> None:
+    app = OrdersApp()
+    app.gate = asyncio.Event()
+    bastion, _ = guarded(app, store_settings, lease="400ms")
+    async with client(bastion) as http:
+        first = asyncio.create_task(http.post("/orders", json=ORDER, headers={**key("k1"), "X-Mode": "slow"}))
+        for _ in range(200):
+            if app.executions:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.9)  # more than two leases: only renewal keeps the claim
+        duplicate = await http.post("/orders", json=ORDER, headers=key("k1"))
+        app.gate.set()
+        done = await first
+        replay = await http.post("/orders", json=ORDER, headers=key("k1"))
+    await bastion.shutdown()
+    assert duplicate.status_code == 409
+    assert duplicate.json()["code"] == "IDEMPOTENCY_REQUEST_IN_PROGRESS"
+    assert done.status_code == 201 and "idempotency" not in done.headers
+    assert replay.content == done.content
+    assert app.executions == 1

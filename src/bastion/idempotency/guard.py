@@ -198,7 +198,8 @@ class IdempotencyGuard:
         """
         loop = asyncio.get_running_loop()
         self._active[owner] = (key, loop.time())
-        if self._renewer is None:
+        renewer = self._renewer
+        if renewer is None or renewer.get_loop() is not loop:
             self._renewer = loop.create_task(self._renew_held())
 
     async def _renew_held(self) -> None:
