@@ -1,7 +1,7 @@
 """A small Starlette app for the observability tests, in-process and under real servers.
 
-``make_app()`` builds it behind bastion; ``app`` is the same for ``uvicorn
-tests.observability.apps:app`` (configured through ``BASTION_...`` variables). The
+``make_app()`` builds it behind bastion; ``uvicorn --factory
+tests.observability.apps:from_environment`` serves it, configured by ``BASTION_...`` variables. The
 ``/guards/...`` endpoints count through ``bastion.metrics.counter`` exactly as the
 guards do, so the dashboard can be shown every kind of counter it reads.
 """
@@ -103,9 +103,6 @@ def make_app(config: dict[str, Any] | None = None, **kwargs: Any) -> Bastion:
     return bastion
 
 
-def _from_environment() -> Bastion:
-    # Under a real server the configuration comes from BASTION_... variables.
+def from_environment() -> Bastion:
+    """The app for ``uvicorn --factory``: configured by the ``BASTION_...`` variables."""
     return make_app(env=None)
-
-
-app = _from_environment()

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def serve(env: Mapping[str, str], log_path: Path, *, workers: int = 1, timeout: float = 30) -> Iterator[str]:
-    """Run ``tests.observability.apps:app`` under uvicorn; yields the base URL; stops it afterwards."""
+    """Run the test app (``tests.observability.apps``) under uvicorn; yields the base URL."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("BASTION_", "PROMETHEUS_"))}
     environment.update({"BASTION_STORE": "memory://", "BASTION_LOGGING__ACCESS": "false", **env})
@@ -28,7 +28,8 @@ def serve(env: Mapping[str, str], log_path: Path, *, workers: int = 1, timeout: 
         sys.executable,
         "-m",
         "uvicorn",
-        "tests.observability.apps:app",
+        "--factory",
+        "tests.observability.apps:from_environment",
         "--host",
         "127.0.0.1",
         "--port",
