@@ -106,6 +106,10 @@ class Verdict(NamedTuple):
     retry_us: int
 
 
+# NamedTuple's generated __new__ is a Python frame; the hot path builds verdicts directly.
+_new = tuple.__new__
+
+
 def gcra(tat: int | None, now: int, cost: int, limit: Limit) -> Verdict:
     """Generic cell rate algorithm: ``tat`` is the theoretical arrival time (``None`` when new)."""
     base = tat if tat is not None and tat > now else now
@@ -113,9 +117,9 @@ def gcra(tat: int | None, now: int, cost: int, limit: Limit) -> Verdict:
     allow_at = new_tat - limit.tau_us
     if allow_at > now:
         remaining = (now + limit.tau_us - base) // limit.emission_us
-        return Verdict(False, tat, max(remaining, 0), base - now, allow_at - now)
+        return _new(Verdict, (False, tat, max(remaining, 0), base - now, allow_at - now))
     remaining = (now + limit.tau_us - new_tat) // limit.emission_us
-    return Verdict(True, new_tat, remaining, new_tat - now, 0)
+    return _new(Verdict, (True, new_tat, remaining, new_tat - now, 0))
 
 
 def fixed_window(state: tuple[int, int] | None, now: int, cost: int, limit: Limit) -> Verdict:
@@ -125,9 +129,9 @@ def fixed_window(state: tuple[int, int] | None, now: int, cost: int, limit: Limi
     count = state[1] if state is not None and state[0] == start else 0
     reset = start + period - now
     if count + cost > limit.limit:
-        return Verdict(False, state, limit.limit - count, reset, reset)
+        return _new(Verdict, (False, state, limit.limit - count, reset, reset))
     count += cost
-    return Verdict(True, (start, count), limit.limit - count, reset, 0)
+    return _new(Verdict, (True, (start, count), limit.limit - count, reset, 0))
 
 
 def sliding_window(state: tuple[int, int, int] | None, now: int, cost: int, limit: Limit) -> Verdict:
@@ -161,11 +165,11 @@ def sliding_window(state: tuple[int, int, int] | None, now: int, cost: int, limi
             retry = start + period + wait_ms * 1000 - now
         used = -(-(weighted + cur * period_ms) // period_ms)
         reset = start + (2 * period if cur else period) - now
-        return Verdict(False, state, max(limit.limit - used, 0), reset, max(retry, 1))
+        return _new(Verdict, (False, state, max(limit.limit - used, 0), reset, max(retry, 1)))
     cur += cost
     used = -(-(weighted + cur * period_ms) // period_ms)
     reset = start + 2 * period - now
-    return Verdict(True, (start, prev, cur), max(limit.limit - used, 0), reset, 0)
+    return _new(Verdict, (True, (start, prev, cur), max(limit.limit - used, 0), reset, 0))
 
 
 def sliding_log(stamps: Sequence[int], now: int, cost: int, limit: Limit) -> Verdict:
@@ -181,9 +185,9 @@ def sliding_log(stamps: Sequence[int], now: int, cost: int, limit: Limit) -> Ver
         # The request fits once the oldest (count + cost - limit) stamps have left the window.
         oldest_needed = stamps[count + cost - limit.limit - 1]
         reset = stamps[-1] + period - now
-        return Verdict(False, 0, limit.limit - count, reset, max(oldest_needed + period - now, 1))
+        return _new(Verdict, (False, 0, limit.limit - count, reset, max(oldest_needed + period - now, 1)))
     reset = period
-    return Verdict(True, cost, limit.limit - count - cost, reset, 0)
+    return _new(Verdict, (True, cost, limit.limit - count - cost, reset, 0))
 
 
 def concurrency(in_flight: int, cost: int, limit: Limit) -> Verdict:
@@ -192,8 +196,8 @@ def concurrency(in_flight: int, cost: int, limit: Limit) -> Verdict:
     A rejection cannot know when a slot frees up; it suggests one second.
     """
     if in_flight + cost > limit.limit:
-        return Verdict(False, 0, max(limit.limit - in_flight, 0), 0, US_PER_SECOND)
-    return Verdict(True, cost, limit.limit - in_flight - cost, 0, 0)
+        return _new(Verdict, (False, 0, max(limit.limit - in_flight, 0), 0, US_PER_SECOND))
+    return _new(Verdict, (True, cost, limit.limit - in_flight - cost, 0, 0))
 
 
 def retry_after_seconds(retry_us: int) -> int:

@@ -27,6 +27,7 @@ from bastion.ratelimit.rules import (
     operation_rule,
 )
 from bastion.ratelimit.stores import Check, CircuitBreaker, Decision, RateLimitStore
+from bastion.ratelimit.stores.memory import SIMPLE_ALGORITHMS, MemoryStore
 from bastion.stores import parse_store_url
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ _MAX_PATH_PLANS = 4096
 class Plan:
     """The rules that apply to one ``(method, route)``, found once and reused."""
 
-    __slots__ = ("concurrency", "names", "needs_id", "policies", "rules")
+    __slots__ = ("concurrency", "names", "needs_id", "policies", "rules", "single")
 
     def __init__(self, rules: tuple[CompiledRule, ...]) -> None:
         self.rules = rules
@@ -48,6 +49,8 @@ class Plan:
         self.concurrency = any(rule.concurrency for rule in rules)
         # Concurrency leases and sliding-log entries are named after the request.
         self.needs_id = any(rule.default.algorithm in (CONCURRENCY, SLIDING_LOG) for rule in rules)
+        #: One rule whose state is a single value: the memory store's short path applies.
+        self.single = len(rules) == 1 and rules[0].default.algorithm in SIMPLE_ALGORITHMS
         #: tier -> the ``RateLimit-Policy`` value, which depends only on the limits.
         self.policies: dict[str | None, bytes] = {}
 
@@ -84,6 +87,7 @@ class RateLimitGuard:
         self.fail_closed = on_store_error == "closed"
         self.timeout_s = timeout_s
         self.outer_timeout_s = max(1.0, 10 * timeout_s)
+        self.memory = store if isinstance(store, MemoryStore) else None
         self.breaker = breaker or CircuitBreaker(3, 5.0)
         self.draft_headers = headers in ("both", "draft")
         self.legacy_headers = headers in ("both", "legacy")
@@ -191,17 +195,28 @@ class RateLimitGuard:
         checks = []
         limits = []
         for rule in rules:
-            limit = rule.limit_for(tier)
+            limit = rule.tiers.get(tier, rule.default) if rule.tiers and tier is not None else rule.default
             limits.append(limit)
             checks.append(Check(rule.key_for(method, route, ctx, scope), limit, rule.cost, rule.shadow))
         request_id = self._id_prefix + str(next(self._ids)) if plan.needs_id else ""
-        decision = await self._decide(checks, request_id)
-        if decision is None:
-            self._unavailable(ctx)
-            await self.app(scope, receive, send)
-            return
-        verdicts = decision.verdicts
-        if not decision.admitted:
+        if self.memory is not None and plan.single:
+            # One rule whose state is one value: no atomic multi-rule step to take.
+            check = checks[0]
+            verdict = self.memory.hit(check.key, check.limit, check.cost)
+            verdicts = [verdict]
+            admitted = verdict[0] or check.shadow
+        else:
+            if self.store.sync:
+                decision: Decision | None = self.store.decide_now(checks, request_id)
+            else:
+                decision = await self._decide(checks, request_id)
+            if decision is None:
+                self._unavailable(ctx)
+                await self.app(scope, receive, send)
+                return
+            verdicts = decision.verdicts
+            admitted = decision.admitted
+        if not admitted:
             # Rules that would have admitted the request report the quota it did not consume.
             verdicts = [
                 v if not v.allowed else v._replace(remaining=v.remaining + c.cost)
@@ -215,11 +230,16 @@ class RateLimitGuard:
             headers.extend(legacy_headers(limits, verdicts))
         limited: list[str] = []
         retry_us = 0
+        children = self._children
         for rule, verdict in zip(rules, verdicts, strict=True):
             if verdict.allowed:
                 # A rule whose "yes" was overruled by another rule let nothing through.
-                if decision.admitted:
-                    self._count(rule.name, "allowed")
+                if admitted and self._decisions is not None:
+                    child = children.get((rule.name, "allowed"))
+                    if child is None:
+                        self._count(rule.name, "allowed")
+                    else:
+                        child.inc()
             elif rule.shadow:
                 self._count(rule.name, "shadow_limited")
                 ctx.log.setdefault("rate_limit_shadow", []).append(rule.name)
@@ -231,7 +251,7 @@ class RateLimitGuard:
                 self._count(rule.name, "limited")
                 limited.append(rule.name)
                 retry_us = max(retry_us, verdict.retry_us)
-        if not decision.admitted:
+        if not admitted:
             seconds = retry_after_seconds(retry_us)
             ctx.log["rate_limited"] = limited
             raise RateLimited(

@@ -34,7 +34,8 @@ from bastion.ratelimit.algorithms import (
 )
 from bastion.ratelimit.stores import Check, Decision, admitted
 
-#: Algorithms whose state is a single value, replaced on admission.
+#: Algorithms whose state is a single value, replaced on admission (see ``MemoryStore.hit``).
+SIMPLE_ALGORITHMS = frozenset({GCRA, FIXED_WINDOW, SLIDING_WINDOW})
 _SIMPLE: dict[int, Callable[[Any, int, int, Limit], Verdict]] = {
     GCRA: gcra,
     FIXED_WINDOW: fixed_window,
@@ -135,28 +136,38 @@ class MemoryStore:
         else:
             entry[0] = verdict.state
 
+    def hit(self, key: str, limit: Limit, cost: int = 1) -> Verdict:
+        """Decide one rule with a single-value state (GCRA and the windows): the common, short path.
+
+        Records the request when admitted. Sliding logs and concurrency go through
+        :meth:`decide_now`.
+        """
+        now = time.monotonic_ns() // 1000 if self.clock is None else self.clock()
+        table = self._tables.get(limit) or self._table(limit)
+        entry = table.entries.get(key)
+        verdict: Verdict = _SIMPLE[limit.algorithm](entry[0] if entry is not None else None, now, cost, limit)
+        if verdict[0]:
+            if entry is None:
+                table.add(key, [verdict[1], now + table.ttl_us], now)
+            else:
+                entry[0] = verdict[1]
+                entry[1] = now + table.ttl_us
+        return verdict
+
     def decide_now(self, checks: Sequence[Check], request_id: str) -> Decision:
         """Decide every check at once; nothing is recorded unless the request is admitted."""
         now = time.monotonic_ns() // 1000 if self.clock is None else self.clock()
         if len(checks) == 1:
             check = checks[0]
             limit = check.limit
+            if limit.algorithm in _SIMPLE:
+                verdict = self.hit(check.key, limit, check.cost)
+                return Decision(verdict.allowed or check.shadow, [verdict])
             table = self._tables.get(limit) or self._table(limit)
             entry = table.entries.get(check.key)
-            simple = _SIMPLE.get(limit.algorithm)
-            if simple is None:
-                verdict = self._verdict(entry, now, check, request_id)
-                if verdict.allowed:
-                    self._commit(table, entry, check, verdict, now, request_id)
-                return Decision(verdict.allowed or check.shadow, [verdict])
-            # The common case, kept short: a state that is one value, replaced on admission.
-            verdict = simple(entry[0] if entry is not None else None, now, check.cost, limit)
+            verdict = self._verdict(entry, now, check, request_id)
             if verdict.allowed:
-                if entry is None:
-                    table.add(check.key, [verdict.state, now + table.ttl_us], now)
-                else:
-                    entry[0] = verdict.state
-                    entry[1] = now + table.ttl_us
+                self._commit(table, entry, check, verdict, now, request_id)
             return Decision(verdict.allowed or check.shadow, [verdict])
         tables = []
         entries = []
