@@ -189,7 +189,10 @@ class CompiledOperation:
                     instance["body"] = value
                     validator = target.validator
         if validator is not None and not validator.is_valid(instance):
-            found.extend(errors.collect(validator.iter_errors(instance), names, options.max_errors))
+            collected = errors.collect(validator.iter_errors(instance), names, options.max_errors)
+            if not found:
+                return collected  # already sorted and capped
+            found.extend(collected)
         if len(found) > 1:
             found.sort(key=errors.sort_key)
         return found[: options.max_errors]
