@@ -1,0 +1,1 @@
+"""Rate limiting: sans-I/O algorithms, rules compiled once, memory and Redis stores, the ASGI guard."""
