@@ -180,6 +180,16 @@ def run(ctx: ProbeContext) -> None:
         ctx.add(
             "idempotency-key-required", PITFALL, title, "pass", f"{required.label} without a key answered 400"
         )
+    elif missing.status in (413, 415, 422, 429):
+        # Validation and rate limits answer before idempotency: the key rule was never reached.
+        ctx.add(
+            "idempotency-key-required",
+            PITFALL,
+            title,
+            "skip",
+            f"{required.label} without a key answered {missing.status} before the key was judged",
+            [missing.summary()],
+        )
     else:
         ctx.add(
             "idempotency-key-required",
