@@ -15,8 +15,10 @@ Severity = Literal["error", "warning", "info"]
 class LintConfig(Section):
     """How ``bastion lint`` judges a description."""
 
-    disable: list[str] = Field(default_factory=list, description="rule ids that do not run")
+    disable: list[str] = Field(default_factory=list)
+    """Lint rule ids that do not run (see docs/checker.md); an unknown id is an error."""
     fail_on: Severity = "error"
+    """The lowest finding severity that makes `bastion lint` exit 1; `--fail-on` overrides it."""
 
     @field_validator("disable")
     @classmethod
