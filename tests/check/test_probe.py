@@ -84,6 +84,16 @@ def test_probe_stays_within_the_request_budget(naive_url: str) -> None:
     assert any(c.id.endswith("-budget") for c in result.checks)
 
 
+def test_probe_stays_within_the_time_budget(naive_url: str) -> None:
+    import time
+
+    started = time.monotonic()
+    result = run_probe(ProbeOptions(naive_url, NAIVE_SPEC, max_requests=500, max_seconds=0.3, burst=BURST))
+    assert time.monotonic() - started < 5
+    assert result.budget_exhausted
+    assert result.requests < 500
+
+
 def test_cli_without_spec_probes_what_the_url_allows(naive_url: str, tmp_path: Path) -> None:
     html = tmp_path / "report.html"
     out = tmp_path / "report.json"
