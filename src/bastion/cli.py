@@ -90,7 +90,7 @@ def lint(
 @app.command()
 def probe(
     base_url: Annotated[str, typer.Argument(help="The running API, e.g. http://127.0.0.1:8000.")],
-    spec: Annotated[Path | None, typer.Option(help="Its OpenAPI description, to probe every pitfall.")] = None,
+    spec: Annotated[Path | None, typer.Option(help="Its OpenAPI description (probes every pitfall).")] = None,
     format: Annotated[str, typer.Option("--format", help="text, json or junit.")] = "text",
     html: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML report.")] = None,
     max_requests: Annotated[int, typer.Option(help="Stop after this many requests.")] = 300,
