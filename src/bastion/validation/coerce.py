@@ -100,6 +100,15 @@ class Guide:
             self._items = Guide(self._description, found)
         return self._items
 
+    def warm(self, depth: int) -> None:
+        """Build the guides below this one now, ``depth`` levels down, so requests only read them."""
+        if depth <= 0:
+            return
+        if "array" in self.types or not self.types:
+            self.items().warm(depth - 1)
+        for name in self.property_names():
+            self.prop(name).warm(depth - 1)
+
     def property_names(self) -> list[str]:
         """Every member name declared here."""
         names: list[str] = []

@@ -213,6 +213,8 @@ def _prepare(
             schema = entry.get("schema")
             kind = kind_of(media)
             guide = Guide(description, [(schema, media_at + "/schema")] if schema is not None else [])
+            if kind != "json":
+                guide.warm(options.max_depth // 4)  # form and multipart values are coerced along it
             compiled.add_media(BodyMedia(declared=media, kind=kind, guide=guide))
             if schema is not None and (kind != OTHER or "*" in media):
                 body_schema = translator.translate(schema, media_at + "/schema", view)

@@ -116,6 +116,7 @@ class Parameter:
             self.shape = "object"
         else:
             self.shape = "scalar"
+        self.guide.warm(3)
 
     def claims(self, key: str) -> bool:
         """Whether query key ``key`` belongs to this parameter (for unknown-parameter checks)."""
