@@ -15,7 +15,7 @@ from tests.conftest import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_until_up(port: int, path: str = "/health", timeout: float = 20.0) -> None:
+def wait_until_up(port: int, path: str = "/health", timeout: float = 45.0) -> None:
     """Poll ``path`` until the server answers anything, or raise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
