@@ -246,3 +246,9 @@ def test_every_bad_item_of_an_array_parameter_is_reported_in_order() -> None:
     param = {"name": "ids", "in": "query", "explode": False, "schema": INT_ARRAY}
     _, errors = seen_values(param, query=b"ids=" + b",".join([b"x"] * 12))
     assert [e["field"] for e in errors] == [f"ids[{i}]" for i in range(12)]
+
+
+def test_integers_past_64_bits_are_checked_without_crashing() -> None:
+    param = {"name": "n", "in": "query", "schema": {"type": "integer", "maximum": 10**25}}
+    _, errors = seen_values(param, query=b"n=" + str(10**30).encode())
+    assert [(e["code"], e["detail"]) for e in errors] == [("OUT_OF_RANGE", f"must be at most {10**25}")]

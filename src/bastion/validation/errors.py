@@ -8,6 +8,7 @@ then by location, then by code.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -64,7 +65,12 @@ _SIMPLE: dict[str, tuple[str, str]] = {
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    # Schema values only (limits, enum members), never the instance. Big numbers
+    # come back as Decimal, which orjson does not serialise.
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # an integer past 64 bits
+        return json.dumps(value, default=str)
 
 
 def _choices(options: Iterable[Any]) -> str:
