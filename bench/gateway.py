@@ -429,15 +429,16 @@ def main() -> int:
     bare_cpu = results["bare aiohttp proxy"][0].cpu_us
     print(
         "| target | req/s | vs bare proxy | CPU per request (us) | capacity vs bare proxy "
-        "| p50 at 1 conn (ms) | p50 added vs bare proxy | non-2xx |"
+        "| p50 at 1 conn (ms) | p50 added vs bare proxy | p50 added vs upstream alone | non-2xx |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, (load, idle) in results.items():
         added = "" if name == "upstream alone" else f"{idle.p50_ms - bare_p50:+.3f} ms"
+        hop = "" if name == "upstream alone" else f"{idle.p50_ms - up_p50:+.3f} ms"
         capacity = "" if name == "upstream alone" else f"{bare_cpu / load.cpu_us:.2f}x"
         print(
             f"| {name} | {load.rps:,.0f} | {load.rps / bare_rps:.2f}x | {load.cpu_us:,.0f} | {capacity} "
-            f"| {idle.p50_ms:.3f} | {added} | {load.errors + idle.errors} |"
+            f"| {idle.p50_ms:.3f} | {added} | {hop} | {load.errors + idle.errors} |"
         )
     print(
         f"\n(the bare proxy itself adds {bare_p50 - up_p50:+.3f} ms p50 over the upstream alone. CPU per "
