@@ -35,7 +35,9 @@ ALGORITHM_CODES = {
 US_PER_SECOND = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
+# Identity equality: a limit is a dictionary key on the hot path, and a generated
+# __hash__ over six fields costs more than the decision it looks up.
+@dataclass(frozen=True, slots=True, eq=False)
 class Limit:
     """One concrete limit: an algorithm with its numbers, ready for a decision.
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from bastion.config import Config
     from bastion.stack import Bastion
 
+_new = tuple.__new__
+
 # Plans for requests without a route template are cached by raw path, up to this many.
 _MAX_PATH_PLANS = 4096
 
@@ -197,7 +199,10 @@ class RateLimitGuard:
         for rule in rules:
             limit = rule.tiers.get(tier, rule.default) if rule.tiers and tier is not None else rule.default
             limits.append(limit)
-            checks.append(Check(rule.key_for(method, route, ctx, scope), limit, rule.cost, rule.shadow))
+            # tuple.__new__ skips NamedTuple's Python-level constructor on the hot path.
+            checks.append(
+                _new(Check, (rule.key_for(method, route, ctx, scope), limit, rule.cost, rule.shadow))
+            )
         request_id = self._id_prefix + str(next(self._ids)) if plan.needs_id else ""
         if self.memory is not None and plan.single:
             # One rule whose state is one value: no atomic multi-rule step to take.

@@ -39,6 +39,8 @@ class CompiledRule:
     tiers: Mapping[str, Limit]
     #: limit -> its ``RateLimit-Policy`` member.
     policies: Mapping[Limit, str]
+    #: The start of every store key of this rule.
+    prefix: str
 
     @property
     def concurrency(self) -> bool:
@@ -59,6 +61,14 @@ class CompiledRule:
 
     def key_for(self, method: str, route: str, ctx: RequestContext, scope: Scope) -> str:
         """The store key of this rule for one request."""
+        parts = self.parts
+        if len(parts) == 1:
+            # The usual one-part keys, without the general loop.
+            part = parts[0]
+            if part == "client" and ctx.client_id:
+                return self.prefix + ctx.client_id
+            if part == "global":
+                return self.prefix + "*"
         values = []
         for part in self.parts:
             if part == "client":
@@ -71,7 +81,7 @@ class CompiledRule:
                 values.append(method + " " + route)
             else:
                 values.append(_header(scope, part))
-        key = self.name + "|" + "|".join(values)
+        key = self.prefix + "|".join(values)
         if len(key) > _MAX_KEY:
             digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
             key = self.name + "|#" + digest
@@ -118,6 +128,7 @@ def compile_rule(config: RuleConfig, *, matches: Iterable[tuple[str, str]] | Non
         default=default,
         tiers=tiers,
         policies=policies,
+        prefix=config.name + "|",
     )
 
 
