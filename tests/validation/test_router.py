@@ -141,3 +141,15 @@ def test_resolve_is_fast() -> None:
     per_call = (time.perf_counter() - start) / 4000
     assert per_call < 50e-6, per_call
     assert asyncio.iscoroutinefunction(echo_app)
+
+
+def test_templates_sharing_a_position_keep_their_own_parameter_names() -> None:
+    router = TemplateRouter(authoritative=True)
+    router.add("GET", "/customers/{customer}", "get")
+    router.add("GET", "/customers/{id}/sources/{source}.json", "source")
+    router.add("GET", "/files/{name}.json", "file")
+    router.add("GET", "/files/{other}.json/raw", "raw")
+    assert match(router, "GET", "/customers/c1").path_params == {"customer": "c1"}
+    assert match(router, "GET", "/customers/c1/sources/s2.json").path_params == {"id": "c1", "source": "s2"}
+    assert match(router, "GET", "/files/a.json").path_params == {"name": "a"}
+    assert match(router, "GET", "/files/a.json/raw").path_params == {"other": "a"}

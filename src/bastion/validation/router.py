@@ -37,29 +37,29 @@ class _Route:
     template: str
     #: METHOD -> (operation id, compiled operation)
     methods: dict[str, tuple[str | None, Any]] = field(default_factory=dict)
+    #: The template's parameter names in order; matching collects values by position,
+    #: since templates sharing a tree position may name it differently.
+    names: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class _Node:
     literal: dict[str, _Node] = field(default_factory=dict)
-    #: Partly templated segments: (regex, parameter names, child), most literal characters first.
-    mixed: list[tuple[re.Pattern[str], list[str], _Node, int]] = field(default_factory=list)
-    #: A fully templated segment: (parameter name, child).
-    param: tuple[str, _Node] | None = None
+    #: Partly templated segments: (regex, child, literal characters), most literal characters first.
+    mixed: list[tuple[re.Pattern[str], _Node, int]] = field(default_factory=list)
+    #: The child for a fully templated segment.
+    param: _Node | None = None
     route: _Route | None = None
 
 
-def _segment_regex(segment: str) -> tuple[re.Pattern[str], list[str], int]:
-    names: list[str] = []
+def _segment_regex(segment: str) -> tuple[re.Pattern[str], int]:
     pattern = ""
     last = 0
     for match in _PLACEHOLDER.finditer(segment):
         pattern += re.escape(segment[last : match.start()]) + "(.+?)"
-        names.append(match.group(1))
         last = match.end()
     pattern += re.escape(segment[last:])
-    literal_chars = len(_PLACEHOLDER.sub("", segment))
-    return re.compile(pattern), names, literal_chars
+    return re.compile(pattern), len(_PLACEHOLDER.sub("", segment))
 
 
 class TemplateRouter:
@@ -84,23 +84,22 @@ class TemplateRouter:
                 if "{" not in segment:
                     node = node.literal.setdefault(segment, _Node())
                 elif _PLACEHOLDER.fullmatch(segment):
-                    name = segment[1:-1]
                     if node.param is None:
-                        node.param = (name, _Node())
-                    node = node.param[1]
+                        node.param = _Node()
+                    node = node.param
                 else:
-                    regex, names, weight = _segment_regex(segment)
-                    for existing, _, child, _ in node.mixed:
+                    regex, weight = _segment_regex(segment)
+                    for existing, child, _ in node.mixed:
                         if existing.pattern == regex.pattern:
                             node = child
                             break
                     else:
                         child = _Node()
-                        node.mixed.append((regex, names, child, weight))
-                        node.mixed.sort(key=lambda entry: -entry[3])
+                        node.mixed.append((regex, child, weight))
+                        node.mixed.sort(key=lambda entry: -entry[2])
                         node = child
             if node.route is None:
-                node.route = _Route(template)
+                node.route = _Route(template, names=_PLACEHOLDER.findall(template))
             route = node.route
         route.methods.setdefault(method.upper(), (operation_id, operation))
 
@@ -114,32 +113,36 @@ class TemplateRouter:
         route = self._exact.get(path)
         if route is not None:
             return route, {}
-        params: dict[str, str] = {}
-        node = self._walk(self._root, path.split("/")[1:], 0, params)
-        return (node, params) if node is not None else None
+        values: list[str] = []
+        found = self._walk(self._root, path.split("/")[1:], 0, values)
+        if found is None:
+            return None
+        return found, dict(zip(found.names, values, strict=False))
 
-    def _walk(self, node: _Node, segments: list[str], index: int, params: dict[str, str]) -> _Route | None:
+    def _walk(self, node: _Node, segments: list[str], index: int, values: list[str]) -> _Route | None:
         if index == len(segments):
             return node.route
         segment = segments[index]
         child = node.literal.get(segment)
         if child is not None:
-            found = self._walk(child, segments, index + 1, params)
+            found = self._walk(child, segments, index + 1, values)
             if found is not None:
                 return found
-        for regex, names, mixed_child, _ in node.mixed:
+        mark = len(values)
+        for regex, mixed_child, _ in node.mixed:
             match = regex.fullmatch(segment)
             if match is not None:
-                found = self._walk(mixed_child, segments, index + 1, params)
+                values.extend(match.groups())
+                found = self._walk(mixed_child, segments, index + 1, values)
                 if found is not None:
-                    params.update(zip(names, match.groups(), strict=True))
                     return found
+                del values[mark:]
         if node.param is not None and segment:
-            name, param_child = node.param
-            found = self._walk(param_child, segments, index + 1, params)
+            values.append(segment)
+            found = self._walk(node.param, segments, index + 1, values)
             if found is not None:
-                params[name] = segment
                 return found
+            del values[mark:]
         return None
 
     def resolve(self, method: str, path: str) -> RouteMatch | list[str] | None:
