@@ -43,7 +43,7 @@ _MAX_PATH_PLANS = 4096
 class Plan:
     """The rules that apply to one ``(method, route)``, found once and reused."""
 
-    __slots__ = ("concurrency", "names", "needs_id", "policies", "rules", "single")
+    __slots__ = ("concurrency", "member", "names", "needs_id", "policies", "quotas", "rules", "single")
 
     def __init__(self, rules: tuple[CompiledRule, ...]) -> None:
         self.rules = rules
@@ -53,8 +53,12 @@ class Plan:
         self.needs_id = any(rule.default.algorithm in (CONCURRENCY, SLIDING_LOG) for rule in rules)
         #: One rule whose state is a single value: the memory store's short path applies.
         self.single = len(rules) == 1 and rules[0].default.algorithm in SIMPLE_ALGORITHMS
+        #: For a single rule: the constant start of its ``RateLimit`` member.
+        self.member = f'"{rules[0].name}";r='.encode() if len(rules) == 1 else b""
         #: tier -> the ``RateLimit-Policy`` value, which depends only on the limits.
         self.policies: dict[str | None, bytes] = {}
+        #: limit -> its quota as ``X-RateLimit-Limit`` bytes.
+        self.quotas: dict[Limit, bytes] = {}
 
     def policy_header(self, tier: str | None, limits: list[Limit]) -> bytes:
         """The ``RateLimit-Policy`` value for ``tier`` (computed once per tier)."""
@@ -228,11 +232,29 @@ class RateLimitGuard:
                 for v, c in zip(verdicts, checks, strict=True)
             ]
         headers = ctx.response_headers
-        if self.draft_headers:
-            headers.append((b"ratelimit-policy", plan.policy_header(tier, limits)))
-            headers.append((b"ratelimit", ratelimit_header(plan.names, limits, verdicts)))
-        if self.legacy_headers:
-            headers.extend(legacy_headers(limits, verdicts))
+        if plan.single:
+            # One rule, no concurrency: the same headers as below, with less work.
+            verdict = verdicts[0]
+            remaining = verdict[2]
+            reset_us = verdict[3]
+            reset = -(-reset_us // 1_000_000) if reset_us > 0 else 0
+            if self.draft_headers:
+                headers.append((b"ratelimit-policy", plan.policy_header(tier, limits)))
+                headers.append((b"ratelimit", plan.member + b"%d;t=%d" % (remaining, reset)))
+            if self.legacy_headers:
+                limit = limits[0]
+                quota = plan.quotas.get(limit)
+                if quota is None:
+                    quota = plan.quotas[limit] = b"%d" % limit.quota
+                headers.append((b"x-ratelimit-limit", quota))
+                headers.append((b"x-ratelimit-remaining", b"%d" % remaining))
+                headers.append((b"x-ratelimit-reset", b"%d" % reset))
+        else:
+            if self.draft_headers:
+                headers.append((b"ratelimit-policy", plan.policy_header(tier, limits)))
+                headers.append((b"ratelimit", ratelimit_header(plan.names, limits, verdicts)))
+            if self.legacy_headers:
+                headers.extend(legacy_headers(limits, verdicts))
         limited: list[str] = []
         retry_us = 0
         children = self._children
