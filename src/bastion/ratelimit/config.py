@@ -27,7 +27,7 @@ def parse_match(entry: str) -> tuple[str, str]:
 class RuleConfig(Section):
     """One rate limit rule: who it counts (``key``), what it applies to (``match``), how much."""
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=256)
     key: str | list[str] = "client"
     match: str | list[str] | None = None
     limit: RateField

@@ -342,7 +342,14 @@ def select_store(config: Config, bastion: Bastion) -> RateLimitStore:
     url = section.store or config.store
     parsed = parse_store_url(url)
     if parsed.kind == "redis":
-        from bastion.ratelimit.stores.redis import RedisStore
+        try:
+            from bastion.ratelimit.stores.redis import RedisStore
+        except ImportError:
+            from bastion.config import ConfigError
+
+            where = "rate_limits.store" if section.store else "store"
+            reason = "Redis needs the redis extra: pip install 'bastion[redis]'"
+            raise ConfigError([(where, reason)]) from None
 
         return RedisStore(parsed.url, key_prefix=section.key_prefix, timeout_s=section.timeout.seconds)
     from bastion.ratelimit.stores.memory import MemoryStore
