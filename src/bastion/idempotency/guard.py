@@ -29,6 +29,7 @@ from bastion.asgi import (
     SCOPE_KEY,
     ASGIApp,
     BodyTooLarge,
+    ClientDisconnected,
     Message,
     Receive,
     RequestContext,
@@ -306,6 +307,8 @@ class IdempotencyGuard:
                 body = await read_body(receive, self.max_body_bytes)
             except BodyTooLarge:
                 raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes") from None
+            except ClientDisconnected:
+                return  # nobody is left to answer, and nothing was claimed
             ctx.body = body
             receive = replay_body(body, receive)
         operation = ctx.route or path
