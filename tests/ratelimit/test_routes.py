@@ -28,6 +28,11 @@ SPEC = {
             "get": {"x-bastion-rate-limit": "2/minute", "responses": {"200": {"description": "ok"}}},
             "delete": {"responses": {"200": {"description": "ok"}}},
         },
+        "/reports": {
+            "x-bastion-rate-limit": "1/minute",
+            "get": {"responses": {"200": {"description": "ok"}}},
+            "post": {"x-bastion-rate-limit": "2/minute", "responses": {"200": {"description": "ok"}}},
+        },
         "/login": {
             "post": {
                 "x-bastion-rate-limit": {"limit": "1/minute", "key": "ip"},
@@ -107,6 +112,9 @@ async def test_operation_extension_from_the_description_file(tmp_path: Path) -> 
     assert statuses == [200, 200, 429]
     assert await call(guard, "DELETE", "/orders/1", "/orders/{id}") == 200
     assert [await call(guard, "POST", "/login", "/login") for _ in range(2)] == [200, 429]
+    # A path item's limit applies to its operations; an operation's own limit wins.
+    assert [await call(guard, "GET", "/reports", "/reports") for _ in range(2)] == [200, 429]
+    assert [await call(guard, "POST", "/reports", "/reports") for _ in range(3)] == [200, 200, 429]
 
 
 async def test_operation_extension_from_the_compiled_operation() -> None:
@@ -131,3 +139,20 @@ def test_a_bad_operation_limit_is_a_configuration_error(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="x-bastion-rate-limit"):
         make({"openapi": write_spec(tmp_path, spec)})
+
+
+async def test_through_bastion_with_an_openapi_description(tmp_path: Path) -> None:
+    from .helpers import client
+
+    rules = [
+        {"name": "orders", "match": "DELETE /orders/{id}", "limit": "1/minute", "algorithm": "fixed_window"}
+    ]
+    bastion = make({"openapi": write_spec(tmp_path), "rate_limits": {"rules": rules}})
+    async with client(bastion) as http:
+        reads = [(await http.get(f"/orders/{i}")).status_code for i in range(3)]
+        deletes = [(await http.delete(f"/orders/{i}")).status_code for i in range(2)]
+        limited = await http.get("/orders/9")
+    assert reads == [200, 200, 429]
+    assert deletes == [200, 429]
+    assert limited.json()["policies"] == ["GET /orders/{id}"]
+    assert limited.headers["ratelimit-policy"] == '"GET /orders/{id}";q=2;w=60'

@@ -182,8 +182,13 @@ def operation_extensions(spec_path: str | None) -> dict[tuple[str, str], Any]:
     for template, item in paths.items():
         if not isinstance(item, dict):
             continue
+        # A path item's extension applies to each of its operations unless one sets its own.
+        shared = item.get(OPERATION_EXTENSION)
         for method in HTTP_METHODS:
             operation = item.get(method)
-            if isinstance(operation, dict) and OPERATION_EXTENSION in operation:
-                found[(method.upper(), str(template))] = operation[OPERATION_EXTENSION]
+            if not isinstance(operation, dict):
+                continue
+            value = operation.get(OPERATION_EXTENSION, shared)
+            if value is not None:
+                found[(method.upper(), str(template))] = value
     return found
