@@ -13,15 +13,15 @@ from bastion.units import Duration, DurationField, RateField
 
 KEY_PARTS = ("global", "client", "ip", "route")
 ALGORITHMS = ("gcra", "sliding_window", "sliding_log", "fixed_window", "concurrency")
-_MATCH_RE = re.compile(r"^\s*([A-Za-z]+|\*)\s+(/\S*)\s*$")
+_MATCH_RE = re.compile(r"^\s*(?:([A-Za-z]+|\*)\s+)?(/\S*)\s*$")
 
 
 def parse_match(entry: str) -> tuple[str, str]:
-    """Split ``POST /login`` into ``("POST", "/login")``; ``*`` stands for any method."""
+    """Split ``POST /login`` into ``("POST", "/login")``; ``*`` or no method stands for any method."""
     found = _MATCH_RE.match(entry)
     if found is None:
         raise ValueError(f"{entry!r} is not a match; write it like 'POST /login' or '* /orders/{{id}}'")
-    return found.group(1).upper(), found.group(2)
+    return (found.group(1) or "*").upper(), found.group(2)
 
 
 class RuleConfig(Section):
