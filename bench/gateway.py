@@ -198,6 +198,13 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"nothing listens on {port} after {timeout} s")
 
 
+def pinned(args: list[str], cpus: str | None) -> list[str]:
+    """``args`` run under ``taskset -c cpus`` when pinning is asked for (and possible)."""
+    if cpus is None or shutil.which("taskset") is None:
+        return args
+    return ["taskset", "-c", cpus, *args]
+
+
 def start(args: list[str], port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     env["PYTHONPATH"] = str(ROOT / "src")
@@ -274,19 +281,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port: int, script: Path, connections: int, duration: float, pid: int | None = None) -> WrkResult:
+def wrk(
+    port: int,
+    script: Path,
+    connections: int,
+    duration: float,
+    pid: int | None = None,
+    cpus: str | None = None,
+) -> WrkResult:
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(duration))}s",
-            "--latency",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}",
-        ],
+        pinned(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(duration))}s",
+                "--latency",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{port}",
+            ],
+            cpus,
+        ),
         capture_output=True,
         text=True,
         timeout=duration + 60,
@@ -339,6 +356,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64, help="connections for the throughput run")
     parser.add_argument("--workload", choices=["post", "get"], default="post")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="taskset the proxies onto the last CPU and wrk and the upstream onto the others",
+    )
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -356,9 +378,13 @@ def main() -> int:
     template = POST_SCRIPT if args.workload == "post" else GET_SCRIPT
     script.write_text(template % {"prefix": uuid.uuid4().hex[:12]})
 
+    cpu_count = os.cpu_count() or 1
+    proxy_cpus = str(cpu_count - 1) if args.pin and cpu_count > 1 else None
+    other_cpus = f"0-{cpu_count - 2}" if proxy_cpus is not None else None
     upstream_port = free_port()
     upstream_process = start(
-        [sys.executable, __file__, "--serve", "upstream", str(upstream_port)], upstream_port
+        pinned([sys.executable, __file__, "--serve", "upstream", str(upstream_port)], other_cpus),
+        upstream_port,
     )
     upstream = f"http://127.0.0.1:{upstream_port}"
     targets: list[tuple[str, list[str]]] = [
@@ -392,17 +418,19 @@ def main() -> int:
                 pids[name] = upstream_process.pid
                 continue
             port = free_port()
-            processes.append(start([part.replace("{port}", str(port)) for part in command], port))
+            processes.append(
+                start(pinned([part.replace("{port}", str(port)) for part in command], proxy_cpus), port)
+            )
             ports[name] = port
             pids[name] = processes[-1].pid
         for port in ports.values():
-            wrk(port, script, 4, 1.0)  # warm-up: pools, caches, first-request start-up
+            wrk(port, script, 4, 1.0, None, other_cpus)  # warm-up: pools, caches, first-request start-up
         loads: dict[str, list[WrkResult]] = {name: [] for name in ports}
         idles: dict[str, list[WrkResult]] = {name: [] for name in ports}
         for round_number in range(args.rounds):
             for name, port in ports.items():
-                loads[name].append(wrk(port, script, args.connections, args.duration, pids[name]))
-                idles[name].append(wrk(port, script, 1, args.duration))
+                loads[name].append(wrk(port, script, args.connections, args.duration, pids[name], other_cpus))
+                idles[name].append(wrk(port, script, 1, args.duration, None, other_cpus))
                 print(
                     f"# round {round_number + 1}, {name}: {loads[name][-1].rps:.0f} req/s, "
                     f"p50 {idles[name][-1].p50_ms:.3f} ms at one connection",
@@ -423,7 +451,8 @@ def main() -> int:
     print(
         f"workload: {workload}; throughput with {args.connections} connections, latency with 1; "
         f"{args.duration:.0f} s per run, median of {args.rounds} interleaved rounds; wrk -t1; "
-        f"{os.cpu_count()} CPUs shared by wrk, upstream, proxy "
+        + ("proxies pinned to their own CPU, wrk and upstream to the rest; " if proxy_cpus else "")
+        + f"{os.cpu_count()} CPUs shared by wrk, upstream, proxy "
         "and other work on the machine\n"
     )
     bare_cpu = results["bare aiohttp proxy"][0].cpu_us
