@@ -186,3 +186,19 @@ def test_server_sent_events_arrive_as_the_upstream_writes_them(
         # Express writes the second event 3 s after the first.
         assert first_after < 2.5, f"the first event took {first_after:.1f} s"
         assert time.monotonic() - started >= 2.9
+
+
+def test_a_body_too_large_to_buffer_is_a_413_before_the_upstream(stack: tuple[Server, Server]) -> None:
+    gateway, upstream = stack
+    key = uuid.uuid4().hex
+    # validation.max_body_bytes is 1 MiB by default; the guards that read the body stop past it.
+    huge = b'{"item": "' + b"x" * (2 * 1024 * 1024) + b'", "quantity": 1}'
+    response = httpx.post(
+        gateway.base + "/orders",
+        content=huge,
+        headers={"Idempotency-Key": key, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
+    assert upstream_count(upstream, "orders:" + key) == 0

@@ -265,3 +265,12 @@ async def test_metrics_leave_the_main_port_with_an_admin_port(upstream: Server) 
         metrics = await http.get("/metrics")
     assert metrics.status_code == 404
     assert metrics.json()["code"] == "NOT_FOUND"
+
+
+async def test_head_requests_get_headers_without_a_body(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        response = await http.head("/echo/head")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["content-type"] == "application/json"
