@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import os
 import re
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import (
@@ -197,18 +198,16 @@ class IdempotencyGuard:
         One task per guard renews every claim that has run for a quarter lease; a
         request that ends sooner costs one dictionary entry and no timer.
         """
-        loop = asyncio.get_running_loop()
-        self._active[owner] = (key, loop.time())
+        self._active[owner] = (key, monotonic())
         renewer = self._renewer
-        if renewer is None or renewer.get_loop() is not loop:
-            self._renewer = loop.create_task(self._renew_held())
+        if renewer is None or renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_held())
 
     async def _renew_held(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._active:
                 await asyncio.sleep(self.renew_every_s)
-                now = loop.time()
+                now = monotonic()
                 due = [(o, k) for o, (k, at) in self._active.items() if now - at >= self.renew_every_s]
                 if not due:
                     continue
@@ -316,7 +315,13 @@ class IdempotencyGuard:
         request_fp = fingerprint(method, path, scope.get("query_string", b""), bytes(content_type), body)
         owner = self._owner_prefix + str(next(self._owner_seq))
 
-        result = await self._claim(key, request_fp, owner, ctx)
+        try:
+            result: ClaimResult | None = await self.store.claim(
+                key, request_fp, owner, self.lease_ms, self.ttl_ms
+            )
+        except Exception as exc:
+            self._claim_failed(exc, ctx)
+            result = None
         if result is None:  # store down and on_store_error is open
             ctx.log["idempotency"] = "unprotected"
             self._count("unprotected")
@@ -358,13 +363,17 @@ class IdempotencyGuard:
         try:
             return await self.store.claim(key, request_fp, owner, self.lease_ms, self.ttl_ms)
         except Exception as exc:
-            self._store_error("claim", exc)
-            if self.fail_closed:
-                ctx.log["idempotency"] = "store_error"
-                raise DependencyUnavailable(
-                    detail="the idempotency store is unreachable", headers={"Retry-After": "1"}
-                ) from None
+            self._claim_failed(exc, ctx)
             return None
+
+    def _claim_failed(self, exc: Exception, ctx: RequestContext) -> None:
+        """Count and log a failed claim; raise 503 when the policy is closed."""
+        self._store_error("claim", exc)
+        if self.fail_closed:
+            ctx.log["idempotency"] = "store_error"
+            raise DependencyUnavailable(
+                detail="the idempotency store is unreachable", headers={"Retry-After": "1"}
+            ) from None
 
     async def _wait(
         self,
