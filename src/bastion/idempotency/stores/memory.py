@@ -4,6 +4,10 @@ For tests and single-process deployments: each worker process has its own
 records, so it does not give exactly-once across processes. Every step runs
 without awaiting, which makes it atomic under asyncio. Expired records are
 swept a few at a time on each claim, from a heap ordered by expiry.
+
+Records are plain tuples of strings, numbers and bytes: the garbage collector
+stops tracking such tuples, so a store holding a day of records does not make
+every collection of the process walk them.
 """
 
 from __future__ import annotations
@@ -17,16 +21,11 @@ from bastion.idempotency.core import CLAIMED, TOOK_OVER, ClaimResult, State, Sto
 #: At most this many expired records are dropped per claim: the cost per request stays bounded.
 SWEEP_PER_CLAIM = 8
 
-
-class _Record:
-    __slots__ = ("expires_at", "fingerprint", "lease_until", "owner", "response")
-
-    def __init__(self, fingerprint: str, owner: str, lease_until: int, expires_at: int) -> None:
-        self.fingerprint = fingerprint
-        self.owner = owner
-        self.lease_until = lease_until
-        self.expires_at = expires_at
-        self.response: StoredResponse | None = None
+# A record: (fingerprint, owner, lease_until, expires_at, response). The response is
+# None while in progress, else (status, headers, body, body_stored) with headers a
+# tuple of (name, value) byte pairs.
+_Stored = tuple[int, tuple[tuple[bytes, bytes], ...], bytes, bool]
+_Record = tuple[str, str, int, int, _Stored | None]
 
 
 def _monotonic_ms() -> int:
@@ -54,30 +53,30 @@ class MemoryStore:
             self._sweep(now)
         record = self._records.get(key)
         if record is not None:
+            stored_fp, _, lease_until, expires_at, stored = record
             verdict = may_claim(
                 now_ms=now,
-                expires_at=record.expires_at,
-                state_completed=record.response is not None,
-                lease_until=record.lease_until,
-                stored_fingerprint=record.fingerprint,
+                expires_at=expires_at,
+                state_completed=stored is not None,
+                lease_until=lease_until,
+                stored_fingerprint=stored_fp,
                 request_fingerprint=fingerprint,
             )
             if verdict is False:
-                if record.response is not None:
-                    return ClaimResult(State.COMPLETED, record.fingerprint, record.response)
-                return ClaimResult(State.IN_PROGRESS, record.fingerprint, None, record.lease_until - now)
+                if stored is not None:
+                    return ClaimResult(State.COMPLETED, stored_fp, StoredResponse(*stored))
+                return ClaimResult(State.IN_PROGRESS, stored_fp, None, lease_until - now)
             if verdict is True:
-                record.owner = owner
-                record.lease_until = now + lease_ms
+                self._records[key] = (stored_fp, owner, now + lease_ms, expires_at, None)
                 return TOOK_OVER
         expires_at = now + ttl_ms
-        self._records[key] = _Record(fingerprint, owner, now + lease_ms, expires_at)
+        self._records[key] = (fingerprint, owner, now + lease_ms, expires_at, None)
         heapq.heappush(self._expiries, (expires_at, key))
         return CLAIMED
 
     def _owned(self, key: str, owner: str) -> _Record | None:
         record = self._records.get(key)
-        if record is None or record.response is not None or record.owner != owner:
+        if record is None or record[4] is not None or record[1] != owner:
             return None
         return record
 
@@ -86,10 +85,10 @@ class MemoryStore:
         record = self._owned(key, owner)
         if record is None:
             return False
-        record.response = response
+        stored = (response.status, response.headers, response.body, response.body_stored)
         # No second heap entry: the sweep finds the claim's entry first and pushes it
         # back with the later expiry then.
-        record.expires_at = self.clock_ms() + ttl_ms
+        self._records[key] = (record[0], "", 0, self.clock_ms() + ttl_ms, stored)
         return True
 
     async def release(self, key: str, owner: str) -> bool:
@@ -104,7 +103,7 @@ class MemoryStore:
         record = self._owned(key, owner)
         if record is None:
             return False
-        record.lease_until = self.clock_ms() + lease_ms
+        self._records[key] = (record[0], owner, self.clock_ms() + lease_ms, record[3], None)
         return True
 
     def _sweep(self, now: int) -> None:
@@ -116,11 +115,11 @@ class MemoryStore:
             record = self._records.get(key)
             if record is None:
                 continue
-            if record.expires_at <= now:
+            if record[3] <= now:
                 del self._records[key]
             else:
                 # Completed (or claimed again) after this entry was pushed: it lives longer.
-                heapq.heappush(heap, (record.expires_at, key))
+                heapq.heappush(heap, (record[3], key))
 
     async def start(self) -> None:
         """Nothing to open."""
