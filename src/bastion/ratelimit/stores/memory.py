@@ -42,6 +42,8 @@ _SIMPLE: dict[int, Callable[[Any, int, int, Limit], Verdict]] = {
     SLIDING_WINDOW: sliding_window,
 }
 
+_new = tuple.__new__
+
 # Entries looked at per insertion: more than one, so that tables shrink after a burst of new keys.
 _SWEEP_PER_INSERT = 4
 
@@ -145,6 +147,26 @@ class MemoryStore:
         now = time.monotonic_ns() // 1000 if self.clock is None else self.clock()
         table = self._tables.get(limit) or self._table(limit)
         entry = table.entries.get(key)
+        if limit.algorithm == GCRA:
+            # algorithms.gcra, inlined: the one function call it saves is a fifth of the
+            # decision. The property tests hold the two to the same answers.
+            tat = entry[0] if entry is not None else now
+            base = tat if tat > now else now
+            new_tat = base + cost * limit.emission_us
+            tau = limit.tau_us
+            if new_tat - tau > now:
+                remaining = (now + tau - base) // limit.emission_us
+                return _new(
+                    Verdict, (False, tat, remaining if remaining > 0 else 0, base - now, new_tat - tau - now)
+                )
+            if entry is None:
+                table.add(key, [new_tat, now + table.ttl_us], now)
+            else:
+                entry[0] = new_tat
+                entry[1] = now + table.ttl_us
+            return _new(
+                Verdict, (True, new_tat, (now + tau - new_tat) // limit.emission_us, new_tat - now, 0)
+            )
         verdict: Verdict = _SIMPLE[limit.algorithm](entry[0] if entry is not None else None, now, cost, limit)
         if verdict[0]:
             if entry is None:
