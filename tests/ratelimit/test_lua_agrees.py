@@ -65,7 +65,7 @@ def test_script_matches_memory_store(client: redis.Redis, spec: list, steps: lis
             rid = f"r{step}"
             expected = memory.decide_now(request, rid)
             reply = client.execute_command(*_script_args("d", request, rid, prefix, str(now)))
-            got = _decision(reply)
+            got = _decision(reply[0])
             assert got.admitted == expected.admitted, (step, got, expected)
             for g, e in zip(got.verdicts, expected.verdicts, strict=True):
                 assert (g.allowed, g.remaining, g.reset_us, g.retry_us) == (

@@ -7,9 +7,9 @@
 - Every key carries the hash tag ``{key_prefix}``: all of a request's keys land
   in one Redis Cluster slot, which is what lets one script touch them atomically.
 - Every key gets a ``PEXPIRE`` as long as its state can matter.
-- One call is on the wire at a time per store; the decisions of requests that
-  arrive meanwhile go out together in one pipeline when it returns (each request
-  still costs one script call). Under load, many requests share a round trip.
+- One script call is on the wire at a time per store; the requests that arrive
+  meanwhile go out together in the next call, which decides each of them in turn,
+  each atomically. Under load, many requests share one round trip and one call.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ _Pending = tuple["_Command", "asyncio.Future[Any]"]
 
 
 def _script_args(op: str, checks: Sequence[Check], request_id: str, prefix: str, now: str = "") -> list[Any]:
+    """One request's script call as a list of arguments (for clients other than this store)."""
     args: list[Any] = ["EVALSHA", SCRIPT_SHA, len(checks)]
     # The algorithm is part of the key: a rule moved to another algorithm starts afresh
     # instead of meeting a key of the wrong Redis type.
     args.extend(f"{prefix}{check.limit.algorithm}:{check.key}" for check in checks)
-    args.append(op)
-    args.append(request_id)
-    args.append(now)
+    args.extend([1, op, request_id, now, len(checks)])
     for check in checks:
         args.extend(check.limit.args())
         args.append(check.cost)
@@ -57,19 +56,25 @@ _EVAL = b"$4\r\nEVAL\r\n" + _bulk(SCRIPT.encode())
 
 
 class _Command:
-    """One script call, packed once (RESP); it can go out as EVALSHA or, after NOSCRIPT, as EVAL."""
+    """One request's part of a script call, packed once (RESP): its keys and its arguments."""
 
-    __slots__ = ("body", "count")
+    __slots__ = ("args", "keys", "nkeys")
 
-    def __init__(self, count: int, body: bytes) -> None:
-        self.count = count
-        self.body = body
+    def __init__(self, nkeys: int, keys: bytes, args: bytes) -> None:
+        self.nkeys = nkeys
+        self.keys = keys
+        self.args = args
 
-    def evalsha(self) -> bytes:
-        return b"*%d\r\n" % (self.count + 2) + _EVALSHA + self.body
 
-    def eval(self) -> bytes:
-        return b"*%d\r\n" % (self.count + 2) + _EVAL + self.body
+def _script_call(head: bytes, commands: Sequence[_Command]) -> bytes:
+    """One EVALSHA (or EVAL) carrying the decisions of several requests."""
+    nkeys = sum(c.nkeys for c in commands)
+    nargs = 1 + sum(4 + (c.nkeys * 7) for c in commands)
+    parts = [b"*%d\r\n" % (3 + nkeys + nargs), head, _bulk(b"%d" % nkeys)]
+    parts.extend(c.keys for c in commands)
+    parts.append(_bulk(b"%d" % len(commands)))
+    parts.extend(c.args for c in commands)
+    return b"".join(parts)
 
 
 class _ReplyDeadline:
@@ -150,13 +155,11 @@ class RedisStore:
         raise NotImplementedError("the Redis store decides asynchronously")
 
     def _pack(self, op: bytes, checks: Sequence[Check], request_id: str, now: bytes = b"") -> _Command:
-        parts = [_bulk(b"%d" % len(checks))]
+        keys = []
         for check in checks:
             key = f"{self.prefix}{check.limit.algorithm}:{check.key}"
-            parts.append(_bulk(key.encode("utf-8", "surrogateescape")))
-        parts.append(_bulk(op))
-        parts.append(_bulk(request_id.encode()))
-        parts.append(_bulk(now))
+            keys.append(_bulk(key.encode("utf-8", "surrogateescape")))
+        args = [_bulk(op), _bulk(request_id.encode()), _bulk(now), _bulk(b"%d" % len(checks))]
         segments = self._segments
         for check in checks:
             ident = (check.limit, check.cost, check.shadow)
@@ -166,8 +169,8 @@ class RedisStore:
                 segment = b"".join(_bulk(b"%d" % n) for n in numbers)
                 if len(segments) < 10_000:
                     segments[ident] = segment
-            parts.append(segment)
-        return _Command(1 + 8 * len(checks) + 3, b"".join(parts))
+            args.append(segment)
+        return _Command(len(checks), b"".join(keys), b"".join(args))
 
     async def decide(self, checks: Sequence[Check], request_id: str) -> Decision:
         """Decide every check in one script call (one round trip, shared with concurrent callers)."""
@@ -224,44 +227,40 @@ class RedisStore:
             else:
                 future.set_result(result)
 
-    async def _run_one(self, args: _Command) -> Any:
-        result = (await self._run_many([args]))[0]
+    async def _run_one(self, command: _Command) -> Any:
+        result = (await self._run_many([command]))[0]
         if isinstance(result, Exception):
             raise result
         return result
 
     async def _run_many(self, many: list[_Command]) -> list[Any]:
-        """Send the commands in one write, read every reply; error replies come back as exceptions."""
-        results = await self._send([command.evalsha() for command in many])
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
+        """One script call for every queued request; one reply (or error) per request."""
+        reply = await self._send(_script_call(_EVALSHA, many))
+        if isinstance(reply, NoScriptError):
             # The server lost its script cache (restart, flush, failover): send the script itself.
-            again = await self._send([many[i].eval() for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return results
+            reply = await self._send(_script_call(_EVAL, many))
+        if isinstance(reply, Exception):
+            return [reply] * len(many)
+        return list(reply)
 
-    async def _send(self, many: list[bytes]) -> list[Any]:
-        # Straight to a pooled connection: redis-py's pipeline object costs more per command
-        # than the script takes to run.
+    async def _send(self, command: bytes) -> Any:
+        # Straight to a pooled connection: redis-py's command machinery costs more per
+        # call than the script takes to run.
         pool = self.redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(b"".join(many), check_health=False)
+            await connection.send_packed_command(command, check_health=False)
             async with _ReplyDeadline(self.timeout_s):
-                results: list[Any] = []
-                for _ in many:
-                    try:
-                        results.append(await connection.read_response())
-                    except ResponseError as exc:
-                        results.append(exc)
+                try:
+                    return await connection.read_response()
+                except ResponseError as exc:
+                    return exc
         except BaseException:
             # A reply may be half read: the connection cannot be reused.
             await connection.disconnect()
             raise
         finally:
             await pool.release(connection)
-        return results
 
     async def start(self) -> None:
         """Load the script (a failure here is not fatal: decisions load it on demand)."""
