@@ -117,3 +117,11 @@ async def test_a_server_that_stops_answering_times_out_and_recovers(redis_server
     decision = await store.decide(check, "c")
     assert decision.admitted
     await store.close()
+
+
+async def test_a_long_queue_is_sent_in_bounded_calls(redis_url: str) -> None:
+    store = RedisStore(redis_url, key_prefix="bastion-test-" + uuid.uuid4().hex)
+    check = [Check("k", Limit.build("fixed_window", 300, 60_000_000), 1, False)]
+    decisions = await asyncio.gather(*(store.decide(check, f"q{i}") for i in range(400)))
+    assert sum(d.admitted for d in decisions) == 300
+    await store.close()

@@ -32,6 +32,10 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 _Pending = tuple["_Command", "asyncio.Future[Any]"]
 
+# Requests per script call at most: a call holds Redis for its whole run, and must
+# stay well inside the timeout.
+_MAX_BATCH = 128
+
 
 def _script_args(op: str, checks: Sequence[Check], request_id: str, prefix: str, now: str = "") -> list[Any]:
     """One request's script call as a list of arguments (for clients other than this store)."""
@@ -202,7 +206,7 @@ class RedisStore:
         if not self._queue:
             self._busy = False
             return
-        batch, self._queue = self._queue, []
+        batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
         task = asyncio.get_running_loop().create_task(self._flush(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
