@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest bench services clean
+.PHONY: demo test lint typecheck pytest bench services browser bench-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo: $(VENV)/.installed
 services:
 	@./scripts/services.sh
 
+browser:
+	@./scripts/browser.sh
+
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } || echo "bench: wrk is missing; bench/gateway.py will skip its load runs"
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -36,12 +42,12 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy src
 
-pytest: $(VENV)/.installed-test services
+pytest: $(VENV)/.installed-test services browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.installed-bench services
+bench: $(VENV)/.installed-bench services bench-tools
 	$(BIN)/python bench/run.py
 
 clean:
