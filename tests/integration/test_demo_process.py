@@ -96,7 +96,8 @@ def test_crash_leaks_nothing_and_is_logged_with_the_trace_id(demo: DemoProcess) 
         assert secret not in response.text
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        errors = [r for r in demo.log_lines() if r.get("trace_id") == body["trace_id"] and r["level"] == "error"]
+        lines = demo.log_lines()
+        errors = [r for r in lines if r.get("trace_id") == body["trace_id"] and r["level"] == "error"]
         if errors:
             break
         time.sleep(0.1)
