@@ -28,17 +28,35 @@ class IdempotencyConfig(Section):
     """How ``Idempotency-Key`` requests are claimed, stored and replayed."""
 
     enabled: bool = True
+    """`false` removes the idempotency guard entirely: keys are ignored and nothing is stored."""
     store: str | None = Field(default=None, description="overrides the top-level store")
     methods: list[str] = Field(default_factory=lambda: ["POST", "PATCH"])
+    """Methods on which a key is honoured: `POST`, `PUT`, `PATCH` or `DELETE` (a key on a safe
+    method such as `GET` is ignored)."""
     require: list[str] = Field(default_factory=list, description="'METHOD /template' entries")
     header: str = "Idempotency-Key"
+    """The request header that carries the idempotency key."""
     ttl: DurationField = Duration(24 * 3_600_000)
+    """How long a record lives: a completed request is replayed for this long after it finished,
+    and a claim never completed is forgotten after it."""
     lease: DurationField = Duration(60_000)
+    """How long a claim holds if nobody renews it. bastion renews it while the handler runs, so
+    only a dead or stalled process loses its claim; a retry then takes it over."""
     wait: DurationField = Duration(0)
+    """`0ms`: a duplicate of a request still running gets `409 IDEMPOTENCY_REQUEST_IN_PROGRESS`.
+    Longer: the duplicate waits up to this long for the first to finish and gets its replay."""
     on_mismatch: Literal[409, 422] = 409
+    """The status (`409` or `422`) of `IDEMPOTENCY_KEY_REUSED`, the answer to a key reused with
+    a different request."""
     on_store_error: Literal["open", "closed"] = "closed"
+    """When the store is unreachable: `closed` answers `503 DEPENDENCY_UNAVAILABLE`; `open` runs
+    the request without protection, logging and counting the store error."""
     store_statuses: list[str] = Field(default_factory=lambda: ["2xx", "4xx"])
+    """Responses stored for replay: status classes (`2xx`, `3xx`, `4xx`) or exact codes such as
+    `201`. A 5xx is never stored; a response not stored releases the key."""
     max_stored_bytes: ByteSize = 1024 * 1024
+    """The largest response body kept (`1MiB`, `65536`). A larger one still completes the
+    record, but its replay has an empty body and `Idempotent-Body-Omitted: true`."""
     table: str = Field(default="bastion_idempotency", description="PostgreSQL and SQLite table name")
     key_prefix: str = Field(default="bastion:idem", description="Redis key prefix")
 

@@ -22,10 +22,19 @@ class DashboardConfig(Section):
     """
 
     enabled: bool = False
+    """Serve the live dashboard (request rates, problems, rate limits, idempotency and
+    validation counts) at `path`."""
     path: str = "/_bastion/dashboard"
+    """Where the dashboard page is served; its data endpoint is `{path}/data`. Starts with `/`
+    and does not end with one."""
     token: str | None = Field(default=None, min_length=16)
+    """A secret of at least 16 characters; when set, every page and data request must carry it
+    (`Authorization: Bearer` or `?token=`), else `401`."""
     allow_remote: bool = False
+    """`true` opens the dashboard to non-loopback clients (needs a `token`). By default only loopback
+    clients that send no forwarding headers may open it; others get `404`."""
     refresh: DurationField = Duration(2000)
+    """How often the page polls its data, from `500ms` to `60s`."""
 
     @field_validator("path")
     @classmethod
@@ -52,10 +61,14 @@ class OtelConfig(Section):
     """OpenTelemetry tracing: a server span per request (needs the ``otel`` extra)."""
 
     enabled: bool = False
+    """Start an OpenTelemetry `SERVER` span for every request. Needs the `otel` extra; without
+    it a warning is logged and tracing stays off."""
     service_name: str = "bastion"
-    #: ``global`` uses the tracer provider the application configured (the usual way);
-    #: ``console`` makes bastion's own provider that prints spans (for trying it out).
+    """The `service.name` of the provider the `console` exporter makes; with `global`, your
+    application's provider names the service."""
     exporter: Literal["global", "console"] = "global"
+    """`global` uses the tracer provider the application configured (the usual way);
+    `console` makes bastion's own provider that prints spans (for trying it out)."""
 
 
 class ObservabilityConfig(Section):

@@ -28,16 +28,35 @@ class RuleConfig(Section):
     """One rate limit rule: who it counts (``key``), what it applies to (``match``), how much."""
 
     name: str = Field(min_length=1, max_length=256)
+    """Unique name of the rule, used as the policy name in headers, problems, metrics and logs.
+    Printable ASCII without quotes or backslashes, at most 256 characters."""
     key: str | list[str] = "client"
+    """Who is counted: `global` (everyone together), `client`, `ip`, `route` or `header:NAME`
+    (requests without the header share one key). A list such as `[client, route]` combines them."""
     match: str | list[str] | None = None
+    """`METHOD /template` entries the rule applies to (`POST /login`; `* /orders/{id}` or just
+    `/orders/{id}` for any method); unset, the rule applies to every request."""
     limit: RateField
+    """The rate allowed per key, such as `100/minute`, `1000/s` or `10/5s`. For `concurrency`
+    it is the number of requests in flight and the period is ignored."""
     burst: int | None = Field(default=None, ge=1)
+    """`gcra` only: how many requests may arrive at once (unset: the limit). `100/minute` with
+    `burst: 20` admits 20 at once, then one every 600 ms."""
     tiers: dict[str, RateField] = Field(default_factory=dict)
+    """Tier name to rate (`paid: 1000/minute`), replacing `limit` for clients of that tier.
+    A tier keeps the rule's burst-to-limit proportion."""
     algorithm: Literal["gcra", "sliding_window", "sliding_log", "fixed_window", "concurrency"] = "gcra"
+    """How requests are counted: `gcra` (a rate plus a burst), `sliding_window`, `sliding_log`
+    (exact), `fixed_window`, or `concurrency` (requests in flight)."""
     cost: int = Field(default=1, ge=1)
+    """Units of the limit one request uses. A cost larger than the capacity (burst or limit) of
+    any tier is a configuration error."""
     mode: Literal["enforce", "shadow"] = "enforce"
-    #: How long a concurrency slot stays taken if its process dies before releasing it.
+    """`enforce` rejects requests over the limit with `429`; `shadow` decides, counts
+    (`outcome="shadow_limited"`) and logs, but never rejects: for trying a rule on real traffic."""
     lease: DurationField = Duration(60_000)
+    """`concurrency` only: a slot not released within this time frees itself (a process that died
+    holding it). Requests that run longer than the lease lose their slot early."""
 
     @field_validator("name")
     @classmethod
@@ -113,18 +132,30 @@ class RateLimitsConfig(Section):
     """Rate limit rules and how their store is used."""
 
     enabled: bool = True
+    """`false` turns the rate limit guard off: no rule is checked and no rate limit headers
+    are sent."""
     store: str | None = Field(default=None, description="overrides the top-level store")
     on_store_error: Literal["open", "closed"] = "open"
+    """What happens when the store fails or times out: `open` admits the request without rate
+    limit headers; `closed` answers `503 DEPENDENCY_UNAVAILABLE` with `Retry-After`."""
     timeout: DurationField = Duration(50)
-    #: Consecutive store failures that open the circuit breaker.
+    """The longest wait for Redis's answer to one decision, once it is sent; past it the
+    decision counts as a store failure. Not used by the memory store."""
     breaker_failures: int = Field(default=3, ge=1)
-    #: How long the store is skipped once the breaker opens, before one probe request.
+    """Consecutive store failures that open the circuit breaker; while it is open no request
+    waits on the store."""
     breaker_cooldown: DurationField = Duration(5_000)
-    #: Prefix of every Redis key (the part in braces is the Redis Cluster hash tag).
+    """How long the store is skipped once the breaker opens, before one request probes it
+    again; a success closes the breaker."""
     key_prefix: str = Field(default="bastion:rl", min_length=1)
-    #: Which response headers to send: the IETF draft's, the legacy X-RateLimit-*, or both.
+    """Prefix of every Redis key (`{bastion:rl}:<algorithm>:<rule>|<key>`); bastion adds the
+    braces of the Redis Cluster hash tag itself, so the prefix must not contain braces."""
     headers: Literal["both", "draft", "legacy", "none"] = "both"
+    """Which rate limit response headers to send: `draft` (IETF `RateLimit-Policy` and
+    `RateLimit`), `legacy` (`X-RateLimit-*`), `both`, or `none`."""
     rules: list[RuleConfig] = Field(default_factory=list)
+    """The rate limit rules; every rule that matches a request is decided in one atomic step,
+    so a request rejected by one rule consumes nothing from the others."""
 
     @field_validator("store")
     @classmethod

@@ -14,18 +14,35 @@ class ResponseValidationConfig(Section):
     """Response validation in shadow mode: mismatches are logged and counted, never altered."""
 
     enabled: bool = False
+    """Check a sample of JSON responses against the response schema of their status; mismatches
+    are logged and counted, never altered."""
     sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    """The share of responses checked, from `0.0` to `1.0` (`0.01`: one in a hundred)."""
 
 
 class ValidationConfig(Section):
     """How requests are checked against the OpenAPI description."""
 
     enabled: bool = True
+    """`false` keeps routing (404/405, route labels) but checks nothing. Validation needs an
+    `openapi` description either way."""
     reject_unknown_fields: bool = True
+    """Close objects that declare `properties` but say nothing about `additionalProperties`, so
+    unknown body fields are `NOT_ALLOWED`; `x-bastion-unknown-fields: allow` opens one again."""
     max_body_bytes: ByteSize = 1024 * 1024
+    """The largest request body read (`1048576`, `64KiB`, `1MiB`); a larger one is
+    `413 PAYLOAD_TOO_LARGE` and is not read past the limit. Also applies to idempotency."""
     max_json_depth: int = Field(default=32, ge=1, le=1000)
+    """The deepest JSON nesting accepted (`1` to `1000`); deeper bodies are `400 MALFORMED_BODY`
+    before schema validation."""
     max_errors: int = Field(default=50, ge=1, le=1000)
+    """The most entries returned in a problem's `errors[]` (`1` to `1000`)."""
     unknown_routes: Literal["reject", "pass"] = "reject"
+    """Paths and methods outside the description: `reject` answers `404 NOT_FOUND` or
+    `405 METHOD_NOT_ALLOWED`; `pass` lets them through to the application untouched."""
     unknown_query: Literal["ignore", "reject"] = "ignore"
+    """Undocumented query parameters: `ignore` them, or `reject` them as `NOT_ALLOWED` entries."""
     lenient_booleans: bool = False
+    """Also accept `yes`/`no`, `1`/`0` and `on`/`off` as booleans in parameters and form data;
+    by default only `true` and `false` are."""
     responses: ResponseValidationConfig = Field(default_factory=ResponseValidationConfig)
