@@ -165,3 +165,14 @@ def test_config_check_on_a_missing_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["config", "check", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 1
     assert "cannot read" in result.stderr
+
+
+def test_configuration_page_is_up_to_date_and_complete() -> None:
+    from bastion.configdocs import render_markdown, rows
+
+    page = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert page.read_text() == render_markdown(), (
+        "docs/configuration.md is stale: run `.venv/bin/python -m bastion.configdocs > docs/configuration.md`"
+    )
+    undocumented = [path for path, _kind, _default, description in rows() if not description]
+    assert undocumented == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,15 +36,20 @@ def serve(args: list[str], *, cwd: Path | None = None, port: int | None = None) 
     """Run ``python -m ...args`` with ``{port}`` filled in; yields the base URL."""
     port = port or free_port()
     command = [sys.executable, *[a.replace("{port}", str(port)) for a in args]]
+    # Standard error goes to a file, never a pipe: a pipe nobody reads fills up after
+    # a few dozen logged tracebacks, and the server then blocks on its next log line.
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(
-        command, cwd=cwd or REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        command, cwd=cwd or REPO, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
     )
     try:
         try:
             wait_until_up(port)
         except RuntimeError:
             process.kill()
-            _, err = process.communicate(timeout=5)
+            process.wait(timeout=5)
+            stderr.seek(0)
+            err = stderr.read()
             raise RuntimeError(f"{' '.join(command)} did not start:\n{err.decode()[-3000:]}") from None
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -54,8 +60,7 @@ def serve(args: list[str], *, cwd: Path | None = None, port: int | None = None) 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
-        if process.stderr:
-            process.stderr.close()
+        stderr.close()
 
 
 def uvicorn(target: str, *, factory: bool = False) -> list[str]:

@@ -34,6 +34,8 @@ Try each pitfall:
   for i in $(seq 25); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/health -H 'X-API-Key: k1'; done
 
   curl -s {base}/metrics | grep bastion_
+
+  # Watch it live: {base}/_bastion/dashboard
 """
 
 
