@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 from yarl import URL
@@ -35,6 +35,7 @@ from bastion.config import Config
 from bastion.gateway import normalize
 from bastion.gateway.config import GatewayConfig
 from bastion.gateway.headers import Forwarding, response_headers
+from bastion.observability.otel import start_upstream_span
 from bastion.problems import UpstreamTimeout, UpstreamUnavailable
 from bastion.tracing import format_traceparent
 
@@ -160,14 +161,27 @@ class ProxyApp:
         target = base + path if not query else f"{base}{path}?{query.decode('latin-1')}"
         return URL(target, encoded=True)
 
-    def upstream_headers(self, scope: Scope, ctx: RequestContext | None, *, websocket: bool = False) -> Any:
-        """The headers the upstream gets for this request."""
+    def upstream_headers(
+        self,
+        scope: Scope,
+        ctx: RequestContext | None,
+        *,
+        websocket: bool = False,
+        traceparent: bytes | None = None,
+    ) -> Any:
+        """The headers the upstream gets for this request.
+
+        ``traceparent`` names the upstream call's own client span when tracing is on;
+        otherwise the request's trace and span ids are passed on.
+        """
         client = scope.get("client")
+        if traceparent is None and ctx is not None:
+            traceparent = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
         return self.forwarding.upstream_headers(
             scope["headers"],
             peer=str(client[0]) if client else "unknown",
             scheme=("https" if scope.get("scheme") in ("https", "wss") else "http"),
-            traceparent=format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags) if ctx else None,
+            traceparent=traceparent,
             request_id=ctx.request_id if ctx else None,
             websocket=websocket,
         )
@@ -179,7 +193,10 @@ class ProxyApp:
         assert session is not None
         ctx: RequestContext | None = scope.get(SCOPE_KEY)
         method: str = scope["method"]
-        headers = self.upstream_headers(scope, ctx)
+        url = self._url(scope, self._base)
+        # With tracing on, the upstream call gets a client span of its own; None costs nothing.
+        span = start_upstream_span(ctx, method, str(url))
+        headers = self.upstream_headers(scope, ctx, traceparent=span.traceparent if span else None)
         body_done = True
         state: _UploadState | None = None
         data: Any = None
@@ -193,20 +210,17 @@ class ProxyApp:
         try:
             response = await session.request(
                 method,
-                self._url(scope, self._base),
+                url,
                 headers=headers,
                 data=data,
                 allow_redirects=False,
                 timeout=self._timeout,
             )
-        except TimeoutError as exc:
-            self._count("timeout")
-            which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
-            limit = self.config.connect_timeout if which == "connect" else self.config.read_timeout
-            if ctx is not None:
-                ctx.log["upstream_error"] = f"{which} timeout"
-            raise UpstreamTimeout(detail=f"The upstream API did not answer within {limit}.") from exc
-        except aiohttp.ClientError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if span is not None:
+                span.end(error=exc)
+            if isinstance(exc, TimeoutError):
+                self._raise_timeout(exc, ctx)
             if state is not None and state.client_gone:
                 return  # the client left mid-upload: there is nobody to answer
             self._count("unavailable")
@@ -215,12 +229,23 @@ class ProxyApp:
             raise UpstreamUnavailable(
                 detail="The gateway could not get an answer from the upstream API."
             ) from exc
+        if span is not None:
+            span.end(response.status)
         try:
             if state is not None:
                 body_done = state.finished
             await self._respond(scope, ctx, response, receive, send, body_done=body_done)
         finally:
             response.release()
+
+    def _raise_timeout(self, exc: TimeoutError, ctx: RequestContext | None) -> NoReturn:
+        """Count an upstream timeout and raise the problem that says which one."""
+        self._count("timeout")
+        which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
+        limit = self.config.connect_timeout if which == "connect" else self.config.read_timeout
+        if ctx is not None:
+            ctx.log["upstream_error"] = f"{which} timeout"
+        raise UpstreamTimeout(detail=f"The upstream API did not answer within {limit}.") from exc
 
     async def _respond(
         self,
