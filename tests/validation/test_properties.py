@@ -145,7 +145,11 @@ def test_one_mutation_is_reported_at_exactly_its_place(payload: Any, data: st.Da
     assert [(e["code"], e["pointer"]) for e in errors] == [expected], (mutation, mutated)
 
 
-SECRETISH = st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=6, max_size=30)
+# A marker no fixed text contains, so a value found in the errors was echoed, not a
+# coincidence with a field name or a detail word ("pointe" is in "pointer").
+SECRETISH = st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=3, max_size=27).map(
+    lambda text: "Zq9" + text
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -154,5 +158,4 @@ def test_submitted_values_are_never_echoed(secret: str, other: str) -> None:
     body = {"email": secret, "age": secret, "name": secret * 3, "tags": [other], "address": {"zip": other}}
     rendered = orjson.dumps(check_body(API, body)).decode()
     for value in (secret, other):
-        # A value could only appear by coincidence inside fixed text (a field name, a detail word).
-        assert value not in rendered or value in orjson.dumps(PROFILE).decode() + "must be at least"
+        assert value not in rendered
