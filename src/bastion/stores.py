@@ -7,8 +7,10 @@ capability accepts the same URLs and reports a bad one the same way.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 StoreKind = Literal["memory", "sqlite", "redis", "postgres"]
@@ -61,3 +63,33 @@ def parse_store_url(url: str) -> StoreURL:
     if kind in ("redis", "postgres") and not rest and scheme != "unix":
         raise ValueError(f"{url!r} names no host")
     return StoreURL(kind, url)
+
+
+class RedisResource:
+    """What the Redis stores share: background calls tracked, and one way to close and ping.
+
+    Subclasses set ``self.redis`` (a ``redis.asyncio.Redis``) and ``self._tasks`` in
+    their constructor, and start background work with :meth:`_track`.
+    """
+
+    redis: Any
+    _tasks: set[asyncio.Task[None]]
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, kept until it ends so ``close`` can wait for it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Wait for calls in flight, then close the connection pool."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        """Whether Redis answers ``PING``."""
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            return False

@@ -24,6 +24,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import NoScriptError
 
 from bastion.idempotency.core import CLAIMED, TOOK_OVER, ClaimResult, State, StoredResponse
+from bastion.stores import RedisResource
 
 
 class _Script:
@@ -45,7 +46,7 @@ _Call = tuple[_Script, str, tuple[Any, ...]]
 _Pending = tuple[_Call, "asyncio.Future[Any]"]
 
 
-class RedisStore:
+class RedisStore(RedisResource):
     """Idempotency records in Redis, shared by every process that uses the same server and prefix."""
 
     kind = "redis"
@@ -82,9 +83,7 @@ class RedisStore:
     def _start_flush(self) -> None:
         self._flush_scheduled = False
         batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._flush(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._flush(batch))
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:
@@ -175,16 +174,3 @@ class RedisStore:
                 await self.redis.script_load(script.text)
         except Exception:  # noqa: S110 - Redis may come up later; EVAL then loads each script
             pass
-
-    async def close(self) -> None:
-        """Wait for calls in flight, then close the connection pool."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.redis.aclose()
-
-    async def ping(self) -> bool:
-        """Whether Redis answers ``PING``."""
-        try:
-            return bool(await self.redis.ping())
-        except Exception:
-            return False

@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from bastion.ratelimit.algorithms import CONCURRENCY, Verdict
 from bastion.ratelimit.stores import Check, Decision
+from bastion.stores import RedisResource
 
 SCRIPT = files("bastion.ratelimit").joinpath("lua/decide.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -131,7 +132,7 @@ def _decision(reply: list[int]) -> Decision:
     return Decision(reply[0] == 1, verdicts)
 
 
-class RedisStore:
+class RedisStore(RedisResource):
     """Rate limit state in Redis, shared by every process that uses the same server and prefix."""
 
     name = "redis"
@@ -207,9 +208,7 @@ class RedisStore:
             self._busy = False
             return
         batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
-        task = asyncio.get_running_loop().create_task(self._flush(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._flush(batch))
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:
@@ -271,16 +270,3 @@ class RedisStore:
         # Redis may come up later; EVAL loads the script then.
         with contextlib.suppress(Exception):
             await self.redis.script_load(SCRIPT)
-
-    async def close(self) -> None:
-        """Wait for writes in flight, then close the connection pool."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.redis.aclose()
-
-    async def ping(self) -> bool:
-        """Whether Redis answers ``PING``."""
-        try:
-            return bool(await self.redis.ping())
-        except Exception:
-            return False
