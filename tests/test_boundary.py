@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
@@ -397,8 +396,3 @@ async def hello_http_only(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         raise RuntimeError("only http")
     await hello(scope, receive, send)
-
-
-def test_json_logs_are_one_object_per_line() -> None:
-    line = orjson.dumps({"a": "multi\nline"})
-    assert b"\n" not in line
