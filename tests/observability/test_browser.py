@@ -87,12 +87,32 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def series_peaks(driver: Any, chart: str) -> dict[str, float]:
-    """The highest point of each line of ``chart``, as a share of the chart's height (0 = flat)."""
+    """The highest point of each line of ``chart``, as a share of the chart's height (0 = flat).
+
+    Read in one script run: the page redraws its charts every second, so elements found
+    in one WebDriver call may be gone by the next.
+    """
+    points: dict[str, str] = driver.execute_script(
+        "const out = {};"
+        "for (const line of document.querySelectorAll(arguments[0])) {"
+        "  out[line.getAttribute('data-series')] = line.getAttribute('points') || '';"
+        "}"
+        "return out;",
+        f'svg[data-chart="{chart}"] polyline',
+    )
     peaks: dict[str, float] = {}
-    for line in driver.find_elements("css selector", f'svg[data-chart="{chart}"] polyline'):
-        ys = [float(point.split(",")[1]) for point in (line.get_attribute("points") or "").split()]
-        peaks[line.get_attribute("data-series")] = (140 - min(ys)) / 140 if ys else 0.0
+    for series, text in points.items():
+        ys = [float(point.split(",")[1]) for point in text.split()]
+        peaks[series] = (140 - min(ys)) / 140 if ys else 0.0
     return peaks
+
+
+def text_of(driver: Any, element_id: str) -> str:
+    """The rendered text of one element, looked up and read in a single script run."""
+    text: str = driver.execute_script(
+        "const node = document.getElementById(arguments[0]); return node ? node.innerText : '';", element_id
+    )
+    return text
 
 
 def send_traffic(base: str, wave: int) -> None:
@@ -113,9 +133,9 @@ def send_traffic(base: str, wave: int) -> None:
 def test_dashboard_renders_without_errors_and_follows_traffic(browser: Any, server: str) -> None:
     browser.get(server + "/_bastion/dashboard")
     assert browser.title == "bastion dashboard"
-    updates = lambda: int(browser.find_element("tag name", "body").get_attribute("data-updates") or 0)  # noqa: E731
+    updates = lambda: int(browser.execute_script("return document.body.dataset.updates || 0"))  # noqa: E731
     wait_for(lambda: updates() >= 2, 15, "the first two polls")
-    assert browser.find_element("id", "tile-total").text == "1"  # the readiness probe
+    assert text_of(browser, "tile-total") == "1"  # the readiness probe
     before = series_peaks(browser, "requests")
     assert before == {"all": 0.0}
 
@@ -125,16 +145,16 @@ def test_dashboard_renders_without_errors_and_follows_traffic(browser: Any, serv
     wait_for(
         lambda: series_peaks(browser, "requests").get("all", 0) > 0.3, 10, "the request rate line to rise"
     )
-    wait_for(lambda: "/email" in browser.find_element("id", "table-fields").text, 10, "the field table")
+    wait_for(lambda: "/email" in text_of(browser, "table-fields"), 10, "the field table")
 
     errors = series_peaks(browser, "errors")
     assert errors["4xx"] > 0 and errors["5xx"] > 0
     assert series_peaks(browser, "ratelimited")["429"] > 0
     assert set(series_peaks(browser, "idempotency")) >= {"replayed", "mismatch"}
-    assert int(browser.find_element("id", "tile-429").text) == 2 + 3 + 4 + 5
-    assert "createOrder" in browser.find_element("id", "table-validation").text
-    assert "INTERNAL_ERROR" in browser.find_element("id", "table-problems").text
-    assert "live" in browser.find_element("id", "status").text
+    assert int(text_of(browser, "tile-429")) == 2 + 3 + 4 + 5
+    assert "createOrder" in text_of(browser, "table-validation")
+    assert "INTERNAL_ERROR" in text_of(browser, "table-problems")
+    assert "live" in text_of(browser, "status")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
