@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from bastion.asgi import Scope
+from bastion.asgi import RequestContext, Scope
 from bastion.config import ClientsConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -121,13 +121,28 @@ class ClientIdentifier:
 
     def identify(self, scope: Scope) -> ClientIdentity:
         """The identity of the request's client: the first configured source present."""
+        return ClientIdentity(*self.resolve(scope))
+
+    def resolve(self, scope: Scope) -> tuple[str, str, str, str | None]:
+        """``(id, ip, tier, api_key)`` of the request's client, without building an object.
+
+        :meth:`fill` and :meth:`identify` are the same answer in other shapes.
+        """
         ip = self.client_ip(scope)
         for kind, name in self.sources:
             if kind == "ip":
-                return ClientIdentity("ip:" + ip, ip, self.default_tier)
+                return "ip:" + ip, ip, self.default_tier, None
             for key, value in scope["headers"]:
                 if key == name and value:
                     api_key = value.decode("latin-1")
-                    tier = self.tiers.get(api_key, self.default_tier)
-                    return ClientIdentity(self._digest(api_key), ip, tier, api_key)
-        return ClientIdentity("ip:" + ip, ip, self.default_tier)
+                    return self._digest(api_key), ip, self.tiers.get(api_key, self.default_tier), api_key
+        return "ip:" + ip, ip, self.default_tier, None
+
+    def fill(self, scope: Scope, ctx: RequestContext) -> None:
+        """Put the client's id, IP and tier into ``ctx`` unless they are there already.
+
+        Identity is worked out on first need (a rate limit rule, an idempotency key,
+        the access log), not on every request: a request nothing asks about pays nothing.
+        """
+        if ctx.client_id is None:
+            ctx.client_id, ctx.client_ip, ctx.tier, _ = self.resolve(scope)

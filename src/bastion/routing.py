@@ -1,10 +1,14 @@
-"""The route + client guard: which operation a request is for, and who sent it.
+"""The route guard: which operation a request is for.
 
-It runs before every guard that keys on a route or a client (rate limits,
-validation, idempotency) and fills the request context for them, the logs and
-the metrics. With an OpenAPI description, an unknown path is ``404 NOT_FOUND`` and
-a known path with a wrong method ``405 METHOD_NOT_ALLOWED``, unless
-``validation.unknown_routes`` is ``pass``.
+It runs before every guard that keys on a route (rate limits, validation,
+idempotency) and fills the request context for them, the logs and the metrics.
+With an OpenAPI description, an unknown path is ``404 NOT_FOUND`` and a known
+path with a wrong method ``405 METHOD_NOT_ALLOWED``, unless
+``validation.unknown_routes`` is ``pass``. Without a description or configured
+route templates there is nothing to resolve and no guard is added.
+
+Who sent the request is worked out on first need instead
+(:meth:`bastion.clients.ClientIdentifier.fill`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.asgi import SCOPE_KEY, ASGIApp, Receive, RequestContext, Scope, Send
-from bastion.clients import ClientIdentifier
 from bastion.problems import MethodNotAllowed, NotFound
 from bastion.protocols import RouteMatch, Router
 
@@ -20,52 +23,36 @@ if TYPE_CHECKING:
     from bastion.stack import Bastion
 
 
-class RouteClientGuard:
-    """Puts the route template, operation and client identity into the request context."""
+class RouteGuard:
+    """Puts the route template, operation id, operation and path parameters into the request context."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        identifier: ClientIdentifier,
-        router: Router | None,
-        *,
-        reject_unknown: bool,
-    ) -> None:
+    def __init__(self, app: ASGIApp, router: Router, *, reject_unknown: bool) -> None:
         self.app = app
-        self.identifier = identifier
         self.router = router
-        self.reject_unknown = reject_unknown and router is not None and router.authoritative
+        self.reject_unknown = reject_unknown and router.authoritative
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope[SCOPE_KEY]
-        client = self.identifier.identify(scope)
-        ctx.client_id = client.id
-        ctx.client_ip = client.ip
-        ctx.tier = client.tier
-        if self.router is not None:
-            found = self.router.resolve(scope["method"], scope["path"])
-            if isinstance(found, RouteMatch):
-                ctx.route = found.template
-                ctx.operation_id = found.operation_id
-                ctx.operation = found.operation
-                ctx.path_params = found.path_params
-            elif self.reject_unknown:
-                if found is None:
-                    raise NotFound(detail="no operation of the API has this path")
-                allowed = ", ".join(found)
-                raise MethodNotAllowed(detail=f"this path allows {allowed}", headers={"Allow": allowed})
+        found = self.router.resolve(scope["method"], scope["path"])
+        if isinstance(found, RouteMatch):
+            ctx: RequestContext = scope[SCOPE_KEY]
+            ctx.route = found.template
+            ctx.operation_id = found.operation_id
+            ctx.operation = found.operation
+            ctx.path_params = found.path_params
+        elif self.reject_unknown:
+            if found is None:
+                raise NotFound(detail="no operation of the API has this path")
+            allowed = ", ".join(found)
+            raise MethodNotAllowed(detail=f"this path allows {allowed}", headers={"Allow": allowed})
         await self.app(scope, receive, send)
 
 
 def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
-    """The route + client guard for ``bastion``'s configuration."""
+    """The route guard for ``bastion``'s configuration, or ``None`` when there are no routes to know."""
     from bastion.validation.router import build_router
 
     config = bastion.config
     router = build_router(config, bastion)
-    return RouteClientGuard(
-        app,
-        ClientIdentifier(config.clients),
-        router,
-        reject_unknown=config.validation.unknown_routes == "reject",
-    )
+    if router is None:
+        return None
+    return RouteGuard(app, router, reject_unknown=config.validation.unknown_routes == "reject")

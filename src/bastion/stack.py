@@ -3,7 +3,7 @@
 The chain is built once, from one :class:`~bastion.config.Config`, outermost first::
 
     boundary (trace id, problems, metrics, access log)
-      -> route + client -> rate limit -> validation -> idempotency -> the app
+      -> route -> rate limit -> validation -> idempotency -> the app
 
 A capability whose configuration gives it nothing to do adds no guard at all.
 Stores and other resources open on the ASGI lifespan start-up, or on the first
@@ -20,6 +20,7 @@ from typing import IO, Any
 from bastion.adapters import install_problem_handlers
 from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
 from bastion.boundary import BoundaryGuard
+from bastion.clients import ClientIdentifier
 from bastion.config import Config, load_config
 from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
@@ -33,10 +34,10 @@ def _capability_builders() -> list[GuardBuilder]:
     """The capabilities' guard builders, innermost first (the reverse of the request path)."""
     from bastion.idempotency.guard import build_guard as idempotency
     from bastion.ratelimit.guard import build_guard as rate_limits
-    from bastion.routing import build_guard as route_and_client
+    from bastion.routing import build_guard as route
     from bastion.validation.guard import build_guard as validation
 
-    return [idempotency, validation, rate_limits, route_and_client]
+    return [idempotency, validation, rate_limits, route]
 
 
 class Bastion:
@@ -58,6 +59,8 @@ class Bastion:
         self.config = load_config(config, env=env)
         self.logger = make_logger(self.config.logging.level, log_stream)
         self.metrics = Metrics() if self.config.metrics.enabled else None
+        #: Who sent a request, worked out by the guards that ask (``clients`` in the configuration).
+        self.clients = ClientIdentifier(self.config.clients)
         self.resources: list[Resource] = []
         self._started = False
         self._start_lock: asyncio.Lock | None = None
@@ -74,6 +77,7 @@ class Bastion:
             metrics=self.metrics,
             metrics_path=self.config.metrics.path,
             logger=self.logger,
+            clients=self.clients,
             access_log=AccessLog(log_stream) if self.config.logging.access else None,
             observability=self.config.observability,
         )

@@ -19,6 +19,8 @@ _ZERO_SPAN = "0" * 16
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 _current_trace_id: ContextVar[str | None] = ContextVar("bastion_trace_id", default=None)
+#: The context variable behind :func:`current_trace_id`; the boundary sets it directly.
+TRACE_ID = _current_trace_id
 
 
 def new_trace_id() -> str:

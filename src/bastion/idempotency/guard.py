@@ -39,6 +39,8 @@ from bastion.asgi import (
     read_body,
     replay_body,
 )
+from bastion.clients import ClientIdentifier
+from bastion.config import ClientsConfig
 from bastion.idempotency.config import IdempotencyConfig
 from bastion.idempotency.core import (
     Action,
@@ -132,8 +134,11 @@ class IdempotencyGuard:
         max_body_bytes: int,
         logger: Any,
         metrics: Any = None,
+        clients: ClientIdentifier | None = None,
     ) -> None:
         self.app = app
+        #: Scopes keys to the client (default: the default ``clients`` settings).
+        self.clients = clients if clients is not None else ClientIdentifier(ClientsConfig())
         self.store = store
         self.logger = logger
         self.methods = frozenset(config.methods)
@@ -311,6 +316,7 @@ class IdempotencyGuard:
             ctx.body = body
             receive = replay_body(body, receive)
         operation = ctx.route or path
+        self.clients.fill(scope, ctx)
         key = record_key(ctx.client_id or "", method, operation, idem_key)
         request_fp = fingerprint(method, path, scope.get("query_string", b""), bytes(content_type), body)
         owner = self._owner_prefix + str(next(self._owner_seq))
@@ -500,6 +506,7 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         app,
         config,
         store,
+        clients=bastion.clients,
         max_body_bytes=bastion.config.validation.max_body_bytes,
         logger=bastion.logger,
         metrics=bastion.metrics,

@@ -104,20 +104,10 @@ class Metrics:
         self._problem_children: dict[tuple[str, int], Any] = {}
         self._field_children: dict[tuple[str, str], Any] = {}
         # Bound the hot-path methods once: the boundary calls them on every request.
+        #: One more request in flight (by method).
         self.request_started = self.http.request_started
-        self.request_finished = self.http.request_finished
-
-    def observe_request(
-        self,
-        method: str,
-        route: str,
-        status: int,
-        seconds: float,
-        request_size: int = 0,
-        response_size: int = 0,
-    ) -> None:
-        """Record one finished request: duration and body sizes."""
-        self.http.observe(method, route, status, seconds, request_size, response_size)
+        #: Record a finished request (duration, body sizes) and count it out of those in flight.
+        self.request_done = self.http.finish
 
     def count_problem(self, code: str, status: int) -> None:
         """Record one rendered problem."""

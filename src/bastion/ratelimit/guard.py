@@ -1,8 +1,9 @@
 """The rate limit guard: decides every matching rule before any body is read.
 
-It sits after the route + client guard (which names the route, client, IP and
-tier) and before validation, so a rejected request costs no body read and no
-schema work. All rules that match a request are decided in one atomic store call.
+It sits after the route guard (which names the route and operation) and before
+validation, so a rejected request costs no body read and no schema work. It works
+out who the client is (id, IP, tier) only when a rule matches the request. All
+rules that match a request are decided in one atomic store call.
 Every response a rule matched carries the rate limit headers, through
 ``ctx.response_headers``; a rejection raises :class:`~bastion.problems.RateLimited`.
 """
@@ -16,6 +17,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, Scope, Send
+from bastion.clients import ClientIdentifier
+from bastion.config import ClientsConfig
 from bastion.problems import DependencyUnavailable, RateLimited
 from bastion.ratelimit.algorithms import CONCURRENCY, SLIDING_LOG, Limit, retry_after_seconds
 from bastion.ratelimit.headers import legacy_headers, policy_header, ratelimit_header
@@ -85,8 +88,11 @@ class RateLimitGuard:
         headers: str = "both",
         logger: Any = None,
         metrics: Any = None,
+        clients: ClientIdentifier | None = None,
     ) -> None:
         self.app = app
+        #: Identifies the client when a rule needs it (default: the default ``clients`` settings).
+        self.clients = clients if clients is not None else ClientIdentifier(ClientsConfig())
         self.rules = rules
         self.store = store
         self.operation_rules = dict(operation_rules or {})
@@ -197,6 +203,7 @@ class RateLimitGuard:
         if not rules:
             await self.app(scope, receive, send)
             return
+        self.clients.fill(scope, ctx)
         tier = ctx.tier
         checks = []
         limits = []
@@ -397,6 +404,7 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         app,
         rules,
         store,
+        clients=bastion.clients,
         operation_rules=operation_rules,
         on_store_error=section.on_store_error,
         timeout_s=section.timeout.seconds,
