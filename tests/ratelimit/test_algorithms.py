@@ -204,3 +204,29 @@ def test_rate_parser_rejects_garbage_with_value_error(text: str) -> None:
         assert rate.period_ms >= 1
         return
     assert message
+
+
+@settings(max_examples=300, deadline=None)
+@given(limit=limits, steps=arrivals)
+def test_the_memory_store_short_path_agrees_with_the_algorithms(
+    limit: Limit, steps: list[tuple[int, int]]
+) -> None:
+    # MemoryStore.hit inlines the single-value algorithms; it must give their answers exactly.
+    assume(limit.algorithm != SLIDING_LOG)
+    clock = Clock()
+    store = MemoryStore(clock)
+    state: Any = None
+    for delta, cost in steps:
+        clock.now += delta
+        expected = pure(limit, state, clock.now, cost)
+        got = store.hit("k", limit, cost)
+        # The state only matters when it is kept, that is when the request is admitted.
+        assert (got.allowed, got.remaining, got.reset_us, got.retry_us) == (
+            expected.allowed,
+            expected.remaining,
+            expected.reset_us,
+            expected.retry_us,
+        )
+        if expected.allowed:
+            assert got.state == expected.state
+            state = expected.state

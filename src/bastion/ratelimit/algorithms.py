@@ -162,8 +162,9 @@ def sliding_window(state: tuple[int, int, int] | None, now: int, cost: int, limi
             wait_ms = period_ms - (spare * period_ms) // prev
             retry = start + wait_ms * 1000 - now
         else:
-            # Only in the next window, once the current count has decayed enough.
-            wait_ms = max(0, period_ms - ((limit.limit - cost) * period_ms) // cur)
+            # Only in the next window, once the current count has decayed enough. (A cost
+            # above the limit is never admitted; it is told the next window, as fixed windows do.)
+            wait_ms = max(0, period_ms - ((limit.limit - cost) * period_ms) // cur) if cur else 0
             retry = start + period + wait_ms * 1000 - now
         used = -(-(weighted + cur * period_ms) // period_ms)
         reset = start + (2 * period if cur else period) - now
