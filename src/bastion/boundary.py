@@ -62,6 +62,16 @@ class BoundaryGuard:
         observability: ObservabilityConfig | None = None,
     ) -> None:
         self.app = app
+        # A guard with ``handles_methods`` passes every other method through untouched:
+        # for those, go straight to the first app below that wants the request.
+        self.next_by_method: dict[str, ASGIApp] = {}
+        # (Not for "_OTHER": it stands for every unknown method, which a guard may handle.)
+        for known in _KNOWN_METHODS:
+            inner = app
+            while (handles := getattr(inner, "handles_methods", None)) is not None and known not in handles:
+                inner = getattr(inner, "app")  # noqa: B009  # ASGIApp, the protocol, has no .app; a guard has
+            if inner is not app:
+                self.next_by_method[known] = inner
         self.type_base = type_base
         self.metrics = metrics
         self.metrics_path = metrics_path if metrics is not None else None
@@ -160,7 +170,7 @@ class BoundaryGuard:
             elif self.dashboard is not None and self.dashboard.handles(path):
                 await self.dashboard.handle(scope, ctx, send_with_headers)
             else:
-                await self.app(scope, receive, send_with_headers)
+                await self.next_by_method.get(method, self.app)(scope, receive, send_with_headers)
             if held is not None:
                 for message in held:
                     await send(message)

@@ -435,3 +435,18 @@ async def test_a_live_handler_keeps_its_claim_past_the_lease(store_settings: dic
     assert done.status_code == 201 and "idempotency" not in done.headers
     assert replay.content == done.content
     assert app.executions == 1
+
+
+@pytest.mark.parametrize("store_settings", ["memory"], indirect=True)
+async def test_only_the_configured_methods_are_protected(store_settings: dict[str, Any]) -> None:
+    # The chain skips the guard for the methods it never handles; the configured one
+    # still goes through it.
+    app = OrdersApp()
+    bastion, _ = guarded(app, store_settings, require=[], methods=["PUT"])
+    async with client(bastion) as http:
+        puts = [await http.put("/orders", json=ORDER, headers=key("put-1")) for _ in range(2)]
+        assert app.executions == 1
+        posts = [await http.post("/orders", json=ORDER, headers=key("post-1")) for _ in range(2)]
+    await bastion.shutdown()
+    assert app.executions == 3
+    assert [r.headers.get("idempotent-replayed") for r in puts + posts] == [None, "true", None, None]

@@ -144,6 +144,8 @@ class IdempotencyGuard:
         self.methods = frozenset(config.methods)
         self.required = RequiredRoutes(config.require)
         self.all_methods = self.methods | self.required.methods
+        #: Requests with any other method pass through untouched, so the chain may skip this guard.
+        self.handles_methods = self.all_methods
         self.header = config.header.lower().encode("latin-1")
         self.lease_ms = config.lease.ms
         self.ttl_ms = config.ttl.ms
