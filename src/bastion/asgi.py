@@ -7,7 +7,7 @@ in what they learn (route, client, body) and add response headers to it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -18,6 +18,23 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 SCOPE_KEY = "bastion"
+
+
+class _Done:
+    """An awaitable that is already finished: ``await DONE`` returns ``None`` at once.
+
+    For ``send`` wrappers written as plain functions that return the next ``send``'s
+    awaitable, on the paths where there is nothing to send.
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]  # an empty iterator is a finished awaitable
+
+
+#: The finished awaitable (see :class:`_Done`).
+DONE: Awaitable[None] = _Done()
 
 
 class RequestContext:
