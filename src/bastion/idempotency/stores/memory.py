@@ -15,30 +15,41 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable
+from itertools import chain
+from typing import Any
 
 from bastion.idempotency.core import CLAIMED, TOOK_OVER, ClaimResult, State, StoredResponse, may_claim
 
 #: At most this many expired records are dropped per claim: the cost per request stays bounded.
 SWEEP_PER_CLAIM = 8
 
-# A record: (fingerprint, owner, lease_until, expires_at, response). The response is
-# None while in progress, else (status, headers, body, body_stored) with headers a
-# tuple of (name, value) byte pairs.
-_Stored = tuple[int, tuple[tuple[bytes, bytes], ...], bytes, bool]
-_Record = tuple[str, str, int, int, _Stored | None]
+# A record is one flat tuple: (fingerprint, owner, lease_until, expires_at, None) while in
+# progress; (fingerprint, "", 0, expires_at, status, body, body_stored, name, value, name,
+# value, ...) once completed. Flat, because the collector untracks a tuple of strings,
+# numbers and bytes at the first collection that sees it, but a tuple holding tuples
+# only one level per collection: nested records would live on as tracked objects into
+# the oldest generation and make its full collections walk them.
+_Record = tuple[Any, ...]
+
+_monotonic_ns = time.monotonic_ns
 
 
 def _monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
+    return _monotonic_ns() // 1_000_000
 
 
 class MemoryStore:
-    """Idempotency records in process memory."""
+    """Idempotency records in process memory.
+
+    Every step is synchronous underneath (``claim_now``, ``complete_now``,
+    ``release_now``): the guard calls those directly, the protocol's coroutines wrap them.
+    """
 
     kind = "memory"
     name = "idempotency:memory"
 
-    def __init__(self, clock_ms: Callable[[], int] = _monotonic_ms) -> None:
+    def __init__(self, clock_ms: Callable[[], int] | None = None) -> None:
+        #: Milliseconds from a monotonic clock; ``None`` reads ``time.monotonic_ns`` inline.
         self.clock_ms = clock_ms
         self._records: dict[str, _Record] = {}
         self._expiries: list[tuple[int, str]] = []
@@ -46,32 +57,45 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._records)
 
+    def _now(self) -> int:
+        clock = self.clock_ms
+        return _monotonic_ns() // 1_000_000 if clock is None else clock()
+
     async def claim(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
         """Claim ``key``, take over an expired lease, or report the record."""
-        now = self.clock_ms()
-        if self._expiries and self._expiries[0][0] <= now:
+        return self.claim_now(key, fingerprint, owner, lease_ms, ttl_ms)
+
+    def claim_now(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
+        """:meth:`claim`, without a coroutine."""
+        clock = self.clock_ms
+        now = _monotonic_ns() // 1_000_000 if clock is None else clock()
+        expiries = self._expiries
+        if expiries and expiries[0][0] <= now:
             self._sweep(now)
-        record = self._records.get(key)
+        records = self._records
+        record = records.get(key)
         if record is not None:
-            stored_fp, _, lease_until, expires_at, stored = record
+            stored_fp, _, lease_until, expires_at, status = record[:5]
             verdict = may_claim(
                 now_ms=now,
                 expires_at=expires_at,
-                state_completed=stored is not None,
+                state_completed=status is not None,
                 lease_until=lease_until,
                 stored_fingerprint=stored_fp,
                 request_fingerprint=fingerprint,
             )
             if verdict is False:
-                if stored is not None:
-                    return ClaimResult(State.COMPLETED, stored_fp, StoredResponse(*stored))
+                if status is not None:
+                    headers = tuple(zip(record[7::2], record[8::2], strict=True))
+                    response = StoredResponse(status, headers, record[5], record[6])
+                    return ClaimResult(State.COMPLETED, stored_fp, response)
                 return ClaimResult(State.IN_PROGRESS, stored_fp, None, lease_until - now)
             if verdict is True:
-                self._records[key] = (stored_fp, owner, now + lease_ms, expires_at, None)
+                records[key] = (stored_fp, owner, now + lease_ms, expires_at, None)
                 return TOOK_OVER
         expires_at = now + ttl_ms
-        self._records[key] = (fingerprint, owner, now + lease_ms, expires_at, None)
-        heapq.heappush(self._expiries, (expires_at, key))
+        records[key] = (fingerprint, owner, now + lease_ms, expires_at, None)
+        heapq.heappush(expiries, (expires_at, key))
         return CLAIMED
 
     def _owned(self, key: str, owner: str) -> _Record | None:
@@ -82,17 +106,27 @@ class MemoryStore:
 
     async def complete(self, key: str, owner: str, response: StoredResponse, ttl_ms: int) -> bool:
         """Store the response if ``owner`` still holds the claim."""
-        record = self._owned(key, owner)
-        if record is None:
+        return self.complete_now(key, owner, response, ttl_ms)
+
+    def complete_now(self, key: str, owner: str, response: StoredResponse, ttl_ms: int) -> bool:
+        """:meth:`complete`, without a coroutine."""
+        record = self._records.get(key)
+        if record is None or record[4] is not None or record[1] != owner:
             return False
-        stored = (response.status, response.headers, response.body, response.body_stored)
+        clock = self.clock_ms
+        now = _monotonic_ns() // 1_000_000 if clock is None else clock()
+        status, headers, body, body_stored = response
         # No second heap entry: the sweep finds the claim's entry first and pushes it
         # back with the later expiry then.
-        self._records[key] = (record[0], "", 0, self.clock_ms() + ttl_ms, stored)
+        self._records[key] = (record[0], "", 0, now + ttl_ms, status, body, body_stored, *chain(*headers))
         return True
 
     async def release(self, key: str, owner: str) -> bool:
         """Drop the claim if ``owner`` still holds it."""
+        return self.release_now(key, owner)
+
+    def release_now(self, key: str, owner: str) -> bool:
+        """:meth:`release`, without a coroutine."""
         if self._owned(key, owner) is None:
             return False
         del self._records[key]
@@ -103,7 +137,7 @@ class MemoryStore:
         record = self._owned(key, owner)
         if record is None:
             return False
-        self._records[key] = (record[0], owner, self.clock_ms() + lease_ms, record[3], None)
+        self._records[key] = (record[0], owner, self._now() + lease_ms, record[3], None)
         return True
 
     def _sweep(self, now: int) -> None:
