@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import http_sf
 import pytest
 from hypothesis import given
@@ -199,3 +201,15 @@ def test_required_routes() -> None:
     assert not routes.match("PATCH", None, "/orders")
     with pytest.raises(ValueError, match="METHOD /path"):
         RequiredRoutes(["orders"])
+
+
+def test_record_keys_and_fingerprints_are_sha256_of_their_documented_layout() -> None:
+    # Records written by any version of bastion must be found again by this one.
+    assert (
+        record_key("ip:1.2.3.4", "POST", "/orders", "k")
+        == hashlib.sha256(b"10,4,7,1;ip:1.2.3.4POST/ordersk").hexdigest()
+    )
+    assert (
+        fingerprint("POST", "/orders", b"a=1", b"application/json", b"{}")
+        == hashlib.sha256(b"4,7,3,16,2;POST/ordersa=1application/json{}").hexdigest()
+    )

@@ -9,10 +9,36 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+import importlib
+import re
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
 
 import orjson
+
+
+class _Digest(Protocol):
+    def hexdigest(self) -> str: ...
+
+
+def _sha256_constructor() -> Callable[[bytes], _Digest]:
+    """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before), else OpenSSL's.
+
+    The digests are the same. The inputs here are a few dozen bytes, and a request
+    hashes twice: inside a request (code and data caches shared with everything else
+    it runs) OpenSSL's setup of a digest context costs more than the hashing itself,
+    which made the two hashes the largest part of the guard's cost.
+    """
+    for module in ("_sha2", "_sha256"):
+        try:
+            constructor: Callable[[bytes], _Digest] = importlib.import_module(module).sha256
+        except (ImportError, AttributeError):
+            continue
+        return constructor
+    return hashlib.sha256
+
+
+_sha256 = _sha256_constructor()
 
 #: The longest key accepted, in characters (after unquoting an RFC 8941 string).
 MAX_KEY_LENGTH = 255
@@ -43,6 +69,11 @@ REPLAYED_HEADER = (b"idempotent-replayed", b"true")
 BODY_OMITTED_HEADER = (b"idempotent-body-omitted", b"true")
 
 
+#: A bare token key (1 to 255 characters of %x21-7E, not starting with a quote) with the
+#: optional whitespace around it: the common case, matched in one C call.
+_BARE_KEY = re.compile(rb"[ \t]*([\x21\x23-\x7e][\x21-\x7e]{0,254})[ \t]*").fullmatch
+
+
 class KeyFormatError(ValueError):
     """The ``Idempotency-Key`` header is not a usable key; the message says why."""
 
@@ -54,6 +85,10 @@ def parse_key(raw: bytes) -> str:
     the IETF draft specifies) or a bare token of visible ASCII (``abc``). The key
     is 1 to 255 characters. Raises :class:`KeyFormatError` otherwise.
     """
+    bare = _BARE_KEY(raw)
+    if bare is not None:
+        return bare[1].decode("ascii")
+    # A quoted string, or a key to reject with the reason why.
     value = raw.strip(b" \t")
     if not value:
         raise KeyFormatError("the key is empty")
@@ -103,21 +138,21 @@ def record_key(client_id: str, method: str, operation: str, key: str) -> str:
     # The lengths go first, so that no two different tuples hash alike
     # (("ab", "c") and ("a", "bc") would otherwise collide).
     text = f"{len(client_id)},{len(method)},{len(operation)},{len(key)};{client_id}{method}{operation}{key}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return _sha256(text.encode()).hexdigest()
 
 
 def fingerprint(method: str, path: str, query: bytes, content_type: bytes, body: bytes) -> str:
     """SHA-256 over what makes two requests the same request: method, path, query, Content-Type, body."""
     head = f"{len(method)},{len(path)},{len(query)},{len(content_type)},{len(body)};{method}{path}".encode()
-    return hashlib.sha256(b"%b%b%b%b" % (head, query, content_type, body)).hexdigest()
+    return _sha256(b"%b%b%b%b" % (head, query, content_type, body)).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
+class StoredResponse(NamedTuple):
     """A completed request's response as kept in a store.
 
     ``body_stored`` is ``False`` when the body was larger than ``max_stored_bytes``:
-    the request is completed all the same, and ``body`` is empty.
+    the request is completed all the same, and ``body`` is empty. An immutable named
+    tuple: one is built per stored response, and a tuple is the cheapest such object.
     """
 
     status: int
@@ -154,9 +189,8 @@ class State(enum.Enum):
     COMPLETED = "completed"
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimResult:
-    """A store's answer to a claim.
+class ClaimResult(NamedTuple):
+    """A store's answer to a claim (an immutable named tuple, like :class:`StoredResponse`).
 
     ``fingerprint`` is the stored request's (for ``IN_PROGRESS`` and ``COMPLETED``).
     ``took_over`` says a claim replaced an in-flight record whose lease had expired.
@@ -220,17 +254,18 @@ def may_claim(
 class StatusPolicy:
     """Which statuses are stored (``store_statuses``: ``2xx``, ``4xx``, ``201``, ...)."""
 
-    __slots__ = ("_classes", "_exact")
+    __slots__ = ("statuses",)
 
     def __init__(self, entries: Iterable[str]) -> None:
-        self._classes = frozenset(int(e[0]) for e in entries if e.endswith("xx"))
-        self._exact = frozenset(int(e) for e in entries if e.isdigit())
+        entries = list(entries)
+        classes = frozenset(int(e[0]) for e in entries if e.endswith("xx"))
+        exact = frozenset(int(e) for e in entries if e.isdigit())
+        #: Every storable status, worked out once: a request pays one set lookup.
+        self.statuses = frozenset(s for s in range(500) if s // 100 in classes or s in exact)
 
     def storable(self, status: int) -> bool:
         """Whether a response with ``status`` is kept for replay (5xx never is)."""
-        if status >= 500:
-            return False
-        return status // 100 in self._classes or status in self._exact
+        return status in self.statuses
 
 
 class ResponseCapture:
@@ -254,12 +289,13 @@ class ResponseCapture:
     def start(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Record the status and the storable headers (copied: later layers edit the list in place)."""
         self.status = status
-        kept = []
-        for name, value in headers:
-            name = bytes(name).lower()
-            if name not in NOT_STORED_HEADERS:
-                kept.append((name, bytes(value)))
-        self.headers = tuple(kept)
+        self.headers = tuple(
+            [
+                (name, bytes(value))
+                for raw, value in headers
+                if (name := bytes(raw).lower()) not in NOT_STORED_HEADERS
+            ]
+        )
 
     def body(self, chunk: bytes) -> None:
         """Record one body chunk."""
