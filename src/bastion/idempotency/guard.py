@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import os
 import re
+from collections.abc import Awaitable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ from bastion.clients import ClientIdentifier
 from bastion.config import ClientsConfig
 from bastion.idempotency.config import IdempotencyConfig
 from bastion.idempotency.core import (
+    CLAIMED,
     Action,
     ClaimResult,
     KeyFormatError,
@@ -56,6 +58,7 @@ from bastion.idempotency.core import (
     record_key,
 )
 from bastion.idempotency.stores import IdempotencyStore, open_store
+from bastion.idempotency.stores.memory import MemoryStore
 from bastion.problems import (
     DependencyUnavailable,
     IdempotencyKeyInvalid,
@@ -69,6 +72,8 @@ from bastion.problems import (
 from bastion.stores import parse_store_url
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
     from bastion.stack import Bastion
 
 OFF, OPTIONAL, REQUIRED = 0, 1, 2
@@ -122,6 +127,38 @@ class RequiredRoutes:
         return any(m == method and p.match(path) for m, p in self.patterns)
 
 
+class PendingEvents:
+    """Event counts kept as plain integers, added to the Prometheus counter when collected.
+
+    ``Counter.inc`` takes a lock and makes four Python calls, and a request counts at
+    least one event. Like the HTTP server metrics, the guard keeps integers instead
+    (one dictionary update, no lock: the event loop runs one step at a time); this
+    collector, registered just ahead of the counter, moves them into the counter
+    whenever the registry is collected, and yields no metric of its own.
+    """
+
+    def __init__(self, children: dict[str, Any]) -> None:
+        self.children = children
+        self.counts = dict.fromkeys(children, 0)
+
+    def flush(self) -> None:
+        """Add the counts to the counter and start again from zero."""
+        counts = self.counts
+        for event, count in counts.items():
+            if count:
+                counts[event] = 0
+                self.children[event].inc(count)
+
+    def describe(self) -> list[Metric]:
+        """No metric of its own (the counter describes itself)."""
+        return []
+
+    def collect(self) -> list[Metric]:
+        """Flush; the counter, collected next, reports the totals."""
+        self.flush()
+        return []
+
+
 class IdempotencyGuard:
     """Pure ASGI guard that makes unsafe requests with an ``Idempotency-Key`` run at most once."""
 
@@ -140,6 +177,8 @@ class IdempotencyGuard:
         #: Scopes keys to the client (default: the default ``clients`` settings).
         self.clients = clients if clients is not None else ClientIdentifier(ClientsConfig())
         self.store = store
+        #: The memory store, called without coroutines (its steps never wait); ``None`` for the others.
+        self._memory = store if type(store) is MemoryStore else None
         self.logger = logger
         self.methods = frozenset(config.methods)
         self.required = RequiredRoutes(config.require)
@@ -156,6 +195,8 @@ class IdempotencyGuard:
         self.mismatch_status = config.on_mismatch
         self.fail_closed = config.on_store_error == "closed"
         self.statuses = StatusPolicy(config.store_statuses)
+        #: The statuses stored for replay (``statuses.storable`` as a set).
+        self.storable = self.statuses.statuses
         self.max_stored_bytes = config.max_stored_bytes
         self.max_body_bytes = max_body_bytes
         # Owner tokens: a random per-process prefix and a counter, unique across processes
@@ -166,6 +207,9 @@ class IdempotencyGuard:
         self._active: dict[str, tuple[str, float]] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._events: dict[str, Any] = {}
+        #: Events not yet added to the counter (see :class:`PendingEvents`); ``None`` when
+        #: every event goes to the counter at once (multiprocess mode).
+        self._pending: dict[str, int] | None = dict.fromkeys(EVENTS, 0)
         self._store_errors: Any = None
         if metrics is not None:
             events = metrics.counter(
@@ -174,6 +218,17 @@ class IdempotencyGuard:
                 ["event"],
             )
             self._events = {event: events.labels(event) for event in EVENTS}
+            if getattr(metrics, "multiprocess_dir", None) is None:
+                pending = PendingEvents(self._events)
+                self._pending = pending.counts
+                # The counts go into the counter when the registry is collected: registered
+                # ahead of the counter, so that every collection adds them before reading it.
+                metrics.registry.unregister(events)
+                metrics.registry.register(pending)
+                metrics.registry.register(events)
+            else:
+                # Scrapes read every worker's shared files, not this registry: count at once.
+                self._pending = None
             errors = metrics.counter(
                 "bastion_store_errors_total",
                 "Store calls that failed, by store and operation.",
@@ -187,6 +242,10 @@ class IdempotencyGuard:
     # -- helpers -----------------------------------------------------------------------
 
     def _count(self, event: str) -> None:
+        pending = self._pending
+        if pending is not None:
+            pending[event] += 1
+            return
         child = self._events.get(event)
         if child is not None:
             child.inc()
@@ -309,27 +368,48 @@ class IdempotencyGuard:
             raise IdempotencyKeyInvalid(detail=str(exc)) from None
         body = ctx.body
         if body is None:
-            try:
-                body = await read_body(receive, self.max_body_bytes)
-            except BodyTooLarge:
-                raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes") from None
-            except ClientDisconnected:
-                return  # nobody is left to answer, and nothing was claimed
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                # The whole body in one message, the common case: read_body's result without its loop.
+                body = message.get("body") or b""
+                if len(body) > self.max_body_bytes:
+                    raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes")
+            else:
+                try:
+                    body = await _read_body_after(message, receive, self.max_body_bytes)
+                except BodyTooLarge:
+                    raise PayloadTooLarge(
+                        detail=f"the body is larger than {self.max_body_bytes} bytes"
+                    ) from None
+                except ClientDisconnected:
+                    return  # nobody is left to answer, and nothing was claimed
             ctx.body = body
             receive = replay_body(body, receive)
-        operation = ctx.route or path
-        self.clients.fill(scope, ctx)
-        key = record_key(ctx.client_id or "", method, operation, idem_key)
+        if ctx.client_id is None:
+            self.clients.fill(scope, ctx)
+        key = record_key(ctx.client_id or "", method, ctx.route or path, idem_key)
         request_fp = fingerprint(method, path, scope.get("query_string", b""), bytes(content_type), body)
         owner = self._owner_prefix + str(next(self._owner_seq))
 
+        memory = self._memory
+        result: ClaimResult | None
         try:
-            result: ClaimResult | None = await self.store.claim(
-                key, request_fp, owner, self.lease_ms, self.ttl_ms
-            )
+            if memory is not None:
+                result = memory.claim_now(key, request_fp, owner, self.lease_ms, self.ttl_ms)
+            else:
+                result = await self.store.claim(key, request_fp, owner, self.lease_ms, self.ttl_ms)
         except Exception as exc:
             self._claim_failed(exc, ctx)
             result = None
+        if result is CLAIMED:  # a new key: the common case, with nothing to decide
+            ctx.log["idempotency"] = "claimed"
+            pending = self._pending
+            if pending is not None:
+                pending["claimed"] += 1
+            else:
+                self._count("claimed")
+            await self._run(scope, receive, send, ctx, key, owner)
+            return
         if result is None:  # store down and on_store_error is open
             ctx.log["idempotency"] = "unprotected"
             self._count("unprotected")
@@ -421,17 +501,19 @@ class IdempotencyGuard:
         capture = ResponseCapture(self.max_stored_bytes)
         self._hold(key, owner)
         settled = False  # completed or released: the record is no longer this request's to change
+        memory = self._memory
+        send_capturing: Send
 
         async def settle() -> None:
             nonlocal settled
             settled = True
             self._active.pop(owner, None)
-            if self.statuses.storable(capture.status):
+            if capture.status in self.storable:
                 await self._complete(key, owner, capture.result(), ctx)
             else:
                 await self._release(key, owner)
 
-        async def send_capturing(message: Message) -> None:
+        async def send_capturing_async(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start":
                 capture.start(message["status"], message.get("headers") or ())
@@ -443,6 +525,33 @@ class IdempotencyGuard:
                     await settle()
             await send(message)
 
+        # With the memory store nothing here waits: a plain function that captures, settles
+        # and hands back the awaitable of the real ``send``, with no coroutine of its own.
+        def send_capturing_now(message: Message) -> Awaitable[None]:
+            nonlocal settled
+            kind = message["type"]
+            if kind == "http.response.start":
+                capture.start(message["status"], message.get("headers") or ())
+            elif kind == "http.response.body":
+                capture.body(message.get("body", b""))
+                if not message.get("more_body", False) and not settled:
+                    settled = True
+                    self._active.pop(owner, None)
+                    assert memory is not None
+                    if capture.status in self.storable:
+                        response = capture.result()
+                        try:
+                            stored = memory.complete_now(key, owner, response, self.ttl_ms)
+                        except Exception as exc:
+                            self._complete_failed(exc, ctx)
+                        else:
+                            if not stored or not response.body_stored:
+                                self._completed(stored, response, owner, ctx)
+                    else:
+                        self._release_now(memory, key, owner)
+            return send(message)
+
+        send_capturing = send_capturing_async if memory is None else send_capturing_now
         try:
             await self.app(scope, receive, send_capturing)
         except Problem as problem:
@@ -461,8 +570,9 @@ class IdempotencyGuard:
             await self._abandon(settled, key, owner)
             raise
         else:
-            # The application returned without finishing its response: nothing to store.
-            await self._abandon(settled, key, owner)
+            if not settled:
+                # The application returned without finishing its response: nothing to store.
+                await self._abandon(settled, key, owner)
 
     async def _abandon(self, settled: bool, key: str, owner: str) -> None:
         if settled:
@@ -474,11 +584,17 @@ class IdempotencyGuard:
         try:
             stored = await self.store.complete(key, owner, response, self.ttl_ms)
         except Exception as exc:
-            # The handler ran and its response goes out; the record stays in progress
-            # until its lease ends, after which a retry would run the handler again.
-            self._store_error("complete", exc)
-            ctx.log["idempotency_stored"] = False
+            self._complete_failed(exc, ctx)
             return
+        self._completed(stored, response, owner, ctx)
+
+    def _complete_failed(self, exc: Exception, ctx: RequestContext) -> None:
+        # The handler ran and its response goes out; the record stays in progress
+        # until its lease ends, after which a retry would run the handler again.
+        self._store_error("complete", exc)
+        ctx.log["idempotency_stored"] = False
+
+    def _completed(self, stored: bool, response: StoredResponse, owner: str, ctx: RequestContext) -> None:
         if not stored:
             self._count("fenced")
             ctx.log["idempotency"] = "fenced"
@@ -494,6 +610,29 @@ class IdempotencyGuard:
             return
         if released:
             self._count("released")
+
+    def _release_now(self, memory: MemoryStore, key: str, owner: str) -> None:
+        try:
+            released = memory.release_now(key, owner)
+        except Exception as exc:
+            self._store_error("release", exc)
+            return
+        if released:
+            self._count("released")
+
+
+async def _read_body_after(first: Message, receive: Receive, limit: int) -> bytes:
+    """:func:`read_body` for a body whose first message has been received already."""
+    pending: Message | None = first
+
+    async def receive_rest() -> Message:
+        nonlocal pending
+        if pending is not None:
+            message, pending = pending, None
+            return message
+        return await receive()
+
+    return await read_body(receive_rest, limit)
 
 
 def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
