@@ -213,3 +213,20 @@ def test_record_keys_and_fingerprints_are_sha256_of_their_documented_layout() ->
         fingerprint("POST", "/orders", b"a=1", b"application/json", b"{}")
         == hashlib.sha256(b"4,7,3,16,2;POST/ordersa=1application/json{}").hexdigest()
     )
+
+
+def test_capture_takes_header_names_of_any_case_and_type() -> None:
+    for _ in range(2):  # the second time, the names are known
+        capture = ResponseCapture(1024)
+        capture.start(
+            200,
+            [
+                (b"X-Custom", b"1"),
+                (b"Set-Cookie", b"s=1"),
+                (b"x-custom", b"2"),
+                (bytearray(b"X-Other"), bytearray(b"3")),
+                (b"DATE", b"today"),
+            ],
+        )
+        assert capture.headers == ((b"x-custom", b"1"), (b"x-custom", b"2"), (b"x-other", b"3"))
+        assert all(type(name) is bytes and type(value) is bytes for name, value in capture.headers)

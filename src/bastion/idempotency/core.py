@@ -62,6 +62,24 @@ NOT_STORED_HEADERS = frozenset(
     }
 )
 
+#: Response header names seen so far -> the name to store (lower-cased), or ``b""`` for a
+#: header never stored: a response's headers are sorted out with a dictionary lookup each,
+#: and every stored response shares the same name objects. Bounded: names past the
+#: bound (an application minting header names) are worked out each time.
+_STORED_NAMES: dict[bytes, bytes] = {}
+_MAX_STORED_NAMES = 1024
+
+
+def _stored_name(raw: bytes) -> bytes:
+    """The name to store for the header ``raw``, or ``b""`` when it is never stored."""
+    name = bytes(raw).lower()
+    if name in NOT_STORED_HEADERS:
+        name = b""
+    if type(raw) is bytes and len(_STORED_NAMES) < _MAX_STORED_NAMES:
+        _STORED_NAMES[raw] = name
+    return name
+
+
 #: Headers that describe a body; dropped from the replay of a response whose body was not kept.
 _BODY_HEADERS = frozenset({b"content-length", b"content-type", b"content-encoding", b"etag", b"content-md5"})
 
@@ -289,13 +307,17 @@ class ResponseCapture:
     def start(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Record the status and the storable headers (copied: later layers edit the list in place)."""
         self.status = status
-        self.headers = tuple(
-            [
+        names = _STORED_NAMES
+        try:
+            # A known name: kept when its stored name is not b"". An unknown one: worked out.
+            kept = [
                 (name, bytes(value))
                 for raw, value in headers
-                if (name := bytes(raw).lower()) not in NOT_STORED_HEADERS
+                if (name := names.get(raw)) or (name is None and (name := _stored_name(raw)))
             ]
-        )
+        except TypeError:  # a name that cannot be a dictionary key (a bytearray)
+            kept = [(name, bytes(value)) for raw, value in headers if (name := _stored_name(raw))]
+        self.headers = tuple(kept)
 
     def body(self, chunk: bytes) -> None:
         """Record one body chunk."""

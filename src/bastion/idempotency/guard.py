@@ -24,7 +24,6 @@ import itertools
 import os
 import re
 from collections.abc import Awaitable
-from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import (
@@ -203,8 +202,8 @@ class IdempotencyGuard:
         # without a random draw per request.
         self._owner_prefix = os.urandom(8).hex() + ":"
         self._owner_seq = itertools.count()
-        #: Claims whose handlers run now: owner -> (record key, loop time of the last claim or renewal).
-        self._active: dict[str, tuple[str, float]] = {}
+        #: Claims whose handlers run now: owner -> record key.
+        self._active: dict[str, str] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._events: dict[str, Any] = {}
         #: Events not yet added to the counter (see :class:`PendingEvents`); ``None`` when
@@ -264,32 +263,34 @@ class IdempotencyGuard:
         One task per guard renews every claim that has run for a quarter lease; a
         request that ends sooner costs one dictionary entry and no timer.
         """
-        self._active[owner] = (key, monotonic())
+        self._active[owner] = key
         renewer = self._renewer
         if renewer is None or renewer.done():
             self._renewer = asyncio.get_running_loop().create_task(self._renew_held())
 
     async def _renew_held(self) -> None:
+        # A claim held at one tick has run for at least a tick (a quarter lease) at the next:
+        # each tick renews the claims that the previous one saw, and a claim is renewed by
+        # half its lease at the latest. The first claim, which starts this task, is seen at once.
+        active = self._active
+        seen = set(active)
         try:
-            while self._active:
+            while active:
                 await asyncio.sleep(self.renew_every_s)
-                now = monotonic()
-                due = [(o, k) for o, (k, at) in self._active.items() if now - at >= self.renew_every_s]
+                due = [(o, k) for o, k in active.items() if o in seen]
+                seen = set(active)
                 if not due:
                     continue
                 results = await asyncio.gather(
                     *(self.store.renew(k, o, self.lease_ms) for o, k in due), return_exceptions=True
                 )
-                for (owner, key), renewed in zip(due, results, strict=True):
+                for (owner, _), renewed in zip(due, results, strict=True):
                     if isinstance(renewed, BaseException):
                         # A store hiccup: try again at the next tick, the lease may still hold.
                         self._store_error("renew", renewed)
-                    elif owner in self._active:
-                        if renewed:
-                            self._active[owner] = (key, now)
-                        else:
-                            del self._active[owner]
-                            self.logger.warning("idempotency lease lost to a takeover", owner=owner)
+                    elif not renewed and owner in active:
+                        del active[owner]
+                        self.logger.warning("idempotency lease lost to a takeover", owner=owner)
         finally:
             self._renewer = None
 
@@ -408,7 +409,10 @@ class IdempotencyGuard:
                 pending["claimed"] += 1
             else:
                 self._count("claimed")
-            await self._run(scope, receive, send, ctx, key, owner)
+            if memory is not None:
+                await self._run_now(memory, scope, receive, send, ctx, key, owner)
+            else:
+                await self._run(scope, receive, send, ctx, key, owner)
             return
         if result is None:  # store down and on_store_error is open
             ctx.log["idempotency"] = "unprotected"
@@ -501,8 +505,6 @@ class IdempotencyGuard:
         capture = ResponseCapture(self.max_stored_bytes)
         self._hold(key, owner)
         settled = False  # completed or released: the record is no longer this request's to change
-        memory = self._memory
-        send_capturing: Send
 
         async def settle() -> None:
             nonlocal settled
@@ -513,7 +515,7 @@ class IdempotencyGuard:
             else:
                 await self._release(key, owner)
 
-        async def send_capturing_async(message: Message) -> None:
+        async def send_capturing(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start":
                 capture.start(message["status"], message.get("headers") or ())
@@ -525,9 +527,42 @@ class IdempotencyGuard:
                     await settle()
             await send(message)
 
-        # With the memory store nothing here waits: a plain function that captures, settles
-        # and hands back the awaitable of the real ``send``, with no coroutine of its own.
-        def send_capturing_now(message: Message) -> Awaitable[None]:
+        try:
+            await self.app(scope, receive, send_capturing)
+        except Problem as problem:
+            if settled or capture.status or problem.status >= 500:
+                await self._abandon(settled, key, owner)
+                raise
+            await self._answer(problem, scope, ctx, send_capturing)
+        except BaseException:
+            await self._abandon(settled, key, owner)
+            raise
+        else:
+            if not settled:
+                # The application returned without finishing its response: nothing to store.
+                await self._abandon(settled, key, owner)
+
+    async def _run_now(
+        self,
+        memory: MemoryStore,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        ctx: RequestContext,
+        key: str,
+        owner: str,
+    ) -> None:
+        """:meth:`_run` with the memory store, whose steps never wait: the same steps, inline."""
+        capture = ResponseCapture(self.max_stored_bytes)
+        self._active[owner] = key  # _hold, inline
+        renewer = self._renewer
+        if renewer is None or renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_held())
+        settled = False
+
+        # A plain function that captures, settles and hands back the awaitable of the
+        # real ``send``: no coroutine of its own per message.
+        def send_capturing(message: Message) -> Awaitable[None]:
             nonlocal settled
             kind = message["type"]
             if kind == "http.response.start":
@@ -536,43 +571,46 @@ class IdempotencyGuard:
                 capture.body(message.get("body", b""))
                 if not message.get("more_body", False) and not settled:
                     settled = True
-                    self._active.pop(owner, None)
-                    assert memory is not None
-                    if capture.status in self.storable:
-                        response = capture.result()
-                        try:
-                            stored = memory.complete_now(key, owner, response, self.ttl_ms)
-                        except Exception as exc:
-                            self._complete_failed(exc, ctx)
-                        else:
-                            if not stored or not response.body_stored:
-                                self._completed(stored, response, owner, ctx)
-                    else:
-                        self._release_now(memory, key, owner)
+                    self._settle_now(memory, capture, key, owner, ctx)
             return send(message)
 
-        send_capturing = send_capturing_async if memory is None else send_capturing_now
         try:
             await self.app(scope, receive, send_capturing)
         except Problem as problem:
             if settled or capture.status or problem.status >= 500:
                 await self._abandon(settled, key, owner)
                 raise
-            # A client error raised by the handler is its answer: render it here so it is
-            # stored and replayed like any other 4xx response.
-            rendered = render(problem, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=scope["path"])
-            ctx.problem_code = problem.code
-            await send_capturing(
-                {"type": "http.response.start", "status": rendered.status, "headers": rendered.headers}
-            )
-            await send_capturing({"type": "http.response.body", "body": rendered.body, "more_body": False})
+            await self._answer(problem, scope, ctx, send_capturing)
         except BaseException:
             await self._abandon(settled, key, owner)
             raise
         else:
             if not settled:
-                # The application returned without finishing its response: nothing to store.
                 await self._abandon(settled, key, owner)
+
+    def _settle_now(
+        self, memory: MemoryStore, capture: ResponseCapture, key: str, owner: str, ctx: RequestContext
+    ) -> None:
+        """Store the response or release the claim, with the memory store (``settle`` of :meth:`_run`)."""
+        self._active.pop(owner, None)
+        if capture.status not in self.storable:
+            self._release_now(memory, key, owner)
+            return
+        response = capture.result()
+        try:
+            stored = memory.complete_now(key, owner, response, self.ttl_ms)
+        except Exception as exc:
+            self._complete_failed(exc, ctx)
+            return
+        if not stored or not response.body_stored:
+            self._completed(stored, response, owner, ctx)
+
+    async def _answer(self, problem: Problem, scope: Scope, ctx: RequestContext, send: Send) -> None:
+        """Send a client error the handler raised as its response (so it is stored and replayed)."""
+        rendered = render(problem, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=scope["path"])
+        ctx.problem_code = problem.code
+        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
+        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
 
     async def _abandon(self, settled: bool, key: str, owner: str) -> None:
         if settled:
