@@ -11,6 +11,7 @@ the upstream believe a forged address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -77,8 +78,13 @@ def _forwarded_node(address: str) -> str:
     return address or "unknown"
 
 
+@functools.lru_cache(maxsize=1024)
 def _forwarded_value(value: str) -> str:
-    """A ``Forwarded`` parameter value: a token when it can be, else a quoted string."""
+    """A ``Forwarded`` parameter value: a token when it can be, else a quoted string.
+
+    Cached: it is the request's ``Host``, one of a few values, checked character by
+    character on every proxied request otherwise.
+    """
     if value and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in value):
         return value
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
