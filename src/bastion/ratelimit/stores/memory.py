@@ -214,20 +214,24 @@ class MemoryStore:
                 cur = state[2]
             elif state[0] + period == start:
                 prev = state[2]
-        period_ms = period // 1000
-        weighted = prev * (period_ms - into // 1000)
         cur += cost
-        if weighted + cur * period_ms > limit.limit * period_ms:
+        if prev:
+            # The previous window's count times its overlap, rounded up to whole requests:
+            # weighted + cur * p > limit * p exactly when cur + ceil(weighted / p) > limit.
+            period_ms = period // 1000
+            used = cur - (-prev * (period_ms - into // 1000) // period_ms)
+        else:
+            used = cur
+        if used > limit.limit:
             return sliding_window(state, now, cost, limit)
         state = (start, prev, cur)
-        used = -(-(weighted + cur * period_ms) // period_ms)
         reset = 2 * period - into
         if entry is None:
             table.add(key, [state, now + table.ttl_us], now)
         else:
             entry[0] = state
             entry[1] = now + table.ttl_us
-        return _new(Verdict, (True, state, limit.limit - used if used < limit.limit else 0, reset, 0))
+        return _new(Verdict, (True, state, limit.limit - used, reset, 0))
 
     def decide_now(self, checks: Sequence[Check], request_id: str) -> Decision:
         """Decide every check at once; nothing is recorded unless the request is admitted."""
