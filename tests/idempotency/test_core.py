@@ -230,3 +230,14 @@ def test_capture_takes_header_names_of_any_case_and_type() -> None:
         )
         assert capture.headers == ((b"x-custom", b"1"), (b"x-custom", b"2"), (b"x-other", b"3"))
         assert all(type(name) is bytes and type(value) is bytes for name, value in capture.headers)
+
+
+@given(st.lists(st.binary(max_size=8), min_size=1, max_size=4), st.integers(min_value=0, max_value=20))
+def test_capture_finish_is_body_then_result(chunks: list[bytes], cap: int) -> None:
+    one, other = ResponseCapture(cap), ResponseCapture(cap)
+    for capture in (one, other):
+        capture.start(201, [(b"content-type", b"text/plain")])
+        for chunk in chunks[:-1]:
+            capture.body(chunk)
+    other.body(chunks[-1])
+    assert one.finish(chunks[-1]) == other.result()

@@ -87,9 +87,10 @@ REPLAYED_HEADER = (b"idempotent-replayed", b"true")
 BODY_OMITTED_HEADER = (b"idempotent-body-omitted", b"true")
 
 
-#: A bare token key (1 to 255 characters of %x21-7E, not starting with a quote) with the
-#: optional whitespace around it: the common case, matched in one C call.
-_BARE_KEY = re.compile(rb"[ \t]*([\x21\x23-\x7e][\x21-\x7e]{0,254})[ \t]*").fullmatch
+#: Matches a header value that is a bare token key (1 to 255 characters of %x21-7E, not
+#: starting with a quote) with optional whitespace around it, the key in group 1: the
+#: common case, in one C call. Anything else takes the rest of :func:`parse_key`.
+match_bare_key = re.compile(rb"[ \t]*([\x21\x23-\x7e][\x21-\x7e]{0,254})[ \t]*").fullmatch
 
 
 class KeyFormatError(ValueError):
@@ -103,7 +104,7 @@ def parse_key(raw: bytes) -> str:
     the IETF draft specifies) or a bare token of visible ASCII (``abc``). The key
     is 1 to 255 characters. Raises :class:`KeyFormatError` otherwise.
     """
-    bare = _BARE_KEY(raw)
+    bare = match_bare_key(raw)
     if bare is not None:
         return bare[1].decode("ascii")
     # A quoted string, or a key to reject with the reason why.
@@ -161,8 +162,20 @@ def record_key(client_id: str, method: str, operation: str, key: str) -> str:
 
 def fingerprint(method: str, path: str, query: bytes, content_type: bytes, body: bytes) -> str:
     """SHA-256 over what makes two requests the same request: method, path, query, Content-Type, body."""
-    head = f"{len(method)},{len(path)},{len(query)},{len(content_type)},{len(body)};{method}{path}".encode()
-    return _sha256(b"%b%b%b%b" % (head, query, content_type, body)).hexdigest()
+    # The lengths first, then the parts (as UTF-8), in one formatting step.
+    text = b"%d,%d,%d,%d,%d;%b%b%b%b%b" % (
+        len(method),
+        len(path),
+        len(query),
+        len(content_type),
+        len(body),
+        method.encode(),
+        path.encode(),
+        query,
+        content_type,
+        body,
+    )
+    return _sha256(text).hexdigest()
 
 
 class StoredResponse(NamedTuple):
@@ -329,6 +342,13 @@ class ResponseCapture:
             self._chunks = []
             return
         self._chunks.append(bytes(chunk))
+
+    def finish(self, chunk: bytes) -> StoredResponse:
+        """Record the last body chunk and return the response to store (:meth:`body`, then :meth:`result`)."""
+        if not self._chunks and self.body_kept and len(chunk) <= self.max_bytes:
+            return StoredResponse(self.status, self.headers, bytes(chunk), True)  # the body in one message
+        self.body(chunk)
+        return self.result()
 
     def result(self) -> StoredResponse:
         """The response to store."""

@@ -53,6 +53,7 @@ from bastion.idempotency.core import (
     StoredResponse,
     decide,
     fingerprint,
+    match_bare_key,
     parse_key,
     record_key,
 )
@@ -181,6 +182,8 @@ class IdempotencyGuard:
         self.logger = logger
         self.methods = frozenset(config.methods)
         self.required = RequiredRoutes(config.require)
+        #: No ``require`` entries: without an operation, a method the guard handles is optional.
+        self._plain = not self.required.exact
         self.all_methods = self.methods | self.required.methods
         #: Requests with any other method pass through untouched, so the chain may skip this guard.
         self.handles_methods = self.all_methods
@@ -335,23 +338,35 @@ class IdempotencyGuard:
             return
         ctx: RequestContext = scope[SCOPE_KEY]
         path = scope["path"]
-        if ctx.operation is None and not self.required.exact:
-            mode = OPTIONAL if method in self.methods else OFF
+        if ctx.operation is None and self._plain:
+            mode = OPTIONAL  # (all_methods is methods then)
         else:
             mode = self._mode(method, ctx, path)
-        if mode == OFF:
-            await self.app(scope, receive, send)
-            return
-        raw_key: bytes | None = None
-        content_type = b""
+            if mode == OFF:
+                await self.app(scope, receive, send)
+                return
+        raw_key: bytes | None
+        content_type: bytes
         repeated = False
-        name = self.header
-        for key, value in scope["headers"]:
-            if key == name:
-                repeated = raw_key is not None
-                raw_key = value
-            elif key == b"content-type":
-                content_type = value
+        headers = scope["headers"]
+        try:
+            # One pass in C; the loop below only when a name repeats (or is not hashable).
+            found: dict[bytes, bytes] | None = dict(headers)
+        except TypeError:
+            found = None
+        if found is not None and len(found) == len(headers):
+            raw_key = found.get(self.header)
+            content_type = found.get(b"content-type", b"")
+        else:
+            raw_key = None
+            content_type = b""
+            name = self.header
+            for key, value in headers:
+                if key == name:
+                    repeated = raw_key is not None
+                    raw_key = value
+                elif key == b"content-type":
+                    content_type = value
         if raw_key is None:
             if mode == REQUIRED:
                 ctx.log["idempotency"] = "missing"
@@ -359,14 +374,18 @@ class IdempotencyGuard:
                 raise IdempotencyKeyMissing(detail="this operation requires an Idempotency-Key header")
             await self.app(scope, receive, send)
             return
-        try:
-            if repeated:
-                raise KeyFormatError("the header appears more than once")
-            idem_key = parse_key(bytes(raw_key))
-        except KeyFormatError as exc:
-            ctx.log["idempotency"] = "invalid"
-            self._count("invalid")
-            raise IdempotencyKeyInvalid(detail=str(exc)) from None
+        bare = None if repeated else match_bare_key(raw_key)
+        if bare is not None:  # parse_key's first step, inline
+            idem_key = bare[1].decode("ascii")
+        else:
+            try:
+                if repeated:
+                    raise KeyFormatError("the header appears more than once")
+                idem_key = parse_key(bytes(raw_key))
+            except KeyFormatError as exc:
+                ctx.log["idempotency"] = "invalid"
+                self._count("invalid")
+                raise IdempotencyKeyInvalid(detail=str(exc)) from None
         body = ctx.body
         if body is None:
             message = await receive()
@@ -568,10 +587,22 @@ class IdempotencyGuard:
             if kind == "http.response.start":
                 capture.start(message["status"], message.get("headers") or ())
             elif kind == "http.response.body":
-                capture.body(message.get("body", b""))
-                if not message.get("more_body", False) and not settled:
+                if message.get("more_body", False) or settled:
+                    capture.body(message.get("body", b""))
+                else:  # the last chunk: store the response (or release the claim) first
                     settled = True
-                    self._settle_now(memory, capture, key, owner, ctx)
+                    self._active.pop(owner, None)
+                    if capture.status not in self.storable:
+                        self._release_now(memory, key, owner)
+                        return send(message)
+                    response = capture.finish(message.get("body", b""))
+                    try:
+                        stored = memory.complete_now(key, owner, response, self.ttl_ms)
+                    except Exception as exc:
+                        self._complete_failed(exc, ctx)
+                    else:
+                        if not stored or not response.body_stored:
+                            self._completed(stored, response, owner, ctx)
             return send(message)
 
         try:
@@ -587,23 +618,6 @@ class IdempotencyGuard:
         else:
             if not settled:
                 await self._abandon(settled, key, owner)
-
-    def _settle_now(
-        self, memory: MemoryStore, capture: ResponseCapture, key: str, owner: str, ctx: RequestContext
-    ) -> None:
-        """Store the response or release the claim, with the memory store (``settle`` of :meth:`_run`)."""
-        self._active.pop(owner, None)
-        if capture.status not in self.storable:
-            self._release_now(memory, key, owner)
-            return
-        response = capture.result()
-        try:
-            stored = memory.complete_now(key, owner, response, self.ttl_ms)
-        except Exception as exc:
-            self._complete_failed(exc, ctx)
-            return
-        if not stored or not response.body_stored:
-            self._completed(stored, response, owner, ctx)
 
     async def _answer(self, problem: Problem, scope: Scope, ctx: RequestContext, send: Send) -> None:
         """Send a client error the handler raised as its response (so it is stored and replayed)."""
