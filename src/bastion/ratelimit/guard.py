@@ -20,7 +20,7 @@ from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, S
 from bastion.clients import ClientIdentifier
 from bastion.config import ClientsConfig
 from bastion.problems import DependencyUnavailable, RateLimited
-from bastion.ratelimit.algorithms import CONCURRENCY, SLIDING_LOG, Limit, retry_after_seconds
+from bastion.ratelimit.algorithms import CONCURRENCY, SLIDING_LOG, Limit, Verdict, retry_after_seconds
 from bastion.ratelimit.headers import legacy_headers, policy_header, ratelimit_header
 from bastion.ratelimit.rules import (
     OPERATION_EXTENSION,
@@ -46,7 +46,19 @@ _MAX_PATH_PLANS = 4096
 class Plan:
     """The rules that apply to one ``(method, route)``, found once and reused."""
 
-    __slots__ = ("concurrency", "member", "names", "needs_id", "policies", "quotas", "rules", "single")
+    __slots__ = (
+        "allowed",
+        "concurrency",
+        "fast",
+        "keys",
+        "names",
+        "needs_id",
+        "policies",
+        "rules",
+        "single",
+        "template",
+        "tiers",
+    )
 
     def __init__(self, rules: tuple[CompiledRule, ...]) -> None:
         self.rules = rules
@@ -54,14 +66,23 @@ class Plan:
         self.concurrency = any(rule.concurrency for rule in rules)
         # Concurrency leases and sliding-log entries are named after the request.
         self.needs_id = any(rule.default.algorithm in (CONCURRENCY, SLIDING_LOG) for rule in rules)
-        #: One rule whose state is a single value: the memory store's short path applies.
-        self.single = len(rules) == 1 and rules[0].default.algorithm in SIMPLE_ALGORITHMS
-        #: For a single rule: the constant start of its ``RateLimit`` member.
-        self.member = f'"{rules[0].name}";r='.encode() if len(rules) == 1 else b""
+        #: Every rule's state is a single value (no leases, no logs): the short paths apply.
+        self.fast = bool(rules) and all(_simple(rule) for rule in rules)
+        #: One such rule: the memory store decides it without the atomic multi-rule step.
+        self.single = self.fast and len(rules) == 1
+        #: The ``RateLimit`` value with each rule's ``r`` and ``t`` left to fill in (fast plans).
+        self.template = ", ".join(
+            f'"{name}";r=%d;t=%d' for name in (n.replace("%", "%%") for n in self.names)
+        )
+        #: Per rule: its store key when constant, ``""`` when it is the rule's prefix and the
+        #: client id, ``None`` when :meth:`CompiledRule.key_for` works it out.
+        self.keys = tuple(_key_plan(rule) for rule in rules)
         #: tier -> the ``RateLimit-Policy`` value, which depends only on the limits.
         self.policies: dict[str | None, bytes] = {}
-        #: limit -> its quota as ``X-RateLimit-Limit`` bytes.
-        self.quotas: dict[Limit, bytes] = {}
+        #: tier -> what a fast plan needs for it (see :meth:`tier`).
+        self.tiers: dict[str | None, Tier] = {}
+        #: The metric children of each rule's ``allowed`` outcome, once looked up.
+        self.allowed: tuple[Any, ...] | None = None
 
     def policy_header(self, tier: str | None, limits: list[Limit]) -> bytes:
         """The ``RateLimit-Policy`` value for ``tier`` (computed once per tier)."""
@@ -70,6 +91,48 @@ class Plan:
             members = [rule.policies[limit] for rule, limit in zip(self.rules, limits, strict=True)]
             found = self.policies[tier] = policy_header(members)
         return found
+
+    def tier(self, tier: str | None) -> Tier:
+        """The limits of ``tier`` with their constant header bytes (computed once per tier)."""
+        found = self.tiers.get(tier)
+        if found is None:
+            limits = [rule.limit_for(tier) for rule in self.rules]
+            policy = self.policy_header(tier, limits)
+            found = self.tiers[tier] = Tier(
+                limits, policy, tuple(b"%d" % limit.quota for limit in limits), self.template.encode()
+            )
+        return found
+
+
+class Tier:
+    """A fast plan's limits for one tier and the header bytes that depend only on them."""
+
+    __slots__ = ("limits", "policy", "quotas", "template")
+
+    def __init__(
+        self, limits: list[Limit], policy: bytes, quotas: tuple[bytes, ...], template: bytes
+    ) -> None:
+        self.limits = limits
+        #: The ``RateLimit-Policy`` value.
+        self.policy = policy
+        #: Each rule's quota as ``X-RateLimit-Limit`` bytes.
+        self.quotas = quotas
+        #: The ``RateLimit`` value to fill with each rule's remaining quota and reset seconds.
+        self.template = template
+
+
+def _simple(rule: CompiledRule) -> bool:
+    return rule.default.algorithm in SIMPLE_ALGORITHMS and all(
+        limit.algorithm in SIMPLE_ALGORITHMS for limit in rule.tiers.values()
+    )
+
+
+def _key_plan(rule: CompiledRule) -> str | None:
+    if rule.parts == ("global",):
+        return rule.prefix + "*"
+    if rule.parts == ("client",):
+        return ""
+    return None
 
 
 class RateLimitGuard:
@@ -146,13 +209,16 @@ class RateLimitGuard:
         self._plans[(method, route)] = plan
         return plan
 
-    def _count(self, rule: str, outcome: str) -> None:
-        if self._decisions is None:
-            return
+    def _child(self, rule: str, outcome: str) -> Any:
         child = self._children.get((rule, outcome))
         if child is None:
+            assert self._decisions is not None
             child = self._children[(rule, outcome)] = self._decisions.labels(rule, outcome)
-        child.inc()
+        return child
+
+    def _count(self, rule: str, outcome: str) -> None:
+        if self._decisions is not None:
+            self._child(rule, outcome).inc()
 
     def _store_error(self, operation: str, exc: BaseException) -> None:
         if self._store_errors is not None:
@@ -205,33 +271,119 @@ class RateLimitGuard:
             return
         self.clients.fill(scope, ctx)
         tier = ctx.tier
+        memory = self.memory
+        if memory is not None and plan.fast:
+            # Rules whose state is one value each, on the memory store (the usual case).
+            found = plan.tiers.get(tier)
+            if found is None:
+                found = plan.tier(tier)
+            limits = found.limits
+            client_id = ctx.client_id
+            checks = []
+            for rule, key, limit in zip(rules, plan.keys, limits, strict=True):
+                if key is None or (not key and not client_id):
+                    key = rule.key_for(method, route, ctx, scope)
+                elif not key:
+                    key = rule.prefix + client_id  # type: ignore[operator]
+                # tuple.__new__ skips NamedTuple's Python-level constructor on the hot path.
+                checks.append(_new(Check, (key, limit, rule.cost, rule.shadow)))
+            if plan.single:
+                # One rule: no atomic multi-rule step to take.
+                check = checks[0]
+                verdict = memory.hit(check[0], check[1], check[2])
+                if verdict[0]:
+                    self._admitted(plan, found, ctx, [verdict])
+                    await self.app(scope, receive, send)
+                    return
+                verdicts = [verdict]
+                admitted = check[3]
+            else:
+                decision = memory.decide_now(checks, "")
+                verdicts = decision[1]
+                admitted = decision[0]
+                if admitted and all(verdict[0] for verdict in verdicts):
+                    self._admitted(plan, found, ctx, verdicts)
+                    await self.app(scope, receive, send)
+                    return
+            # A rule said no: the general path below, which reports it.
+            self._conclude(plan, tier, ctx, checks, limits, verdicts, admitted)
+            await self.app(scope, receive, send)
+            return
         checks = []
         limits = []
         for rule in rules:
             limit = rule.tiers.get(tier, rule.default) if rule.tiers and tier is not None else rule.default
             limits.append(limit)
-            # tuple.__new__ skips NamedTuple's Python-level constructor on the hot path.
             checks.append(
                 _new(Check, (rule.key_for(method, route, ctx, scope), limit, rule.cost, rule.shadow))
             )
         request_id = self._id_prefix + str(next(self._ids)) if plan.needs_id else ""
-        if self.memory is not None and plan.single:
-            # One rule whose state is one value: no atomic multi-rule step to take.
-            check = checks[0]
-            verdict = self.memory.hit(check.key, check.limit, check.cost)
-            verdicts = [verdict]
-            admitted = verdict[0] or check.shadow
+        if self.store.sync:
+            decision_: Decision | None = self.store.decide_now(checks, request_id)
         else:
-            if self.store.sync:
-                decision: Decision | None = self.store.decide_now(checks, request_id)
-            else:
-                decision = await self._decide(checks, request_id)
-            if decision is None:
-                self._unavailable(ctx)
-                await self.app(scope, receive, send)
-                return
-            verdicts = decision.verdicts
-            admitted = decision.admitted
+            decision_ = await self._decide(checks, request_id)
+        if decision_ is None:
+            self._unavailable(ctx)
+            await self.app(scope, receive, send)
+            return
+        self._conclude(plan, tier, ctx, checks, limits, decision_.verdicts, decision_.admitted)
+        if plan.concurrency:
+            await self._hold(checks, request_id, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _admitted(self, plan: Plan, found: Tier, ctx: RequestContext, verdicts: list[Verdict]) -> None:
+        """Headers and counts for a request every rule of a fast plan allowed, from constant bytes.
+
+        The same bytes as :meth:`_conclude` writes (the tests hold the two to that).
+        """
+        if len(verdicts) == 1:
+            tightest = verdicts[0]
+            i = 0
+            reset_us = tightest[3]
+            reset = -(-reset_us // 1_000_000) if reset_us > 0 else 0
+            ratelimit = found.template % (tightest[2], reset)
+        else:
+            values: list[int] = []
+            tightest = verdicts[0]
+            i = 0
+            for j, verdict in enumerate(verdicts):
+                remaining = verdict[2]
+                reset_us = verdict[3]
+                values.append(remaining)
+                values.append(-(-reset_us // 1_000_000) if reset_us > 0 else 0)
+                # The legacy trio describes the rule with the least quota left (the later reset on a tie).
+                if remaining < tightest[2] or (remaining == tightest[2] and reset_us > tightest[3]):
+                    tightest = verdict
+                    i = j
+            ratelimit = found.template % tuple(values)
+            reset = values[2 * i + 1]
+        headers = ctx.response_headers
+        if self.draft_headers:
+            headers.append((b"ratelimit-policy", found.policy))
+            headers.append((b"ratelimit", ratelimit))
+        if self.legacy_headers:
+            headers.append((b"x-ratelimit-limit", found.quotas[i]))
+            headers.append((b"x-ratelimit-remaining", b"%d" % tightest[2]))
+            headers.append((b"x-ratelimit-reset", b"%d" % reset))
+        if self._decisions is not None:
+            children = plan.allowed
+            if children is None:
+                children = plan.allowed = tuple(self._child(rule.name, "allowed") for rule in plan.rules)
+            for child in children:
+                child.inc()
+
+    def _conclude(
+        self,
+        plan: Plan,
+        tier: str | None,
+        ctx: RequestContext,
+        checks: list[Check],
+        limits: list[Limit],
+        verdicts: list[Verdict],
+        admitted: bool,
+    ) -> None:
+        """Headers, counts and log fields for a decided request; raises when it is rejected."""
         if not admitted:
             # Rules that would have admitted the request report the quota it did not consume.
             verdicts = [
@@ -239,41 +391,18 @@ class RateLimitGuard:
                 for v, c in zip(verdicts, checks, strict=True)
             ]
         headers = ctx.response_headers
-        if plan.single:
-            # One rule, no concurrency: the same headers as below, with less work.
-            verdict = verdicts[0]
-            remaining = verdict[2]
-            reset_us = verdict[3]
-            reset = -(-reset_us // 1_000_000) if reset_us > 0 else 0
-            if self.draft_headers:
-                headers.append((b"ratelimit-policy", plan.policy_header(tier, limits)))
-                headers.append((b"ratelimit", plan.member + b"%d;t=%d" % (remaining, reset)))
-            if self.legacy_headers:
-                limit = limits[0]
-                quota = plan.quotas.get(limit)
-                if quota is None:
-                    quota = plan.quotas[limit] = b"%d" % limit.quota
-                headers.append((b"x-ratelimit-limit", quota))
-                headers.append((b"x-ratelimit-remaining", b"%d" % remaining))
-                headers.append((b"x-ratelimit-reset", b"%d" % reset))
-        else:
-            if self.draft_headers:
-                headers.append((b"ratelimit-policy", plan.policy_header(tier, limits)))
-                headers.append((b"ratelimit", ratelimit_header(plan.names, limits, verdicts)))
-            if self.legacy_headers:
-                headers.extend(legacy_headers(limits, verdicts))
+        if self.draft_headers:
+            headers.append((b"ratelimit-policy", plan.policy_header(tier, limits)))
+            headers.append((b"ratelimit", ratelimit_header(plan.names, limits, verdicts)))
+        if self.legacy_headers:
+            headers.extend(legacy_headers(limits, verdicts))
         limited: list[str] = []
         retry_us = 0
-        children = self._children
-        for rule, verdict in zip(rules, verdicts, strict=True):
+        for rule, verdict in zip(plan.rules, verdicts, strict=True):
             if verdict.allowed:
                 # A rule whose "yes" was overruled by another rule let nothing through.
-                if admitted and self._decisions is not None:
-                    child = children.get((rule.name, "allowed"))
-                    if child is None:
-                        self._count(rule.name, "allowed")
-                    else:
-                        child.inc()
+                if admitted:
+                    self._count(rule.name, "allowed")
             elif rule.shadow:
                 self._count(rule.name, "shadow_limited")
                 ctx.log.setdefault("rate_limit_shadow", []).append(rule.name)
@@ -293,10 +422,6 @@ class RateLimitGuard:
                 headers={"Retry-After": str(seconds)},
                 extensions={"policies": limited},
             )
-        if plan.concurrency:
-            await self._hold(checks, request_id, scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
 
     def _unavailable(self, ctx: RequestContext) -> None:
         ctx.log["rate_limit"] = "store_unavailable"
