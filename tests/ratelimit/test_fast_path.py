@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -154,3 +159,51 @@ def test_sliding_log_and_concurrency_rules_take_the_general_path() -> None:
     assert not Plan((rule("log", "5/second", "sliding_log"),)).fast
     assert not Plan((rule("a", "5/second"), rule("c", "5/s", "concurrency"))).fast
     assert Plan((rule("a", "5/second"), rule("w", "5/second", "fixed_window"))).fast
+
+
+COUNTING = r"""
+import asyncio, io, os, sys
+from bastion import Bastion
+sys.path.insert(0, os.getcwd())
+from tests.ratelimit.helpers import client, ok_app
+
+async def main():
+    rules = [
+        {"name": "global", "key": "global", "limit": "1000/second"},
+        {"name": "per-ip", "key": "ip", "limit": "3/minute"},
+    ]
+    config = {"store": "memory://", "rate_limits": {"rules": rules}}
+    bastion = Bastion(ok_app, config, env=dict(os.environ), log_stream=io.BytesIO())
+    async with client(bastion) as http:
+        statuses = [(await http.get("/x")).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429], statuses
+    print(bastion.metrics.exposition().decode())
+
+asyncio.run(main())
+"""
+
+EXPECTED_COUNTS = [
+    'bastion_rate_limit_decisions_total{outcome="allowed",rule="global"} 3.0',
+    'bastion_rate_limit_decisions_total{outcome="allowed",rule="per-ip"} 3.0',
+    'bastion_rate_limit_decisions_total{outcome="limited",rule="per-ip"} 2.0',
+]
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_decisions_are_exposed_alike_with_and_without_multiprocess_mode(
+    multiprocess: bool, tmp_path: Path
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    if multiprocess:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", COUNTING], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [
+        line for line in result.stdout.splitlines() if line.startswith("bastion_rate_limit_decisions_total")
+    ]
+    assert sorted(lines) == EXPECTED_COUNTS
+    if multiprocess:
+        assert any(tmp_path.iterdir())

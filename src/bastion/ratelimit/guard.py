@@ -34,6 +34,8 @@ from bastion.ratelimit.stores.memory import SIMPLE_ALGORITHMS, MemoryStore
 from bastion.stores import parse_store_url
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
     from bastion.config import Config
     from bastion.stack import Bastion
 
@@ -81,8 +83,8 @@ class Plan:
         self.policies: dict[str | None, bytes] = {}
         #: tier -> what a fast plan needs for it (see :meth:`tier`).
         self.tiers: dict[str | None, Tier] = {}
-        #: The metric children of each rule's ``allowed`` outcome, once looked up.
-        self.allowed: tuple[Any, ...] | None = None
+        #: The :class:`PendingDecisions` slots of each rule's ``allowed`` outcome, once looked up.
+        self.allowed: tuple[int, ...] | None = None
 
     def policy_header(self, tier: str | None, limits: list[Limit]) -> bytes:
         """The ``RateLimit-Policy`` value for ``tier`` (computed once per tier)."""
@@ -135,6 +137,59 @@ def _key_plan(rule: CompiledRule) -> str | None:
     return None
 
 
+class PendingDecisions:
+    """Decision counts kept as plain integers, added to the Prometheus counter when collected.
+
+    ``Counter.inc`` takes a lock and makes four Python calls, and a request counts a
+    decision per matching rule. The guard adds to integers instead (no lock: the event
+    loop runs one step at a time); this collector, registered just ahead of the counter,
+    moves them into the counter whenever the registry is collected and yields no metric
+    of its own, so the exposition is the counter's. Not ``deferred`` (multiprocess
+    mode), every count goes to the counter at once.
+    """
+
+    def __init__(self, counter: Any, *, deferred: bool) -> None:
+        self.counter = counter
+        self.deferred = deferred
+        #: ``(rule, outcome)`` -> its index in :attr:`counts` and :attr:`children`.
+        self.slots: dict[tuple[str, str], int] = {}
+        self.children: list[Any] = []
+        self.counts: list[int] = []
+
+    def slot(self, rule: str, outcome: str) -> int:
+        """The index of ``(rule, outcome)``, its counter child created on first use."""
+        found = self.slots.get((rule, outcome))
+        if found is None:
+            self.children.append(self.counter.labels(rule, outcome))
+            self.counts.append(0)
+            found = self.slots[(rule, outcome)] = len(self.counts) - 1
+        return found
+
+    def count(self, slot: int) -> None:
+        """One decision."""
+        if self.deferred:
+            self.counts[slot] += 1
+        else:
+            self.children[slot].inc()
+
+    def flush(self) -> None:
+        """Add the counts to the counter and start again from zero."""
+        counts = self.counts
+        for slot, count in enumerate(counts):
+            if count:
+                counts[slot] = 0
+                self.children[slot].inc(count)
+
+    def describe(self) -> list[Metric]:
+        """No metric of its own (the counter describes itself)."""
+        return []
+
+    def collect(self) -> list[Metric]:
+        """Flush; the counter, collected next, reports the totals."""
+        self.flush()
+        return []
+
+
 class RateLimitGuard:
     """Applies the configured rate limit rules to each request."""
 
@@ -171,15 +226,24 @@ class RateLimitGuard:
         self._path_plans = 0
         self._ids = itertools.count()
         self._id_prefix = os.urandom(6).hex() + "-"
-        self._decisions = (
-            metrics.counter(
+        #: Decision counts by ``(rule, outcome)`` (``None`` without metrics).
+        self._decisions: PendingDecisions | None = None
+        if metrics is not None:
+            decisions = metrics.counter(
                 "bastion_rate_limit_decisions_total",
                 "Rate limit decisions by rule and outcome (allowed, limited, shadow_limited).",
                 ["rule", "outcome"],
             )
-            if metrics is not None
-            else None
-        )
+            # Scrapes in multiprocess mode read every worker's shared files, not this
+            # registry: there each decision goes to the counter at once.
+            deferred = getattr(metrics, "multiprocess_dir", None) is None
+            self._decisions = PendingDecisions(decisions, deferred=deferred)
+            if deferred:
+                # Registered ahead of the counter, so that every collection adds the
+                # counts before reading it.
+                metrics.registry.unregister(decisions)
+                metrics.registry.register(self._decisions)
+                metrics.registry.register(decisions)
         self._store_errors = (
             metrics.counter(
                 "bastion_store_errors_total",
@@ -189,7 +253,6 @@ class RateLimitGuard:
             if metrics is not None
             else None
         )
-        self._children: dict[tuple[str, str], Any] = {}
 
     def plan(self, method: str, route: str, operation: Any) -> Plan:
         """The rules for ``method route``, computed once per pair."""
@@ -209,16 +272,10 @@ class RateLimitGuard:
         self._plans[(method, route)] = plan
         return plan
 
-    def _child(self, rule: str, outcome: str) -> Any:
-        child = self._children.get((rule, outcome))
-        if child is None:
-            assert self._decisions is not None
-            child = self._children[(rule, outcome)] = self._decisions.labels(rule, outcome)
-        return child
-
     def _count(self, rule: str, outcome: str) -> None:
-        if self._decisions is not None:
-            self._child(rule, outcome).inc()
+        decisions = self._decisions
+        if decisions is not None:
+            decisions.count(decisions.slot(rule, outcome))
 
     def _store_error(self, operation: str, exc: BaseException) -> None:
         if self._store_errors is not None:
@@ -298,10 +355,9 @@ class RateLimitGuard:
                 verdicts = [verdict]
                 admitted = check[3]
             else:
-                decision = memory.decide_now(checks, "")
-                verdicts = decision[1]
-                admitted = decision[0]
-                if admitted and all(verdict[0] for verdict in verdicts):
+                # decide_now's own path for such rules, without its look at the algorithms.
+                admitted, verdicts, unanimous = memory._decide_simple(checks)
+                if unanimous:
                     self._admitted(plan, found, ctx, verdicts)
                     await self.app(scope, receive, send)
                     return
@@ -350,28 +406,42 @@ class RateLimitGuard:
             for j, verdict in enumerate(verdicts):
                 remaining = verdict[2]
                 reset_us = verdict[3]
-                values.append(remaining)
-                values.append(-(-reset_us // 1_000_000) if reset_us > 0 else 0)
+                values += (remaining, -(-reset_us // 1_000_000) if reset_us > 0 else 0)
                 # The legacy trio describes the rule with the least quota left (the later reset on a tie).
                 if remaining < tightest[2] or (remaining == tightest[2] and reset_us > tightest[3]):
                     tightest = verdict
                     i = j
             ratelimit = found.template % tuple(values)
             reset = values[2 * i + 1]
-        headers = ctx.response_headers
         if self.draft_headers:
-            headers.append((b"ratelimit-policy", found.policy))
-            headers.append((b"ratelimit", ratelimit))
-        if self.legacy_headers:
-            headers.append((b"x-ratelimit-limit", found.quotas[i]))
-            headers.append((b"x-ratelimit-remaining", b"%d" % tightest[2]))
-            headers.append((b"x-ratelimit-reset", b"%d" % reset))
-        if self._decisions is not None:
-            children = plan.allowed
-            if children is None:
-                children = plan.allowed = tuple(self._child(rule.name, "allowed") for rule in plan.rules)
-            for child in children:
-                child.inc()
+            if self.legacy_headers:
+                ctx.response_headers += (
+                    (b"ratelimit-policy", found.policy),
+                    (b"ratelimit", ratelimit),
+                    (b"x-ratelimit-limit", found.quotas[i]),
+                    (b"x-ratelimit-remaining", b"%d" % tightest[2]),
+                    (b"x-ratelimit-reset", b"%d" % reset),
+                )
+            else:
+                ctx.response_headers += ((b"ratelimit-policy", found.policy), (b"ratelimit", ratelimit))
+        elif self.legacy_headers:
+            ctx.response_headers += (
+                (b"x-ratelimit-limit", found.quotas[i]),
+                (b"x-ratelimit-remaining", b"%d" % tightest[2]),
+                (b"x-ratelimit-reset", b"%d" % reset),
+            )
+        decisions = self._decisions
+        if decisions is not None:
+            slots = plan.allowed
+            if slots is None:
+                slots = plan.allowed = tuple(decisions.slot(rule.name, "allowed") for rule in plan.rules)
+            if decisions.deferred:
+                counts = decisions.counts
+                for slot in slots:
+                    counts[slot] += 1
+            else:
+                for slot in slots:
+                    decisions.count(slot)
 
     def _conclude(
         self,

@@ -235,6 +235,13 @@ class MemoryStore:
 
     def decide_now(self, checks: Sequence[Check], request_id: str) -> Decision:
         """Decide every check at once; nothing is recorded unless the request is admitted."""
+        if len(checks) > 1:
+            for check in checks:
+                if check.limit.algorithm not in _SIMPLE:
+                    break
+            else:
+                ok, verdicts, _ = self._decide_simple(checks)
+                return _new(Decision, (ok, verdicts))
         now = _monotonic_ns() // 1000 if self.clock is None else self.clock()
         if len(checks) == 1:
             check = checks[0]
@@ -248,11 +255,6 @@ class MemoryStore:
             if verdict.allowed:
                 self._commit(table, entry, check, verdict, now, request_id)
             return Decision(verdict.allowed or check.shadow, [verdict])
-        for check in checks:
-            if check.limit.algorithm not in _SIMPLE:
-                break
-        else:
-            return self._decide_simple(checks, now)
         tables = []
         entries = []
         verdicts = []
@@ -271,57 +273,68 @@ class MemoryStore:
                         self._commit(tables[i], entries[i], check, verdicts[i], now, request_id)
         return Decision(ok, verdicts)
 
-    def _decide_simple(self, checks: Sequence[Check], now: int) -> Decision:
-        """:meth:`decide_now` for several rules whose state is one value each (GCRA, windows).
+    def _decide_simple(self, checks: Sequence[Check]) -> tuple[bool, list[Verdict], bool]:
+        """:meth:`decide_now` for rules whose state is one value each (GCRA and the windows).
 
-        The same answers as the general path, with GCRA (the default) decided inline and
-        each admitting rule's state written straight into its entry.
+        Returns whether the request is admitted, the verdicts, and whether every rule
+        allowed it. The same answers as the general path (a property test holds the two
+        together), with GCRA (the default) decided inline, in differences from ``now``
+        as :meth:`hit` does, and each admitting rule's state written straight into its entry.
         """
-        found = []
-        ok = True
+        clock = self.clock
+        now = _monotonic_ns() // 1000 if clock is None else clock()
         tables = self._tables
-        for check in checks:
-            limit = check.limit
+        verdicts: list[Verdict] = []
+        admitting = []
+        ok = unanimous = True
+        for key, limit, cost, shadow in checks:
             table = tables.get(limit)
             if table is None:
                 table = self._table(limit)
-            entry = table.entries.get(check.key)
+            entry = table.entries.get(key)
             if limit.algorithm == GCRA:
-                # gcra(), inlined: a function call is a large part of a decision.
-                tat = entry[0] if entry is not None else None
-                base = tat if tat is not None and tat > now else now
-                new_tat = base + check.cost * limit.emission_us
-                allow_at = new_tat - limit.tau_us
-                if allow_at > now:
-                    remaining = (now + limit.tau_us - base) // limit.emission_us
+                if entry is None:
+                    tat = None
+                    ahead = 0
+                else:
+                    tat = entry[0]
+                    ahead = tat - now
+                    if ahead < 0:
+                        ahead = 0
+                wait = ahead + cost * limit.emission_us  # the new TAT - now
+                tau = limit.tau_us
+                if wait > tau:
+                    remaining = (tau - ahead) // limit.emission_us
                     verdict = _new(
-                        Verdict, (False, tat, remaining if remaining > 0 else 0, base - now, allow_at - now)
+                        Verdict, (False, tat, remaining if remaining > 0 else 0, ahead, wait - tau)
                     )
                 else:
-                    remaining = (now + limit.tau_us - new_tat) // limit.emission_us
-                    verdict = _new(Verdict, (True, new_tat, remaining, new_tat - now, 0))
+                    verdict = _new(Verdict, (True, now + wait, (tau - wait) // limit.emission_us, wait, 0))
             else:
-                state = entry[0] if entry is not None else None
-                verdict = _SIMPLE[limit.algorithm](state, now, check.cost, limit)
-            if not verdict[0] and not check.shadow:
-                ok = False
-            found.append((table, entry, check.key, verdict))
-        verdicts = [item[3] for item in found]
+                verdict = _SIMPLE[limit.algorithm](entry[0] if entry is not None else None, now, cost, limit)
+            verdicts.append(verdict)
+            if verdict[0]:
+                admitting.append((table, entry, key, verdict[1]))
+            else:
+                unanimous = False
+                if not shadow:
+                    ok = False
         if ok:
             # Known keys first: refreshed, they cannot be swept away by a new key's insertion.
-            added = []
-            for item in found:
-                verdict = item[3]
-                if verdict[0]:
-                    entry = item[1]
-                    if entry is None:
-                        added.append(item)
-                    else:
-                        entry[0] = verdict[1]
-                        entry[1] = now + item[0].ttl_us
-            for table, _, key, verdict in added:
-                table.add(key, [verdict[1], now + table.ttl_us], now)
-        return _new(Decision, (ok, verdicts))
+            added = None
+            for item in admitting:
+                entry = item[1]
+                if entry is None:
+                    if added is None:
+                        added = []
+                    added.append(item)
+                else:
+                    entry[0] = item[3]
+                    entry[1] = now + item[0].ttl_us
+            if added is not None:
+                for table, _, key, state in added:
+                    table.add(key, [state, now + table.ttl_us], now)
+        return ok, verdicts, unanimous
 
     async def decide(self, checks: Sequence[Check], request_id: str) -> Decision:
         """The same as :meth:`decide_now`, for callers that treat every store alike."""
