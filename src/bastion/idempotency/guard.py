@@ -146,7 +146,9 @@ class PendingEvents:
         counts = self.counts
         for event, count in counts.items():
             if count:
-                counts[event] = 0
+                # Subtracted, not reset: a count made meanwhile (a scrape from another
+                # thread) is kept for the next collection.
+                counts[event] -= count
                 self.children[event].inc(count)
 
     def describe(self) -> list[Metric]:
