@@ -100,8 +100,12 @@ class Plan:
         if found is None:
             limits = [rule.limit_for(tier) for rule in self.rules]
             policy = self.policy_header(tier, limits)
+            checks = tuple(
+                (rule, key, limit, rule.cost, rule.shadow)
+                for rule, key, limit in zip(self.rules, self.keys, limits, strict=True)
+            )
             found = self.tiers[tier] = Tier(
-                limits, policy, tuple(b"%d" % limit.quota for limit in limits), self.template.encode()
+                limits, policy, tuple(b"%d" % limit.quota for limit in limits), self.template.encode(), checks
             )
         return found
 
@@ -109,12 +113,19 @@ class Plan:
 class Tier:
     """A fast plan's limits for one tier and the header bytes that depend only on them."""
 
-    __slots__ = ("limits", "policy", "quotas", "template")
+    __slots__ = ("checks", "limits", "policy", "quotas", "template")
 
     def __init__(
-        self, limits: list[Limit], policy: bytes, quotas: tuple[bytes, ...], template: bytes
+        self,
+        limits: list[Limit],
+        policy: bytes,
+        quotas: tuple[bytes, ...],
+        template: bytes,
+        checks: tuple[tuple[CompiledRule, str | None, Limit, int, bool], ...],
     ) -> None:
         self.limits = limits
+        #: Per rule: the rule, its key plan (see :attr:`Plan.keys`), limit, cost and shadow flag.
+        self.checks = checks
         #: The ``RateLimit-Policy`` value.
         self.policy = policy
         #: Each rule's quota as ``X-RateLimit-Limit`` bytes.
@@ -334,16 +345,15 @@ class RateLimitGuard:
             found = plan.tiers.get(tier)
             if found is None:
                 found = plan.tier(tier)
-            limits = found.limits
             client_id = ctx.client_id
             checks = []
-            for rule, key, limit in zip(rules, plan.keys, limits, strict=True):
+            for rule, key, limit, cost, shadow in found.checks:
                 if key is None or (not key and not client_id):
                     key = rule.key_for(method, route, ctx, scope)
                 elif not key:
                     key = rule.prefix + client_id  # type: ignore[operator]
                 # tuple.__new__ skips NamedTuple's Python-level constructor on the hot path.
-                checks.append(_new(Check, (key, limit, rule.cost, rule.shadow)))
+                checks.append(_new(Check, (key, limit, cost, shadow)))
             if plan.single:
                 # One rule: no atomic multi-rule step to take.
                 check = checks[0]
@@ -362,7 +372,7 @@ class RateLimitGuard:
                     await self.app(scope, receive, send)
                     return
             # A rule said no: the general path below, which reports it.
-            self._conclude(plan, tier, ctx, checks, limits, verdicts, admitted)
+            self._conclude(plan, tier, ctx, checks, found.limits, verdicts, admitted)
             await self.app(scope, receive, send)
             return
         checks = []
@@ -399,6 +409,21 @@ class RateLimitGuard:
             reset_us = tightest[3]
             reset = -(-reset_us // 1_000_000) if reset_us > 0 else 0
             ratelimit = found.template % (tightest[2], reset)
+        elif len(verdicts) == 2:
+            # Two rules (a global and a per-client one, say): the loop below, unrolled.
+            tightest, second = verdicts
+            remaining = tightest[2]
+            reset_us = tightest[3]
+            other = second[2]
+            other_us = second[3]
+            reset = -(-reset_us // 1_000_000) if reset_us > 0 else 0
+            other_reset = -(-other_us // 1_000_000) if other_us > 0 else 0
+            ratelimit = found.template % (remaining, reset, other, other_reset)
+            i = 0
+            if other < remaining or (other == remaining and other_us > reset_us):
+                tightest = second
+                i = 1
+                reset = other_reset
         else:
             values: list[int] = []
             tightest = verdicts[0]
