@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, Scope, Send
@@ -30,7 +31,7 @@ from bastion.ratelimit.rules import (
     operation_rule,
 )
 from bastion.ratelimit.stores import Check, CircuitBreaker, Decision, RateLimitStore
-from bastion.ratelimit.stores.memory import SIMPLE_ALGORITHMS, MemoryStore
+from bastion.ratelimit.stores.memory import SIMPLE_ALGORITHMS, MemoryStore, RawVerdict
 from bastion.stores import parse_store_url
 
 if TYPE_CHECKING:
@@ -346,31 +347,38 @@ class RateLimitGuard:
             if found is None:
                 found = plan.tier(tier)
             client_id = ctx.client_id
-            checks = []
-            for rule, key, limit, cost, shadow in found.checks:
+            if plan.single:
+                # One rule: no atomic multi-rule step to take.
+                rule, key, limit, cost, shadow = found.checks[0]
                 if key is None or (not key and not client_id):
                     key = rule.key_for(method, route, ctx, scope)
                 elif not key:
                     key = rule.prefix + client_id  # type: ignore[operator]
-                # tuple.__new__ skips NamedTuple's Python-level constructor on the hot path.
-                checks.append(_new(Check, (key, limit, cost, shadow)))
-            if plan.single:
-                # One rule: no atomic multi-rule step to take.
-                check = checks[0]
-                verdict = memory.hit(check[0], check[1], check[2])
+                verdict = memory.hit(key, limit, cost)
                 if verdict[0]:
                     self._admitted(plan, found, ctx, [verdict])
                     await self.app(scope, receive, send)
                     return
+                checks = [_new(Check, (key, limit, cost, shadow))]
                 verdicts = [verdict]
-                admitted = check[3]
+                admitted = shadow
             else:
+                # Plain tuples, in Check's field order: the rare rejection makes Checks of them.
+                simple = []
+                for rule, key, limit, cost, shadow in found.checks:
+                    if key is None or (not key and not client_id):
+                        key = rule.key_for(method, route, ctx, scope)
+                    elif not key:
+                        key = rule.prefix + client_id  # type: ignore[operator]
+                    simple.append((key, limit, cost, shadow))
                 # decide_now's own path for such rules, without its look at the algorithms.
-                admitted, verdicts, unanimous = memory._decide_simple(checks)
+                admitted, raw, unanimous = memory._decide_simple(simple)
                 if unanimous:
-                    self._admitted(plan, found, ctx, verdicts)
+                    self._admitted(plan, found, ctx, raw)
                     await self.app(scope, receive, send)
                     return
+                checks = [_new(Check, check) for check in simple]
+                verdicts = [_new(Verdict, verdict) for verdict in raw]
             # A rule said no: the general path below, which reports it.
             self._conclude(plan, tier, ctx, checks, found.limits, verdicts, admitted)
             await self.app(scope, receive, send)
@@ -398,7 +406,7 @@ class RateLimitGuard:
         else:
             await self.app(scope, receive, send)
 
-    def _admitted(self, plan: Plan, found: Tier, ctx: RequestContext, verdicts: list[Verdict]) -> None:
+    def _admitted(self, plan: Plan, found: Tier, ctx: RequestContext, verdicts: Sequence[RawVerdict]) -> None:
         """Headers and counts for a request every rule of a fast plan allowed, from constant bytes.
 
         The same bytes as :meth:`_conclude` writes (the tests hold the two to that).

@@ -43,6 +43,11 @@ _SIMPLE: dict[int, Callable[[Any, int, int, Limit], Verdict]] = {
 }
 
 _new = tuple.__new__
+
+#: The fields of a :class:`Check` as a plain tuple.
+SimpleCheck = tuple[str, Limit, int, bool]
+#: The fields of a :class:`Verdict` as a plain tuple.
+RawVerdict = tuple[bool, Any, int, int, int]
 _monotonic_ns = time.monotonic_ns
 
 # Entries looked at per insertion: more than one, so that tables shrink after a burst of new keys.
@@ -240,8 +245,8 @@ class MemoryStore:
                 if check.limit.algorithm not in _SIMPLE:
                     break
             else:
-                ok, verdicts, _ = self._decide_simple(checks)
-                return _new(Decision, (ok, verdicts))
+                ok, raw, _ = self._decide_simple(checks)
+                return _new(Decision, (ok, [_new(Verdict, verdict) for verdict in raw]))
         now = _monotonic_ns() // 1000 if self.clock is None else self.clock()
         if len(checks) == 1:
             check = checks[0]
@@ -273,18 +278,21 @@ class MemoryStore:
                         self._commit(tables[i], entries[i], check, verdicts[i], now, request_id)
         return Decision(ok, verdicts)
 
-    def _decide_simple(self, checks: Sequence[Check]) -> tuple[bool, list[Verdict], bool]:
+    def _decide_simple(self, checks: Sequence[SimpleCheck]) -> tuple[bool, list[RawVerdict], bool]:
         """:meth:`decide_now` for rules whose state is one value each (GCRA and the windows).
 
-        Returns whether the request is admitted, the verdicts, and whether every rule
-        allowed it. The same answers as the general path (a property test holds the two
-        together), with GCRA (the default) decided inline, in differences from ``now``
-        as :meth:`hit` does, and each admitting rule's state written straight into its entry.
+        ``checks`` are :class:`Check` fields, as a Check or a plain tuple. Returns whether
+        the request is admitted, the verdicts (:class:`Verdict` fields, as plain tuples:
+        the guard reads them by index), and whether every rule allowed the request.
+
+        The same answers as the general path (a property test holds the two together),
+        with GCRA (the default) decided inline, in differences from ``now`` as :meth:`hit`
+        does, and each admitting rule's state written straight into its entry.
         """
         clock = self.clock
         now = _monotonic_ns() // 1000 if clock is None else clock()
         tables = self._tables
-        verdicts: list[Verdict] = []
+        verdicts: list[RawVerdict] = []
         admitting = []
         ok = unanimous = True
         for key, limit, cost, shadow in checks:
@@ -305,11 +313,9 @@ class MemoryStore:
                 tau = limit.tau_us
                 if wait > tau:
                     remaining = (tau - ahead) // limit.emission_us
-                    verdict = _new(
-                        Verdict, (False, tat, remaining if remaining > 0 else 0, ahead, wait - tau)
-                    )
+                    verdict: RawVerdict = (False, tat, remaining if remaining > 0 else 0, ahead, wait - tau)
                 else:
-                    verdict = _new(Verdict, (True, now + wait, (tau - wait) // limit.emission_us, wait, 0))
+                    verdict = (True, now + wait, (tau - wait) // limit.emission_us, wait, 0)
             else:
                 verdict = _SIMPLE[limit.algorithm](entry[0] if entry is not None else None, now, cost, limit)
             verdicts.append(verdict)
