@@ -207,3 +207,23 @@ def test_decisions_are_exposed_alike_with_and_without_multiprocess_mode(
     assert sorted(lines) == EXPECTED_COUNTS
     if multiprocess:
         assert any(tmp_path.iterdir())
+
+
+def test_pending_decisions_add_up_over_collections() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from bastion.ratelimit.guard import PendingDecisions
+
+    registry = CollectorRegistry()
+    counter = Counter("decisions", "d", ["rule", "outcome"], registry=registry)
+    pending = PendingDecisions(counter, deferred=True)
+    registry.unregister(counter)
+    registry.register(pending)
+    registry.register(counter)
+    slot = pending.slot("a", "allowed")
+    assert pending.slot("a", "allowed") == slot
+    for added, total in ((3, 3), (2, 5)):
+        for _ in range(added):
+            pending.count(slot)
+        assert registry.get_sample_value("decisions_total", {"rule": "a", "outcome": "allowed"}) == total
+    assert pending.counts == [0]

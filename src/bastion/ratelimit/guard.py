@@ -189,7 +189,9 @@ class PendingDecisions:
         counts = self.counts
         for slot, count in enumerate(counts):
             if count:
-                counts[slot] = 0
+                # Subtracted, not reset: a count made meanwhile (a scrape from another
+                # thread) is kept for the next collection.
+                counts[slot] -= count
                 self.children[slot].inc(count)
 
     def describe(self) -> list[Metric]:
