@@ -217,13 +217,11 @@ def test_pending_decisions_add_up_over_collections() -> None:
     registry = CollectorRegistry()
     counter = Counter("decisions", "d", ["rule", "outcome"], registry=registry)
     pending = PendingDecisions(counter, deferred=True)
-    registry.unregister(counter)
-    registry.register(pending)
-    registry.register(counter)
+    pending.register_before(registry, counter)
     slot = pending.slot("a", "allowed")
     assert pending.slot("a", "allowed") == slot
     for added, total in ((3, 3), (2, 5)):
         for _ in range(added):
             pending.count(slot)
         assert registry.get_sample_value("decisions_total", {"rule": "a", "outcome": "allowed"}) == total
-    assert pending.counts == [0]
+    assert pending.counts == {slot: 0}

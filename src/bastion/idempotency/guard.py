@@ -59,6 +59,7 @@ from bastion.idempotency.core import (
 )
 from bastion.idempotency.stores import IdempotencyStore, open_store
 from bastion.idempotency.stores.memory import MemoryStore
+from bastion.observability.metrics import PendingCounts
 from bastion.problems import (
     DependencyUnavailable,
     IdempotencyKeyInvalid,
@@ -72,8 +73,6 @@ from bastion.problems import (
 from bastion.stores import parse_store_url
 
 if TYPE_CHECKING:
-    from prometheus_client.core import Metric
-
     from bastion.stack import Bastion
 
 OFF, OPTIONAL, REQUIRED = 0, 1, 2
@@ -125,40 +124,6 @@ class RequiredRoutes:
         if (method, path) in self.exact:
             return True
         return any(m == method and p.match(path) for m, p in self.patterns)
-
-
-class PendingEvents:
-    """Event counts kept as plain integers, added to the Prometheus counter when collected.
-
-    ``Counter.inc`` takes a lock and makes four Python calls, and a request counts at
-    least one event. Like the HTTP server metrics, the guard keeps integers instead
-    (one dictionary update, no lock: the event loop runs one step at a time); this
-    collector, registered just ahead of the counter, moves them into the counter
-    whenever the registry is collected, and yields no metric of its own.
-    """
-
-    def __init__(self, children: dict[str, Any]) -> None:
-        self.children = children
-        self.counts = dict.fromkeys(children, 0)
-
-    def flush(self) -> None:
-        """Add the counts to the counter and start again from zero."""
-        counts = self.counts
-        for event, count in counts.items():
-            if count:
-                # Subtracted, not reset: a count made meanwhile (a scrape from another
-                # thread) is kept for the next collection.
-                counts[event] -= count
-                self.children[event].inc(count)
-
-    def describe(self) -> list[Metric]:
-        """No metric of its own (the counter describes itself)."""
-        return []
-
-    def collect(self) -> list[Metric]:
-        """Flush; the counter, collected next, reports the totals."""
-        self.flush()
-        return []
 
 
 class IdempotencyGuard:
@@ -223,13 +188,9 @@ class IdempotencyGuard:
             )
             self._events = {event: events.labels(event) for event in EVENTS}
             if getattr(metrics, "multiprocess_dir", None) is None:
-                pending = PendingEvents(self._events)
+                pending = PendingCounts(self._events)
                 self._pending = pending.counts
-                # The counts go into the counter when the registry is collected: registered
-                # ahead of the counter, so that every collection adds them before reading it.
-                metrics.registry.unregister(events)
-                metrics.registry.register(pending)
-                metrics.registry.register(events)
+                pending.register_before(metrics.registry, events)
             else:
                 # Scrapes read every worker's shared files, not this registry: count at once.
                 self._pending = None

@@ -35,6 +35,7 @@ __all__ = [
     "SIZE_BUCKETS",
     "UNMATCHED_ROUTE",
     "Metrics",
+    "PendingCounts",
 ]
 
 _STATUS_TEXT = {code: str(code) for code in range(100, 600)}
@@ -168,3 +169,46 @@ class _Families:
 
     def collect(self) -> list[Metric]:
         return self._families
+
+
+class PendingCounts:
+    """Counts kept as plain integers on the request path, added to a Prometheus counter when collected.
+
+    ``Counter.inc`` takes a lock and makes four Python calls; a guard that counts on
+    every request adds to ``counts[key]`` instead (no lock: the event loop runs one
+    step at a time). Registered just ahead of its counter (:meth:`register_before`),
+    this collector moves the counts into the counter's ``children`` whenever the
+    registry is collected and yields no metric of its own, so the exposition is the
+    counter's. Not for multiprocess mode, where scrapes read every worker's shared
+    files and not this registry: there a guard increments the counter at once.
+    """
+
+    def __init__(self, children: Mapping[Any, Any] | None = None) -> None:
+        #: key -> the counter child that key's count goes into.
+        self.children: dict[Any, Any] = dict(children or {})
+        self.counts: dict[Any, int] = dict.fromkeys(self.children, 0)
+
+    def register_before(self, registry: CollectorRegistry, counter: Counter) -> None:
+        """Register in ``registry`` just ahead of ``counter``, so every collection flushes first."""
+        registry.unregister(counter)
+        registry.register(self)
+        registry.register(counter)
+
+    def flush(self) -> None:
+        """Add the counts to the counter."""
+        counts = self.counts
+        # A snapshot of the items: a request on another thread may add a key meanwhile.
+        for key, count in list(counts.items()):
+            if count:
+                # Subtracted, not reset: a count made meanwhile is kept for the next collection.
+                counts[key] -= count
+                self.children[key].inc(count)
+
+    def describe(self) -> list[Metric]:
+        """No metric of its own (the counter describes itself)."""
+        return []
+
+    def collect(self) -> list[Metric]:
+        """Flush; the counter, collected next, reports the totals."""
+        self.flush()
+        return []

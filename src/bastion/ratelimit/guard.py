@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, Scope, Send
 from bastion.clients import ClientIdentifier
 from bastion.config import ClientsConfig
+from bastion.observability.metrics import PendingCounts
 from bastion.problems import DependencyUnavailable, RateLimited
 from bastion.ratelimit.algorithms import CONCURRENCY, SLIDING_LOG, Limit, Verdict, retry_after_seconds
 from bastion.ratelimit.headers import legacy_headers, policy_header, ratelimit_header
@@ -35,8 +36,6 @@ from bastion.ratelimit.stores.memory import SIMPLE_ALGORITHMS, MemoryStore, RawV
 from bastion.stores import parse_store_url
 
 if TYPE_CHECKING:
-    from prometheus_client.core import Metric
-
     from bastion.config import Config
     from bastion.stack import Bastion
 
@@ -149,32 +148,29 @@ def _key_plan(rule: CompiledRule) -> str | None:
     return None
 
 
-class PendingDecisions:
-    """Decision counts kept as plain integers, added to the Prometheus counter when collected.
+class PendingDecisions(PendingCounts):
+    """Decision counts by ``(rule, outcome)``, each given a small integer slot on first use.
 
-    ``Counter.inc`` takes a lock and makes four Python calls, and a request counts a
-    decision per matching rule. The guard adds to integers instead (no lock: the event
-    loop runs one step at a time); this collector, registered just ahead of the counter,
-    moves them into the counter whenever the registry is collected and yields no metric
-    of its own, so the exposition is the counter's. Not ``deferred`` (multiprocess
-    mode), every count goes to the counter at once.
+    A request counts a decision per matching rule: kept as integers and moved into
+    the counter when it is collected (see :class:`PendingCounts`). Not ``deferred``
+    (multiprocess mode), every count goes to the counter at once.
     """
 
     def __init__(self, counter: Any, *, deferred: bool) -> None:
+        super().__init__()
         self.counter = counter
         self.deferred = deferred
-        #: ``(rule, outcome)`` -> its index in :attr:`counts` and :attr:`children`.
+        #: ``(rule, outcome)`` -> its key in :attr:`counts` and :attr:`children`.
         self.slots: dict[tuple[str, str], int] = {}
-        self.children: list[Any] = []
-        self.counts: list[int] = []
 
     def slot(self, rule: str, outcome: str) -> int:
-        """The index of ``(rule, outcome)``, its counter child created on first use."""
+        """The slot of ``(rule, outcome)``, its counter child created on first use."""
         found = self.slots.get((rule, outcome))
         if found is None:
-            self.children.append(self.counter.labels(rule, outcome))
-            self.counts.append(0)
-            found = self.slots[(rule, outcome)] = len(self.counts) - 1
+            found = len(self.slots)
+            self.children[found] = self.counter.labels(rule, outcome)
+            self.counts[found] = 0
+            self.slots[(rule, outcome)] = found
         return found
 
     def count(self, slot: int) -> None:
@@ -183,25 +179,6 @@ class PendingDecisions:
             self.counts[slot] += 1
         else:
             self.children[slot].inc()
-
-    def flush(self) -> None:
-        """Add the counts to the counter and start again from zero."""
-        counts = self.counts
-        for slot, count in enumerate(counts):
-            if count:
-                # Subtracted, not reset: a count made meanwhile (a scrape from another
-                # thread) is kept for the next collection.
-                counts[slot] -= count
-                self.children[slot].inc(count)
-
-    def describe(self) -> list[Metric]:
-        """No metric of its own (the counter describes itself)."""
-        return []
-
-    def collect(self) -> list[Metric]:
-        """Flush; the counter, collected next, reports the totals."""
-        self.flush()
-        return []
 
 
 class RateLimitGuard:
@@ -253,11 +230,7 @@ class RateLimitGuard:
             deferred = getattr(metrics, "multiprocess_dir", None) is None
             self._decisions = PendingDecisions(decisions, deferred=deferred)
             if deferred:
-                # Registered ahead of the counter, so that every collection adds the
-                # counts before reading it.
-                metrics.registry.unregister(decisions)
-                metrics.registry.register(self._decisions)
-                metrics.registry.register(decisions)
+                self._decisions.register_before(metrics.registry, decisions)
         self._store_errors = (
             metrics.counter(
                 "bastion_store_errors_total",
