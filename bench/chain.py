@@ -18,6 +18,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import itertools
+import tempfile
+import uuid
+
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -81,8 +86,83 @@ async def foundation() -> None:
     print()
 
 
+ORDERS = {
+    "openapi": "3.1.0",
+    "info": {"title": "chain benchmark", "version": "1"},
+    "paths": {
+        "/orders": {
+            "post": {
+                "operationId": "createOrder",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["item", "quantity"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "item": {"type": "string", "maxLength": 64},
+                                    "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"201": {"description": "created"}},
+            }
+        }
+    },
+}
+ORDER = b'{"item":"book","quantity":2}'
+
+
+def post_requests() -> Any:
+    """POST /orders with a JSON body, an API key and a new Idempotency-Key each time."""
+    counter = itertools.count()
+    run = uuid.uuid4().hex[:8]
+
+    def make(_: int) -> tuple[dict[str, Any], bytes]:
+        headers = [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(ORDER)).encode()),
+            (b"x-api-key", b"bench-client"),
+            (b"idempotency-key", f"{run}-{next(counter)}".encode()),
+        ]
+        return make_scope("POST", "/orders", headers), ORDER
+
+    return make
+
+
+async def whole_chain() -> None:
+    spec = Path(tempfile.mkdtemp(prefix="bastion-bench-chain-")) / "openapi.yaml"
+    spec.write_text(yaml.safe_dump(ORDERS))
+    quiet = {"store": "memory://", "logging": {"access": False}}
+    chain = {
+        **quiet,
+        "openapi": str(spec),
+        "rate_limits": {"rules": [{"name": "per-client", "key": "client", "limit": "1000000/second"}]},
+    }
+    apps = {
+        "bare Starlette": starlette_app(),
+        "bastion: boundary only (no description, idempotency off)": Bastion(
+            starlette_app(), {**quiet, "idempotency": {"enabled": False}}, env={}, log_stream=io.BytesIO()
+        ),
+        "bastion: every guard (route, 1 rate limit rule, validation, idempotency), memory": Bastion(
+            starlette_app(), chain, env={}, log_stream=io.BytesIO()
+        ),
+    }
+    results = await compare(apps, post_requests(), expect=201)
+    rows = list(results.items())
+    print("## Whole chain (POST /orders, new Idempotency-Key each, memory stores, in-process ASGI)\n")
+    print(table(rows, rows[0][1]))
+    print()
+
+
 def main() -> None:
     asyncio.run(foundation())
+    asyncio.run(whole_chain())
 
 
 if __name__ == "__main__":
