@@ -161,3 +161,67 @@ def test_only_errors_are_read_for_normalization() -> None:
     assert not needs_normalizing(500, b"application/problem+json")
     assert not needs_normalizing(200, b"text/html")
     assert not needs_normalizing(302, b"text/html")
+
+
+_GC_PROBE = """
+import asyncio, gc, json, sys
+from bastion.gateway.server import app_from_environment, build_gateway
+
+embedded = sys.argv[1] == "embedded"
+app = build_gateway(sys.argv[2]) if embedded else app_from_environment()
+before = gc.get_threshold()
+
+async def lifespan():
+    incoming = [{"type": "lifespan.startup"}]
+    sent = []
+    async def receive():
+        if incoming:
+            return incoming.pop(0)
+        await asyncio.sleep(3600)
+    async def send(message):
+        sent.append(message["type"])
+    task = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    while not sent:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    return sent
+
+sent = asyncio.run(lifespan())
+print(json.dumps({"sent": sent, "before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+"""
+
+
+def _probe_gc(tmp_path: Path, gateway_section: str, *, embedded: bool = False) -> dict[str, object]:
+    import json
+
+    path = tmp_path / "bastion.yaml"
+    path.write_text(f"upstream: http://127.0.0.1:9\nstore: memory://\ngateway: {gateway_section}\n")
+    result = subprocess.run(
+        [sys.executable, "-c", _GC_PROBE, "embedded" if embedded else "worker", str(path)],
+        capture_output=True,
+        timeout=60,
+        env=clean_env(BASTION_CONFIG=str(path)),
+        check=True,
+    )
+    probed: dict[str, object] = json.loads(result.stdout)
+    return probed
+
+
+def test_a_gateway_worker_freezes_its_start_up_objects_and_collects_less_often(tmp_path: Path) -> None:
+    probed = _probe_gc(tmp_path, "{}")
+    assert probed["sent"] == ["lifespan.startup.complete"]
+    assert probed["after"] == [50_000, *probed["before"][1:]]  # type: ignore[index]
+    assert probed["frozen"] > 10_000  # type: ignore[operator]
+
+
+def test_gateway_gc_settings_are_followed(tmp_path: Path) -> None:
+    probed = _probe_gc(tmp_path, "{gc_freeze: false, gc_threshold: 700}")
+    assert probed["after"] == probed["before"] == [700, 10, 10]
+    assert probed["frozen"] == 0
+
+
+def test_a_gateway_app_embedded_in_another_process_leaves_its_collector_alone(tmp_path: Path) -> None:
+    probed = _probe_gc(tmp_path, "{}", embedded=True)
+    assert probed["sent"] == ["lifespan.startup.complete"]
+    assert probed["after"] == probed["before"]
+    assert probed["frozen"] == 0

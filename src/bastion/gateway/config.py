@@ -45,6 +45,16 @@ class GatewayConfig(Section):
     """Send the client's `Host` header upstream instead of the upstream's own host name."""
     websockets: bool = True
     """Proxy WebSocket upgrades to the upstream."""
+    gc_freeze: bool = True
+    """Once a worker has started, move every object then alive (modules, the configuration,
+    compiled schemas) out of the garbage collector's reach (`gc.freeze()`), so that its
+    collections no longer walk them again and again under load."""
+    gc_threshold: int = Field(default=50_000, ge=700, le=10_000_000)
+    """Allocations between two collections of the garbage collector's youngest generation in a
+    worker (Python's default is 700). Nearly every object a request makes is freed by
+    reference counting when the request ends; at 700 the collector still runs every few
+    requests to look for cycles among the objects of the requests in flight. `700` keeps
+    Python's default."""
     normalize_max_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
     """With `errors.normalize_upstream`, how much of an upstream error body is read to decide
     whether it is a problem and to log it; the rest is discarded."""

@@ -12,6 +12,7 @@ lets requests in flight finish within ``gateway.drain_timeout``, then exits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import orjson
 
 from bastion.asgi import Message, Receive, Scope, Send
 from bastion.config import Config, ConfigError, load_config
+from bastion.gateway.config import GatewayConfig
 from bastion.gateway.proxy import ProxyApp
 from bastion.problems import DependencyUnavailable, NotFound, Problem, render
 from bastion.stack import Bastion
@@ -34,8 +36,11 @@ _PING_TIMEOUT = 2.0
 class GatewayApp:
     """The gateway's ASGI app: operations endpoints first, then bastion around the proxy."""
 
-    def __init__(self, bastion: Bastion, proxy: ProxyApp) -> None:
+    def __init__(self, bastion: Bastion, proxy: ProxyApp, *, tune_gc: bool = False) -> None:
         self.bastion = bastion
+        #: Whether start-up tunes this process's garbage collector (``gateway.gc_*``): the
+        #: gateway's own worker processes do; an app embedded in another process does not.
+        self.tune_gc = tune_gc
         self.proxy = proxy
         self.config: Config = bastion.config
         self.type_base = self.config.errors.type_base
@@ -63,8 +68,8 @@ class GatewayApp:
             if path == self.hidden_metrics_path:
                 await self._send_problem(NotFound(), path, send)
                 return
-        elif kind == "lifespan" and self.admin is not None:
-            await self._lifespan_with_admin(scope, receive, send)
+        elif kind == "lifespan" and (self.admin is not None or self.tune_gc):
+            await self._lifespan(scope, receive, send)
             return
         await self.bastion(scope, receive, send)
 
@@ -114,23 +119,43 @@ class GatewayApp:
         await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
         await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
 
-    async def _lifespan_with_admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """bastion's lifespan, with the admin server and the collector's tuning around it."""
+        admin = self.admin
+
         async def receive_and_stop_admin() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                await self.admin.stop()
+            if message["type"] == "lifespan.shutdown" and admin is not None:
+                await admin.stop()
             return message
 
         async def send_and_start_admin(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                try:
-                    await self.admin.start()
-                except OSError as exc:
-                    await send({"type": "lifespan.startup.failed", "message": f"admin port: {exc}"})
-                    return
+                if admin is not None:
+                    try:
+                        await admin.start()
+                    except OSError as exc:
+                        await send({"type": "lifespan.startup.failed", "message": f"admin port: {exc}"})
+                        return
+                if self.tune_gc:
+                    tune_gc(self.config.gateway)
             await send(message)
 
         await self.bastion(scope, receive_and_stop_admin, send_and_start_admin)
+
+
+def tune_gc(settings: GatewayConfig) -> None:
+    """Set up this process's garbage collector for serving (``gateway.gc_threshold``, ``gc_freeze``).
+
+    Called once a worker has started: what is alive then (modules, configuration,
+    compiled schemas) lives as long as the process, so after one last collection it is
+    frozen out of every later one.
+    """
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(settings.gc_threshold, middle, oldest)
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()
 
 
 async def _send_json(send: Send, status: int, data: dict[str, Any]) -> None:
@@ -162,7 +187,9 @@ def build_gateway(config: Config | str | os.PathLike[str] | None, **bastion_opti
 
 def app_from_environment() -> GatewayApp:
     """The factory each uvicorn worker calls: the configuration file in ``BASTION_CONFIG``."""
-    return build_gateway(os.environ.get(CONFIG_ENV))
+    gateway = build_gateway(os.environ.get(CONFIG_ENV))
+    gateway.tune_gc = True
+    return gateway
 
 
 def _http_protocol() -> Any:
