@@ -88,6 +88,21 @@ async def test_headers_forwarded_hop_by_hop_dropped_and_trace_passed(upstream: S
     assert got["host"] == [upstream.base.removeprefix("http://")]
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_the_upstream_gets_no_header_the_client_did_not_send(upstream: Server, method: str) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        for name in ("accept", "accept-encoding", "user-agent", "connection"):
+            del http.headers[name]
+        body = b"raw bytes, no type" if method == "POST" else None
+        response = await http.request(method, "/echo/bare", content=body)
+    got = headers_of(response.json())
+    expected = {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"}
+    expected |= {"traceparent", "x-request-id"} | ({"content-length"} if method == "POST" else set())
+    assert set(got) == expected
+    assert response.json()["body_size"] == (len(body) if body else 0)
+
+
 async def test_forwarding_headers_from_an_untrusted_peer_are_replaced(upstream: Server) -> None:
     app, _ = gateway(upstream.base)
     async with client(app) as http:

@@ -187,7 +187,8 @@ async def lifespan():
     return sent
 
 sent = asyncio.run(lifespan())
-print(json.dumps({"sent": sent, "before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+after, frozen = gc.get_threshold(), gc.get_freeze_count()
+print(json.dumps({"sent": sent, "before": before, "after": after, "frozen": frozen}))
 """
 
 

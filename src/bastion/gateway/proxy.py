@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from bastion.asgi import (
@@ -45,6 +46,20 @@ if TYPE_CHECKING:
 # aiohttp would otherwise add its own: a client that sent no Accept-Encoding must not
 # get a compressed body (bodies pass through undecoded), nor the upstream a made-up agent.
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
+_SKIPPED = CIMultiDictProxy(CIMultiDict((name, None) for name in sorted(_SKIP_AUTO_HEADERS)))
+
+
+class _UpstreamRequest(aiohttp.ClientRequest):
+    """aiohttp's request that adds none of its automatic headers: the upstream gets what the client sent.
+
+    ``skip_auto_headers`` on the session says the same, but aiohttp then builds a
+    case-insensitive dictionary of the skipped names, and copies the request's headers
+    to check them, for every request: the skipped names are one shared, read-only
+    dictionary here, and nothing is added.
+    """
+
+    def update_auto_headers(self, skip_auto_headers: Any) -> None:
+        self._skip_auto_headers = _SKIPPED  # type: ignore[assignment]
 
 
 class ProxyApp:
@@ -121,7 +136,7 @@ class ProxyApp:
             connector=connector,
             timeout=self._timeout,
             auto_decompress=False,
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            request_class=_UpstreamRequest,
             # One session serves every client: a shared cookie jar would hand one client's
             # cookies to the next.
             cookie_jar=aiohttp.DummyCookieJar(),

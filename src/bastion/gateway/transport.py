@@ -1,4 +1,4 @@
-"""One write per response: the gateway's HTTP protocol for uvicorn.
+"""One write per response, one check per response head: the gateway's HTTP protocol for uvicorn.
 
 uvicorn writes a response's head as soon as the app sends ``http.response.start``
 and its body on the next message: two system calls and two TCP segments for a
@@ -7,6 +7,14 @@ a transport that gathers the writes made in one turn of the event loop and sends
 them together at the end of it, so a small proxied response costs one write.
 Nothing waits longer than that turn; closing or half-closing sends what is
 gathered first.
+
+uvicorn also checks every response header name and value with a regular
+expression of its own, two searches per header: a proxied response with the
+rate limit and trace headers has a dozen. The bytes those expressions reject do
+not depend on where one header ends and the next begins, so the gateway's cycle
+checks all the names at once and all the values at once, for the same bytes,
+and writes the head and body as uvicorn does; when something is refused, or out
+of the ordinary, uvicorn's own code runs and raises its own error.
 """
 
 from __future__ import annotations
@@ -14,7 +22,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+#: Translation tables: 1 for each byte uvicorn's expressions refuse in a header name or value, else 0.
+_NAME_REFUSED = bytes(1 if HEADER_RE.match(bytes([b])) else 0 for b in range(256))
+_VALUE_REFUSED = bytes(1 if HEADER_VALUE_RE.match(bytes([b])) else 0 for b in range(256))
 
 
 class CoalescingTransport:
@@ -65,6 +83,10 @@ class CoalescingTransport:
         self._buffer = []
         self._transport.abort()
 
+    def is_closing(self) -> bool:
+        """Whether the connection is closing (asked after every response: no ``__getattr__`` detour)."""
+        return self._transport.is_closing()
+
     def get_write_buffer_size(self) -> int:
         """Bytes waiting to be written, queued here or in the transport."""
         return sum(len(b) for b in self._buffer) + self._transport.get_write_buffer_size()
@@ -73,8 +95,103 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class GatewayResponseCycle(RequestResponseCycle):
+    """uvicorn's request/response cycle, with the response head checked in one pass per side.
+
+    The common messages (the head, then the body of a response that has not finished)
+    are written here, as uvicorn writes them; anything else (the access log on, a
+    refused header, a message out of order) goes to uvicorn's own ``send``, which
+    raises its own errors. A property test holds the two to the same bytes and states.
+    """
+
+    async def send(self, message: Any) -> None:
+        """Send an ASGI message to the client."""
+        kind = message.get("type")
+        if self.response_started:
+            if self.response_complete or kind != "http.response.body" or self.disconnected:
+                await super().send(message)
+                return
+            if self.flow.write_paused:
+                await self.flow.drain()
+                if self.disconnected:
+                    return
+            self._send_body(message)
+            return
+        if self.access_log or kind != "http.response.start" or self.disconnected:
+            await super().send(message)
+            return
+        if self.flow.write_paused:
+            await self.flow.drain()
+            if self.disconnected:
+                return
+        headers = self.default_headers + list(message.get("headers", []))
+        # Each side joined and mapped byte by byte (one pass in C): a refused byte shows as 1.
+        if 1 in b"".join([name for name, _ in headers]).translate(_NAME_REFUSED) or (
+            1 in b"".join([value for _, value in headers]).translate(_VALUE_REFUSED)
+        ):
+            # Something is refused: uvicorn's own loop finds which header, and says so.
+            await super().send(message)
+            return
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status_code = message["status"]
+        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+        for raw_name, value in headers:
+            name = raw_name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
+                self.keep_alive = False
+                has_connection_close = True
+            content += (name, b": ", value, b"\r\n")
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status_code not in (204, 304):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
+
+    def _send_body(self, message: Any) -> None:
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+        elif self.chunked_encoding:
+            content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
+            if not more_body:
+                content.append(b"0\r\n\r\n")
+            self.transport.write(b"".join(content))
+        else:
+            num_bytes = len(body)
+            if num_bytes > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= num_bytes
+            self.transport.write(body)
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a :class:`CoalescingTransport`."""
+    """uvicorn's httptools protocol over a :class:`CoalescingTransport`, with the gateway's cycle."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # uvicorn builds the cycle inside on_headers_complete, which offers no hook for
+        # the class; every cycle passes through here before its task starts, and the
+        # subclass adds no state, so the object is retyped in place.
+        cycle.__class__ = GatewayResponseCycle
+        super()._start_asgi_task(cycle, app)
