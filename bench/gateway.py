@@ -348,6 +348,59 @@ def median_result(runs: list[WrkResult]) -> WrkResult:
     )
 
 
+def callgrind_total(path: Path) -> int:
+    """The instructions a callgrind dump counted (its ``summary:`` line)."""
+    for line in path.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def count_instructions(
+    targets: list[tuple[str, list[str]]], script: Path, duration: float, workload: str
+) -> int:
+    """User-space instructions per request of each proxy, counted by callgrind: the same on every run.
+
+    The clock on a shared machine moves by 2x from one run to the next; instruction
+    counts do not. They leave out the kernel's share (the system calls, the same for
+    every proxy here, since each reads and writes each message once), so the ratios
+    they give are lower than the CPU time ratios. Each target runs alone under
+    valgrind, with 4 connections: warmed up, counters zeroed, driven, dumped.
+    """
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind is not installed: apt-get install -y valgrind", file=sys.stderr)
+        return 2
+    measured = [
+        (name, command)
+        for name, command in targets
+        if name in ("bare aiohttp proxy", "gateway, no guards", "gateway, every guard, memory")
+    ]
+    rows: list[tuple[str, int, int]] = []
+    for name, command in measured:
+        port = free_port()
+        out = Path(tempfile.mkdtemp(prefix="bastion-callgrind-")) / "callgrind.out"
+        args = [part.replace("{port}", str(port)) for part in command]
+        process = start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *args], port)
+        try:
+            wrk(port, script, 4, 5.0)  # warm-up: imports done, pools open, code paths hot
+            subprocess.run(["callgrind_control", "--zero", str(process.pid)], capture_output=True, check=True)
+            result = wrk(port, script, 4, max(duration, 10.0))
+            subprocess.run(["callgrind_control", "--dump", str(process.pid)], capture_output=True, check=True)
+            time.sleep(1)
+            dumps = sorted(out.parent.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
+            rows.append((name, callgrind_total(dumps[-1]), result.requests))
+        finally:
+            stop(process)
+    bare = rows[0][1] / rows[0][2]
+    print(f"workload: {workload}; user-space instructions per request under callgrind, 4 connections\n")
+    print("| target | requests counted | instructions per request | bare proxy's / this one's |")
+    print("|---|---:|---:|---:|")
+    for name, total, requests in rows:
+        per = total / requests
+        print(f"| {name} | {requests:,} | {per:,.0f} | {bare / per:.2f}x |")
+    return 0
+
+
 def redis_reachable() -> bool:
     from urllib.parse import urlsplit
 
@@ -371,6 +424,11 @@ def main() -> int:
         "--pin",
         action="store_true",
         help="taskset the proxies onto the last CPU and wrk and the upstream onto the others",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count user-space instructions per request under callgrind instead of timing (needs valgrind)",
     )
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -419,6 +477,12 @@ def main() -> int:
         )
     else:
         print(f"# Redis not reachable at {REDIS_URL}: the Redis row is skipped", file=sys.stderr)
+
+    if args.instructions:
+        try:
+            return count_instructions(targets, script, args.duration, args.workload)
+        finally:
+            stop(upstream_process)
 
     # Every target runs at once and the wrk runs take turns, round after round, so that
     # load from elsewhere on the machine falls on all of them alike; medians are reported.
