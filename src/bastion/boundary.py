@@ -13,7 +13,6 @@ follows, the problem replaces it.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable
 from random import getrandbits
 from time import perf_counter
@@ -46,6 +45,14 @@ def _route_label(scope: Scope) -> str:
     # Starlette and FastAPI leave the matched route in the scope.
     path = getattr(scope.get("route"), "path", None)
     return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class ResponseAborted(RuntimeError):
+    """Raised to the server when a response fails after it started: the connection must be dropped.
+
+    The cause is already in the log (with the trace id); the server's own log line
+    for this exception names only the trace id.
+    """
 
 
 class BoundaryGuard:
@@ -258,12 +265,12 @@ class BoundaryGuard:
         if ctx.status is None:
             await self._send_problem(ctx, scope, problem, send_with_headers)
         elif not response_finished:
-            # The response has begun: another cannot be sent. End it so the
-            # connection is not left hanging; the client sees a short body.
+            # The response has begun: another cannot be sent, and ending it normally would
+            # pass a cut-off body for a whole one (a chunked response's last chunk says
+            # "complete"). Raising makes the server drop the connection without it, so
+            # the client sees a broken response, never a short one that looks whole.
             self.logger.error("response aborted after it started", trace_id=ctx.trace_id, path=scope["path"])
-            # The connection may already be gone; there is nobody left to tell.
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            raise ResponseAborted(f"the response broke off after it started (trace_id {ctx.trace_id})")
 
     async def _send_problem(self, ctx: RequestContext, scope: Scope, problem: Problem, send: Send) -> None:
         rendered = render(problem, type_base=self.type_base, trace_id=ctx.trace_id, instance=scope["path"])

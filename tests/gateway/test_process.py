@@ -191,6 +191,25 @@ def test_a_cut_off_upload_never_reaches_the_upstream_as_complete(gateway: Server
     assert httpx.post(gateway.base + "/upload", content=b"x" * 10, timeout=5).json()["body_size"] == 10
 
 
+def test_an_upstream_that_breaks_off_its_response_breaks_it_off_for_the_client(
+    gateway: Server, upstream: Server
+) -> None:
+    # Straight from the upstream, the client sees the broken chunked response...
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(upstream.base + "/broken-stream", timeout=10)
+    # ... and through the gateway too: a cut-off body must never arrive as a whole one.
+    received = b""
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("GET", gateway.base + "/broken-stream", timeout=10) as r,
+    ):
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            received += chunk
+    assert received == b"first part of the answer\n"
+    assert httpx.get(gateway.base + "/echo/after", timeout=5).status_code == 200
+
+
 def test_a_refused_websocket_upgrade_is_refused_to_the_client(gateway: Server) -> None:
     async def connect() -> int:
         async with aiohttp.ClientSession() as session:

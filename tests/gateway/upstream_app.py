@@ -88,6 +88,17 @@ async def download(request: Request) -> StreamingResponse:
     return StreamingResponse(stream(), media_type="application/octet-stream")
 
 
+async def broken_stream(request: Request) -> StreamingResponse:
+    """A chunked response whose server fails after the first chunk (the connection drops)."""
+
+    async def stream():  # type: ignore[no-untyped-def]
+        yield b"first part of the answer\n"
+        await asyncio.sleep(0.2)
+        raise RuntimeError("the upstream fails mid-response")
+
+    return StreamingResponse(stream(), media_type="text/plain")
+
+
 async def html_error(request: Request) -> Response:
     page = f"<!DOCTYPE html><html><body><h1>Internal Server Error</h1><pre>{STACK_TRACE}</pre></body></html>"
     return Response(page, status_code=500, media_type="text/html")
@@ -176,6 +187,7 @@ app = Starlette(
         Route("/events", events),
         Route("/release", do_release, methods=["POST"]),
         Route("/download", download),
+        Route("/broken-stream", broken_stream),
         Route("/html-error", html_error),
         Route("/stack", stack),
         Route("/missing", missing),
