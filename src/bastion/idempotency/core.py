@@ -9,18 +9,36 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import importlib
 import re
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
 
 import orjson
 
-#: OpenSSL's SHA-256 (``hashlib``): it uses the CPU's SHA instructions where there are
-#: some, which makes the two hashes of a first request (about 80 and 120 bytes) half
-#: as costly as CPython's portable implementation measured inside a request (3.7 us
-#: against 5.5 us for both, in one interleaved run of ``bench/idempotency.py``'s
-#: memory part on an x86-64 machine with SHA-NI). The digests are the same.
-_sha256 = hashlib.sha256
+
+class _Digest(Protocol):
+    def hexdigest(self) -> str: ...
+
+
+def _sha256_constructor() -> Callable[[bytes], _Digest]:
+    """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before), else OpenSSL's.
+
+    The digests are the same. The inputs here are a few dozen bytes, and a request
+    hashes twice: inside a request (code and data caches shared with everything else
+    it runs) OpenSSL's setup of a digest context costs more than the hashing itself,
+    which made the two hashes the largest part of the guard's cost.
+    """
+    for module in ("_sha2", "_sha256"):
+        try:
+            constructor: Callable[[bytes], _Digest] = importlib.import_module(module).sha256
+        except (ImportError, AttributeError):
+            continue
+        return constructor
+    return hashlib.sha256
+
+
+_sha256 = _sha256_constructor()
 
 #: The longest key accepted, in characters (after unquoting an RFC 8941 string).
 MAX_KEY_LENGTH = 255
