@@ -107,23 +107,21 @@ class GatewayResponseCycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
         """Send an ASGI message to the client."""
         kind = message.get("type")
-        if self.response_started:
-            if self.response_complete or kind != "http.response.body" or self.disconnected:
-                await super().send(message)
-                return
-            if self.flow.write_paused:
-                await self.flow.drain()
-                if self.disconnected:
-                    return
-            self._send_body(message)
-            return
-        if self.access_log or kind != "http.response.start" or self.disconnected:
+        started = self.response_started
+        if self.disconnected or (
+            (self.response_complete or kind != "http.response.body")
+            if started
+            else (self.access_log or kind != "http.response.start")
+        ):
             await super().send(message)
             return
         if self.flow.write_paused:
             await self.flow.drain()
             if self.disconnected:
                 return
+        if started:
+            self._send_body(message)
+            return
         headers = self.default_headers + list(message.get("headers", []))
         # Each side joined and mapped byte by byte (one pass in C): a refused byte shows as 1.
         if 1 in b"".join([name for name, _ in headers]).translate(_NAME_REFUSED) or (
