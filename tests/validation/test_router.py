@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bastion.protocols import RouteMatch
 from bastion.validation.router import TemplateRouter, configured_routes, parse_route
 from tests.support import wrap
@@ -153,3 +156,38 @@ def test_templates_sharing_a_position_keep_their_own_parameter_names() -> None:
     assert match(router, "GET", "/customers/c1/sources/s2.json").path_params == {"id": "c1", "source": "s2"}
     assert match(router, "GET", "/files/a.json").path_params == {"name": "a"}
     assert match(router, "GET", "/files/a.json/raw").path_params == {"other": "a"}
+
+
+_SEGMENTS = ["a", "b", "me", "{id}", "{x}", "{name}.json", "v{n}"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    templates=st.lists(
+        st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=4).map(lambda s: "/" + "/".join(s)),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    ),
+    paths=st.lists(
+        st.lists(st.sampled_from(["a", "b", "me", "42", "x.json", "v2", ""]), min_size=1, max_size=5).map(
+            lambda s: "/" + "/".join(s)
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+)
+def test_the_quick_descent_finds_what_the_full_walk_finds(templates: list[str], paths: list[str]) -> None:
+    router = TemplateRouter(authoritative=True)
+    for i, template in enumerate(templates):
+        router.add("GET", template, f"op{i}")
+    for path in paths:
+        values: list[str] = []
+        walked = router._walk(router._root, path.split("/")[1:], 0, values)
+        expected = None
+        if path in router._exact:
+            expected = (router._exact[path].template, {})
+        elif walked is not None:
+            expected = (walked.template, dict(zip(walked.names, values, strict=False)))
+        found = router._find(path)
+        assert (None if found is None else (found[0].template, found[1])) == expected, path

@@ -113,8 +113,29 @@ class TemplateRouter:
         route = self._exact.get(path)
         if route is not None:
             return route, {}
+        segments = path.split("/")[1:]
         values: list[str] = []
-        found = self._walk(self._root, path.split("/")[1:], 0, values)
+        # The walk's first path, without recursion: a literal child where there is one,
+        # else the templated child. When it ends on a route, that is the route the walk
+        # would find first; anything else (a dead end, partly templated segments to
+        # try) takes the full walk, which backtracks.
+        node = self._root
+        for segment in segments:
+            child = node.literal.get(segment)
+            if child is None:
+                if node.mixed or node.param is None or not segment:
+                    break
+                values.append(segment)
+                child = node.param
+            node = child
+        else:
+            route = node.route
+            if route is not None:
+                # Names and values have the same length here; spelling out strict=False
+                # would cost a keyword-argument call on every request.
+                return route, dict(zip(route.names, values))  # noqa: B905
+        values = []
+        found = self._walk(self._root, segments, 0, values)
         if found is None:
             return None
         return found, dict(zip(found.names, values, strict=False))
