@@ -18,6 +18,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 SCOPE_KEY = "bastion"
+#: Marks the HTTP scope of a WebSocket handshake that the gateway runs through the
+#: guards as the GET request it is; holds the WebSocket's own ``(scope, receive, send)``.
+HANDSHAKE_KEY = "bastion.websocket_handshake"
 
 
 class _Done:

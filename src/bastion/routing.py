@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bastion.asgi import SCOPE_KEY, ASGIApp, Receive, RequestContext, Scope, Send
+from bastion.asgi import HANDSHAKE_KEY, SCOPE_KEY, ASGIApp, Receive, RequestContext, Scope, Send
 from bastion.problems import MethodNotAllowed, NotFound
 from bastion.protocols import RouteMatch, Router
 
@@ -39,7 +39,9 @@ class RouteGuard:
             ctx.operation_id = found.operation_id
             ctx.operation = found.operation
             ctx.path_params = found.path_params
-        elif self.reject_unknown:
+        # A WebSocket endpoint is rarely in an OpenAPI description: its handshake is
+        # not refused for being absent from it.
+        elif self.reject_unknown and HANDSHAKE_KEY not in scope:
             if found is None:
                 raise NotFound(detail="no operation of the API has this path")
             allowed = ", ".join(found)

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from multidict import CIMultiDict
 
 from tests.conftest import free_port
 from tests.gateway.conftest import Server, start_gateway, start_upstream, vm_kib
@@ -111,6 +112,50 @@ def test_websocket_messages_and_close_codes_cross_the_gateway(gateway: Server) -
     assert result["binary"] == b"\x00\x01binary"
     assert result["close"] in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert result["code"] == 4001
+
+
+def test_websocket_handshakes_go_through_the_guards(upstream: Server, tmp_path: Path) -> None:
+    spec = Path(__file__).parent / "orders-openapi.yaml"  # it does not describe /ws
+    config = {
+        "upstream": upstream.base,
+        "openapi": str(spec),
+        "store": "memory://",
+        "rate_limits": {"rules": [{"name": "per-client", "key": "ip", "limit": "2/minute"}]},
+    }
+    server = start_gateway(tmp_path, config, name="ws-guards")
+
+    async def handshakes() -> list[Any]:
+        results: list[Any] = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.ws_connect(server.base + "/ws") as ws:
+                    await ws.send_str("headers")
+                    upstream_saw = dict(await asyncio.wait_for(ws.receive_json(), 5))
+                    handshake = ws._response.headers  # the 101 response the client got
+                    results.append((upstream_saw, CIMultiDict(handshake)))
+            try:
+                async with session.ws_connect(server.base + "/ws"):
+                    results.append("accepted")
+            except aiohttp.WSServerHandshakeError as exc:
+                results.append((exc.status, CIMultiDict(exc.headers or {})))
+        return results
+
+    try:
+        first, second, third = asyncio.run(handshakes())
+    finally:
+        server.stop()
+    for upstream_saw, handshake in (first, second):
+        # The handshake carries a trace id to the upstream and back, and the rate limit headers.
+        trace_id = handshake["traceparent"].split("-")[1]
+        assert upstream_saw["traceparent"].split("-")[1] == trace_id
+        assert handshake["x-request-id"] == trace_id
+        assert "per-client" in handshake["ratelimit-policy"]
+    assert second[1]["x-ratelimit-remaining"] == "0"
+    # The third handshake is over the limit: refused with the problem's status and headers.
+    status, headers = third
+    assert status == 429
+    assert int(headers["Retry-After"]) >= 1
+    assert headers["Content-Type"].startswith("application/problem+json")
 
 
 def test_admin_port_serves_metrics_health_and_ready(gateway: Server) -> None:

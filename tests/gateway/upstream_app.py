@@ -170,6 +170,11 @@ async def ws_echo(websocket: WebSocket) -> None:
                 if message["text"] == "close":
                     await websocket.close(code=4001)
                     return
+                if message["text"] == "headers":
+                    await websocket.send_json(
+                        [[k.decode(), v.decode()] for k, v in websocket.scope["headers"]]
+                    )
+                    continue
                 await websocket.send_text("echo:" + message["text"])
             else:
                 await websocket.send_bytes(message.get("bytes") or b"")

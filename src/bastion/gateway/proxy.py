@@ -24,6 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from bastion.asgi import (
+    HANDSHAKE_KEY,
     SCOPE_KEY,
     ClientDisconnected,
     Message,
@@ -158,7 +159,20 @@ class ProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            handshake = scope.get(HANDSHAKE_KEY)
+            if handshake is None:
+                await self._http(scope, receive, send)
+                return
+            # A WebSocket handshake the guards let through (see guard_handshake).
+            from bastion.gateway.websocket import proxy_websocket
+
+            if self._session is None:
+                await self.start()
+            assert self._session is not None
+            ws_scope, ws_receive, ws_send = handshake
+            await proxy_websocket(
+                self, self._session, ws_scope, ws_receive, ws_send, ctx=scope.get(SCOPE_KEY)
+            )
         elif kind == "websocket":
             from bastion.gateway.websocket import proxy_websocket
 
