@@ -161,7 +161,8 @@ class CompiledOperation:
                 p.name: p.from_path(path_params.get(p.name, ""), lenient) for p in self.path_params
             }
         if self.query_params or options.reject_unknown_query:
-            instance["query"] = self._query(query_string, found)
+            # No query at all: every parameter is missing and nothing is unknown.
+            instance["query"] = self._query(query_string, found) if query_string else {}
         if self.header_params:
             instance["header"] = self._headers(headers)
         if self.cookie_params:
