@@ -554,6 +554,15 @@ def main() -> int:
         "requests: it drifts far less than req/s on a shared machine; capacity is its inverse ratio, "
         "the throughput each would reach on a core of its own.)"
     )
+    # Each round's ratio to the bare proxy's run of the same round: a slow spell of the
+    # machine falls on both runs of a pair more often than on two medians.
+    bare_runs = loads["bare aiohttp proxy"]
+    print("\nreq/s against the bare proxy's run of the same round (median, lowest, highest):")
+    for name in results:
+        if name in ("upstream alone", "bare aiohttp proxy"):
+            continue
+        ratios = sorted(run.rps / bare.rps for run, bare in zip(loads[name], bare_runs, strict=True))
+        print(f"- {name}: {statistics.median(ratios):.2f}x ({ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
     memory = results.get("gateway, every guard, memory")
     if memory is not None:
         ratio = memory[0].rps / bare_rps
