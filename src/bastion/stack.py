@@ -22,6 +22,7 @@ from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
 from bastion.boundary import BoundaryGuard
 from bastion.clients import ClientIdentifier
 from bastion.config import Config, load_config
+from bastion.handshakes import guard_handshake
 from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
 from bastion.protocols import Resource
@@ -56,6 +57,8 @@ class Bastion:
         log_stream: IO[bytes] | None = None,
     ) -> None:
         self.app = app
+        #: WebSocket handshakes go through the guards when the app relays them itself.
+        self._guards_handshakes = bool(getattr(app, "guards_handshakes", False))
         self.config = load_config(config, env=env)
         self.logger = make_logger(self.config.logging.level, log_stream)
         self.metrics = Metrics() if self.config.metrics.enabled else None
@@ -94,6 +97,8 @@ class Bastion:
             await self._chain(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
+        elif kind == "websocket" and self._guards_handshakes:
+            await guard_handshake(self, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -227,48 +226,3 @@ def test_a_gateway_app_embedded_in_another_process_leaves_its_collector_alone(tm
     assert probed["sent"] == ["lifespan.startup.complete"]
     assert probed["after"] == probed["before"]
     assert probed["frozen"] == 0
-
-
-@pytest.mark.parametrize("denial", [True, False])
-def test_a_refused_handshake_is_an_http_response_where_the_server_allows_one(denial: bool) -> None:
-    import asyncio
-
-    from bastion.asgi import HANDSHAKE_KEY
-    from bastion.gateway.websocket import guard_handshake
-
-    seen: dict[str, Any] = {}
-
-    async def refusing_guards(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        seen["scope"] = scope
-        seen["body"] = await receive()
-        await send({"type": "http.response.start", "status": 429, "headers": [(b"retry-after", b"7")]})
-        await send({"type": "http.response.body", "body": b"{}", "more_body": False})
-
-    incoming = [{"type": "websocket.connect"}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return incoming.pop(0)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "websocket",
-        "scheme": "wss",
-        "path": "/ws",
-        "headers": [],
-        "subprotocols": ["chat"],
-        "extensions": {"websocket.http.response": {}} if denial else {},
-    }
-    asyncio.run(guard_handshake(refusing_guards, scope, receive, send))
-    http_scope = seen["scope"]
-    assert (http_scope["type"], http_scope["method"], http_scope["scheme"]) == ("http", "GET", "https")
-    assert "subprotocols" not in http_scope and http_scope[HANDSHAKE_KEY][0] is scope
-    assert seen["body"] == {"type": "http.request", "body": b"", "more_body": False}
-    assert incoming == []  # the connect message was read before answering
-    if denial:
-        assert [m["type"] for m in sent] == ["websocket.http.response.start", "websocket.http.response.body"]
-        assert sent[0]["status"] == 429 and sent[0]["headers"] == [(b"retry-after", b"7")]
-    else:
-        assert sent == [{"type": "websocket.close", "code": 1008}]  # the server answers 403

@@ -71,6 +71,8 @@ class ProxyApp:
     """
 
     name = "gateway upstream pool"
+    #: WebSocket handshakes reach it through bastion's guards (:mod:`bastion.handshakes`).
+    guards_handshakes = True
 
     def __init__(
         self,
@@ -162,26 +164,23 @@ class ProxyApp:
             handshake = scope.get(HANDSHAKE_KEY)
             if handshake is None:
                 await self._http(scope, receive, send)
-                return
-            # A WebSocket handshake the guards let through (see guard_handshake).
-            from bastion.gateway.websocket import proxy_websocket
-
-            if self._session is None:
-                await self.start()
-            assert self._session is not None
-            ws_scope, ws_receive, ws_send = handshake
-            await proxy_websocket(
-                self, self._session, ws_scope, ws_receive, ws_send, ctx=scope.get(SCOPE_KEY)
-            )
+            else:  # a WebSocket handshake the guards let through
+                ws_scope, ws_receive, ws_send = handshake
+                await self._websocket(ws_scope, ws_receive, ws_send, scope.get(SCOPE_KEY))
         elif kind == "websocket":
-            from bastion.gateway.websocket import proxy_websocket
-
-            if self._session is None:
-                await self.start()
-            assert self._session is not None
-            await proxy_websocket(self, self._session, scope, receive, send)
+            await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
+
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext | None = None
+    ) -> None:
+        from bastion.gateway.websocket import proxy_websocket
+
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        await proxy_websocket(self, self._session, scope, receive, send, ctx)
 
     def _url(self, scope: Scope, base: str) -> URL:
         raw = scope.get("raw_path")

@@ -23,7 +23,6 @@ from bastion.asgi import Message, Receive, Scope, Send
 from bastion.config import Config, ConfigError, load_config
 from bastion.gateway.config import GatewayConfig
 from bastion.gateway.proxy import ProxyApp
-from bastion.gateway.websocket import guard_handshake
 from bastion.problems import DependencyUnavailable, NotFound, Problem, render
 from bastion.stack import Bastion
 from bastion.tracing import new_span_id, new_trace_id
@@ -69,9 +68,6 @@ class GatewayApp:
             if path == self.hidden_metrics_path:
                 await self._send_problem(NotFound(), path, send)
                 return
-        elif kind == "websocket":
-            await guard_handshake(self.bastion, scope, receive, send)
-            return
         elif kind == "lifespan" and (self.admin is not None or self.tune_gc):
             await self._lifespan(scope, receive, send)
             return

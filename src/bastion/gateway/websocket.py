@@ -1,14 +1,7 @@
 """WebSocket upgrades through the gateway: one upstream connection per client connection.
 
-The handshake is a GET request, and it goes through the guards as one
-(:func:`guard_handshake`): it gets a trace id passed upstream, counts against
-the rate limits that match it, and is checked against its operation when the
-OpenAPI description has one (a path absent from the description is not refused).
-A guard's refusal is sent as the HTTP response of the handshake (``429`` with its
-headers and problem body) where the server offers ASGI's WebSocket denial
-response, and as a close before accept (``403``) where it does not.
-
-Then the upstream handshake happens; only when it succeeds is the client's
+The handshake goes through the guards first, as the GET request it is
+(:mod:`bastion.handshakes`). Then the upstream handshake happens; only when it succeeds is the client's
 accepted (with the subprotocol the upstream chose), so a refused upgrade is
 refused to the client too. Then messages are relayed both ways until either side
 closes, and the close code crosses over.
@@ -22,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from bastion.asgi import HANDSHAKE_KEY, Message, Receive, RequestContext, Scope, Send
+from bastion.asgi import Receive, RequestContext, Scope, Send
+from bastion.tracing import format_traceparent
 
 if TYPE_CHECKING:
     from bastion.gateway.proxy import ProxyApp
@@ -30,52 +24,6 @@ if TYPE_CHECKING:
 # uvicorn's default largest message; the upstream side allows the same.
 _MAX_MESSAGE = 16 * 1024 * 1024
 _INTERNAL_ERROR = 1011
-
-
-#: The server lets the app answer a handshake with an HTTP response of its own.
-_DENIAL = "websocket.http.response"
-
-
-async def guard_handshake(app: Any, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run a WebSocket handshake through ``app`` (bastion's guards) as the GET request it is.
-
-    The guards see an HTTP scope; the proxy at the end of the chain finds the
-    WebSocket's own scope, ``receive`` and ``send`` under :data:`HANDSHAKE_KEY` and
-    relays the connection. Whatever the guards answer instead (a problem) goes to the
-    client as the handshake's response.
-    """
-    http_scope = {key: value for key, value in scope.items() if key != "subprotocols"}
-    http_scope["type"] = "http"
-    http_scope["method"] = "GET"
-    http_scope["scheme"] = "https" if scope.get("scheme") == "wss" else "http"
-    http_scope.setdefault("query_string", b"")
-    http_scope[HANDSHAKE_KEY] = (scope, receive, send)
-    denial = _DENIAL in (scope.get("extensions") or {})
-    connected = False
-    refused = False
-
-    async def no_body() -> Message:
-        # A handshake has no body; a guard that asks for one gets an empty one.
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def answer(message: Message) -> None:
-        # Reached only when a guard (or the boundary) answers instead of the upstream.
-        nonlocal connected, refused
-        if not connected:
-            connected = True
-            if (await receive())["type"] != "websocket.connect":
-                return
-        kind = message["type"]
-        if denial:
-            if kind == "http.response.start":
-                await send({**message, "type": "websocket.http.response.start"})
-            elif kind == "http.response.body":
-                await send({**message, "type": "websocket.http.response.body"})
-        elif not refused:
-            refused = True
-            await send({"type": "websocket.close", "code": 1008})
-
-    await app(http_scope, no_body, answer)
 
 
 async def proxy_websocket(
@@ -132,7 +80,8 @@ async def proxy_websocket(
     if ctx is not None:
         ctx.status = 101
         # The guards' headers (trace id, rate limits) go with the handshake's response.
-        headers = [(b"traceparent", _traceparent(ctx)), (b"x-request-id", ctx.request_id.encode())]
+        traceparent = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
+        headers = [(b"traceparent", traceparent), (b"x-request-id", ctx.request_id.encode())]
         accept["headers"] = headers + list(ctx.response_headers)
     await send(accept)
     to_upstream = asyncio.ensure_future(_client_to_upstream(receive, upstream))
@@ -178,7 +127,3 @@ async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: S
         # The client may be gone already; then there is nobody to tell.
         with contextlib.suppress(Exception):
             await send({"type": "websocket.close", "code": code})
-
-
-def _traceparent(ctx: RequestContext) -> bytes:
-    return f"00-{ctx.trace_id}-{ctx.span_id}-{ctx.trace_flags}".encode()
