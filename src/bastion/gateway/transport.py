@@ -13,8 +13,8 @@ expression of its own, two searches per header: a proxied response with the
 rate limit and trace headers has a dozen. The bytes those expressions reject do
 not depend on where one header ends and the next begins, so the gateway's cycle
 checks all the names at once and all the values at once, for the same bytes,
-and writes the head and body as uvicorn does; when something is refused, or out
-of the ordinary, uvicorn's own code runs and raises its own error.
+and writes the head as uvicorn does; when something is refused, or out of the
+ordinary, uvicorn's own code runs and raises its own error.
 """
 
 from __future__ import annotations
@@ -98,20 +98,20 @@ class CoalescingTransport:
 class GatewayResponseCycle(RequestResponseCycle):
     """uvicorn's request/response cycle, with the response head checked in one pass per side.
 
-    The common messages (the head, then the body of a response that has not finished)
-    are written here, as uvicorn writes them; anything else (the access log on, a
-    refused header, a message out of order) goes to uvicorn's own ``send``, which
-    raises its own errors. A property test holds the two to the same bytes and states.
+    The head is written here, as uvicorn writes it; everything else (the body, the
+    access log on, a refused header, a message out of order) goes to uvicorn's own
+    ``send``, which raises its own errors. A property test holds the two to the same
+    bytes and states. (Writing the body here too saved 3,200 instructions per request
+    of 608,000: not worth a second copy of uvicorn's framing.)
     """
 
     async def send(self, message: Any) -> None:
         """Send an ASGI message to the client."""
-        kind = message.get("type")
-        started = self.response_started
-        if self.disconnected or (
-            (self.response_complete or kind != "http.response.body")
-            if started
-            else (self.access_log or kind != "http.response.start")
+        if (
+            self.response_started
+            or self.disconnected
+            or self.access_log
+            or message.get("type") != "http.response.start"
         ):
             await super().send(message)
             return
@@ -119,9 +119,6 @@ class GatewayResponseCycle(RequestResponseCycle):
             await self.flow.drain()
             if self.disconnected:
                 return
-        if started:
-            self._send_body(message)
-            return
         headers = self.default_headers + list(message.get("headers", []))
         # Each side joined and mapped byte by byte (one pass in C): a refused byte shows as 1.
         if 1 in b"".join([name for name, _ in headers]).translate(_NAME_REFUSED) or (
@@ -154,31 +151,6 @@ class GatewayResponseCycle(RequestResponseCycle):
             content.append(b"transfer-encoding: chunked\r\n")
         content.append(b"\r\n")
         self.transport.write(b"".join(content))
-
-    def _send_body(self, message: Any) -> None:
-        body = message.get("body", b"")
-        more_body = message.get("more_body", False)
-        if self.scope["method"] == "HEAD":
-            self.expected_content_length = 0
-        elif self.chunked_encoding:
-            content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
-            if not more_body:
-                content.append(b"0\r\n\r\n")
-            self.transport.write(b"".join(content))
-        else:
-            num_bytes = len(body)
-            if num_bytes > self.expected_content_length:
-                raise RuntimeError("Response content longer than Content-Length")
-            self.expected_content_length -= num_bytes
-            self.transport.write(body)
-        if not more_body:
-            if self.expected_content_length != 0:
-                raise RuntimeError("Response content shorter than Content-Length")
-            self.response_complete = True
-            self.message_event.set()
-            if not self.keep_alive:
-                self.transport.close()
-            self.on_response()
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
