@@ -169,10 +169,14 @@ async def _send_json(send: Send, status: int, data: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def build_gateway(config: Config | str | os.PathLike[str] | None, **bastion_options: Any) -> GatewayApp:
+def build_gateway(
+    config: Config | str | os.PathLike[str] | None, *, tune_gc: bool = False, **bastion_options: Any
+) -> GatewayApp:
     """The gateway app for a configuration: operations endpoints, guards, proxy.
 
-    ``bastion_options`` go to :class:`~bastion.Bastion` (``env``, ``log_stream``).
+    ``tune_gc`` sets up the process's garbage collector at start-up (``gateway.gc_*``):
+    for the gateway's own worker processes only. ``bastion_options`` go to
+    :class:`~bastion.Bastion` (``env``, ``log_stream``).
     Raises :class:`~bastion.config.ConfigError` when ``upstream`` is missing.
     """
     if not isinstance(config, Config):
@@ -182,14 +186,12 @@ def build_gateway(config: Config | str | os.PathLike[str] | None, **bastion_opti
     proxy = ProxyApp.from_config(config)
     bastion = Bastion(proxy, config, **bastion_options)
     proxy.attach(bastion)
-    return GatewayApp(bastion, proxy)
+    return GatewayApp(bastion, proxy, tune_gc=tune_gc)
 
 
 def app_from_environment() -> GatewayApp:
     """The factory each uvicorn worker calls: the configuration file in ``BASTION_CONFIG``."""
-    gateway = build_gateway(os.environ.get(CONFIG_ENV))
-    gateway.tune_gc = True
-    return gateway
+    return build_gateway(os.environ.get(CONFIG_ENV), tune_gc=True)
 
 
 def _http_protocol() -> Any:
