@@ -58,6 +58,8 @@ def test_gateway_section_defaults_and_durations() -> None:
         ({"read_timout": "1s"}, "gateway.read_timout"),
         ({"connect_timeout": "0s"}, "gateway.connect_timeout"),
         ({"port": 70000}, "gateway.port"),
+        ({"gc_threshold": 100}, "gateway.gc_threshold"),
+        ({"gc_freeze": "sometimes"}, "gateway.gc_freeze"),
     ],
 )
 def test_bad_gateway_keys_are_reported_with_their_path(section: dict[str, object], path: str) -> None:
