@@ -88,6 +88,18 @@ async def test_headers_forwarded_hop_by_hop_dropped_and_trace_passed(upstream: S
     assert got["host"] == [upstream.base.removeprefix("http://")]
 
 
+async def test_repeated_headers_reach_the_upstream_in_order_after_host(upstream: Server) -> None:
+    app, _ = gateway(upstream.base)
+    async with client(app) as http:
+        response = await http.get(
+            "/echo/order", headers=[("X-B", "1"), ("X-A", "2"), ("X-B", "3"), ("x-b", "4")]
+        )
+    names = [k for k, _ in response.json()["headers"]]
+    assert names[0] == "host"
+    sent = [(k, v) for k, v in response.json()["headers"] if k in ("x-a", "x-b")]
+    assert sent == [("x-b", "1"), ("x-a", "2"), ("x-b", "3"), ("x-b", "4")]
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_the_upstream_gets_no_header_the_client_did_not_send(upstream: Server, method: str) -> None:
     app, _ = gateway(upstream.base)

@@ -132,6 +132,21 @@ def test_response_headers_lose_every_hop_by_hop_header(headers: list[tuple[bytes
     assert all(k == k.lower() for k, _ in kept)
 
 
+def test_forwarding_headers_follow_each_peer_and_host() -> None:
+    forwarding = Forwarding()
+
+    def forwarded(peer: str, host: bytes) -> str:
+        out = forwarding.upstream_headers(
+            [(b"host", host)], peer=peer, scheme="http", traceparent=None, request_id=None
+        )
+        return dict(out)["Forwarded"]
+
+    for _ in range(2):  # the second time from what was worked out the first
+        assert forwarded("203.0.113.5", b"a.example") == "for=203.0.113.5;proto=http;host=a.example"
+        assert forwarded("203.0.113.6", b"a.example") == "for=203.0.113.6;proto=http;host=a.example"
+        assert forwarded("203.0.113.5", b"b.example") == "for=203.0.113.5;proto=http;host=b.example"
+
+
 def test_ipv6_peers_are_quoted_in_forwarded() -> None:
     out = dict(
         Forwarding().upstream_headers(

@@ -40,6 +40,14 @@ _WEBSOCKET_HANDSHAKE = frozenset(
     {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
 )
 
+# Every request header the loop below does more with than pass on (one look-up for the rest).
+_SPECIAL = HOP_BY_HOP | _REPLACED_UPSTREAM | _FORWARDING
+_SPECIAL_WEBSOCKET = _SPECIAL | _WEBSOCKET_HANDSHAKE
+
+# The forwarding headers of requests without trusted ones, by (peer, scheme, host): one of a
+# few per connection, worked out once. Emptied when it reaches this many.
+_MAX_FORWARDING_CACHE = 4096
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -99,6 +107,7 @@ class Forwarding:
             ipaddress.ip_network(n, strict=False) for n in trusted_proxies
         )
         self.preserve_host = preserve_host
+        self._added: dict[tuple[str, str, str], tuple[tuple[str, str], ...]] = {}
 
     def is_trusted(self, address: str) -> bool:
         """Whether ``address`` (the connecting peer) is one of ``clients.trusted_proxies``."""
@@ -131,12 +140,14 @@ class Forwarding:
         host = ""
         incoming: dict[bytes, list[bytes]] | None = None
         listed: frozenset[bytes] = frozenset()
+        special = _SPECIAL_WEBSOCKET if websocket else _SPECIAL
         for key, value in headers:
-            if key in HOP_BY_HOP:
+            if key not in special:
+                out.append((key.decode("latin-1"), value.decode("latin-1")))
+            elif key in HOP_BY_HOP:
                 if key == b"connection":
                     listed = connection_tokens([(key, value)]) | listed
-                continue
-            if key in _REPLACED_UPSTREAM:
+            elif key in _REPLACED_UPSTREAM:
                 if key == b"host":
                     host = value.decode("latin-1")
                     if self.preserve_host:
@@ -144,22 +155,29 @@ class Forwarding:
                 elif key == b"content-length" and not websocket:
                     # Kept so the upstream sees the length; the body streams as it arrives.
                     out.append(("Content-Length", value.decode("latin-1")))
-                continue
-            if key in _FORWARDING:
+            elif key in _FORWARDING:
                 if incoming is None:
                     incoming = {}
                 incoming.setdefault(key, []).append(value)
-                continue
-            if websocket and key in _WEBSOCKET_HANDSHAKE:
-                continue
-            out.append((key.decode("latin-1"), value.decode("latin-1")))
+            # else a WebSocket handshake header: aiohttp sends its own
         if listed:
             out = [(k, v) for k, v in out if k.lower().encode("latin-1") not in listed]
         if traceparent is not None:
             out.append(("traceparent", traceparent.decode("ascii")))
         if request_id is not None:
             out.append(("X-Request-ID", request_id))
-        out.extend(self._forwarding(incoming, peer=peer, scheme=scheme, host=host))
+        if incoming is None or not self.trusted:
+            # Nothing to extend: the same headers for every request from this peer to this host.
+            added = self._added.get((peer, scheme, host))
+            if added is None:
+                if len(self._added) >= _MAX_FORWARDING_CACHE:
+                    self._added.clear()
+                added = self._added[(peer, scheme, host)] = tuple(
+                    self._forwarding(None, peer=peer, scheme=scheme, host=host)
+                )
+            out += added
+        else:
+            out += self._forwarding(incoming, peer=peer, scheme=scheme, host=host)
         return out
 
     def _forwarding(

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
+from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -61,6 +62,17 @@ class _UpstreamRequest(aiohttp.ClientRequest):
 
     def update_auto_headers(self, skip_auto_headers: Any) -> None:
         self._skip_auto_headers = _SKIPPED  # type: ignore[assignment]
+
+    def update_headers(self, headers: Any) -> None:
+        # aiohttp puts Host first, then adds the headers one by one in Python; the same
+        # dictionary, extended in C. A Host among them (``preserve_host``) replaces aiohttp's:
+        # its own loop does that.
+        host = self.url.host_port_subcomponent
+        if host is not None and isinstance(headers, CIMultiDict) and hdrs.HOST not in headers:
+            self.headers = CIMultiDict(((hdrs.HOST, host),))
+            self.headers.extend(headers)
+        else:
+            super().update_headers(headers)
 
 
 class ProxyApp:

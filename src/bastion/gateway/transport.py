@@ -30,8 +30,9 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-#: Translation tables: 1 for each byte uvicorn's expressions refuse in a header name or value, else 0.
-_NAME_REFUSED = bytes(1 if HEADER_RE.match(bytes([b])) else 0 for b in range(256))
+#: Translation tables: 1 for each byte uvicorn's expressions refuse in a header name (but the
+#: newline, counted apart) or value, else 0.
+_NAME_REFUSED_BUT_LF = bytes(1 if HEADER_RE.match(bytes([b])) and b != 10 else 0 for b in range(256))
 _VALUE_REFUSED = bytes(1 if HEADER_VALUE_RE.match(bytes([b])) else 0 for b in range(256))
 
 
@@ -120,20 +121,60 @@ class GatewayResponseCycle(RequestResponseCycle):
             if self.disconnected:
                 return
         headers = self.default_headers + list(message.get("headers", []))
-        # Each side joined and mapped byte by byte (one pass in C): a refused byte shows as 1.
-        if 1 in b"".join([name for name, _ in headers]).translate(_NAME_REFUSED) or (
-            1 in b"".join([value for _, value in headers]).translate(_VALUE_REFUSED)
-        ):
-            # Something is refused: uvicorn's own loop finds which header, and says so.
+        # The names joined by newlines and lowered, the values joined: one pass each in C
+        # (translation tables) finds any byte uvicorn refuses. A newline inside a name is
+        # refused too: it shows as one newline too many.
+        try:
+            names, values = zip(*headers, strict=True)  # pairs only, else ValueError
+            lowered = b"\n".join(names).lower()
+            refused = (
+                1 in lowered.translate(_NAME_REFUSED_BUT_LF)
+                or lowered.count(b"\n") != len(headers) - 1
+                or 1 in b"".join(values).translate(_VALUE_REFUSED)
+            )
+        except (TypeError, ValueError):  # no headers, or not pairs of bytes: uvicorn's loop says which
+            refused = True
+        if refused:
             await super().send(message)
             return
-        self.response_started = True
-        self.waiting_for_100_continue = False
-        status_code = message["status"]
-        content = [STATUS_LINE[status_code]]
+        lowered_names = lowered.split(b"\n")
+        if b"transfer-encoding" in lowered_names or b"connection" in lowered_names:
+            # Framing or connection headers (a proxied response has neither: they are hop-by-hop).
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            status_code = message["status"]
+            status_line = STATUS_LINE[status_code]
+            has_connection_close = self._framing(lowered_names, values)
+        else:
+            length = None
+            if b"content-length" in lowered_names:
+                try:
+                    length = int(values[lowered_names.index(b"content-length")].decode())
+                except ValueError:  # uvicorn's loop raises its own error, in its own state
+                    await super().send(message)
+                    return
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            status_code = message["status"]
+            status_line = STATUS_LINE[status_code]
+            has_connection_close = False
+            if length is not None:
+                self.expected_content_length = length
+                self.chunked_encoding = False
+        lines = b"\r\n".join(map(b": ".join, zip(lowered_names, values, strict=True)))
+        content = [status_line, lines, b"\r\n"]
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status_code not in (204, 304):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
+
+    def _framing(self, lowered_names: list[bytes], values: tuple[bytes, ...]) -> bool:
+        """uvicorn's reading of the framing and connection headers, one by one; whether one said close."""
         has_connection_close = False
-        for raw_name, value in headers:
-            name = raw_name.lower()
+        for name, value in zip(lowered_names, values, strict=True):
             if name == b"content-length" and self.chunked_encoding is None:
                 self.expected_content_length = int(value.decode())
                 self.chunked_encoding = False
@@ -143,14 +184,7 @@ class GatewayResponseCycle(RequestResponseCycle):
             elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
                 self.keep_alive = False
                 has_connection_close = True
-            content += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and not has_connection_close:
-            content.append(b"connection: close\r\n")
-        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status_code not in (204, 304):
-            self.chunked_encoding = True
-            content.append(b"transfer-encoding: chunked\r\n")
-        content.append(b"\r\n")
-        self.transport.write(b"".join(content))
+        return has_connection_close
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
