@@ -13,7 +13,7 @@ follows, the problem replaces it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from random import getrandbits
 from time import perf_counter
 from typing import Any
@@ -71,16 +71,18 @@ class BoundaryGuard:
         observability: ObservabilityConfig | None = None,
     ) -> None:
         self.app = app
-        # A guard with ``handles_methods`` passes every other method through untouched:
-        # for those, go straight to the first app below that wants the request.
-        self.next_by_method: dict[str, ASGIApp] = {}
-        # (Not for "_OTHER": it stands for every unknown method, which a guard may handle.)
-        for known in _KNOWN_METHODS:
-            inner = app
-            while (handles := getattr(inner, "handles_methods", None)) is not None and known not in handles:
-                inner = getattr(inner, "app")  # noqa: B009  # ASGIApp, the protocol, has no .app; a guard has
-            if inner is not app:
-                self.next_by_method[known] = inner
+        # The guards at the top of the chain that can do their part synchronously
+        # (``admit``, see :class:`~bastion.protocols.Admitting`) run here one after the
+        # other, with no coroutine of their own; the first that cannot is awaited, and
+        # runs the rest of the chain as usual.
+        admitting: list[tuple[Callable[[Scope, RequestContext], bool], ASGIApp]] = []
+        inner = app
+        while (admit := getattr(inner, "admit", None)) is not None:
+            admitting.append((admit, inner))
+            inner = getattr(inner, "app")  # noqa: B009  # ASGIApp, the protocol, has no .app; a guard has
+        self.admitting = tuple(admitting)
+        #: The first app below the admitting guards (the application itself when they all are).
+        self.after_admitting = inner
         self.type_base = type_base
         self.metrics = metrics
         self.metrics_path = metrics_path if metrics is not None else None
@@ -181,7 +183,12 @@ class BoundaryGuard:
             elif self.dashboard is not None and self.dashboard.handles(path):
                 await self.dashboard.handle(scope, ctx, send_with_headers)
             else:
-                await self.next_by_method.get(method, self.app)(scope, receive, send_with_headers)
+                app = self.after_admitting
+                for admit, guard in self.admitting:
+                    if not admit(scope, ctx):
+                        app = guard
+                        break
+                await app(scope, receive, send_with_headers)
             if held is not None:
                 for message in held:
                     await send(message)

@@ -21,6 +21,24 @@ class Resource(Protocol):
         """Whether the resource is reachable now (for readiness checks)."""
 
 
+class Admitting(Protocol):
+    """A guard that can often do its whole part for a request without waiting for anything.
+
+    The boundary calls ``admit`` of each such guard at the top of the chain in turn,
+    instead of awaiting each one's ``__call__``: a coroutine less per guard and per
+    request. ``admit`` returns ``True`` when the guard's part is done (the request
+    goes on to the next layer), raises a :class:`~bastion.problems.Problem` to refuse
+    the request, or returns ``False``, having changed nothing, when the request needs
+    the guard's ``__call__`` (a body to read, a store to wait for, a response to
+    watch); that call then runs the rest of the chain.
+    """
+
+    app: Any
+
+    def admit(self, scope: Any, ctx: Any) -> bool:
+        """Do the guard's part for the request now if it can; ``False`` leaves it to ``__call__``."""
+
+
 @dataclass(slots=True)
 class RouteMatch:
     """A request matched to a route of the API description (or of the configuration)."""

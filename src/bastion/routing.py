@@ -31,10 +31,10 @@ class RouteGuard:
         self.router = router
         self.reject_unknown = reject_unknown and router.authoritative
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def admit(self, scope: Scope, ctx: RequestContext) -> bool:
+        """Name the request's route in ``ctx``, or refuse an unknown one (all of it synchronous)."""
         found = self.router.resolve(scope["method"], scope["path"])
         if isinstance(found, RouteMatch):
-            ctx: RequestContext = scope[SCOPE_KEY]
             ctx.route = found.template
             ctx.operation_id = found.operation_id
             ctx.operation = found.operation
@@ -46,6 +46,10 @@ class RouteGuard:
                 raise NotFound(detail="no operation of the API has this path")
             allowed = ", ".join(found)
             raise MethodNotAllowed(detail=f"this path allows {allowed}", headers={"Allow": allowed})
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.admit(scope, scope[SCOPE_KEY])
         await self.app(scope, receive, send)
 
 

@@ -152,8 +152,6 @@ class IdempotencyGuard:
         #: No ``require`` entries: without an operation, a method the guard handles is optional.
         self._plain = not self.required.exact
         self.all_methods = self.methods | self.required.methods
-        #: Requests with any other method pass through untouched, so the chain may skip this guard.
-        self.handles_methods = self.all_methods
         self.header = config.header.lower().encode("latin-1")
         self.lease_ms = config.lease.ms
         self.ttl_ms = config.ttl.ms
@@ -293,6 +291,15 @@ class IdempotencyGuard:
         return True
 
     # -- the request path --------------------------------------------------------------
+
+    def admit(self, scope: Scope, ctx: RequestContext) -> bool:
+        """Whether the request passes untouched (a method or operation without idempotency)."""
+        method = scope["method"]
+        if method not in self.all_methods:
+            return True
+        if ctx.operation is None and self._plain:
+            return False
+        return self._mode(method, ctx, scope["path"]) == OFF
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]

@@ -294,8 +294,8 @@ class RateLimitGuard:
         self.breaker.success()
         return decision
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope[SCOPE_KEY]
+    def _plan_of(self, scope: Scope, ctx: RequestContext) -> tuple[str, str, Plan]:
+        """The request's method, route (or path) and plan."""
         method: str = scope["method"]
         route = ctx.route
         if route is None:
@@ -309,55 +309,72 @@ class RateLimitGuard:
                     self._path_plans += 1
         else:
             plan = self._plans.get((method, route)) or self.plan(method, route, ctx.operation)
+        return method, route, plan
+
+    def admit(self, scope: Scope, ctx: RequestContext) -> bool:
+        """Decide the request here when nothing needs waiting for; ``False`` leaves it to ``__call__``.
+
+        Decided here: a request no rule matches, and one whose rules each keep a single
+        value on the memory store (the usual case). A rejection raises its problem.
+        ``False`` means nothing was decided yet.
+        """
+        method, route, plan = self._plan_of(scope, ctx)
         rules = plan.rules
         if not rules:
-            await self.app(scope, receive, send)
-            return
+            return True
+        memory = self.memory
+        if memory is None or not plan.fast:
+            return False
         self.clients.fill(scope, ctx)
         tier = ctx.tier
-        memory = self.memory
-        if memory is not None and plan.fast:
-            # Rules whose state is one value each, on the memory store (the usual case).
-            found = plan.tiers.get(tier)
-            if found is None:
-                found = plan.tier(tier)
-            client_id = ctx.client_id
-            if plan.single:
-                # One rule: no atomic multi-rule step to take.
-                rule, key, limit, cost, shadow = found.checks[0]
+        # Rules whose state is one value each, on the memory store (the usual case).
+        found = plan.tiers.get(tier)
+        if found is None:
+            found = plan.tier(tier)
+        client_id = ctx.client_id
+        if plan.single:
+            # One rule: no atomic multi-rule step to take.
+            rule, key, limit, cost, shadow = found.checks[0]
+            if key is None or (not key and not client_id):
+                key = rule.key_for(method, route, ctx, scope)
+            elif not key:
+                key = rule.prefix + client_id  # type: ignore[operator]
+            verdict = memory.hit(key, limit, cost)
+            if verdict[0]:
+                self._admitted(plan, found, ctx, [verdict])
+                return True
+            checks = [_new(Check, (key, limit, cost, shadow))]
+            verdicts = [verdict]
+            admitted = shadow
+        else:
+            # Plain tuples, in Check's field order: the rare rejection makes Checks of them.
+            simple = []
+            for rule, key, limit, cost, shadow in found.checks:
                 if key is None or (not key and not client_id):
                     key = rule.key_for(method, route, ctx, scope)
                 elif not key:
                     key = rule.prefix + client_id  # type: ignore[operator]
-                verdict = memory.hit(key, limit, cost)
-                if verdict[0]:
-                    self._admitted(plan, found, ctx, [verdict])
-                    await self.app(scope, receive, send)
-                    return
-                checks = [_new(Check, (key, limit, cost, shadow))]
-                verdicts = [verdict]
-                admitted = shadow
-            else:
-                # Plain tuples, in Check's field order: the rare rejection makes Checks of them.
-                simple = []
-                for rule, key, limit, cost, shadow in found.checks:
-                    if key is None or (not key and not client_id):
-                        key = rule.key_for(method, route, ctx, scope)
-                    elif not key:
-                        key = rule.prefix + client_id  # type: ignore[operator]
-                    simple.append((key, limit, cost, shadow))
-                # decide_now's own path for such rules, without its look at the algorithms.
-                admitted, raw, unanimous = memory._decide_simple(simple)
-                if unanimous:
-                    self._admitted(plan, found, ctx, raw)
-                    await self.app(scope, receive, send)
-                    return
-                checks = [_new(Check, check) for check in simple]
-                verdicts = [_new(Verdict, verdict) for verdict in raw]
-            # A rule said no: the general path below, which reports it.
-            self._conclude(plan, tier, ctx, checks, found.limits, verdicts, admitted)
+                simple.append((key, limit, cost, shadow))
+            # decide_now's own path for such rules, without its look at the algorithms.
+            admitted, raw, unanimous = memory._decide_simple(simple)
+            if unanimous:
+                self._admitted(plan, found, ctx, raw)
+                return True
+            checks = [_new(Check, check) for check in simple]
+            verdicts = [_new(Verdict, verdict) for verdict in raw]
+        # A rule said no: the general path below, which reports it.
+        self._conclude(plan, tier, ctx, checks, found.limits, verdicts, admitted)
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[SCOPE_KEY]
+        if self.admit(scope, ctx):
             await self.app(scope, receive, send)
             return
+        method, route, plan = self._plan_of(scope, ctx)
+        rules = plan.rules
+        self.clients.fill(scope, ctx)
+        tier = ctx.tier
         checks = []
         limits = []
         for rule in rules:

@@ -60,6 +60,16 @@ class ValidationGuard:
         self.response_failures = response_failures
         self.logger = logger
 
+    def admit(self, scope: Scope, ctx: RequestContext) -> bool:
+        """Check a request without a body to read here; ``False`` when there is one (or a shadow check)."""
+        operation = ctx.operation
+        if type(operation) is not CompiledOperation:
+            return True
+        if operation.has_body or self.response_rate:
+            return False
+        self._check(operation, ctx, scope, None, None)
+        return True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         operation = ctx.operation
@@ -91,6 +101,20 @@ class ValidationGuard:
                     return  # nobody is left to answer
                 ctx.body = body
                 receive = replay_body(body, receive)
+        self._check(operation, ctx, scope, body, content_type)
+        if self.response_rate and operation.responses is not None and random.random() < self.response_rate:
+            send = self._shadow(operation, operation.responses, send)
+        await self.app(scope, receive, send)
+
+    def _check(
+        self,
+        operation: CompiledOperation,
+        ctx: RequestContext,
+        scope: Scope,
+        body: bytes | None,
+        content_type: bytes | None,
+    ) -> None:
+        """Raise the problem for an invalid request, every field error in it."""
         try:
             entries = operation.check(
                 ctx.path_params, scope.get("query_string", b""), scope["headers"], body, content_type
@@ -103,9 +127,6 @@ class ValidationGuard:
                 for entry in entries:
                     self._count(operation, entry["code"])
             raise ValidationFailed(_summary(entries), errors=entries)
-        if self.response_rate and operation.responses is not None and random.random() < self.response_rate:
-            send = self._shadow(operation, operation.responses, send)
-        await self.app(scope, receive, send)
 
     def _shadow(self, operation: CompiledOperation, schemas: ResponseSchemas, send: Send) -> Send:
         def report(status: int, entries: list[dict[str, Any]]) -> None:
