@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -145,6 +145,18 @@ def test_forwarding_headers_follow_each_peer_and_host() -> None:
         assert forwarded("203.0.113.5", b"a.example") == "for=203.0.113.5;proto=http;host=a.example"
         assert forwarded("203.0.113.6", b"a.example") == "for=203.0.113.6;proto=http;host=a.example"
         assert forwarded("203.0.113.5", b"b.example") == "for=203.0.113.5;proto=http;host=b.example"
+
+
+@given(st.lists(st.tuples(st.one_of(NAMES, st.binary(max_size=6)), VALUES), max_size=12))
+@example([(b"x-a\nx-b", b"v"), (b"X-C", b"w")])
+def test_response_headers_are_each_header_lowered_less_the_hop_by_hop_ones(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    listed = {
+        t.strip().lower() for k, v in headers if k.lower() == b"connection" for t in v.split(b",") if t.strip()
+    } - {b"close", b"keep-alive"}
+    expected = [(k.lower(), v) for k, v in headers if k.lower() not in HOP_BY_HOP | listed]
+    assert response_headers(headers) == expected
 
 
 def test_ipv6_peers_are_quoted_in_forwarded() -> None:

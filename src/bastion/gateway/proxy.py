@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
@@ -64,15 +65,26 @@ class _UpstreamRequest(aiohttp.ClientRequest):
         self._skip_auto_headers = _SKIPPED  # type: ignore[assignment]
 
     def update_headers(self, headers: Any) -> None:
-        # aiohttp puts Host first, then adds the headers one by one in Python; the same
-        # dictionary, extended in C. A Host among them (``preserve_host``) replaces aiohttp's:
-        # its own loop does that.
+        # aiohttp puts Host first, then adds the headers one by one in Python; here the same
+        # dictionary is extended in C. The proxy hands its headers over through _HEADERS,
+        # since aiohttp's session would copy them one by one first as well. A Host among
+        # them (``preserve_host``) must replace aiohttp's: its own loop does that.
+        given = _HEADERS.get()
+        if given is not None:
+            headers = given
         host = self.url.host_port_subcomponent
-        if host is not None and isinstance(headers, CIMultiDict) and hdrs.HOST not in headers:
+        if host is not None and (
+            given is not None or (isinstance(headers, CIMultiDict) and hdrs.HOST not in headers)
+        ):
             self.headers = CIMultiDict(((hdrs.HOST, host),))
             self.headers.extend(headers)
         else:
             super().update_headers(headers)
+
+
+#: The headers of the upstream request this task is making, without a Host header; read
+#: by :meth:`_UpstreamRequest.update_headers` in place of the ``headers`` argument.
+_HEADERS: ContextVar[list[tuple[str, str]] | None] = ContextVar("bastion_upstream_headers", default=None)
 
 
 class ProxyApp:
@@ -247,11 +259,14 @@ class ProxyApp:
             body_done = False
             state = _UploadState()
             data = _stream_request(receive, state)
+        # Without a Host header of the client's among them, the headers go beside aiohttp's
+        # argument (see _UpstreamRequest.update_headers); with one, through it.
+        token = None if self.forwarding.preserve_host else _HEADERS.set(headers)
         try:
             response = await session.request(
                 method,
                 url,
-                headers=headers,
+                headers=None if token is not None else headers,
                 data=data,
                 allow_redirects=False,
                 timeout=self._timeout,
@@ -269,6 +284,9 @@ class ProxyApp:
             raise UpstreamUnavailable(
                 detail="The gateway could not get an answer from the upstream API."
             ) from exc
+        finally:
+            if token is not None:
+                _HEADERS.reset(token)
         if span is not None:
             span.end(response.status)
         try:
