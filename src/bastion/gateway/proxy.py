@@ -246,8 +246,11 @@ class ProxyApp:
         ctx: RequestContext | None = scope.get(SCOPE_KEY)
         method: str = scope["method"]
         url = self._url(scope, self._base)
-        # With tracing on, the upstream call gets a client span of its own; None costs nothing.
-        span = start_upstream_span(ctx, method, str(url))
+        # With tracing on, the upstream call gets a client span of its own (and only then is
+        # the URL made a string for it).
+        span = (
+            start_upstream_span(ctx, method, str(url)) if ctx is not None and ctx.span is not None else None
+        )
         headers = self.upstream_headers(scope, ctx, traceparent=span.traceparent if span else None)
         body_done = True
         state: _UploadState | None = None
@@ -323,7 +326,10 @@ class ProxyApp:
                 await self._normalized(scope, ctx, response, status, headers, media_type, send)
                 return
         content = response.content
-        first = await self._read(content, ctx)
+        try:
+            first = await content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self._read_failed(exc, ctx)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if content.at_eof():
             await send({"type": "http.response.body", "body": first, "more_body": False})
@@ -351,19 +357,17 @@ class ProxyApp:
             if watcher is not None:
                 watcher.cancel()
 
-    async def _read(self, content: aiohttp.StreamReader, ctx: RequestContext | None) -> bytes:
-        try:
-            return await content.readany()
-        except TimeoutError as exc:
+    def _read_failed(self, exc: BaseException, ctx: RequestContext | None) -> NoReturn:
+        """The problem for a response head that came but whose body did not (counted)."""
+        if isinstance(exc, TimeoutError):
             self._count("timeout")
             if ctx is not None:
                 ctx.log["upstream_error"] = "read timeout"
             raise UpstreamTimeout(
                 detail=f"The upstream API did not answer within {self.config.read_timeout}."
             ) from exc
-        except aiohttp.ClientError as exc:
-            self._count("unavailable")
-            raise UpstreamUnavailable(detail="The upstream API broke off its response.") from exc
+        self._count("unavailable")
+        raise UpstreamUnavailable(detail="The upstream API broke off its response.") from exc
 
     async def _normalized(
         self,
@@ -380,7 +384,10 @@ class ProxyApp:
         size = 0
         content = response.content
         while size <= limit:
-            chunk = await self._read(content, ctx)
+            try:
+                chunk = await content.readany()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                self._read_failed(exc, ctx)
             if not chunk:
                 break
             chunks.append(chunk)
