@@ -483,3 +483,25 @@ async def test_guards_that_can_admit_a_request_synchronously_are_not_awaited(
     assert posted.status_code == 200 and posted.headers["ratelimit"].startswith('"per-client";r=0;')
     assert limited.status_code == 429 and limited.json()["code"] == "RATE_LIMITED"
     assert awaited == ["ValidationGuard", "IdempotencyGuard"]
+
+
+async def test_an_application_with_an_admit_method_of_its_own_is_called_as_an_app() -> None:
+    class Admissions:
+        """An app whose own ``admit`` means something else entirely."""
+
+        def __init__(self) -> None:
+            self.admitted: list[Any] = []
+
+        def admit(self, *args: Any) -> bool:
+            self.admitted.append(args)
+            return True
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await hello(scope, receive, send)
+
+    inner = Admissions()
+    app, _ = wrap(inner)
+    async with client(app) as http:
+        response = await http.get("/")
+    assert response.text == "hello"
+    assert inner.admitted == []

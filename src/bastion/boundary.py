@@ -69,6 +69,7 @@ class BoundaryGuard:
         access_log: AccessLog | None,
         clients: ClientIdentifier | None = None,
         observability: ObservabilityConfig | None = None,
+        application: ASGIApp | None = None,
     ) -> None:
         self.app = app
         # The guards at the top of the chain that can do their part synchronously
@@ -77,7 +78,8 @@ class BoundaryGuard:
         # runs the rest of the chain as usual.
         admitting: list[tuple[Callable[[Scope, RequestContext], bool], ASGIApp]] = []
         inner = app
-        while (admit := getattr(inner, "admit", None)) is not None:
+        # ``application`` (the app inside the guards) is never asked, whatever its attributes.
+        while inner is not application and (admit := getattr(inner, "admit", None)) is not None:
             admitting.append((admit, inner))
             inner = getattr(inner, "app")  # noqa: B009  # ASGIApp, the protocol, has no .app; a guard has
         self.admitting = tuple(admitting)

@@ -83,6 +83,7 @@ class Bastion:
             clients=self.clients,
             access_log=AccessLog(log_stream) if self.config.logging.access else None,
             observability=self.config.observability,
+            application=app,
         )
 
     def add_resource(self, resource: Resource) -> None:
