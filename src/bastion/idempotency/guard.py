@@ -293,13 +293,11 @@ class IdempotencyGuard:
     # -- the request path --------------------------------------------------------------
 
     def admit(self, scope: Scope, ctx: RequestContext) -> bool:
-        """Whether the request passes untouched (a method or operation without idempotency)."""
-        method = scope["method"]
-        if method not in self.all_methods:
-            return True
-        if ctx.operation is None and self._plain:
-            return False
-        return self._mode(method, ctx, scope["path"]) == OFF
+        """Whether the request passes untouched: a method the guard never handles.
+
+        (Anything else goes to ``__call__``, which works out the operation's mode once.)
+        """
+        return scope["method"] not in self.all_methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]

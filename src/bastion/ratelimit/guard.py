@@ -314,17 +314,25 @@ class RateLimitGuard:
     def admit(self, scope: Scope, ctx: RequestContext) -> bool:
         """Decide the request here when nothing needs waiting for; ``False`` leaves it to ``__call__``.
 
-        Decided here: a request no rule matches, and one whose rules each keep a single
-        value on the memory store (the usual case). A rejection raises its problem.
-        ``False`` means nothing was decided yet.
+        Decided here, on the memory store: a request no rule matches, and one whose rules
+        each keep a single value (the usual case). A rejection raises its problem.
+        ``False`` means nothing was decided yet (always, on a store that is waited for).
         """
-        method, route, plan = self._plan_of(scope, ctx)
-        rules = plan.rules
-        if not rules:
-            return True
         memory = self.memory
-        if memory is None or not plan.fast:
+        if memory is None:
             return False
+        method, route, plan = self._plan_of(scope, ctx)
+        if not plan.rules:
+            return True
+        if not plan.fast:
+            return False
+        self._decide_in_memory(memory, method, route, plan, scope, ctx)
+        return True
+
+    def _decide_in_memory(
+        self, memory: MemoryStore, method: str, route: str, plan: Plan, scope: Scope, ctx: RequestContext
+    ) -> None:
+        """Decide a fast plan on the memory store: headers and counts, or the rejection raised."""
         self.clients.fill(scope, ctx)
         tier = ctx.tier
         # Rules whose state is one value each, on the memory store (the usual case).
@@ -342,7 +350,7 @@ class RateLimitGuard:
             verdict = memory.hit(key, limit, cost)
             if verdict[0]:
                 self._admitted(plan, found, ctx, [verdict])
-                return True
+                return
             checks = [_new(Check, (key, limit, cost, shadow))]
             verdicts = [verdict]
             admitted = shadow
@@ -359,20 +367,23 @@ class RateLimitGuard:
             admitted, raw, unanimous = memory._decide_simple(simple)
             if unanimous:
                 self._admitted(plan, found, ctx, raw)
-                return True
+                return
             checks = [_new(Check, check) for check in simple]
             verdicts = [_new(Verdict, verdict) for verdict in raw]
-        # A rule said no: the general path below, which reports it.
+        # A rule said no: the general report, which raises unless every refusing rule is in shadow mode.
         self._conclude(plan, tier, ctx, checks, found.limits, verdicts, admitted)
-        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
-        if self.admit(scope, ctx):
-            await self.app(scope, receive, send)
-            return
         method, route, plan = self._plan_of(scope, ctx)
         rules = plan.rules
+        if not rules:
+            await self.app(scope, receive, send)
+            return
+        if self.memory is not None and plan.fast:
+            self._decide_in_memory(self.memory, method, route, plan, scope, ctx)
+            await self.app(scope, receive, send)
+            return
         self.clients.fill(scope, ctx)
         tier = ctx.tier
         checks = []
