@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -409,43 +410,9 @@ async def hello_http_only(scope: Scope, receive: Receive, send: Send) -> None:
     await hello(scope, receive, send)
 
 
-ORDERS_API = {
-    "openapi": "3.1.0",
-    "info": {"title": "admit", "version": "1"},
-    "paths": {
-        "/items/{id}": {
-            "get": {
-                "operationId": "getItem",
-                "parameters": [
-                    {
-                        "name": "id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer", "minimum": 0},
-                    }
-                ],
-                "responses": {"200": {"description": "ok"}},
-            }
-        },
-        "/orders": {
-            "post": {
-                "operationId": "createOrder",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"type": "object", "required": ["item"]}}},
-                },
-                "responses": {"201": {"description": "created"}},
-            }
-        },
-    },
-}
-
-
 async def test_guards_that_can_admit_a_request_synchronously_are_not_awaited(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import yaml
-
     from bastion.idempotency.guard import IdempotencyGuard
     from bastion.ratelimit.guard import RateLimitGuard
     from bastion.routing import RouteGuard
@@ -460,23 +427,21 @@ async def test_guards_that_can_admit_a_request_synchronously_are_not_awaited(
             await _o(self, scope, receive, send)
 
         monkeypatch.setattr(kind, "__call__", counted)
-    spec = tmp_path / "api.yaml"
-    spec.write_text(yaml.safe_dump(ORDERS_API))
     config = {
-        "openapi": str(spec),
+        "openapi": str(Path(__file__).parent / "gateway" / "orders-openapi.yaml"),
         "rate_limits": {"rules": [{"name": "per-client", "key": "client", "limit": "3/minute"}]},
-        "idempotency": {"require": ["POST /orders"]},
     }
     app, _ = wrap(hello, config)
     async with client(app) as http:
-        ok = await http.get("/items/7")
-        invalid = await http.get("/items/-1")
+        ok = await http.get("/orders/7")
+        invalid = await http.get("/orders/0")
         unknown = await http.get("/nowhere")
         assert awaited == []
         # A body to read: validation's own call, which runs idempotency's in turn.
-        posted = await http.post("/orders", json={"item": "a"}, headers={"Idempotency-Key": "k-1"})
+        order = {"item": "a", "quantity": 1}
+        posted = await http.post("/orders", json=order, headers={"Idempotency-Key": "k-1"})
         assert awaited == ["ValidationGuard", "IdempotencyGuard"]
-        limited = await http.get("/items/8")
+        limited = await http.get("/orders/8")
     assert ok.status_code == 200 and ok.headers["ratelimit"].startswith('"per-client";r=2;')
     assert invalid.status_code == 422 and invalid.json()["code"] == "VALIDATION_FAILED"
     assert unknown.status_code == 404
