@@ -32,12 +32,36 @@ T = TypeVar("T")
 CLEANUP_BATCH = 100
 CLEANUP_EVERY_MS = 1000
 BUSY_TIMEOUT_MS = 10_000
+#: Attempts at an operation that SQLite refused with "database is locked" or "busy".
+#: ``busy_timeout`` waits for most locks, but SQLite answers some at once without waiting
+#: (another process opening the file or recovering its WAL index, say); every operation
+#: here is safe to run again (a failed transaction is rolled back, a failed statement
+#: wrote nothing).
+BUSY_ATTEMPTS = 4
 
 _Row = tuple[str, int, str | None, int, int, int | None, bytes | None, bytes | None, int | None]
 
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def retry_when_locked(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, run again (up to :data:`BUSY_ATTEMPTS` times, 10, 20, 40 ms apart)
+    while SQLite answers that the database is locked or busy."""
+    for attempt in range(BUSY_ATTEMPTS - 1):
+        try:
+            return fn(*args)
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+            time.sleep(0.01 * 2**attempt)
+    return fn(*args)
 
 
 class SQLiteStore:
@@ -77,6 +101,14 @@ class SQLiteStore:
     def _open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode survives a process crash; only an OS crash or power loss
@@ -94,7 +126,6 @@ class SQLiteStore:
             ") WITHOUT ROWID"
         )
         conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires ON {self.table} (expires_at)")
-        self._conn = conn
 
     def _result(self, row: _Row, now: int) -> ClaimResult:
         fp, state, _owner, lease_until, _expires, status, headers, body, body_stored = row
@@ -170,7 +201,7 @@ class SQLiteStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-idem-sqlite")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, retry_when_locked, fn, *args)
 
     async def claim(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
         """Claim ``key`` in one ``BEGIN IMMEDIATE`` transaction (or answer a replay from a read)."""
