@@ -17,12 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
-from aiohttp import hdrs
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from bastion.asgi import (
@@ -39,52 +36,13 @@ from bastion.config import Config
 from bastion.gateway import normalize
 from bastion.gateway.config import GatewayConfig
 from bastion.gateway.headers import Forwarding, response_headers
+from bastion.gateway.upstream import UpstreamClient
 from bastion.observability.otel import start_upstream_span
 from bastion.problems import UpstreamTimeout, UpstreamUnavailable
 from bastion.tracing import format_traceparent
 
 if TYPE_CHECKING:
     from bastion.stack import Bastion
-
-# aiohttp would otherwise add its own: a client that sent no Accept-Encoding must not
-# get a compressed body (bodies pass through undecoded), nor the upstream a made-up agent.
-_SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
-_SKIPPED = CIMultiDictProxy(CIMultiDict((name, None) for name in sorted(_SKIP_AUTO_HEADERS)))
-
-
-class _UpstreamRequest(aiohttp.ClientRequest):
-    """aiohttp's request that adds none of its automatic headers: the upstream gets what the client sent.
-
-    ``skip_auto_headers`` on the session says the same, but aiohttp then builds a
-    case-insensitive dictionary of the skipped names, and copies the request's headers
-    to check them, for every request: the skipped names are one shared, read-only
-    dictionary here, and nothing is added.
-    """
-
-    def update_auto_headers(self, skip_auto_headers: Any) -> None:
-        self._skip_auto_headers = _SKIPPED  # type: ignore[assignment]
-
-    def update_headers(self, headers: Any) -> None:
-        # aiohttp puts Host first, then adds the headers one by one in Python; here the same
-        # dictionary is extended in C. The proxy hands its headers over through _HEADERS,
-        # since aiohttp's session would copy them one by one first as well. A Host among
-        # them (``preserve_host``) must replace aiohttp's: its own loop does that.
-        given = _HEADERS.get()
-        if given is not None:
-            headers = given
-        host = self.url.host_port_subcomponent
-        if host is not None and (
-            given is not None or (isinstance(headers, CIMultiDict) and hdrs.HOST not in headers)
-        ):
-            self.headers = CIMultiDict(((hdrs.HOST, host),))
-            self.headers.extend(headers)
-        else:
-            super().update_headers(headers)
-
-
-#: The headers of the upstream request this task is making, without a Host header; read
-#: by :meth:`_UpstreamRequest.update_headers` in place of the ``headers`` argument.
-_HEADERS: ContextVar[list[tuple[str, str]] | None] = ContextVar("bastion_upstream_headers", default=None)
 
 
 class ProxyApp:
@@ -118,11 +76,8 @@ class ProxyApp:
         self.forwarding = Forwarding(trusted_proxies, preserve_host=self.config.preserve_host)
         self.normalize_upstream = normalize_upstream
         self.logger = logger
-        self._session: aiohttp.ClientSession | None = None
-        read = self.config.read_timeout.seconds or None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=self.config.connect_timeout.seconds, sock_read=read
-        )
+        #: The connection pool and the way requests go over it.
+        self.client = UpstreamClient(self.config)
         self._errors: Any = None
 
     @classmethod
@@ -152,33 +107,15 @@ class ProxyApp:
 
     async def start(self) -> None:
         """Open the upstream connection pool (idempotent)."""
-        if self._session is not None and not self._session.closed:
-            return
-        connector = aiohttp.TCPConnector(
-            limit=self.config.pool_size,
-            keepalive_timeout=self.config.keepalive_timeout.seconds,
-            ttl_dns_cache=60,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            auto_decompress=False,
-            request_class=_UpstreamRequest,
-            # One session serves every client: a shared cookie jar would hand one client's
-            # cookies to the next.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            max_field_size=16_384,
-        )
+        await self.client.start()
 
     async def close(self) -> None:
         """Close the pool's connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.client.close()
 
     async def ping(self) -> bool:
         """Whether the pool is open (the upstream's own health is its business)."""
-        return self._session is not None and not self._session.closed
+        return not self.client.closed
 
     # -- ASGI ---------------------------------------------------------------------------
 
@@ -201,10 +138,8 @@ class ProxyApp:
     ) -> None:
         from bastion.gateway.websocket import proxy_websocket
 
-        if self._session is None:
-            await self.start()
-        assert self._session is not None
-        await proxy_websocket(self, self._session, scope, receive, send, ctx)
+        session = await self.client.start()
+        await proxy_websocket(self, session, scope, receive, send, ctx)
 
     def _url(self, scope: Scope, base: str) -> URL:
         raw = scope.get("raw_path")
@@ -239,10 +174,6 @@ class ProxyApp:
         )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._session is None:
-            await self.start()
-        session = self._session
-        assert session is not None
         ctx: RequestContext | None = scope.get(SCOPE_KEY)
         method: str = scope["method"]
         url = self._url(scope, self._base)
@@ -262,18 +193,8 @@ class ProxyApp:
             body_done = False
             state = _UploadState()
             data = _stream_request(receive, state)
-        # Without a Host header of the client's among them, the headers go beside aiohttp's
-        # argument (see _UpstreamRequest.update_headers); with one, through it.
-        token = None if self.forwarding.preserve_host else _HEADERS.set(headers)
         try:
-            response = await session.request(
-                method,
-                url,
-                headers=None if token is not None else headers,
-                data=data,
-                allow_redirects=False,
-                timeout=self._timeout,
-            )
+            response = await self.client.send(method, url, headers, data)
         except (TimeoutError, aiohttp.ClientError) as exc:
             if span is not None:
                 span.end(error=exc)
@@ -287,9 +208,6 @@ class ProxyApp:
             raise UpstreamUnavailable(
                 detail="The gateway could not get an answer from the upstream API."
             ) from exc
-        finally:
-            if token is not None:
-                _HEADERS.reset(token)
         if span is not None:
             span.end(response.status)
         try:
