@@ -103,6 +103,14 @@ class Bastion:
         else:
             await self.app(scope, receive, send)
 
+    def http_chain(self) -> ASGIApp | None:
+        """The guard chain for HTTP requests once every resource is open, else ``None``.
+
+        For a server of bastion's own (the gateway) to call the chain without
+        :meth:`__call__`'s coroutine in between; anyone else calls the instance.
+        """
+        return self._chain if self._started else None
+
     async def startup(self) -> None:
         """Open every resource (idempotent; concurrent callers wait for one start)."""
         if self._started:

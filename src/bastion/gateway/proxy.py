@@ -120,14 +120,60 @@ class ProxyApp:
     # -- ASGI ---------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or HANDSHAKE_KEY in scope:
+            await self._other(scope, receive, send)
+            return
+        # A plain HTTP request, proxied here rather than in a coroutine of its own: this
+        # runs for every request.
+        ctx: RequestContext | None = scope.get(SCOPE_KEY)
+        method: str = scope["method"]
+        url = self._url(scope, self._base)
+        # With tracing on, the upstream call gets a client span of its own (and only then is
+        # the URL made a string for it).
+        span = (
+            start_upstream_span(ctx, method, str(url)) if ctx is not None and ctx.span is not None else None
+        )
+        headers = self.upstream_headers(scope, ctx, traceparent=span.traceparent if span else None)
+        body_done = True
+        state: _UploadState | None = None
+        data: Any = None
+        if ctx is not None and ctx.body is not None:
+            data = ctx.body
+            headers = [(k, v) for k, v in headers if k != "Content-Length"]
+        elif _has_body(scope):
+            body_done = False
+            state = _UploadState()
+            data = _stream_request(receive, state)
+        try:
+            response = await self.client.send(method, url, headers, data)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if span is not None:
+                span.end(error=exc)
+            if isinstance(exc, TimeoutError):
+                self._raise_timeout(exc, ctx)
+            if state is not None and state.client_gone:
+                return  # the client left mid-upload: there is nobody to answer
+            self._count("unavailable")
+            if ctx is not None:
+                ctx.log["upstream_error"] = type(exc).__name__
+            raise UpstreamUnavailable(
+                detail="The gateway could not get an answer from the upstream API."
+            ) from exc
+        if span is not None:
+            span.end(response.status)
+        try:
+            if state is not None:
+                body_done = state.finished
+            await self._respond(scope, ctx, response, receive, send, body_done=body_done)
+        finally:
+            response.release()
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """WebSocket sessions and handshakes, and the lifespan protocol."""
         kind = scope["type"]
-        if kind == "http":
-            handshake = scope.get(HANDSHAKE_KEY)
-            if handshake is None:
-                await self._http(scope, receive, send)
-            else:  # a WebSocket handshake the guards let through
-                ws_scope, ws_receive, ws_send = handshake
-                await self._websocket(ws_scope, ws_receive, ws_send, scope.get(SCOPE_KEY))
+        if kind == "http":  # a WebSocket handshake the guards let through
+            ws_scope, ws_receive, ws_send = scope[HANDSHAKE_KEY]
+            await self._websocket(ws_scope, ws_receive, ws_send, scope.get(SCOPE_KEY))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -172,50 +218,6 @@ class ProxyApp:
             request_id=ctx.request_id if ctx else None,
             websocket=websocket,
         )
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext | None = scope.get(SCOPE_KEY)
-        method: str = scope["method"]
-        url = self._url(scope, self._base)
-        # With tracing on, the upstream call gets a client span of its own (and only then is
-        # the URL made a string for it).
-        span = (
-            start_upstream_span(ctx, method, str(url)) if ctx is not None and ctx.span is not None else None
-        )
-        headers = self.upstream_headers(scope, ctx, traceparent=span.traceparent if span else None)
-        body_done = True
-        state: _UploadState | None = None
-        data: Any = None
-        if ctx is not None and ctx.body is not None:
-            data = ctx.body
-            headers = [(k, v) for k, v in headers if k != "Content-Length"]
-        elif _has_body(scope):
-            body_done = False
-            state = _UploadState()
-            data = _stream_request(receive, state)
-        try:
-            response = await self.client.send(method, url, headers, data)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if span is not None:
-                span.end(error=exc)
-            if isinstance(exc, TimeoutError):
-                self._raise_timeout(exc, ctx)
-            if state is not None and state.client_gone:
-                return  # the client left mid-upload: there is nobody to answer
-            self._count("unavailable")
-            if ctx is not None:
-                ctx.log["upstream_error"] = type(exc).__name__
-            raise UpstreamUnavailable(
-                detail="The gateway could not get an answer from the upstream API."
-            ) from exc
-        if span is not None:
-            span.end(response.status)
-        try:
-            if state is not None:
-                body_done = state.finished
-            await self._respond(scope, ctx, response, receive, send, body_done=body_done)
-        finally:
-            response.release()
 
     def _raise_timeout(self, exc: TimeoutError, ctx: RequestContext | None) -> NoReturn:
         """Count an upstream timeout and raise the problem that says which one."""

@@ -184,59 +184,50 @@ class UpstreamClient:
             return await session.request(
                 method, url, headers=headers, data=data, allow_redirects=False, timeout=self.timeout
             )
-        retry = method in IDEMPOTENT_METHODS and (data is None or isinstance(data, bytes))
-        while True:
-            try:
-                return await self._attempt(session, parameters, method, url, headers, data)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                # A pooled connection the upstream had closed: sent again on another, once.
-                if not retry or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise
-                retry = False
-
-    async def _attempt(
-        self,
-        session: aiohttp.ClientSession,
-        parameters: dict[str, Any],
-        method: str,
-        url: URL,
-        headers: list[tuple[str, str]],
-        data: Any,
-    ) -> Any:
         connector = session.connector
         assert connector is not None
-        request = self._request_class(
-            method,
-            url,
-            headers=headers,
-            data=data,
-            loop=self._loop,
-            timer=_NO_TIMER,
-            session=session,
-            traces=[],
-        )
-        try:
-            connection = await connector.connect(request, traces=[], timeout=self.timeout)
-        except TimeoutError as exc:
-            raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from exc
-        protocol = connection.protocol
-        assert protocol is not None
-        protocol.set_response_params(
-            timer=_NO_TIMER,
-            skip_payload=method == "HEAD",
-            read_timeout=self.timeout.sock_read,
-            **parameters,
-        )
-        try:
-            response = await request.send(connection)
+        retry = method in IDEMPOTENT_METHODS and (data is None or isinstance(data, bytes))
+        while True:
+            request = self._request_class(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                loop=self._loop,
+                timer=_NO_TIMER,
+                session=session,
+                traces=[],
+            )
             try:
-                await response.start(connection)
-            except BaseException:
-                response.close()
+                connection = await connector.connect(request, traces=[], timeout=self.timeout)
+            except TimeoutError as exc:
+                raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from exc
+            protocol = connection.protocol
+            assert protocol is not None
+            protocol.set_response_params(
+                timer=_NO_TIMER,
+                skip_payload=method == "HEAD",
+                read_timeout=self.timeout.sock_read,
+                **parameters,
+            )
+            try:
+                response = await request.send(connection)
+                try:
+                    await response.start(connection)
+                except BaseException:
+                    response.close()
+                    raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                connection.close()
+                # A pooled connection the upstream had closed: sent again on another, once
+                # (never after a failure to connect).
+                if not retry:
+                    raise
+                retry = False
+                continue
+            except BaseException as exc:
+                connection.close()
+                if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError | TimeoutError):
+                    raise aiohttp.ClientOSError(*exc.args) from exc
                 raise
-        except BaseException as exc:
-            connection.close()
-            if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError | TimeoutError):
-                raise aiohttp.ClientOSError(*exc.args) from exc
-            raise
-        return response
+            return response
