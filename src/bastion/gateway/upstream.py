@@ -170,7 +170,9 @@ class UpstreamClient:
             await self.session.close()
             self.session = None
 
-    async def send(self, method: str, url: URL, headers: list[tuple[str, str]], data: Any) -> Any:
+    async def send(
+        self, method: str, url: URL, headers: list[tuple[str, str]], data: Any
+    ) -> aiohttp.ClientResponse:
         """Send one request upstream; returns aiohttp's ``ClientResponse`` once its head has arrived.
 
         ``headers`` are the gateway's, in order (a ``Host`` among them only with
@@ -224,6 +226,8 @@ class UpstreamClient:
                 if not retry:
                     raise
                 retry = False
+                if data is not None:
+                    await request.close()  # its body's writer on the closed connection finishes first
                 continue
             except BaseException as exc:
                 connection.close()
