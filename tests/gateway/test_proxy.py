@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -176,6 +177,46 @@ async def test_cookies_are_never_shared_between_clients(upstream: Server) -> Non
         # A fresh client (no cookie of its own) must not get the first one's.
         http.cookies.clear()
         assert (await http.get("/cookie")).text == "(none)"
+
+
+async def test_credentials_in_the_upstream_url_replace_the_clients_and_are_never_shown(
+    upstream: Server,
+) -> None:
+    with_credentials = upstream.base.replace("http://", "http://gateway:s3cret@")
+    app, _ = gateway(with_credentials)
+    async with client(app) as http:
+        response = await http.get("/echo/auth", headers={"Authorization": "Bearer client-token"})
+    assert response.status_code == 200
+    assert headers_of(response.json())["authorization"] == ["Basic Z2F0ZXdheTpzM2NyZXQ="]
+
+    # An upstream that never accepts: its backlog is full, so connecting times out, and the
+    # timeout is logged with its cause (aiohttp's error names the URL it was connecting to).
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(8):  # until the backlog is full: a connection attempt that hangs
+            filler = socket.socket()
+            filler.settimeout(0.3)
+            fillers.append(filler)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except TimeoutError:
+                break
+        try:
+            app, logs = gateway(
+                f"http://gateway:s3cret@127.0.0.1:{port}", gateway={"connect_timeout": "300ms"}
+            )
+            async with client(app) as http:
+                response = await http.get("/anything")
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert response.status_code == 504
+    assert "300ms" in response.json()["detail"]
+    assert "s3cret" not in response.text
+    assert logs.records() and "s3cret" not in str(logs.records())
 
 
 async def test_upstream_not_listening_is_a_502_problem() -> None:

@@ -264,3 +264,18 @@ def test_the_installed_aiohttp_offers_the_direct_upstream_path() -> None:
 
     assert UpstreamClient(GatewayConfig()).direct
     assert not UpstreamClient(GatewayConfig(), direct=False).direct
+
+
+def test_any_asgi_server_takes_the_gateway_app_for_asgi_3() -> None:
+    import io
+
+    import uvicorn
+
+    from bastion.gateway.server import build_gateway
+
+    app = build_gateway(
+        {"upstream": "http://127.0.0.1:9", "store": "memory://"}, env={}, log_stream=io.BytesIO()
+    )
+    config = uvicorn.Config(app)
+    config.load()
+    assert config.interface == "asgi3"

@@ -182,9 +182,17 @@ async def test_a_silent_upstream_is_a_read_timeout(direct: bool, upstream: Serve
     assert not isinstance(raised.value, aiohttp.ConnectionTimeoutError)
 
 
-async def test_head_responses_have_no_body_to_wait_for(direct: bool, upstream: Server) -> None:
+@pytest.mark.parametrize("method", ["HEAD", "head"])
+async def test_head_responses_have_no_body_to_wait_for(direct: bool, method: str, upstream: Server) -> None:
     async with upstream_client(direct) as client:
         url = URL(upstream.base + "/count?name=h")
-        response = await asyncio.wait_for(client.send("HEAD", url, [], None), 5)
+        response = await asyncio.wait_for(client.send(method, url, [], None), 5)
         assert await read(response) == b""
     assert response.status == 200
+
+
+async def test_a_pool_closed_under_the_client_is_opened_again(direct: bool) -> None:
+    async with RawUpstream() as raw, upstream_client(direct) as client:
+        assert client.session is not None
+        await client.session.close()
+        assert await read(await client.send("GET", URL(raw.base + "/"), [], None)) == b"ok"

@@ -66,9 +66,19 @@ class ProxyApp:
         logger: Any = None,
     ) -> None:
         self.config = config if config is not None else GatewayConfig()
-        self.upstream = URL(upstream.rstrip("/"))
-        if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
-            raise ValueError(f"{upstream!r} is not an http:// or https:// URL")
+        url = URL(upstream.rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(
+                f"{url.with_password(None) if url.password else url} is not an http:// or https:// URL"
+            )
+        #: ``Authorization`` for the upstream when its URL carries credentials. They are
+        #: taken out of the URL, so that no error message, log line or span shows them,
+        #: and replace any ``Authorization`` a client sent: the upstream trusts the gateway.
+        self.authorization: str | None = None
+        if url.user is not None or url.password is not None:
+            self.authorization = aiohttp.BasicAuth.from_url(url).encode()  # type: ignore[union-attr]
+            url = url.with_user(None)
+        self.upstream = url
         self._base = str(self.upstream)
         self._ws_base = ("wss" if self.upstream.scheme == "https" else "ws") + self._base[
             len(self.upstream.scheme) :
@@ -210,7 +220,7 @@ class ProxyApp:
         client = scope.get("client")
         if traceparent is None and ctx is not None:
             traceparent = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
-        return self.forwarding.upstream_headers(
+        headers = self.forwarding.upstream_headers(
             scope["headers"],
             peer=str(client[0]) if client else "unknown",
             scheme=("https" if scope.get("scheme") in ("https", "wss") else "http"),
@@ -218,6 +228,10 @@ class ProxyApp:
             request_id=ctx.request_id if ctx else None,
             websocket=websocket,
         )
+        if self.authorization is not None:
+            headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
+            headers.append(("Authorization", self.authorization))
+        return headers
 
     def _raise_timeout(self, exc: TimeoutError, ctx: RequestContext | None) -> NoReturn:
         """Count an upstream timeout and raise the problem that says which one."""

@@ -48,7 +48,8 @@ _SKIPPED = CIMultiDictProxy(CIMultiDict((name, None) for name in sorted(_SKIP_AU
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 #: The longest response header field the upstream may send.
 MAX_FIELD_SIZE = 16_384
-_READ_BUFSIZE = 2**16
+#: How much of a response body is read ahead of the client (per connection; both paths).
+READ_BUFSIZE = 2**16
 _NO_TIMER = TimerNoop()
 
 
@@ -97,7 +98,7 @@ def _response_parameters() -> dict[str, Any] | None:
     wanted: dict[str, Any] = {
         "read_until_eof": True,
         "auto_decompress": False,
-        "read_bufsize": _READ_BUFSIZE,
+        "read_bufsize": READ_BUFSIZE,
         "max_field_size": MAX_FIELD_SIZE,
     }
     if not {"timer", "skip_payload", "read_timeout", *wanted} <= response.keys():
@@ -161,6 +162,7 @@ class UpstreamClient:
             # cookies to the next.
             cookie_jar=aiohttp.DummyCookieJar(),
             max_field_size=MAX_FIELD_SIZE,
+            read_bufsize=READ_BUFSIZE,
         )
         return self.session
 
@@ -180,7 +182,10 @@ class UpstreamClient:
         chunks (streamed, never sent twice). Raises ``TimeoutError`` or
         ``aiohttp.ClientError`` as ``ClientSession.request`` does.
         """
-        session = self.session if self.session is not None else await self.start()
+        session = self.session
+        if session is None or session.closed:
+            session = await self.start()
+        method = method.upper()  # as aiohttp sends it, so that HEAD and the retry rule see it too
         parameters = self._response_parameters
         if parameters is None:
             return await session.request(
