@@ -48,8 +48,9 @@ _SKIPPED = CIMultiDictProxy(CIMultiDict((name, None) for name in sorted(_SKIP_AU
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 #: The longest response header field the upstream may send.
 MAX_FIELD_SIZE = 16_384
-#: How much of a response body is read ahead of the client (per connection; both paths).
-READ_BUFSIZE = 2**16
+#: How much of a response body is read ahead of the client, per connection, on both paths
+#: (aiohttp 3.14's default; 64 KiB cost a 200 MiB download 0.22 s of gateway CPU against 0.16).
+READ_BUFSIZE = 2**18
 _NO_TIMER = TimerNoop()
 
 
