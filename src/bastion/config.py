@@ -118,7 +118,7 @@ class Config(Section):
     """Gateway mode: the base URL of the API bastion proxies to (`http://127.0.0.1:3000`).
     Credentials in it (`http://user:password@host:port`) are sent to the upstream as
     `Authorization: Basic`, in place of any `Authorization` header a client sent, and are
-    never shown in logs or errors."""
+    never shown in the gateway's logs, problem responses or trace spans."""
     openapi: str | None = None
     """Path of the OpenAPI 3.0/3.1 description (YAML or JSON), relative to this file. It gives
     routes, validation and per-operation `x-bastion-*` settings."""

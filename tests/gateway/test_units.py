@@ -125,6 +125,20 @@ def test_no_hop_by_hop_or_forged_forwarding_header_reaches_the_upstream(
         assert xff == "203.0.113.5"
 
 
+@pytest.mark.parametrize("websocket", [False, True])
+def test_the_upstream_urls_credentials_replace_the_clients_authorization(websocket: bool) -> None:
+    incoming = [(b"authorization", b"Bearer client"), (b"accept", b"*/*"), (b"authorization", b"Basic eA==")]
+    sent = Forwarding(authorization="Basic Z3c6cw==").upstream_headers(
+        incoming, peer="203.0.113.5", scheme="http", traceparent=None, request_id=None, websocket=websocket
+    )
+    assert [v for k, v in sent if k.lower() == "authorization"] == ["Basic Z3c6cw=="]
+    assert ("accept", "*/*") in sent
+    plain = Forwarding().upstream_headers(
+        incoming, peer="203.0.113.5", scheme="http", traceparent=None, request_id=None, websocket=websocket
+    )
+    assert [v for k, v in plain if k == "authorization"] == ["Bearer client", "Basic eA=="]
+
+
 @given(HEADERS)
 def test_response_headers_lose_every_hop_by_hop_header(headers: list[tuple[bytes, bytes]]) -> None:
     kept = response_headers(headers)

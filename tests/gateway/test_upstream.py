@@ -125,15 +125,6 @@ async def test_a_host_among_the_headers_replaces_the_upstreams_with_preserve_hos
     assert raw.requests == [b"GET / HTTP/1.1\r\nHost: api.example.com\r\nAccept: */*\r\n\r\n"]
 
 
-async def test_credentials_in_the_upstream_url_are_sent_as_basic_auth(direct: bool) -> None:
-    async with RawUpstream() as raw, upstream_client(direct) as client:
-        url = URL(raw.base.replace("http://", "http://gateway:s3cret@") + "/")
-        assert await read(await client.send("GET", url, [], None)) == b"ok"
-    (request,) = raw.requests
-    assert b"\r\nAuthorization: Basic Z2F0ZXdheTpzM2NyZXQ=\r\n" in request
-    assert b"s3cret" not in request
-
-
 async def test_a_streamed_body_arrives_whole(direct: bool, upstream: Server) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(5):

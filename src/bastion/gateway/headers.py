@@ -108,11 +108,22 @@ def _forwarded_value(value: str) -> str:
 class Forwarding:
     """Builds the headers a request carries to the upstream."""
 
-    def __init__(self, trusted_proxies: Sequence[str] = (), *, preserve_host: bool = False) -> None:
+    def __init__(
+        self,
+        trusted_proxies: Sequence[str] = (),
+        *,
+        preserve_host: bool = False,
+        authorization: str | None = None,
+    ) -> None:
         self.trusted: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in trusted_proxies
         )
         self.preserve_host = preserve_host
+        #: Sent as ``Authorization`` in place of the client's (credentials of the upstream URL).
+        self.authorization = authorization
+        extra = frozenset({b"authorization"}) if authorization is not None else frozenset()
+        self._special = _SPECIAL | extra
+        self._special_websocket = _SPECIAL_WEBSOCKET | extra
         self._added: dict[tuple[str, str, str], tuple[tuple[str, str], ...]] = {}
 
     def is_trusted(self, address: str) -> bool:
@@ -146,7 +157,7 @@ class Forwarding:
         host = ""
         incoming: dict[bytes, list[bytes]] | None = None
         listed: frozenset[bytes] = frozenset()
-        special = _SPECIAL_WEBSOCKET if websocket else _SPECIAL
+        special = self._special_websocket if websocket else self._special
         for key, value in headers:
             if key not in special:
                 out.append((key.decode("latin-1"), value.decode("latin-1")))
@@ -165,13 +176,16 @@ class Forwarding:
                 if incoming is None:
                     incoming = {}
                 incoming.setdefault(key, []).append(value)
-            # else a WebSocket handshake header: aiohttp sends its own
+            # else a WebSocket handshake header (aiohttp sends its own) or the client's
+            # Authorization where the gateway sends its own (below)
         if listed:
             out = [(k, v) for k, v in out if k.lower().encode("latin-1") not in listed]
         if traceparent is not None:
             out.append(("traceparent", traceparent.decode("ascii")))
         if request_id is not None:
             out.append(("X-Request-ID", request_id))
+        if self.authorization is not None:
+            out.append(("Authorization", self.authorization))
         if incoming is None or not self.trusted:
             # Nothing to extend: the same headers for every request from this peer to this host.
             added = self._added.get((peer, scheme, host))

@@ -71,19 +71,21 @@ class ProxyApp:
             raise ValueError(
                 f"{url.with_password(None) if url.password else url} is not an http:// or https:// URL"
             )
-        #: ``Authorization`` for the upstream when its URL carries credentials. They are
-        #: taken out of the URL, so that no error message, log line or span shows them,
-        #: and replace any ``Authorization`` a client sent: the upstream trusts the gateway.
-        self.authorization: str | None = None
+        # Credentials in the URL are taken out of it, so that no error message, log line or
+        # span shows them, and go upstream as Authorization in place of the client's: the
+        # upstream trusts the gateway.
+        authorization = None
         if url.user is not None or url.password is not None:
-            self.authorization = aiohttp.BasicAuth.from_url(url).encode()  # type: ignore[union-attr]
+            authorization = aiohttp.BasicAuth.from_url(url).encode()  # type: ignore[union-attr]
             url = url.with_user(None)
         self.upstream = url
         self._base = str(self.upstream)
         self._ws_base = ("wss" if self.upstream.scheme == "https" else "ws") + self._base[
             len(self.upstream.scheme) :
         ]
-        self.forwarding = Forwarding(trusted_proxies, preserve_host=self.config.preserve_host)
+        self.forwarding = Forwarding(
+            trusted_proxies, preserve_host=self.config.preserve_host, authorization=authorization
+        )
         self.normalize_upstream = normalize_upstream
         self.logger = logger
         #: The connection pool and the way requests go over it.
@@ -220,7 +222,7 @@ class ProxyApp:
         client = scope.get("client")
         if traceparent is None and ctx is not None:
             traceparent = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
-        headers = self.forwarding.upstream_headers(
+        return self.forwarding.upstream_headers(
             scope["headers"],
             peer=str(client[0]) if client else "unknown",
             scheme=("https" if scope.get("scheme") in ("https", "wss") else "http"),
@@ -228,10 +230,6 @@ class ProxyApp:
             request_id=ctx.request_id if ctx else None,
             websocket=websocket,
         )
-        if self.authorization is not None:
-            headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
-            headers.append(("Authorization", self.authorization))
-        return headers
 
     def _raise_timeout(self, exc: TimeoutError, ctx: RequestContext | None) -> NoReturn:
         """Count an upstream timeout and raise the problem that says which one."""
