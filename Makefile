@@ -1,29 +1,39 @@
-# make demo: set up .venv and run the demo API behind every guard.
+# make demo: set up .venv with every runtime extra and run the demo API behind every guard.
 # make test: set up .venv with the test extras, then ruff, mypy and pytest.
+# make dist: build the sdist and the wheel into dist/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# pip prints what it collects and installs (no long silence); CI gets the quiet form.
+PIP_QUIET := $(if $(filter true,$(CI)),-q,--progress-bar off)
 
-.PHONY: demo test lint typecheck pytest bench services browser bench-tools clean
+.PHONY: demo test lint typecheck pytest bench services browser bench-tools dist clean
 
 $(BIN)/python:
+	@echo "make: creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	@echo "make: installing bastion with every runtime extra (redis, postgres, gateway, otel)"
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[all]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@echo "make: installing bastion with its test extras"
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[all,test]'
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[test,bench]'
 	touch $@
 
 demo: $(VENV)/.installed
+	@echo
+	@echo "bastion is installed in $(VENV). In another terminal, run it with"
+	@echo "    $(BIN)/bastion --help        (or: source $(BIN)/activate, then bastion --help)"
+	@echo
 	$(BIN)/bastion demo
 
 services:
@@ -50,5 +60,11 @@ test: lint typecheck pytest
 bench: $(VENV)/.installed-bench services bench-tools
 	$(BIN)/python bench/run.py
 
+dist: | $(BIN)/python
+	$(BIN)/python -m pip install -q 'build>=1.2'
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
+	@ls -1 dist
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

@@ -15,6 +15,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bastion import __version__
+
+        typer.echo(f"bastion {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Make an HTTP API production-ready: idempotency, problems, rate limits, validation."""
+
+
 config_app = typer.Typer(help="Work with bastion.yaml files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
