@@ -179,7 +179,10 @@ class BoundaryGuard:
                 if not message.get("more_body"):
                     response_finished = True
             if held is not None:
-                held.add(message)
+                if held.add(message):
+                    # Too long to hold: what was held goes out, and the rest streams.
+                    messages, held = held.as_sent(), None
+                    return _send_all(send, messages)
                 return DONE
             return send(message)
 
@@ -305,8 +308,7 @@ class BoundaryGuard:
         if not held.replaceable or not normalize.replaces(
             self.normalize_upstream, status, held.media_type, held.body, complete=held.whole
         ):
-            for message in held.as_sent():
-                await send(message)
+            await _send_all(send, held.as_sent())
             return None
         problem, rendered = normalize.replacement(
             status,
@@ -358,3 +360,8 @@ class BoundaryGuard:
                 "more_body": False,
             }
         )
+
+
+async def _send_all(send: Send, messages: list[Message]) -> None:
+    for message in messages:
+        await send(message)

@@ -235,3 +235,40 @@ async def test_long_unknown_field_names_are_cut_in_the_problem() -> None:
     assert len(response.content) < 1024
     entry = response.json()["errors"][0]
     assert len(entry["field"]) == 128 and len(entry["pointer"]) == 128
+
+
+async def test_a_long_5xx_let_through_is_streamed_not_held_whole() -> None:
+    chunk = b"y" * 40_000
+    sent: list[Message] = []
+    seen_while_running: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]}
+        )
+        for _ in range(3):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        seen_while_running.append(len(sent))
+        await send({"type": "http.response.body", "body": b""})
+
+    bastion, _ = wrap(app, {"errors": {"normalize_upstream": False}})
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [],
+    }
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await bastion(scope, receive, send)
+    # Past 64 KiB the held start and chunks went out while the application still ran.
+    assert seen_while_running == [4]  # the start and three chunks
+    assert sent[0]["status"] == 500
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == chunk * 3

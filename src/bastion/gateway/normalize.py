@@ -143,7 +143,8 @@ class HeldResponse:
     A response that ``errors.normalize_upstream`` covers (``replaceable``) keeps only its
     first ``limit`` body bytes: enough to decide and to log, since it is replaced unless
     it turns out to be a problem. Any other (a 5xx the policy lets through, held only in
-    case an exception follows) keeps every message, to be sent as it came.
+    case an exception follows) keeps its messages up to ``limit`` body bytes, to be sent
+    as they came.
     """
 
     __slots__ = ("chunks", "complete", "limit", "media_type", "messages", "replaceable", "size", "start")
@@ -160,19 +161,25 @@ class HeldResponse:
         self.size = 0
         self.complete = False
 
-    def add(self, message: Message) -> None:
-        """Keep a message that followed the response start."""
+    def add(self, message: Message) -> bool:
+        """Keep a message that followed the response start; whether to stop holding it.
+
+        A response that is not replaceable is held only while it stays within ``limit``
+        bytes: past that it should be sent as it came (:meth:`as_sent`) and streamed on.
+        """
+        body = message.get("body") or b""
         if not self.replaceable:
             self.messages.append(message)
-            return
+            self.size += len(body)
+            return self.size > self.limit
         if message["type"] != "http.response.body":
-            return
-        body = message.get("body") or b""
+            return False
         if body and self.size <= self.limit:
             self.chunks.append(body)
         self.size += len(body)
         if not message.get("more_body"):
             self.complete = True
+        return False
 
     @property
     def whole(self) -> bool:
