@@ -17,6 +17,7 @@ from bastion.asgi import Message, Receive, Scope, Send
 from bastion.gateway.server import build_gateway
 from tests.gateway.conftest import Server, start_upstream
 from tests.support import LogCapture, client, wrap
+from tests.validation.helpers import CHECKOUT, behind_bastion
 
 LEAKS = ("Traceback", "hunter2", "postgresql://admin", "secret-token-123", "<html", "orders.py")
 CRASH_PAGE = (
@@ -213,6 +214,18 @@ async def test_instance_is_bounded() -> None:
     instance = orjson.loads(body)["instance"]
     assert len(instance) <= 1024 and instance.startswith("/%0A%0A")
     assert "%" not in instance[-2:]
+
+
+async def test_a_30000_character_unknown_field_is_not_echoed_whole_by_validation() -> None:
+    app, _ = behind_bastion(CHECKOUT)
+    name = "k" * 30_000
+    async with client(app) as http:
+        response = await http.post("/users", json={name: 1, "email": "a@b.example", "name": "x", "age": 30})
+    assert response.status_code == 422
+    assert len(response.content) < 2048
+    assert all(
+        len(e.get("field", "")) <= 128 and len(e.get("pointer", "")) <= 128 for e in response.json()["errors"]
+    )
 
 
 async def test_long_unknown_field_names_are_cut_in_the_problem() -> None:
