@@ -448,7 +448,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_INSTANCE_CHARS = 1024
 #: Names, fields and pointers in ``errors[]`` are cut to this many characters.
 MAX_NAME_CHARS = 128
-#: Any other text (``title``, ``detail``, other strings of an ``errors[]`` entry) is cut to this.
+#: ``title`` and ``detail`` are cut to this (and the other strings of ``errors[]`` entries
+#: when the body would be larger than :data:`MAX_BODY_BYTES`).
 MAX_TEXT_CHARS = 1024
 
 # What may stand unescaped in ``instance``: RFC 3986's unreserved and reserved
@@ -496,6 +497,15 @@ def _cut(value: Any, limit: int) -> Any:
     if isinstance(value, str) and len(value) > limit:
         return value[:limit]
     return value
+
+
+def _bounded_names(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``entry``, or a copy with its names and pointers cut to :data:`MAX_NAME_CHARS`."""
+    for key in _NAME_KEYS:
+        value = entry.get(key)
+        if isinstance(value, str) and len(value) > MAX_NAME_CHARS:
+            return {k: _cut(v, MAX_NAME_CHARS) if k in _NAME_KEYS else v for k, v in entry.items()}
+    return entry
 
 
 def _bounded_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -547,13 +557,20 @@ def _with_errors(body: dict[str, Any], entries: list[bytes]) -> bytes:
 
 def _encode(body: dict[str, Any]) -> bytes:
     """The problem body as JSON of at most :data:`MAX_BODY_BYTES`, whatever its members hold."""
-    errors = body.pop("errors", None)
+    errors = body.get("errors")
+    if errors:
+        body["errors"] = [_bounded_names(entry) for entry in errors]
+    data = _dumps(body)
+    if len(data) <= MAX_BODY_BYTES:
+        return data
+    # Too large: fit the errors[] entries one by one (their text cut too), then, if that
+    # is not enough, drop the extension members and keep little of the title and detail
+    # (escaped control characters take six bytes a character).
+    body.pop("errors", None)
     entries = [_dumps(_bounded_entry(entry)) for entry in errors] if errors else []
     data = _with_errors(body, entries)
     if len(data) <= MAX_BODY_BYTES:
         return data
-    # Still too large: drop the extension members, and keep little of the text (a title
-    # and detail of escaped control characters take six bytes a character).
     standard = {k: _cut(v, _LAST_RESORT_CHARS) for k, v in body.items() if k in _STANDARD_MEMBERS}
     standard["extensions_truncated"] = len(body) - len(standard)
     return _with_errors(standard, entries)
@@ -584,9 +601,10 @@ def render(
         trace_id=trace_id,
         instance=escape_instance(instance) if instance is not None else None,
     )
-    body["title"] = _cut(body["title"], MAX_TEXT_CHARS)
-    if "detail" in body:
-        body["detail"] = _cut(body["detail"], MAX_TEXT_CHARS)
+    if len(problem.title) > MAX_TEXT_CHARS:
+        body["title"] = problem.title[:MAX_TEXT_CHARS]
+    if problem.detail is not None and len(problem.detail) > MAX_TEXT_CHARS:
+        body["detail"] = problem.detail[:MAX_TEXT_CHARS]
     data = _encode(body)
     headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE),
