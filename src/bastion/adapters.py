@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bastion.asgi import context_of
-from bastion.problems import Problem, ValidationFailed, problem_for_status, render
+from bastion.problems import Problem, ValidationFailed, problem_for_status, render, request_instance
 from bastion.tracing import new_trace_id
 
 # FastAPI's error types, mapped onto bastion's field codes.
@@ -89,7 +89,9 @@ def _response(request: Any, problem: Problem) -> Any:
     type_base = ctx.type_base if ctx is not None else ""
     if ctx is not None:
         ctx.problem_code = problem.code
-    rendered = render(problem, type_base=type_base, trace_id=trace_id, instance=request.url.path)
+    rendered = render(
+        problem, type_base=type_base, trace_id=trace_id, instance=request_instance(request.scope)
+    )
     response = Response(content=rendered.body, status_code=rendered.status)
     response.raw_headers = list(rendered.headers)
     return response

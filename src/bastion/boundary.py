@@ -8,7 +8,9 @@ full exception goes to the log under the request's trace id.
 Frameworks such as Starlette answer an exception with their own plain 500 and then
 re-raise it. So that such a body never reaches the client, a 5xx response that is
 not already a problem is held back until the application returns: if an exception
-follows, the problem replaces it.
+follows, the problem replaces it. If none does, ``errors.normalize_upstream`` decides
+(by default a 5xx body that is not a problem is replaced too, and logged), by the
+same rule the gateway applies to its upstream (:mod:`bastion.gateway.normalize`).
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from bastion.asgi import (
     Send,
 )
 from bastion.clients import ClientIdentifier
+from bastion.gateway import normalize
 from bastion.observability.config import ObservabilityConfig
 from bastion.observability.dashboard import Dashboard
 from bastion.observability.logging import AccessLog
 from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics
 from bastion.observability.otel import ServerSpan, build_tracer
-from bastion.problems import PROBLEM_CONTENT_TYPE, InternalError, Problem, render
+from bastion.problems import PROBLEM_CONTENT_TYPE, InternalError, Problem, render, request_instance
 from bastion.tracing import TRACE_ID, parse_traceparent, valid_request_id
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
@@ -70,8 +73,11 @@ class BoundaryGuard:
         clients: ClientIdentifier | None = None,
         observability: ObservabilityConfig | None = None,
         application: ASGIApp | None = None,
+        normalize_upstream: normalize.NormalizePolicy = True,
     ) -> None:
         self.app = app
+        #: ``errors.normalize_upstream``: which of the application's error responses become problems.
+        self.normalize_upstream = normalize_upstream
         # The guards at the top of the chain that can do their part synchronously
         # (``admit``, see :class:`~bastion.protocols.Admitting`) run here one after the
         # other, with no coroutine of their own; the first that cannot is awaited, and
@@ -143,7 +149,8 @@ class BoundaryGuard:
         ]
         response_finished = False
         response_size = 0
-        held: list[Message] | None = None
+        held: normalize.HeldResponse | None = None
+        policy = self.normalize_upstream
 
         # A plain function that hands back the awaitable of the real ``send`` (or an
         # already finished one): awaiting it costs no coroutine of our own per message.
@@ -159,9 +166,12 @@ class BoundaryGuard:
                 headers += trace_headers
                 if ctx.response_headers:
                     headers += ctx.response_headers
-                if status >= 500 and not _is_problem(headers):
-                    held = [message]
-                    return DONE
+                if status >= 400:
+                    media_type = normalize.content_type(headers)
+                    replaceable = normalize.needs_normalizing(policy, status, media_type)
+                    if replaceable or (status >= 500 and media_type != PROBLEM_CONTENT_TYPE):
+                        held = normalize.HeldResponse(message, media_type, replaceable=replaceable)
+                        return DONE
             else:
                 body = message.get("body")
                 if body:
@@ -169,7 +179,10 @@ class BoundaryGuard:
                 if not message.get("more_body"):
                     response_finished = True
             if held is not None:
-                held.append(message)
+                if held.add(message):
+                    # Too long to hold: what was held goes out, and the rest streams.
+                    messages, held = held.as_sent(), None
+                    return _send_all(send, messages)
                 return DONE
             return send(message)
 
@@ -192,8 +205,9 @@ class BoundaryGuard:
                         break
                 await app(scope, receive, send_with_headers)
             if held is not None:
-                for message in held:
-                    await send(message)
+                replaced_size = await self._release(held, ctx, scope, send, trace_headers)
+                if replaced_size is not None:
+                    response_size = replaced_size
         except Exception as exc:
             if held is not None:
                 # The framework answered the exception with its own 5xx: replace it.
@@ -281,8 +295,42 @@ class BoundaryGuard:
             self.logger.error("response aborted after it started", trace_id=ctx.trace_id, path=scope["path"])
             raise ResponseAborted(f"the response broke off after it started (trace_id {ctx.trace_id})")
 
+    async def _release(
+        self,
+        held: normalize.HeldResponse,
+        ctx: RequestContext,
+        scope: Scope,
+        send: Send,
+        trace_headers: Headers,
+    ) -> int | None:
+        """Send a held response as it came, or its replacement; the replacement's size, if replaced."""
+        status: int = held.start["status"]
+        if not held.replaceable or not normalize.replaces(
+            self.normalize_upstream, status, held.media_type, held.body, complete=held.whole
+        ):
+            await _send_all(send, held.as_sent())
+            return None
+        problem, rendered = normalize.replacement(
+            status,
+            held.start["headers"],
+            type_base=self.type_base,
+            trace_id=ctx.trace_id,
+            instance=request_instance(scope),
+            source="application",
+            extra_headers=trace_headers,
+        )
+        ctx.problem_code = problem.code
+        normalize.log_original(
+            self.logger, ctx.trace_id, status, held.media_type, held.body, truncated=not held.whole
+        )
+        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
+        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
+        return len(rendered.body)
+
     async def _send_problem(self, ctx: RequestContext, scope: Scope, problem: Problem, send: Send) -> None:
-        rendered = render(problem, type_base=self.type_base, trace_id=ctx.trace_id, instance=scope["path"])
+        rendered = render(
+            problem, type_base=self.type_base, trace_id=ctx.trace_id, instance=request_instance(scope)
+        )
         ctx.problem_code = problem.code
         if problem.errors and self.metrics is not None:
             operation = ctx.operation_id or ctx.route or _route_label(scope)
@@ -314,8 +362,6 @@ class BoundaryGuard:
         )
 
 
-def _is_problem(headers: Headers) -> bool:
-    for key, value in headers:
-        if key.lower() == b"content-type":
-            return value.startswith(PROBLEM_CONTENT_TYPE)
-    return False
+async def _send_all(send: Send, messages: list[Message]) -> None:
+    for message in messages:
+        await send(message)

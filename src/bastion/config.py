@@ -77,9 +77,12 @@ class ErrorsConfig(Section):
 
     type_base: str = "https://bastion.dev/errors/"
     """Prefix of every problem's `type` URI; the code in kebab-case follows it."""
-    normalize_upstream: bool = False
-    """Gateway: replace an upstream 4xx/5xx whose body is not a problem (an HTML error page,
-    a stack trace) with a problem of the same status; the original is logged, never sent."""
+    normalize_upstream: bool | Literal["all"] = True
+    """Replace an error response whose body is not a problem (an HTML error page, a stack
+    trace) with a problem of the same status and the trace id; the original body (up to
+    64 KiB, or `gateway.normalize_max_bytes`) is logged, never sent. Applies to the upstream
+    (gateway) and to the application's own responses (middleware). `true`: 5xx; `all`: 4xx
+    and 5xx; `false`: none."""
     framework_adapters: bool = True
     """When bastion wraps a Starlette or FastAPI app directly, render its `HTTPException` and
     `RequestValidationError` as problems (without echoing input values)."""

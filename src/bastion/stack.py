@@ -84,6 +84,7 @@ class Bastion:
             access_log=AccessLog(log_stream) if self.config.logging.access else None,
             observability=self.config.observability,
             application=app,
+            normalize_upstream=self.config.errors.normalize_upstream,
         )
 
     def add_resource(self, resource: Resource) -> None:

@@ -27,7 +27,7 @@ def guarded_config(upstream: str) -> dict[str, Any]:
         "upstream": upstream,
         "openapi": str(SPEC),
         "store": "memory://",
-        "errors": {"normalize_upstream": True, "type_base": "https://errors.example/"},
+        "errors": {"normalize_upstream": "all", "type_base": "https://errors.example/"},
         "clients": {"identify": ["header:X-API-Key", "ip"]},
         "rate_limits": {
             "rules": [{"name": "limited", "match": "GET /limited", "key": "client", "limit": "3/minute"}]

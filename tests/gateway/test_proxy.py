@@ -242,18 +242,18 @@ async def test_slow_upstream_is_a_504_problem(upstream: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "status", "code"),
+    ("path", "status", "code", "setting"),
     [
-        ("/html-error", 500, "INTERNAL_ERROR"),
-        ("/stack", 503, "DEPENDENCY_UNAVAILABLE"),
-        ("/missing", 404, "NOT_FOUND"),
-        ("/json-error", 500, "INTERNAL_ERROR"),
+        ("/html-error", 500, "INTERNAL_ERROR", True),
+        ("/stack", 503, "DEPENDENCY_UNAVAILABLE", True),
+        ("/missing", 404, "NOT_FOUND", "all"),
+        ("/json-error", 500, "INTERNAL_ERROR", True),
     ],
 )
 async def test_normalize_upstream_replaces_error_pages(
-    upstream: Server, path: str, status: int, code: str
+    upstream: Server, path: str, status: int, code: str, setting: bool | str
 ) -> None:
-    app, logs = gateway(upstream.base, errors={"normalize_upstream": True})
+    app, logs = gateway(upstream.base, errors={"normalize_upstream": setting})
     async with client(app) as http:
         response = await http.get(path)
     assert response.status_code == status

@@ -199,10 +199,15 @@ def test_what_counts_as_a_problem(media_type: bytes, body: bytes, status: int, e
 
 
 def test_only_errors_are_read_for_normalization() -> None:
-    assert needs_normalizing(500, b"text/html")
-    assert not needs_normalizing(500, b"application/problem+json")
-    assert not needs_normalizing(200, b"text/html")
-    assert not needs_normalizing(302, b"text/html")
+    for policy in (True, "all"):
+        assert needs_normalizing(policy, 500, b"text/html")
+        assert not needs_normalizing(policy, 500, b"application/problem+json")
+        assert not needs_normalizing(policy, 200, b"text/html")
+        assert not needs_normalizing(policy, 302, b"text/html")
+        assert not needs_normalizing(policy, 600, b"text/html")
+    assert not needs_normalizing(True, 404, b"text/html")
+    assert needs_normalizing("all", 404, b"text/html")
+    assert not needs_normalizing(False, 500, b"text/html")
 
 
 _GC_PROBE = """

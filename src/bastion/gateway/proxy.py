@@ -38,7 +38,7 @@ from bastion.gateway.config import GatewayConfig
 from bastion.gateway.headers import Forwarding, response_headers
 from bastion.gateway.upstream import UpstreamClient
 from bastion.observability.otel import start_upstream_span
-from bastion.problems import UpstreamTimeout, UpstreamUnavailable
+from bastion.problems import UpstreamTimeout, UpstreamUnavailable, request_instance
 from bastion.tracing import format_traceparent
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class ProxyApp:
         config: GatewayConfig | None = None,
         *,
         trusted_proxies: tuple[str, ...] | list[str] = (),
-        normalize_upstream: bool = False,
+        normalize_upstream: normalize.NormalizePolicy = True,
         logger: Any = None,
     ) -> None:
         self.config = config if config is not None else GatewayConfig()
@@ -86,6 +86,7 @@ class ProxyApp:
         self.forwarding = Forwarding(
             trusted_proxies, preserve_host=self.config.preserve_host, authorization=authorization
         )
+        #: ``errors.normalize_upstream``: which error responses become problems (5xx by default).
         self.normalize_upstream = normalize_upstream
         self.logger = logger
         #: The connection pool and the way requests go over it.
@@ -252,9 +253,9 @@ class ProxyApp:
     ) -> None:
         status = response.status
         headers = response_headers(response.raw_headers)
-        if self.normalize_upstream and ctx is not None:
+        if status >= 400 and ctx is not None:
             media_type = normalize.content_type(headers)
-            if normalize.needs_normalizing(status, media_type):
+            if normalize.needs_normalizing(self.normalize_upstream, status, media_type):
                 await self._normalized(scope, ctx, response, status, headers, media_type, send)
                 return
         content = response.content
@@ -326,24 +327,19 @@ class ProxyApp:
             size += len(chunk)
         body = b"".join(chunks)
         truncated = size > limit or not content.at_eof()
-        if not truncated and normalize.is_problem(media_type, body, status):
+        if not normalize.replaces(self.normalize_upstream, status, media_type, body, complete=not truncated):
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         problem, rendered = normalize.replacement(
-            status, headers, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=scope["path"]
+            status, headers, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=request_instance(scope)
         )
         ctx.problem_code = problem.code
         ctx.log["upstream_status"] = status
         self._count("normalized")
         if self.logger is not None:
-            self.logger.warning(
-                "upstream error response replaced by a problem",
-                trace_id=ctx.trace_id,
-                upstream_status=status,
-                upstream_content_type=media_type.decode("latin-1"),
-                upstream_body=body[:limit].decode("utf-8", "replace"),
-                upstream_body_truncated=truncated,
+            normalize.log_original(
+                self.logger, ctx.trace_id, status, media_type, body[:limit], truncated=truncated
             )
         await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
         await send({"type": "http.response.body", "body": rendered.body, "more_body": False})

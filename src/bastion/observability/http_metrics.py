@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -46,6 +47,22 @@ SIZE_BUCKETS = (0.0, *(float(4**n) for n in range(3, 13)))
 # The same bounds as integers: sizes are integers, and comparing an int with a float
 # takes a slow path that made the two size histograms cost more than the duration one.
 _SIZE_BOUNDS = tuple(int(bound) for bound in SIZE_BUCKETS)
+
+#: The status label of a status outside 100-599 (an upstream may answer anything up to 999).
+OTHER_STATUS = "other"
+#: The ``http_response_status_code`` label of each status: the status itself when it is a
+#: registered one (IANA's registry, as Python's ``HTTPStatus`` knows it), else its class
+#: (``4xx``), so that an upstream inventing statuses cannot grow the series without bound.
+_REGISTERED = frozenset(status.value for status in HTTPStatus)
+STATUS_LABELS: dict[int, str] = {
+    status: str(status) if status in _REGISTERED else f"{status // 100}xx" for status in range(100, 600)
+}
+
+
+def status_label(status: int) -> str:
+    """The bounded ``http_response_status_code`` label for ``status``."""
+    return STATUS_LABELS.get(status, OTHER_STATUS)
+
 
 REQUEST_LABELS = ("http_request_method", "http_route", "http_response_status_code")
 ACTIVE_LABELS = ("http_request_method",)
@@ -94,7 +111,7 @@ class HttpServerSeries:
     """Request duration, body sizes and active requests of one process, as a Prometheus collector."""
 
     def __init__(self) -> None:
-        self._series: dict[tuple[str, str, int], _Series] = {}
+        self._series: dict[tuple[str, str, str], _Series] = {}
         self._active: dict[str, int] = {}
 
     def request_started(self, method: str) -> None:
@@ -106,7 +123,7 @@ class HttpServerSeries:
     ) -> None:
         """Record one finished request and count it out of the requests in flight."""
         self._active[method] -= 1
-        key = (method, route, status)
+        key = (method, route, STATUS_LABELS.get(status, OTHER_STATUS))
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series()
@@ -144,7 +161,7 @@ class HttpServerSeries:
         for family, attribute in families:
             for (method, route, status), series in items:
                 histogram: _Histogram = getattr(series, attribute)
-                family.add_metric([method, route, str(status)], histogram.buckets(), histogram.total)
+                family.add_metric([method, route, status], histogram.buckets(), histogram.total)
             yield family
         active = GaugeMetricFamily(ACTIVE_NAME, ACTIVE_DOC, labels=ACTIVE_LABELS)
         for method, count in list(self._active.items()):
@@ -173,7 +190,7 @@ class MultiprocessHttpServer:
         self.active = Gauge(
             ACTIVE_NAME, ACTIVE_DOC, ACTIVE_LABELS, registry=registry, multiprocess_mode="livesum"
         )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         self._active_children: dict[str, Any] = {}
 
     def _active_child(self, method: str) -> Any:
@@ -191,14 +208,13 @@ class MultiprocessHttpServer:
     ) -> None:
         """Record one finished request and count it out of the requests in flight."""
         self._active_child(method).dec()
-        key = (method, route, status)
+        key = (method, route, STATUS_LABELS.get(status, OTHER_STATUS))
         children = self._children.get(key)
         if children is None:
-            labels = (method, route, str(status))
             children = self._children[key] = (
-                self.duration.labels(*labels),
-                self.request_size.labels(*labels),
-                self.response_size.labels(*labels),
+                self.duration.labels(*key),
+                self.request_size.labels(*key),
+                self.response_size.labels(*key),
             )
         children[0].observe(seconds)
         children[1].observe(request_size)

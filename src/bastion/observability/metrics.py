@@ -25,7 +25,9 @@ from bastion.observability.http_metrics import (
     SIZE_BUCKETS,
     HttpServerSeries,
     MultiprocessHttpServer,
+    status_label,
 )
+from bastion.problems import MAX_NAME_CHARS
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -37,8 +39,6 @@ __all__ = [
     "Metrics",
     "PendingCounts",
 ]
-
-_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
 
 #: The route label for requests that matched no known route (kept bounded on purpose).
 UNMATCHED_ROUTE = "_unmatched"
@@ -67,7 +67,9 @@ def field_label(entry: Mapping[str, Any]) -> str:
     where = entry.get("pointer") or entry.get("field") or ""
     if not isinstance(where, str):
         where = str(where)
-    where = _INDEX_SEGMENT.sub("/*", where)
+    # Field names of unknown members come from clients: a label value is never longer than
+    # the names a problem shows (problems.MAX_NAME_CHARS).
+    where = _INDEX_SEGMENT.sub("/*", where[:MAX_NAME_CHARS])
     location = entry.get("in")
     if isinstance(location, str) and location != "body":
         return f"{location}:{where.lstrip('/')}"
@@ -115,7 +117,7 @@ class Metrics:
         key = (code, status)
         child = self._problem_children.get(key)
         if child is None:
-            child = self.problems.labels(code, str(status))
+            child = self.problems.labels(code, status_label(status))
             self._problem_children[key] = child
         child.inc()
 
