@@ -20,7 +20,7 @@ import pytest
 from bastion import Bastion
 from bastion.clients import key_digest
 from tests.conftest import REDIS_URL, require_service
-from tests.ratelimit.helpers import ok_app
+from tests.ratelimit.helpers import ok_app, parse_headers
 
 PER_CLIENT = {
     "name": "per-client",
@@ -175,3 +175,20 @@ async def test_raw_keys_never_reach_logs_or_metrics(build: Build, clients: dict[
     for secret in secrets:
         assert secret not in text
         assert secret not in exposition
+
+
+async def test_the_per_ip_companion_shows_in_the_headers_of_key_named_clients_only(build: Build) -> None:
+    bastion, _ = build({})
+    async with client(bastion) as http:
+        keyed = await http.get("/orders", headers={"X-API-Key": "some-key"})
+        keyless = await http.get("/orders")
+    assert keyed.headers["ratelimit-policy"] == '"per-client";q=20;w=12, "per-client@ip";q=20;w=12'
+    assert remaining(keyed) == {"per-client": 19, "per-client@ip": 19}
+    # The key-less request counted on the address's key, after the keyed one.
+    assert keyless.headers["ratelimit-policy"] == '"per-client";q=20;w=12'
+    assert remaining(keyless) == {"per-client": 18}
+
+
+def remaining(response: httpx.Response) -> dict[str, int]:
+    """Each rule's quota left, from the ``RateLimit`` header."""
+    return {name: params["r"] for name, params in parse_headers(response)["limit"].items()}
