@@ -110,7 +110,7 @@ class ClientsConfig(Section):
     its client by a key is also counted per IP by `key: client` rules."""
     keys_file: str | None = None
     """A file of known keys, relative to this file: one `DIGEST [NAME [TIER]]` per line, `#`
-    starts a comment. Read at start-up and on reload; it adds to `keys`."""
+    starts a comment. Read with the rest of the configuration; it adds to `keys`."""
     unknown_keys: Literal["anonymous", "reject"] = "anonymous"
     """With known keys listed, what a key not among them gets: `anonymous` (the client is
     identified by its IP, in `default_tier`) or `reject` (`401 API_KEY_INVALID`)."""

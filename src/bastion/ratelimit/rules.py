@@ -71,6 +71,8 @@ class CompiledRule:
                 return self.prefix + ctx.client_id
             if part == "global":
                 return self.prefix + "*"
+            if part == _CLIENT_BY_IP:
+                return self.prefix + "ip:" + _peer(ctx, scope)
         values = []
         for part in self.parts:
             if part == "client":
