@@ -32,9 +32,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The start of the id of a client named by an API key (``ip:`` starts the others).
 KEY_ID_PREFIX = "key:"
-# Raw keys remembered with what they resolved to, so a key is hashed once; bounded
-# so that a flood of invented keys cannot grow it without end.
+# Keys remembered with what they resolved to, so a key is hashed once: at most this
+# many, of at most this length, so that a flood of long invented keys costs no memory.
 _MAX_REMEMBERED = 100_000
+_MAX_REMEMBERED_LENGTH = 128
 
 
 def key_digest(api_key: bytes) -> str:
@@ -46,8 +47,9 @@ def key_digest(api_key: bytes) -> str:
 class ClientIdentity:
     """The client of one request.
 
-    ``id`` is stable per client and safe to log and to use in store keys: API keys
-    are never used raw, only as a short SHA-256 digest.
+    ``id`` is stable per client and safe to log and to use in store keys: ``key:NAME``
+    for a known key (``key:`` and the start of its digest without a name, or for any
+    key when no key list is configured), else ``ip:ADDRESS``. API keys are never used raw.
     """
 
     id: str
@@ -172,7 +174,7 @@ class ClientIdentifier:
             # The digest of the presented key is computed first, so this lookup reveals
             # nothing about the listed digests through its timing.
             found = self.keys.get(digest)
-        if len(self._remembered) < _MAX_REMEMBERED:
+        if len(api_key) <= _MAX_REMEMBERED_LENGTH and len(self._remembered) < _MAX_REMEMBERED:
             self._remembered[api_key] = found
         return found
 
