@@ -15,7 +15,7 @@ store: memory://
 clients:
   identify: [header:X-API-Key, ip]
   trusted_proxies: [127.0.0.1/32]
-  tiers: {key-paid-1: paid}
+  keys: [{sha256: 4065d5c673e816508a21c6bb693043960913b126c79b8e9b9923c877117bb090, tier: paid}]
 rate_limits:
   on_store_error: closed
   rules:

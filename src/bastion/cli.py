@@ -1,4 +1,4 @@
-"""The ``bastion`` command line: demo, gateway, lint, probe and config check."""
+"""The ``bastion`` command line: demo, gateway, lint, probe, config check and keys hash."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def _options(
 
 config_app = typer.Typer(help="Work with bastion.yaml files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+keys_app = typer.Typer(help="Work with API keys for clients.keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 @config_app.command("check")
@@ -53,6 +55,27 @@ def config_check(
     for path, reason in problems:
         typer.echo(f"  {path}: {reason}", err=True)
     raise typer.Exit(1)
+
+
+@keys_app.command("hash")
+def keys_hash(
+    key: Annotated[str, typer.Argument(help="The API key, or - to read it from standard input.")],
+) -> None:
+    """Print the SHA-256 digest of an API key, the form clients.keys lists it in."""
+    import sys
+
+    from bastion.clients import key_digest
+
+    if key == "-":
+        # Read as bytes: the digest is of the key's bytes, as a client sends them. One line,
+        # without its line ending, so `echo KEY | bastion keys hash -` works.
+        raw = sys.stdin.buffer.readline().rstrip(b"\r\n")
+    else:
+        raw = key.encode("utf-8", "surrogateescape")
+    if not raw:
+        typer.echo("the key is empty", err=True)
+        raise typer.Exit(2)
+    typer.echo(key_digest(raw))
 
 
 @app.command()

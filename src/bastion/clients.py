@@ -1,5 +1,12 @@
 """Client identity: who sent a request (API key, IP behind trusted proxies) and its tier.
 
+An API key names a client only when it is known: ``clients.keys`` (and
+``clients.keys_file``) list the SHA-256 digests of the keys, never the keys. A key
+that is not listed is anonymous (the client is its IP) or refused with
+``401 API_KEY_INVALID``, as ``clients.unknown_keys`` says. Without a key list any
+key is believed; the rate limit guard then also counts such clients per IP, so
+inventing keys never buys more than an IP's budget.
+
 ``X-Forwarded-For`` (or ``Forwarded``, as ``clients.forwarded_header`` says) is
 believed only when the connecting peer is a trusted proxy, and then only as far
 back as the chain stays trusted: the client address is the right-most entry that
@@ -12,25 +19,55 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bastion.asgi import RequestContext, Scope
+from bastion.asgi import SCOPE_KEY, ASGIApp, Receive, RequestContext, Scope, Send
 from bastion.config import ClientsConfig
+from bastion.problems import ApiKeyInvalid
+
+if TYPE_CHECKING:
+    from bastion.stack import Bastion
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The start of the id of a client named by an API key (``ip:`` starts the others).
+KEY_ID_PREFIX = "key:"
+# Keys remembered with what they resolved to, so a key is hashed once: at most this
+# many, of at most this length, so that a flood of long invented keys costs no memory.
+_MAX_REMEMBERED = 100_000
+_MAX_REMEMBERED_LENGTH = 128
+
+
+def key_digest(api_key: bytes) -> str:
+    """The SHA-256 digest (hex) of an API key's bytes, as ``clients.keys`` lists it."""
+    return hashlib.sha256(api_key).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class ClientIdentity:
     """The client of one request.
 
-    ``id`` is stable per client and safe to log and to use in store keys: API keys
-    are never used raw, only as a short SHA-256 digest.
+    ``id`` is stable per client and safe to log and to use in store keys: ``key:NAME``
+    for a known key (``key:`` and the start of its digest without a name, or for any
+    key when no key list is configured), else ``ip:ADDRESS``. API keys are never used raw.
     """
 
     id: str
     ip: str
     tier: str
+    #: The key that named the client (``None`` when it is identified by IP); never logged.
     api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHolder:
+    """What a believed API key resolves to: the client's id and tier."""
+
+    id: str
+    tier: str
+
+
+_UNSEEN = KeyHolder("", "")
 
 
 def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -76,9 +113,22 @@ class ClientIdentifier:
         # Only the header the proxies set is read: a proxy passes the other one through
         # untouched, so believing it would let a client forge its address.
         self.forwarded_header = config.forwarded_header.encode("latin-1")
-        self.tiers = dict(config.tiers)
         self.default_tier = config.default_tier
-        self._digests: dict[str, str] = {}
+        known = config.known_keys()
+        #: digest -> holder of each known key; ``None`` when no key list is configured.
+        self.keys: dict[str, KeyHolder] | None = None
+        if known is not None:
+            self.keys = {
+                key.sha256: KeyHolder(
+                    KEY_ID_PREFIX + (key.name or key.sha256[:16]), key.tier or self.default_tier
+                )
+                for key in known
+            }
+        #: Whether a key nobody listed names a client (no key list, and a key header to read).
+        self.believes_any_key = self.keys is None and any(kind == "header" for kind, _ in self.sources)
+        #: Whether a request with an unknown key is refused (``clients.unknown_keys: reject``).
+        self.rejects_unknown_keys = self.keys is not None and config.unknown_keys == "reject"
+        self._remembered: dict[str, KeyHolder | None] = {}
 
     def _is_trusted(self, address: str) -> bool:
         if not self.trusted:
@@ -111,13 +161,32 @@ class ClientIdentifier:
                 break
         return address
 
-    def _digest(self, key: str) -> str:
-        digest = self._digests.get(key)
-        if digest is None:
-            digest = "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-            if len(self._digests) < 100_000:
-                self._digests[key] = digest
-        return digest
+    def holder(self, api_key: str) -> KeyHolder | None:
+        """Who ``api_key`` names: its holder when the key is known (or any key is believed), else ``None``."""
+        found = self._remembered.get(api_key, _UNSEEN)
+        if found is not _UNSEEN:
+            return found
+        # Header values are decoded as latin-1: encoding back gives the bytes that were sent.
+        digest = key_digest(api_key.encode("latin-1"))
+        if self.keys is None:
+            found = KeyHolder(KEY_ID_PREFIX + digest[:16], self.default_tier)
+        else:
+            # The digest of the presented key is computed first, so this lookup reveals
+            # nothing about the listed digests through its timing.
+            found = self.keys.get(digest)
+        if len(api_key) <= _MAX_REMEMBERED_LENGTH and len(self._remembered) < _MAX_REMEMBERED:
+            self._remembered[api_key] = found
+        return found
+
+    def presented_key(self, scope: Scope) -> str | None:
+        """The API key that would name the request's client: the first source present, if a header."""
+        for kind, name in self.sources:
+            if kind == "ip":
+                return None
+            for key, value in scope["headers"]:
+                if key == name and value:
+                    return bytes(value).decode("latin-1")
+        return None
 
     def identify(self, scope: Scope) -> ClientIdentity:
         """The identity of the request's client: the first configured source present."""
@@ -126,16 +195,15 @@ class ClientIdentifier:
     def resolve(self, scope: Scope) -> tuple[str, str, str, str | None]:
         """``(id, ip, tier, api_key)`` of the request's client, without building an object.
 
+        A key that names nobody (not listed) leaves the client identified by IP.
         :meth:`fill` and :meth:`identify` are the same answer in other shapes.
         """
         ip = self.client_ip(scope)
-        for kind, name in self.sources:
-            if kind == "ip":
-                return "ip:" + ip, ip, self.default_tier, None
-            for key, value in scope["headers"]:
-                if key == name and value:
-                    api_key = value.decode("latin-1")
-                    return self._digest(api_key), ip, self.tiers.get(api_key, self.default_tier), api_key
+        api_key = self.presented_key(scope)
+        if api_key is not None:
+            holder = self.holder(api_key)
+            if holder is not None:
+                return holder.id, ip, holder.tier, api_key
         return "ip:" + ip, ip, self.default_tier, None
 
     def fill(self, scope: Scope, ctx: RequestContext) -> None:
@@ -146,3 +214,30 @@ class ClientIdentifier:
         """
         if ctx.client_id is None:
             ctx.client_id, ctx.client_ip, ctx.tier, _ = self.resolve(scope)
+
+
+class UnknownKeyGuard:
+    """Refuses a request whose API key is not a known one (``clients.unknown_keys: reject``)."""
+
+    def __init__(self, app: ASGIApp, clients: ClientIdentifier) -> None:
+        self.app = app
+        self.clients = clients
+
+    def admit(self, scope: Scope, ctx: RequestContext) -> bool:
+        """Raise ``401 API_KEY_INVALID`` for an unknown key; admit everything else."""
+        api_key = self.clients.presented_key(scope)
+        if api_key is not None and self.clients.holder(api_key) is None:
+            # Neither the key nor its digest is echoed.
+            raise ApiKeyInvalid(detail="the API key is not a known one")
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.admit(scope, scope[SCOPE_KEY])
+        await self.app(scope, receive, send)
+
+
+def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
+    """The unknown-key guard when ``clients.unknown_keys`` is ``reject``, else ``None``."""
+    if not bastion.clients.rejects_unknown_keys:
+        return None
+    return UnknownKeyGuard(app, bastion.clients)

@@ -414,6 +414,16 @@ class ClientError(Problem):
     action = "Read the detail and the status; do not retry unchanged."
 
 
+class ApiKeyInvalid(Problem):
+    """401 API key invalid."""
+
+    status = 401
+    code_default = "API_KEY_INVALID"
+    title_default = "API key invalid"
+    meaning = "The request's API key is not one the API knows (`clients.unknown_keys: reject`)."
+    action = "Send a valid API key, or none; do not retry with the same key."
+
+
 _GENERIC_BY_STATUS: dict[int, str] = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",

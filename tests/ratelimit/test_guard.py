@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from bastion import ConfigError
+from bastion.clients import key_digest
 from bastion.ratelimit.guard import RateLimitGuard
 from bastion.ratelimit.stores.memory import MemoryStore
 
@@ -17,7 +18,7 @@ from .helpers import check_consistent, client, metric, parse_headers
 from .helpers import make as make_plain
 
 DEMO_RULES = {
-    "clients": {"tiers": {"key-paid-1": "paid"}},
+    "clients": {"keys": [{"sha256": key_digest(b"key-paid-1"), "tier": "paid"}]},
     "rate_limits": {
         "rules": [
             {"name": "global", "key": "global", "limit": "1000/second"},
@@ -139,7 +140,12 @@ async def test_cost_counts_several_units(make: Make) -> None:
 
 async def test_tiers_get_their_own_limits(make: Make) -> None:
     rule = {"name": "tiered", "limit": "2/minute", "tiers": {"gold": "4/minute"}, "algorithm": "fixed_window"}
-    bastion = make({"clients": {"tiers": {"g": "gold"}}, "rate_limits": {"rules": [rule]}})
+    bastion = make(
+        {
+            "clients": {"keys": [{"sha256": key_digest(b"g"), "tier": "gold"}]},
+            "rate_limits": {"rules": [rule]},
+        }
+    )
     async with client(bastion) as http:
         free = [(await http.get("/", headers={"X-API-Key": "f"})).status_code for _ in range(5)]
         gold = [(await http.get("/", headers={"X-API-Key": "g"})).status_code for _ in range(5)]

@@ -30,7 +30,8 @@ Try each pitfall:
   curl -i {base}/users -H 'Content-Type: application/json' \\
        -d '{{"email": "nope", "age": 12, "name": "A", "role": "admin"}}'
 
-  # Rate limits: 20 quick requests pass, the 21st gets 429 with Retry-After.
+  # Rate limits: 20 quick requests with the demo's key k1 pass, the 21st gets 429 with
+  # Retry-After. An invented key is no new client: it shares its address's budget.
   for i in $(seq 25); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/health -H 'X-API-Key: k1'; done
 
   curl -s {base}/metrics | grep bastion_

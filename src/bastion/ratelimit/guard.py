@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, Scope, Send
-from bastion.clients import ClientIdentifier
+from bastion.clients import KEY_ID_PREFIX, ClientIdentifier
 from bastion.config import ClientsConfig
 from bastion.observability.metrics import PendingCounts
 from bastion.problems import DependencyUnavailable, RateLimited
@@ -27,6 +27,7 @@ from bastion.ratelimit.headers import legacy_headers, policy_header, ratelimit_h
 from bastion.ratelimit.rules import (
     OPERATION_EXTENSION,
     CompiledRule,
+    by_ip,
     compile_rule,
     operation_extensions,
     operation_rule,
@@ -60,6 +61,7 @@ class Plan:
         "single",
         "template",
         "tiers",
+        "unverified",
     )
 
     def __init__(self, rules: tuple[CompiledRule, ...]) -> None:
@@ -85,6 +87,17 @@ class Plan:
         self.tiers: dict[str | None, Tier] = {}
         #: The :class:`PendingDecisions` slots of each rule's ``allowed`` outcome, once looked up.
         self.allowed: tuple[int, ...] | None = None
+        #: The plan for a client named by an unlisted API key, when any key is believed: these
+        #: rules plus each per-client rule's per-IP companion (see :func:`by_ip`). ``None``
+        #: when no rule counts per client, or when keys are listed.
+        self.unverified: Plan | None = None
+
+    def for_client(self, client_id: str) -> Plan:
+        """The plan for the identified client: :attr:`unverified` for a key-named one, if set."""
+        unverified = self.unverified
+        if unverified is not None and client_id.startswith(KEY_ID_PREFIX):
+            return unverified
+        return self
 
     def policy_header(self, tier: str | None, limits: list[Limit]) -> bytes:
         """The ``RateLimit-Policy`` value for ``tier`` (computed once per tier)."""
@@ -256,6 +269,10 @@ class RateLimitGuard:
         if op_rule is not None:
             rules.append(op_rule)
         plan = Plan(tuple(rules))
+        if self.clients.believes_any_key:
+            companions = tuple(c for c in map(by_ip, rules) if c is not None)
+            if companions:
+                plan.unverified = Plan((*rules, *companions))
         self._plans[(method, route)] = plan
         return plan
 
@@ -335,11 +352,13 @@ class RateLimitGuard:
         """Decide a fast plan on the memory store: headers and counts, or the rejection raised."""
         self.clients.fill(scope, ctx)
         tier = ctx.tier
+        client_id = ctx.client_id
+        if plan.unverified is not None:
+            plan = plan.for_client(client_id)  # type: ignore[arg-type]  # filled above
         # Rules whose state is one value each, on the memory store (the usual case).
         found = plan.tiers.get(tier)
         if found is None:
             found = plan.tier(tier)
-        client_id = ctx.client_id
         if plan.single:
             # One rule: no atomic multi-rule step to take.
             rule, key, limit, cost, shadow = found.checks[0]
@@ -376,8 +395,7 @@ class RateLimitGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         method, route, plan = self._plan_of(scope, ctx)
-        rules = plan.rules
-        if not rules:
+        if not plan.rules:
             await self.app(scope, receive, send)
             return
         if self.memory is not None and plan.fast:
@@ -385,6 +403,8 @@ class RateLimitGuard:
             await self.app(scope, receive, send)
             return
         self.clients.fill(scope, ctx)
+        plan = plan.for_client(ctx.client_id)  # type: ignore[arg-type]  # filled above
+        rules = plan.rules
         tier = ctx.tier
         checks = []
         limits = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 OPERATION_EXTENSION = "x-bastion-rate-limit"
 # Store keys longer than this are hashed: header values can be long and Redis keys should not be.
 _MAX_KEY = 200
+# The key part of a companion rule (see :func:`by_ip`): the client as if it were identified by IP.
+_CLIENT_BY_IP = "client-by-ip"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -69,10 +71,14 @@ class CompiledRule:
                 return self.prefix + ctx.client_id
             if part == "global":
                 return self.prefix + "*"
+            if part == _CLIENT_BY_IP:
+                return self.prefix + "ip:" + _peer(ctx, scope)
         values = []
         for part in self.parts:
             if part == "client":
                 values.append(ctx.client_id or "ip:" + _peer(ctx, scope))
+            elif part == _CLIENT_BY_IP:
+                values.append("ip:" + _peer(ctx, scope))
             elif part == "ip":
                 values.append(_peer(ctx, scope))
             elif part == "global":
@@ -84,8 +90,28 @@ class CompiledRule:
         key = self.prefix + "|".join(values)
         if len(key) > _MAX_KEY:
             digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-            key = self.name + "|#" + digest
+            key = self.prefix + "#" + digest
         return key
+
+
+def by_ip(rule: CompiledRule) -> CompiledRule | None:
+    """The rule's companion for clients named by an API key nobody vouched for, or ``None``.
+
+    Without ``clients.keys`` any key is believed, so each invented key would be a fresh
+    budget. A request named by such a key is therefore also counted by this companion:
+    the same rule and limits, with the client counted as its IP, on the very store keys
+    that the requests of that IP without a key use. Keys then never buy more than an
+    IP's budget. ``None`` for a rule that does not count per client.
+    """
+    if "client" not in rule.parts:
+        return None
+    name = rule.name + "@ip"
+    return replace(
+        rule,
+        name=name,
+        parts=tuple(_CLIENT_BY_IP if part == "client" else part for part in rule.parts),
+        policies={limit: policy_member(name, limit) for limit in rule.policies},
+    )
 
 
 def _peer(ctx: RequestContext, scope: Scope) -> str:
