@@ -239,7 +239,7 @@ def collect(
 #: How many entries are built beyond the limit: enough that for any ordinary
 #: request the entries returned are the first in sorted order whichever error the
 #: validator reported first, and that shadowed entries have room to be dropped.
-SPARE = 1000
+SPARE = 200
 
 
 def _place(entry: Mapping[str, Any]) -> str:
