@@ -155,7 +155,12 @@ class References:
         return _parse(raw, uri)
 
     def check(self, document: Any, source: str) -> None:
-        """Raise :class:`OpenAPIError` at the first reference in ``document`` that is not allowed."""
+        """Raise :class:`OpenAPIError` at a reference in ``document`` that is not allowed.
+
+        Data members (``example``, ``default``, ``enum``...) are skipped: a ``$ref`` in
+        them is a value, not a reference. Whatever this walk cannot tell apart, the
+        retriever still refuses when jsonschema-rs asks for it.
+        """
         stack: list[tuple[Any, str]] = [(document, "")]
         while stack:
             node, at = stack.pop()
