@@ -91,7 +91,8 @@ CUT = "\u2026"
 _Place = tuple[str | int, ...]
 
 
-def _cut(text: str) -> str:
+def cut(text: str) -> str:
+    """``text`` as an entry may echo it: at most ``MAX_ECHO`` characters, the last one ``CUT`` if cut."""
     return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 1] + CUT
 
 
@@ -112,15 +113,15 @@ def _entry(
     location = str(path[0]) if path else "body"
     # Each step is cut before anything is built from it, so the work per entry is
     # bounded by the nesting depth, not by the length of a submitted key.
-    rest = [part if isinstance(part, int) else _cut(str(part)) for part in path[1:]]
+    rest = [part if isinstance(part, int) else cut(str(part)) for part in path[1:]]
     if location == "body":
         pointer = "".join("/" + escape_token(str(p)) for p in rest)
-        entry = {"code": code, "in": "body", "pointer": _cut(pointer), "field": _cut(field_name(rest))}
+        entry = {"code": code, "in": "body", "pointer": cut(pointer), "field": cut(field_name(rest))}
     else:
         first = str(path[1]) if len(path) > 1 else ""
-        rest[:1] = [_cut(names.get(first, first))]
+        rest[:1] = [cut(names.get(first, first))]
         name = str(rest[0])
-        entry = {"code": code, "in": location, "name": name, "field": _cut(field_name(rest))}
+        entry = {"code": code, "in": location, "name": name, "field": cut(field_name(rest))}
     entry["detail"] = detail
     return (location, *rest), entry
 
