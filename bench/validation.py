@@ -58,6 +58,16 @@ paths:
           application/json:
             schema: {$ref: "#/components/schemas/NewOrder"}
       responses: {"201": {description: created}}
+  /profiles:
+    post:
+      operationId: saveProfile
+      x-bastion-unknown-fields: allow
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {type: object, properties: {email: {type: string, format: email}}}
+      responses: {"201": {description: saved}}
   /orders/{id}:
     get:
       operationId: getOrder
@@ -162,8 +172,13 @@ def bastion_callers(spec: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     return callers
 
 
-def guard_callers(spec: dict[str, Any]) -> dict[str, Callable[[], Any]]:
-    """The ASGI validation guard alone (body read, replay, check), driven without an event loop."""
+def guard_callers(
+    spec: dict[str, Any], requests: list[Any] | None = None, max_body_bytes: int = 1 << 20
+) -> dict[str, Callable[[], Any]]:
+    """The ASGI validation guard alone (body read, replay, check), driven without an event loop.
+
+    A call returns ``None`` when the request passed, or the problem the guard raised.
+    """
     description = parse_document(orjson.dumps(spec), "bench")
     api = compile_description(description, load_config({}, env={}))
     router = TemplateRouter(authoritative=True, base_paths=api.base_paths)
@@ -173,9 +188,9 @@ def guard_callers(spec: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         return None
 
-    guard = ValidationGuard(app, max_body_bytes=1 << 20)
+    guard = ValidationGuard(app, max_body_bytes=max_body_bytes)
     callers = {}
-    for label, method, path, _, query, headers, body, _ in REQUESTS:
+    for label, method, path, _, query, headers, body, _ in REQUESTS if requests is None else requests:
         raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         if body is not None:
             raw_headers.append((b"content-type", b"application/json"))
@@ -208,6 +223,51 @@ def guard_callers(spec: dict[str, Any]) -> dict[str, Callable[[], Any]]:
 
         callers[label] = call
     return callers
+
+
+#: Unknown-key counts of the hostile-body rows: 50,000 is the budget's 1 MB body.
+UNKNOWN_KEYS = (10_000, 50_000, 100_000)
+
+
+def unknown_keys_body(count: int) -> bytes:
+    """A valid new user plus ``count`` unknown members of 19 bytes each (50,000 make 0.95 MB)."""
+    members: dict[str, Any] = {"email": "ada@example.com", "age": 36, "name": "Ada"}
+    members.update((f"field_{i:08d}", 1) for i in range(count))
+    return orjson.dumps(members)
+
+
+def unknown_keys(spec: dict[str, Any], batches: int) -> None:
+    """Bodies full of unknown keys through the guard to their 422: the time, and how it grows."""
+    requests = [
+        (f"{count} unknown keys", "POST", "/users", "/users", "", {}, unknown_keys_body(count), "NewUser")
+        for count in UNKNOWN_KEYS
+    ]
+    # The same 1 MB body accepted by an operation that allows unknown fields: the
+    # cost of reading and parsing it, which any answer pays.
+    accepted = ("50000 keys accepted", "POST", "/profiles", "/profiles", "", {}, requests[1][6], None)
+    callers = guard_callers(spec, [*requests, accepted], max_body_bytes=4 << 20)
+    for label, call in callers.items():
+        problem = call()
+        if getattr(problem, "status", None) != (None if label == accepted[0] else 422):
+            raise RuntimeError(f"{label}: unexpected outcome {problem!r}")
+    # One call per batch: a call is tens of milliseconds, and interleaving keeps the load alike.
+    samples = measure(callers, batches=batches, number=1)
+    millis = {count: statistics.median(samples[f"{count} unknown keys"]) / 1000 for count in UNKNOWN_KEYS}
+    print("\nunknown keys (POST /users through the ASGI guard to its 422), median of the batches:")
+    for (count, ms), (*_, body, _) in zip(millis.items(), requests, strict=True):
+        per = ms / count * 10_000
+        print(f"  {count:>7,} keys, {len(body) / 1e6:.2f} MB: {ms:8.1f} ms ({per:.1f} ms per 10,000 keys)")
+    base = statistics.median(samples[accepted[0]]) / 1000
+    print(
+        f"   50,000 keys, 0.95 MB, accepted by /profiles: {base:8.1f} ms "
+        f"(the 422 above costs {millis[50_000] / base:.1f}x this)"
+    )
+    low, high = UNKNOWN_KEYS[0], UNKNOWN_KEYS[-1]
+    growth = (millis[high] / millis[low]) / (high / low)
+    print(
+        f"budget: 50,000 unknown keys in a 1 MB body under 50 ms -> {millis[50_000]:.1f} ms; "
+        f"linear -> time per key at {high:,} / at {low:,} keys = {growth:.2f} (1.0 is linear)"
+    )
 
 
 def openapi_core_callers(spec: dict[str, Any]) -> dict[str, Callable[[], Any]]:
@@ -354,6 +414,7 @@ def main() -> None:
         f"budget: typical JSON body <= 10 us -> median {ours[0]:.2f} us, best batch "
         f"{bests['bastion (route+params+body)'][0]:.2f} us; >= 50x openapi-core -> {ratios[0]:.0f}x"
     )
+    unknown_keys(spec, batches=3 if options.quick else 9)
     load_s, compile_s, operations, rss_delta, rss = stripe_compile(options.stripe)
     print(
         f"\nStripe description ({operations} operations): load (YAML parse) {load_s:.2f} s, "

@@ -7,8 +7,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bastion.config import load_config
+from bastion.validation.compile import compile_description
 from bastion.validation.openapi import OpenAPIError, load_description, parse_document
-from tests.validation.helpers import CHECKOUT, check_body, compile_spec, spec_with
+from tests.validation.helpers import CHECKOUT, check_body, compile_spec, spec_with, write_spec
 
 
 def test_yaml_and_json_load_the_same(tmp_path: Path) -> None:
@@ -69,11 +71,19 @@ def test_dangling_ref_names_its_pointer() -> None:
     assert info.value.pointer == "/paths/~1things/post/requestBody/content/application~1json/schema/$ref"
 
 
-def test_external_ref_is_reported() -> None:
-    spec = spec_with(body={"$ref": "other.yaml#/Thing"})
+def test_external_ref_is_reported(tmp_path: Path) -> None:
+    # A file of the description's own folder may be named, but descriptions are one file.
+    (tmp_path / "other.yaml").write_text("Thing: {type: object}\n")
+    path = write_spec(tmp_path, spec_with(body={"$ref": "other.yaml#/Thing"}))
     with pytest.raises(OpenAPIError) as info:
-        compile_spec(spec)
+        compile_description(load_description(path), load_config({}, env={}))
     assert "not a local reference" in info.value.reason
+
+
+def test_relative_ref_of_a_description_without_a_folder_is_refused() -> None:
+    with pytest.raises(OpenAPIError) as info:
+        compile_spec(spec_with(body={"$ref": "other.yaml#/Thing"}))
+    assert "'other.yaml#/Thing' is not allowed" in info.value.reason
 
 
 def test_bad_parameter_location() -> None:

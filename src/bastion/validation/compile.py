@@ -78,7 +78,11 @@ def compile_description(description: Description, config: Config, logger: Any = 
         _response_schemas(description, translator, entry.at, operation) if with_responses else []
         for entry, (_, _, _, operation) in zip(pending, description.operations(), strict=True)
     ]
-    registry = jsonschema_rs.Registry([(DEFS_URI, translator.root_document())])
+    # The description's own retriever: the library's default one would fetch any URL
+    # and read any file a schema names.
+    registry = jsonschema_rs.Registry(
+        [(DEFS_URI, translator.root_document())], retriever=description.references
+    )
     backtracking: list[str] = []
     all_responses: dict[str, Any] = {}
     for entry, responses in zip(pending, response_schemas, strict=True):
@@ -116,7 +120,11 @@ def compile_description(description: Description, config: Config, logger: Any = 
 
 
 def _compile(description: Description, schema: dict[str, Any], registry: Any, at: str) -> tuple[Any, bool]:
-    common: dict[str, Any] = {"registry": registry, "validate_formats": True}
+    common: dict[str, Any] = {
+        "registry": registry,
+        "retriever": description.references,
+        "validate_formats": True,
+    }
     try:
         return jsonschema_rs.validator_for(
             schema, pattern_options=jsonschema_rs.RegexOptions(), **common

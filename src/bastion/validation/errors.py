@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -79,6 +80,22 @@ def _choices(options: Iterable[Any]) -> str:
     return shown + (f" (and {len(listed) - 10} more)" if len(listed) > 10 else "")
 
 
+#: The longest name, field or pointer an entry echoes: anything longer is cut and
+#: ends in :data:`CUT`, so a client's 30,000-character key never comes back whole.
+MAX_ECHO = 128
+#: What ends a cut name, field or pointer.
+CUT = "\u2026"
+
+#: An entry's place: its location, then the steps of its path (names cut to
+#: ``MAX_ECHO``), which is what de-duplication and shadowing compare.
+_Place = tuple[str | int, ...]
+
+
+def cut(text: str) -> str:
+    """``text`` as an entry may echo it: at most ``MAX_ECHO`` characters, the last one ``CUT`` if cut."""
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 1] + CUT
+
+
 def field_name(path: Iterable[str | int]) -> str:
     """A dotted field name for a location: ``items[0].sku``."""
     out = ""
@@ -90,33 +107,33 @@ def field_name(path: Iterable[str | int]) -> str:
     return out
 
 
-def _entry(code: str, path: list[str | int], detail: str, names: Mapping[str, str]) -> dict[str, Any]:
+def _entry(
+    code: str, path: list[str | int], detail: str, names: Mapping[str, str]
+) -> tuple[_Place, dict[str, Any]]:
     location = str(path[0]) if path else "body"
-    rest = path[1:]
+    # Each step is cut before anything is built from it, so the work per entry is
+    # bounded by the nesting depth, not by the length of a submitted key.
+    rest = [part if isinstance(part, int) else cut(str(part)) for part in path[1:]]
     if location == "body":
-        return {
-            "code": code,
-            "in": "body",
-            "pointer": "".join("/" + escape_token(str(p)) for p in rest),
-            "field": field_name(rest),
-            "detail": detail,
-        }
-    name = str(rest[0]) if rest else ""
-    name = names.get(name, name)
-    return {
-        "code": code,
-        "in": location,
-        "name": name,
-        "field": field_name([name, *rest[1:]]),
-        "detail": detail,
-    }
+        pointer = "".join("/" + escape_token(str(p)) for p in rest)
+        entry = {"code": code, "in": "body", "pointer": cut(pointer), "field": cut(field_name(rest))}
+    else:
+        first = str(path[1]) if len(path) > 1 else ""
+        rest[:1] = [cut(names.get(first, first))]
+        name = str(rest[0])
+        entry = {"code": code, "in": location, "name": name, "field": cut(field_name(rest))}
+    entry["detail"] = detail
+    return (location, *rest), entry
 
 
-def describe(error: Any, names: Mapping[str, str], root: str | None = None) -> list[dict[str, Any]]:
-    """The entries for one jsonschema-rs ``ValidationError`` (usually one; several for unknown fields).
+def _describe(
+    error: Any, names: Mapping[str, str], root: str | None, room: int
+) -> list[tuple[_Place, dict[str, Any]]]:
+    """The places and entries for one jsonschema-rs ``ValidationError``, at most ``room`` of them.
 
-    ``root`` replaces the first step of the error's path (the member of the
-    instance that holds the checked value) as the entries' location.
+    Usually one; several for unknown fields, where one error names every unknown
+    key of an object. ``root`` replaces the first step of the error's path (the
+    member of the instance that holds the checked value) as the entries' location.
     """
     kind = error.kind
     keyword = kind.name
@@ -143,7 +160,8 @@ def describe(error: Any, names: Mapping[str, str], root: str | None = None) -> l
         return [_entry("PATTERN_MISMATCH", path, "could not be checked against its pattern in time", names)]
     if keyword in ("additionalProperties", "unevaluatedProperties"):
         return [
-            _entry("NOT_ALLOWED", [*path, name], "is not a known field", names) for name in kind.unexpected
+            _entry("NOT_ALLOWED", [*path, name], "is not a known field", names)
+            for name in islice(kind.unexpected, room)
         ]
     if keyword == "falseSchema":
         return [_entry("NOT_ALLOWED", path, "is not allowed here", names)]
@@ -152,7 +170,7 @@ def describe(error: Any, names: Mapping[str, str], root: str | None = None) -> l
     if keyword == "const":
         return [_entry("ENUM_MISMATCH", path, f"must be {_json(kind.expected_value)}", names)]
     if keyword in ("anyOf", "oneOfNotValid"):
-        narrowed = _narrow(kind.context, list(error.instance_path), names, root)
+        narrowed = _narrow(kind.context, list(error.instance_path), names, root, room)
         if narrowed is not None:
             return narrowed
         return [_entry("INVALID", path, "does not match any of the allowed shapes", names)]
@@ -177,8 +195,8 @@ def _type_order(name: str) -> tuple[int, str]:
 
 
 def _narrow(
-    context: list[list[Any]], path: list[Any], names: Mapping[str, str], root: str | None
-) -> list[dict[str, Any]] | None:
+    context: list[list[Any]], path: list[Any], names: Mapping[str, str], root: str | None, room: int
+) -> list[tuple[_Place, dict[str, Any]]] | None:
     """When exactly one branch of an ``anyOf``/``oneOf`` fits the value's type, that branch's errors."""
     fitting = [
         branch
@@ -190,30 +208,39 @@ def _narrow(
     ]
     if len(fitting) != 1:
         return None
-    entries: list[dict[str, Any]] = []
+    entries: list[tuple[_Place, dict[str, Any]]] = []
     for error in fitting[0]:
-        entries.extend(describe(error, names, root))
+        if len(entries) >= room:
+            break
+        entries.extend(_describe(error, names, root, room - len(entries)))
     return entries
 
 
 def collect(
     errors: Iterable[Any], names: Mapping[str, str], limit: int, root: str | None = None
 ) -> list[dict[str, Any]]:
-    """The sorted, de-duplicated entries for a validator's errors, at most ``limit``."""
-    entries: list[dict[str, Any]] = []
-    seen: set[tuple[str, str, str]] = set()
+    """The sorted, de-duplicated entries for a validator's errors, at most ``limit``.
+
+    The work is bounded before any entry is built: at most ``limit + SPARE``
+    entries are made (one error naming 50,000 unknown keys makes no more than
+    that), then shadowed ones are dropped and the rest sorted, in linear time.
+    """
+    budget = limit + SPARE
+    found: dict[tuple[_Place, str], dict[str, Any]] = {}
     for error in errors:
-        for entry in describe(error, names, root):
-            key = (entry["in"], _place(entry), entry["code"])
-            if key in seen:
-                continue
-            seen.add(key)
-            entries.append(entry)
-        if len(entries) >= max(limit * 20, 1000):
-            break  # bounded work for a body with thousands of bad items
-    entries = _drop_shadowed(entries)
+        for place, entry in _describe(error, names, root, budget - len(found)):
+            found.setdefault((place, entry["code"]), entry)
+        if len(found) >= budget:
+            break
+    entries = _drop_shadowed(found)
     entries.sort(key=sort_key)
     return entries[:limit]
+
+
+#: How many entries are built beyond the limit: enough that for any ordinary
+#: request the entries returned are the first in sorted order whichever error the
+#: validator reported first, and that shadowed entries have room to be dropped.
+SPARE = 200
 
 
 def _place(entry: Mapping[str, Any]) -> str:
@@ -225,26 +252,37 @@ def _place(entry: Mapping[str, Any]) -> str:
     return f"{entry['in']}/{escape_token(name)}{rest}/"
 
 
-def _drop_shadowed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Entries that another entry makes redundant.
+def _drop_shadowed(found: Mapping[tuple[_Place, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries that no other entry makes redundant, in one pass over them.
 
     A value of the wrong type needs no enum or format entry besides. And when a
     member of an ``anyOf`` branch fails, the branch's properties are not
     "evaluated", so ``unevaluatedProperties`` also flags them; that second entry
-    would send a client looking for a typo that is not there.
+    would send a client looking for a typo that is not there. So an unknown-field
+    entry goes when another entry is at its place or below it.
     """
-    if len(entries) < 2:
-        return entries
-    places = [_place(e) for e in entries]
-    mistyped = {place for place, e in zip(places, entries, strict=True) if e["code"] == "TYPE_MISMATCH"}
+    # Places become node numbers of a tree built on the fly, so an entry's
+    # ancestors cost one dictionary step per level instead of a slice per level.
+    nodes: dict[tuple[int, str | int], int] = {}
+    numbered: list[tuple[int, str, dict[str, Any]]] = []
+    mistyped: set[int] = set()
+    claimed: set[int] = set()
+    above: set[int] = set()
+    for (place, code), entry in found.items():
+        node = 0
+        for step in place:
+            above.add(node)
+            node = nodes.setdefault((node, step), len(nodes) + 1)
+        numbered.append((node, code, entry))
+        if code == "TYPE_MISMATCH":
+            mistyped.add(node)
+        if code != "NOT_ALLOWED":
+            claimed.add(node)
     kept = []
-    for entry, place in zip(entries, places, strict=True):
-        if place in mistyped and entry["code"] != "TYPE_MISMATCH":
+    for node, code, entry in numbered:
+        if code != "TYPE_MISMATCH" and node in mistyped:
             continue  # enum, format or range checks of a value of the wrong type only add noise
-        if entry["code"] == "NOT_ALLOWED" and any(
-            (other != place and other.startswith(place)) or (other == place and e["code"] != "NOT_ALLOWED")
-            for other, e in zip(places, entries, strict=True)
-        ):
+        if code == "NOT_ALLOWED" and (node in claimed or node in above):
             continue
         kept.append(entry)
     return kept

@@ -3,21 +3,44 @@
 A broken description raises :class:`OpenAPIError` naming the file, the JSON pointer
 of the offending node and the reason, so a bad description stops start-up with a
 message a person can act on instead of a traceback.
+
+A description is untrusted input too: nothing in it makes bastion fetch a URL or
+read a file outside the description's folder unless ``allow_external_refs`` lists
+it. Every ``$ref``, ``$schema`` and ``$dynamicRef`` is checked when the description
+is parsed, and :class:`References` is the only retriever jsonschema-rs is given.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import yaml
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+#: Keywords whose value names another document that a resolver would load.
+REFERENCE_KEYWORDS = ("$ref", "$schema", "$dynamicRef", "$recursiveRef")
+#: Meta-schemas jsonschema-rs carries itself (a ``$schema`` naming one loads nothing).
+BUILT_IN_META_SCHEMAS = frozenset(
+    {
+        "https://json-schema.org/draft/2020-12/schema",
+        "https://json-schema.org/draft/2019-09/schema",
+        "http://json-schema.org/draft-07/schema",
+        "http://json-schema.org/draft-06/schema",
+        "http://json-schema.org/draft-04/schema",
+    }
+)
+#: Members holding data, not schemas or references: an ``example`` may hold any ``$ref``.
+_DATA_MEMBERS = frozenset({"example", "examples", "default", "enum", "const"})
+#: The largest external document read, and how long a fetch may take.
+MAX_EXTERNAL_BYTES = 4 << 20
+FETCH_TIMEOUT_SECONDS = 10.0
 
 
 class OpenAPIError(Exception):
@@ -56,6 +79,138 @@ def pointer_of(*tokens: str | int) -> str:
     return "".join("/" + escape_token(str(t)) for t in tokens)
 
 
+class RefusedReference(Exception):
+    """A reference that :class:`References` does not allow; the message names only the reference."""
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+        super().__init__(
+            f"reference {reference!r} is not allowed: a description may only refer to files "
+            "in its own folder, and to other files or URLs that allow_external_refs lists"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    """Which documents outside itself a description may load, and the retriever that loads them.
+
+    Files in the description's ``folder`` (after symlinks and ``..`` are resolved)
+    are allowed; so are the ``allowed`` URL prefixes (``https://schemas.example.com/``)
+    and paths (a file or a folder, relative to the description's folder). Anything
+    else is refused before it is read, with the same message whether it exists or not.
+    """
+
+    folder: Path | None = None
+    allowed: tuple[str, ...] = ()
+
+    def _roots(self) -> list[str]:
+        roots = [] if self.folder is None else [os.path.realpath(self.folder)]
+        for entry in self.allowed:
+            if urlsplit(entry).scheme.lower() in ("http", "https"):
+                continue
+            path = Path(unquote(urlsplit(entry).path)) if entry.startswith("file:") else Path(entry)
+            if not path.is_absolute() and self.folder is not None:
+                path = self.folder / path
+            if path.is_absolute():
+                roots.append(os.path.realpath(path))
+        return roots
+
+    def _path(self, target: str) -> str | None:
+        parts = urlsplit(target)
+        scheme = parts.scheme.lower()
+        if scheme == "file":
+            return os.path.realpath(unquote(parts.path))
+        if scheme or self.folder is None:
+            return None  # urn:, json-schema:, ftp: and the like name nothing bastion may load
+        return os.path.realpath(self.folder / unquote(parts.path))
+
+    def permits(self, reference: str) -> bool:
+        """Whether ``reference`` (absolute, or relative to the description) may be loaded."""
+        target = reference.split("#", 1)[0]
+        if not target:
+            return True  # a pointer into the same document
+        if urlsplit(target).scheme.lower() in ("http", "https"):
+            return any(_under_url(target, prefix) for prefix in self.allowed)
+        path = self._path(target)
+        return path is not None and any(
+            path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in self._roots()
+        )
+
+    def __call__(self, uri: str) -> Any:
+        """The document at ``uri`` (JSON or YAML), for jsonschema-rs; ``RefusedReference`` if not allowed."""
+        if not self.permits(uri):
+            raise RefusedReference(uri)
+        target = uri.split("#", 1)[0]
+        path = self._path(target)
+        if path is None:
+            opener = urllib.request.build_opener(_CheckedRedirects(self))
+            # The scheme is http or https: permits() allows nothing else that has no path.
+            with opener.open(target, timeout=FETCH_TIMEOUT_SECONDS) as response:
+                raw = response.read(MAX_EXTERNAL_BYTES + 1)
+        else:
+            with open(path, "rb") as file:
+                raw = file.read(MAX_EXTERNAL_BYTES + 1)
+        if len(raw) > MAX_EXTERNAL_BYTES:
+            raise ValueError(f"{uri} is larger than {MAX_EXTERNAL_BYTES} bytes")
+        return _parse(raw, uri)
+
+    def check(self, document: Any, source: str) -> None:
+        """Raise :class:`OpenAPIError` at a reference in ``document`` that is not allowed.
+
+        Data members (``example``, ``default``, ``enum``...) are skipped: a ``$ref`` in
+        them is a value, not a reference. Whatever this walk cannot tell apart, the
+        retriever still refuses when jsonschema-rs asks for it.
+        """
+        stack: list[tuple[Any, str]] = [(document, "")]
+        while stack:
+            node, at = stack.pop()
+            if isinstance(node, Mapping):
+                for keyword in REFERENCE_KEYWORDS:
+                    value = node.get(keyword)
+                    if (
+                        isinstance(value, str)
+                        and not _loads_nothing(keyword, value)
+                        and not self.permits(value)
+                    ):
+                        raise OpenAPIError(
+                            source, f"{at}/{escape_token(keyword)}", str(RefusedReference(value))
+                        )
+                stack.extend(
+                    (child, f"{at}/{escape_token(str(key))}")
+                    for key, child in node.items()
+                    if key not in _DATA_MEMBERS and isinstance(child, Mapping | list)
+                )
+            elif isinstance(node, list):
+                stack.extend(
+                    (child, f"{at}/{index}")
+                    for index, child in enumerate(node)
+                    if isinstance(child, Mapping | list)
+                )
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects followed only to URLs that are allowed too."""
+
+    def __init__(self, references: References) -> None:
+        self.references = references
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if not self.references.permits(newurl):
+            raise RefusedReference(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _under_url(url: str, prefix: str) -> bool:
+    # "https://a.example" must not admit "https://a.example.evil/": a prefix ends at a "/".
+    return url == prefix or url.startswith(prefix if prefix.endswith("/") else prefix + "/")
+
+
+def _loads_nothing(keyword: str, value: str) -> bool:
+    if keyword == "$schema":
+        return value.rstrip("#") in BUILT_IN_META_SCHEMAS
+    return value.startswith("#")
+
+
 @dataclass(slots=True)
 class Description:
     """A loaded OpenAPI description: the document, its version and where it came from."""
@@ -64,6 +219,8 @@ class Description:
     source: str
     #: ``(3, 0)`` or ``(3, 1)``.
     version: tuple[int, int]
+    #: What the description may load besides itself (nothing, for one parsed from text).
+    references: References = field(default_factory=References)
 
     @property
     def is_30(self) -> bool:
@@ -143,9 +300,8 @@ def _substitute_variables(url: str, variables: Mapping[str, Any]) -> str:
     return url
 
 
-def parse_document(text: str | bytes, source: str) -> Description:
-    """Parse a description from its text (JSON or YAML) and check its outline."""
-    raw = text.encode() if isinstance(text, str) else text
+def _parse(raw: bytes, source: str) -> Any:
+    """The value of a JSON or YAML document; :class:`OpenAPIError` with the position if neither."""
     data: Any
     if raw.lstrip()[:1] == b"{":
         try:
@@ -162,6 +318,15 @@ def parse_document(text: str | bytes, source: str) -> Description:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             reason = getattr(exc, "problem", None) or "syntax error"
             raise OpenAPIError(source, "", f"not valid YAML{where}: {reason}") from None
+    return data
+
+
+def parse_document(text: str | bytes, source: str, references: References | None = None) -> Description:
+    """Parse a description from its text (JSON or YAML) and check its outline and its references.
+
+    ``references`` says what it may load besides itself: by default nothing.
+    """
+    data = _parse(text.encode() if isinstance(text, str) else text, source)
     if not isinstance(data, dict):
         raise OpenAPIError(source, "", "the description must be a mapping")
     version_text = data.get("openapi")
@@ -174,14 +339,21 @@ def parse_document(text: str | bytes, source: str) -> Description:
         raise OpenAPIError(source, "/openapi", f"OpenAPI {version_text} is not supported; use 3.0.x or 3.1.x")
     if not isinstance(data.get("paths", {}), Mapping):
         raise OpenAPIError(source, "/paths", "paths must be a mapping")
-    return Description(data, source, (3, int(parts[1])))
+    references = references or References()
+    references.check(data, source)
+    return Description(data, source, (3, int(parts[1])), references)
 
 
-def load_description(path: str | os.PathLike[str]) -> Description:
-    """Read and parse the description at ``path``."""
+def load_description(path: str | os.PathLike[str], allow_external_refs: Sequence[str] = ()) -> Description:
+    """Read and parse the description at ``path``.
+
+    It may refer to files in its own folder, and to the URL prefixes and paths
+    (relative to its folder) of ``allow_external_refs``; to nothing else.
+    """
     file = Path(path)
     try:
         raw = file.read_bytes()
     except OSError as exc:
         raise OpenAPIError(str(file), "", f"cannot read the file: {exc.strerror}") from None
-    return parse_document(raw, str(file))
+    folder = file.resolve().parent
+    return parse_document(raw, str(file), References(folder, tuple(allow_external_refs)))
