@@ -144,3 +144,14 @@ def test_the_caller_hash_is_keyed_by_the_secret() -> None:
     assert derived.of(headers) != CallerScope.from_config(IdempotencyConfig(), "redis://other/0").of(headers)
     assert one.of([(b"accept", b"*/*")]) == ""
     assert "YWxpY2U6aHVudGVyMg" not in one.of(headers)
+
+
+def test_the_caller_hash_is_hmac_sha256_of_the_length_prefixed_values() -> None:
+    import hmac
+
+    for secret in ("short", "s" * 100):  # a key longer than a block is hashed first (RFC 2104)
+        scope = CallerScope.from_config(IdempotencyConfig(scope_secret=secret), "u")  # type: ignore[arg-type]
+        values = [b"authorization:Bearer t", b"cookie:sid=1"]
+        message = b"".join(b"%d;%b" % (len(v), v) for v in values)
+        headers = [(b"authorization", b"Bearer t"), (b"cookie", b"sid=1")]
+        assert scope.of(headers) == hmac.new(secret.encode(), message, "sha256").hexdigest()

@@ -17,11 +17,23 @@ from typing import NamedTuple, Protocol
 import orjson
 
 
-class _Digest(Protocol):
-    def hexdigest(self) -> str: ...
+class Digest(Protocol):
+    """A SHA-256 hash object (CPython's or OpenSSL's)."""
+
+    def hexdigest(self) -> str:
+        """The digest as hex."""
+
+    def digest(self) -> bytes:
+        """The digest."""
+
+    def update(self, data: bytes, /) -> None:
+        """Hash ``data`` too."""
+
+    def copy(self) -> Digest:
+        """A copy of the state so far."""
 
 
-def _sha256_constructor() -> Callable[[bytes], _Digest]:
+def _sha256_constructor() -> Callable[[bytes], Digest]:
     """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before), else OpenSSL's.
 
     The digests are the same. The inputs here are a few dozen bytes, and a request
@@ -31,14 +43,14 @@ def _sha256_constructor() -> Callable[[bytes], _Digest]:
     """
     for module in ("_sha2", "_sha256"):
         try:
-            constructor: Callable[[bytes], _Digest] = importlib.import_module(module).sha256
+            constructor: Callable[[bytes], Digest] = importlib.import_module(module).sha256
         except (ImportError, AttributeError):
             continue
         return constructor
     return hashlib.sha256
 
 
-_sha256 = _sha256_constructor()
+_sha256 = sha256 = _sha256_constructor()
 
 #: The longest key accepted, in characters (after unquoting an RFC 8941 string).
 MAX_KEY_LENGTH = 255

@@ -13,10 +13,12 @@ or token could be checked against without that secret.
 from __future__ import annotations
 
 import hashlib
-import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from bastion.idempotency.config import IdempotencyConfig
+from bastion.idempotency.core import sha256
+
+_BLOCK = 64  # SHA-256's block size, in bytes (RFC 2104's B)
 
 
 def default_secret(store_url: str, config: IdempotencyConfig) -> bytes:
@@ -33,12 +35,18 @@ def default_secret(store_url: str, config: IdempotencyConfig) -> bytes:
 class CallerScope:
     """Works out the caller part of a request's record key."""
 
-    __slots__ = ("cookies", "names", "secret")
+    __slots__ = ("_inner", "_outer", "cookies", "names")
 
     def __init__(self, config: IdempotencyConfig, secret: bytes) -> None:
-        self.secret = secret
-        #: The header names, lower-case, in configuration order.
-        self.names = tuple(name.lower().encode("latin-1") for name in config.scope_headers)
+        # HMAC-SHA-256 (RFC 2104) with the keyed inner and outer states worked out once:
+        # a request copies them. (OpenSSL's one-shot HMAC sets up its contexts on every
+        # call, which costs several times the hashing of a few dozen bytes.)
+        key = sha256(secret).digest() if len(secret) > _BLOCK else secret
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = sha256(bytes(b ^ 0x5C for b in key))
+        #: The header names, lower-case.
+        self.names = frozenset(name.lower().encode("latin-1") for name in config.scope_headers)
         #: Session cookie names (``None``: the whole ``Cookie`` header counts).
         self.cookies = frozenset(c.encode("latin-1") for c in config.scope_cookies) or None
 
@@ -55,20 +63,21 @@ class CallerScope:
     def of(self, headers: Sequence[tuple[bytes, bytes]]) -> str:
         """The caller part for a request with ``headers``; ``""`` without any credential header."""
         names = self.names
-        values: list[bytes] = []
-        for name, value in headers:
-            if name in names:  # ASGI servers give lower-case header names
-                if name == b"cookie" and self.cookies is not None:
-                    value = b"; ".join(self._session_cookies(value))
-                values.append(name + b":" + bytes(value))
+        # ASGI servers give lower-case header names.
+        values = [name + b":" + value for name, value in headers if name in names]
         if not values:
             return ""
+        if self.cookies is not None:
+            values = [b"cookie:" + self._session_cookies(v[7:]) if v[:7] == b"cookie:" else v for v in values]
+        inner = self._inner.copy()
         # Length-prefixed, so that no two lists of values read alike.
-        message = b"".join(b"%d;%b" % (len(v), v) for v in values)
-        return hmac.digest(self.secret, message, "sha256").hex()
+        inner.update(b"".join(b"%d;%b" % (len(v), v) for v in values))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
-    def _session_cookies(self, header: bytes) -> Iterable[bytes]:
-        """The ``name=value`` pairs of the session cookies in one ``Cookie`` header, sorted."""
+    def _session_cookies(self, header: bytes) -> bytes:
+        """The session cookies (``name=value``) of one ``Cookie`` header, sorted, as one value."""
         wanted = self.cookies or frozenset()
         pairs = (part.strip() for part in bytes(header).split(b";"))
-        return sorted(p for p in pairs if p.partition(b"=")[0].strip() in wanted)
+        return b"; ".join(sorted(p for p in pairs if p.partition(b"=")[0].strip() in wanted))
