@@ -73,7 +73,7 @@ async def test_a_frozen_redis_costs_the_timeout_then_the_breaker_answers_at_once
     # The timeout, not redis-py's 5 s socket timeout, and not much more.
     assert TIMEOUT_S * 0.8 <= first_s < TIMEOUT_S + 0.5
     assert TIMEOUT_S * 0.8 <= second_s < TIMEOUT_S + 0.5
-    assert third_s < 0.1
+    assert third_s < 0.15  # no store call at all
     assert third.headers["retry-after"] == "1"  # the cool-down left, rounded up
     assert recovered.status_code == 201
     assert replay.headers["idempotent-replayed"] == "true"
@@ -94,7 +94,7 @@ async def test_a_frozen_redis_with_the_open_policy_runs_requests_unprotected(own
     await bastion.shutdown()
     assert [r.status_code for r, _ in answers] == [201, 201, 201]
     assert [s < TIMEOUT_S + 0.5 for _, s in answers] == [True, True, True]
-    assert answers[2][1] < 0.1
+    assert answers[2][1] < 0.15
     assert app.executions == 4
 
 
