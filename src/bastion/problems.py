@@ -424,6 +424,23 @@ class ApiKeyInvalid(Problem):
     action = "Send a valid API key, or none; do not retry with the same key."
 
 
+class IdempotencyOutcomeUnknown(Problem):
+    """500 Outcome of the request with this idempotency key unknown."""
+
+    status = 500
+    code_default = "IDEMPOTENCY_OUTCOME_UNKNOWN"
+    title_default = "Outcome of the request with this idempotency key unknown"
+    meaning = (
+        "An earlier attempt with this key stopped while it ran (its process died) and"
+        " idempotency.on_lease_expired is refuse: it may or may not have taken effect, so it is"
+        " not run again. lost_trace_id names that attempt in the server's logs."
+    )
+    action = (
+        "Check whether the operation took effect (the API's operators can, with lost_trace_id);"
+        " do not retry with this key."
+    )
+
+
 _GENERIC_BY_STATUS: dict[int, str] = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as redis_asyncio
+
+from tests.ratelimit.conftest import RedisServer
 
 STORES = ["memory", "sqlite", "redis", "postgres"]
 
@@ -53,3 +58,32 @@ async def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
         await drop_table(settings["store"], settings["table"])
     elif kind == "redis":
         await delete_prefix(settings["store"], settings["key_prefix"])
+
+
+class OwnRedis(RedisServer):
+    """A redis-server of one test's own, on a free loopback port, which the test may stop,
+    freeze (SIGSTOP) and thaw (SIGCONT), and start again."""
+
+    def freeze(self) -> None:
+        """Stop the server process: connections stay open, nothing is answered."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server go on."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    """A redis-server of this test's own (see :class:`OwnRedis`), killed when the test ends."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed; apt-get install redis-server")
+    server = OwnRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.kill()

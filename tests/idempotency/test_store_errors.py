@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from bastion import Bastion
 from tests.conftest import free_port
 from tests.idempotency.apps import OrdersApp
+from tests.idempotency.conftest import OwnRedis
 from tests.support import LogCapture, client
 
 ORDER = {"item": "book"}
@@ -59,30 +58,12 @@ async def test_unreachable_store(kind: str, policy: str) -> None:
     assert len(warnings) == 2
 
 
-@pytest.fixture
-def own_redis() -> Iterator[tuple[int, Any]]:
-    """A redis-server of this test's own, which the test may stop and start again."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed; apt-get install redis-server")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        processes.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-
-    start()
-    yield port, start
-    for process in processes:
-        process.kill()
-        process.wait()
-
-
-async def test_redis_going_away_and_coming_back(own_redis: tuple[int, Any]) -> None:
-    port, start_again = own_redis
+async def test_redis_going_away_and_coming_back(own_redis: OwnRedis) -> None:
+    port, start_again = own_redis.port, own_redis.start
     app = OrdersApp()
-    config = {"store": "memory://", "idempotency": {"store": f"redis://127.0.0.1:{port}/0", "lease": "5s"}}
+    # A short breaker cool-down: the failed attempts while the server restarts open it.
+    idempotency = {"store": f"redis://127.0.0.1:{port}/0", "lease": "5s", "breaker_cooldown": "50ms"}
+    config = {"store": "memory://", "idempotency": idempotency}
     bastion = Bastion(app, config, env={}, log_stream=LogCapture())
 
     async def post(value: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from bastion._model import Section
 from bastion.units import ByteSize, Duration, DurationField
@@ -49,8 +49,46 @@ class IdempotencyConfig(Section):
     """The status (`409` or `422`) of `IDEMPOTENCY_KEY_REUSED`, the answer to a key reused with
     a different request."""
     on_store_error: Literal["open", "closed"] = "closed"
-    """When the store is unreachable: `closed` answers `503 DEPENDENCY_UNAVAILABLE`; `open` runs
-    the request without protection, logging and counting the store error."""
+    """When the store fails or times out: `closed` answers `503 DEPENDENCY_UNAVAILABLE` with
+    `Retry-After`, so a client retries later and the request still runs once; `open` runs the
+    request without protection (a retry may run it again), logging and counting the store
+    error. Closed is the default because a duplicate payment costs more than a retry."""
+    timeout: DurationField = Duration(250)
+    """The longest wait for the store's answer to one step (claim, completion, release,
+    renewal) once it is sent: a Redis reply, a PostgreSQL statement. Past it the step counts
+    as a store failure. A SQLite step (which may wait on another process's file lock) is cut
+    off at 10 times this, at least 1 s; the memory store never waits."""
+    breaker_failures: int = Field(default=3, ge=1)
+    """Consecutive store failures that open the circuit breaker; while it is open no request
+    waits on the store (it is answered by `on_store_error` at once)."""
+    breaker_cooldown: DurationField = Duration(5_000)
+    """How long the store is skipped once the breaker opens, before one request probes it
+    again; a success closes the breaker."""
+    on_lease_expired: Literal["rerun", "refuse"] = "rerun"
+    """A retry of a key whose claim expired without completing (its process died while the
+    request ran): `rerun` runs it again, which repeats whatever the first attempt did before
+    it died; `refuse` answers `500 IDEMPOTENCY_OUTCOME_UNKNOWN` with the lost attempt's trace
+    id (`lost_trace_id`), now and on every later retry of the key, and never runs it again."""
+    scope_headers: list[str] = Field(default_factory=lambda: ["authorization", "cookie"])
+    """Request headers naming the caller: a key is scoped to the identified client and a keyed
+    hash of these, so two callers behind one address never share a record."""
+    scope_cookies: list[str] = Field(default_factory=list)
+    """Session cookies that name the caller. Empty: the whole `Cookie` header counts (any
+    cookie that changes between a request and its retry makes the retry a new request);
+    listed: only these cookies do."""
+    scope_secret: SecretStr | None = None
+    """The key of the caller hash (set it from the environment,
+    `BASTION_IDEMPOTENCY__SCOPE_SECRET`; every process sharing the store needs the same).
+    Unset, a key derived from the store's URL and table or prefix is used: callers are
+    still kept apart, but whoever can read the store and the configuration can test guessed
+    credentials against record keys."""
+    never_replay_headers: list[str] = Field(default_factory=list)
+    """Response headers, besides `Set-Cookie`, `Authentication-Info`, `WWW-Authenticate`,
+    `Proxy-Authenticate` and hop-by-hop headers, that are never stored nor replayed."""
+    max_memory: ByteSize = 64 * 1024 * 1024
+    """The memory store's cap on stored responses (`64MiB`): past it the oldest completed
+    records are dropped (a retry of one runs again) and counted in
+    `bastion_idempotency_evictions_total`; claims in flight are never dropped."""
     store_statuses: list[str] = Field(default_factory=lambda: ["2xx", "4xx"])
     """Responses stored for replay: status classes (`2xx`, `3xx`, `4xx`) or exact codes such as
     `201`. A 5xx is never stored; a response not stored releases the key."""
@@ -67,6 +105,14 @@ class IdempotencyConfig(Section):
             method, _, path = entry.strip().partition(" ")
             if not method.isalpha() or not path.strip().startswith("/"):
                 raise ValueError(f"{entry!r} is not 'METHOD /path', for example 'POST /orders'")
+        return value
+
+    @field_validator("scope_headers", "scope_cookies", "never_replay_headers")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or not name.isascii() or not name.isprintable() or any(c in name for c in " ;=,:"):
+                raise ValueError(f"{name!r} is not a header or cookie name")
         return value
 
     @field_validator("table")

@@ -17,11 +17,23 @@ from typing import NamedTuple, Protocol
 import orjson
 
 
-class _Digest(Protocol):
-    def hexdigest(self) -> str: ...
+class Digest(Protocol):
+    """A SHA-256 hash object (CPython's or OpenSSL's)."""
+
+    def hexdigest(self) -> str:
+        """The digest as hex."""
+
+    def digest(self) -> bytes:
+        """The digest."""
+
+    def update(self, data: bytes, /) -> None:
+        """Hash ``data`` too."""
+
+    def copy(self) -> Digest:
+        """A copy of the state so far."""
 
 
-def _sha256_constructor() -> Callable[[bytes], _Digest]:
+def _sha256_constructor() -> Callable[[bytes], Digest]:
     """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before), else OpenSSL's.
 
     The digests are the same. The inputs here are a few dozen bytes, and a request
@@ -31,20 +43,21 @@ def _sha256_constructor() -> Callable[[bytes], _Digest]:
     """
     for module in ("_sha2", "_sha256"):
         try:
-            constructor: Callable[[bytes], _Digest] = importlib.import_module(module).sha256
+            constructor: Callable[[bytes], Digest] = importlib.import_module(module).sha256
         except (ImportError, AttributeError):
             continue
         return constructor
     return hashlib.sha256
 
 
-_sha256 = _sha256_constructor()
+_sha256 = sha256 = _sha256_constructor()
 
 #: The longest key accepted, in characters (after unquoting an RFC 8941 string).
 MAX_KEY_LENGTH = 255
 
-#: Response headers never stored: hop-by-hop headers, cookies (a replay must not
-#: hand one client's session to a retry) and ``Date`` (the replay has its own).
+#: Response headers never stored nor replayed: hop-by-hop headers, ``Date`` (the replay has
+#: its own) and headers that belong to one caller (a cookie or an authentication challenge
+#: or answer handed to another caller would be a session or credential leak).
 NOT_STORED_HEADERS = frozenset(
     {
         b"connection",
@@ -58,26 +71,57 @@ NOT_STORED_HEADERS = frozenset(
         b"transfer-encoding",
         b"upgrade",
         b"set-cookie",
+        b"authentication-info",
+        b"www-authenticate",
         b"date",
     }
 )
 
-#: Response header names seen so far -> the name to store (lower-cased), or ``b""`` for a
-#: header never stored: a response's headers are sorted out with a dictionary lookup each,
-#: and every stored response shares the same name objects. Bounded: names past the
-#: bound (an application minting header names) are worked out each time.
-_STORED_NAMES: dict[bytes, bytes] = {}
+#: Names cached per filter at most: names past the bound (an application minting header
+#: names) are worked out each time.
 _MAX_STORED_NAMES = 1024
 
 
-def _stored_name(raw: bytes) -> bytes:
-    """The name to store for the header ``raw``, or ``b""`` when it is never stored."""
-    name = bytes(raw).lower()
-    if name in NOT_STORED_HEADERS:
-        name = b""
-    if type(raw) is bytes and len(_STORED_NAMES) < _MAX_STORED_NAMES:
-        _STORED_NAMES[raw] = name
-    return name
+class HeaderFilter:
+    """Which response headers are stored and replayed: :data:`NOT_STORED_HEADERS` and
+    ``never`` (``idempotency.never_replay_headers``) are not.
+
+    Header names seen so far map to the name to store (lower-cased), or ``b""`` for one
+    never stored: a response's headers are sorted out with a dictionary lookup each, and
+    every stored response shares the same name objects.
+    """
+
+    __slots__ = ("names", "never")
+
+    def __init__(self, never: Iterable[str] = ()) -> None:
+        self.never = NOT_STORED_HEADERS | {name.lower().encode("latin-1") for name in never}
+        self.names: dict[bytes, bytes] = {}
+
+    def stored_name(self, raw: bytes) -> bytes:
+        """The name to store for the header ``raw``, or ``b""`` when it is never stored."""
+        name = bytes(raw).lower()
+        if name in self.never:
+            name = b""
+        if type(raw) is bytes and len(self.names) < _MAX_STORED_NAMES:
+            self.names[raw] = name
+        return name
+
+    def kept(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The headers to store, names lower-cased, values copied (later layers edit in place)."""
+        names = self.names
+        try:
+            # A known name: kept when its stored name is not b"". An unknown one: worked out.
+            return [
+                (name, bytes(value))
+                for raw, value in headers
+                if (name := names.get(raw)) or (name is None and (name := self.stored_name(raw)))
+            ]
+        except TypeError:  # a name that cannot be a dictionary key (a bytearray)
+            return [(name, bytes(value)) for raw, value in headers if (name := self.stored_name(raw))]
+
+
+#: The filter of captures and replays not given one (the defaults of ``idempotency``).
+DEFAULT_FILTER = HeaderFilter()
 
 
 #: Headers that describe a body; dropped from the replay of a response whose body was not kept.
@@ -148,15 +192,20 @@ def _parse_sf_string(value: bytes) -> str:
     raise KeyFormatError("the quoted key has no closing quote")
 
 
-def record_key(client_id: str, method: str, operation: str, key: str) -> str:
-    """The store key of a request's record: the client's key scoped to the client and operation, hashed.
+def record_key(client_id: str, method: str, operation: str, key: str, caller: str = "") -> str:
+    """The store key of a request's record: the client's key scoped to the client, the caller
+    (a keyed hash of its credentials, see :mod:`bastion.idempotency.scope`) and the operation, hashed.
 
     Client B sending client A's key names a different record, and the raw key never
     reaches the store.
     """
     # The lengths go first, so that no two different tuples hash alike
-    # (("ab", "c") and ("a", "bc") would otherwise collide).
-    text = f"{len(client_id)},{len(method)},{len(operation)},{len(key)};{client_id}{method}{operation}{key}"
+    # (("ab", "c") and ("a", "bc") would otherwise collide). A request without credentials
+    # has no caller part: five lengths never read as four.
+    text = f"{len(client_id)},{len(method)},{len(operation)},{len(key)}"
+    if caller:
+        text += f",{len(caller)}"
+    text += f";{client_id}{method}{operation}{key}{caller}"
     return _sha256(text.encode()).hexdigest()
 
 
@@ -200,12 +249,17 @@ class StoredResponse(NamedTuple):
         """The inverse of :meth:`headers_blob`."""
         return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in orjson.loads(blob))
 
-    def replay_headers(self) -> list[tuple[bytes, bytes]]:
-        """The headers a replay sends: the stored ones, marked ``Idempotent-Replayed: true``."""
+    def replay_headers(self, kept: HeaderFilter = DEFAULT_FILTER) -> list[tuple[bytes, bytes]]:
+        """The headers a replay sends: the stored ones, marked ``Idempotent-Replayed: true``.
+
+        Headers ``kept`` never stores are left out here too: a record stored before a name
+        was added to ``never_replay_headers`` (or by an older version) does not replay it.
+        """
+        never = kept.never
         if self.body_stored:
-            headers = list(self.headers)
+            headers = [(k, v) for k, v in self.headers if k not in never]
         else:
-            headers = [(k, v) for k, v in self.headers if k not in _BODY_HEADERS]
+            headers = [(k, v) for k, v in self.headers if k not in _BODY_HEADERS and k not in never]
             headers.append((b"content-length", b"0"))
             headers.append(BODY_OMITTED_HEADER)
         headers.append(REPLAYED_HEADER)
@@ -224,7 +278,8 @@ class ClaimResult(NamedTuple):
     """A store's answer to a claim (an immutable named tuple, like :class:`StoredResponse`).
 
     ``fingerprint`` is the stored request's (for ``IN_PROGRESS`` and ``COMPLETED``).
-    ``took_over`` says a claim replaced an in-flight record whose lease had expired.
+    ``took_over`` says a claim replaced an in-flight record whose lease had expired;
+    ``lost_trace_id`` is then the trace id of the attempt that held it (``""`` if unknown).
     """
 
     state: State
@@ -232,10 +287,17 @@ class ClaimResult(NamedTuple):
     response: StoredResponse | None = None
     lease_remaining_ms: int = 0
     took_over: bool = False
+    lost_trace_id: str = ""
 
 
 CLAIMED = ClaimResult(State.CLAIMED)
-TOOK_OVER = ClaimResult(State.CLAIMED, took_over=True)
+
+
+def took_over(lost_trace_id: str | bytes | None) -> ClaimResult:
+    """The result of a claim that took over an expired lease held by the attempt ``lost_trace_id``."""
+    if isinstance(lost_trace_id, bytes):
+        lost_trace_id = lost_trace_id.decode("ascii", "replace")
+    return ClaimResult(State.CLAIMED, took_over=True, lost_trace_id=lost_trace_id or "")
 
 
 class Action(enum.Enum):
@@ -307,10 +369,11 @@ class ResponseCapture:
     body replayed as if whole would be worse than none).
     """
 
-    __slots__ = ("_chunks", "_size", "body_kept", "headers", "max_bytes", "status")
+    __slots__ = ("_chunks", "_filter", "_size", "body_kept", "headers", "max_bytes", "status")
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, kept: HeaderFilter = DEFAULT_FILTER) -> None:
         self.max_bytes = max_bytes
+        self._filter = kept
         self.status = 0
         self.headers: tuple[tuple[bytes, bytes], ...] = ()
         self._chunks: list[bytes] = []
@@ -320,17 +383,7 @@ class ResponseCapture:
     def start(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Record the status and the storable headers (copied: later layers edit the list in place)."""
         self.status = status
-        names = _STORED_NAMES
-        try:
-            # A known name: kept when its stored name is not b"". An unknown one: worked out.
-            kept = [
-                (name, bytes(value))
-                for raw, value in headers
-                if (name := names.get(raw)) or (name is None and (name := _stored_name(raw)))
-            ]
-        except TypeError:  # a name that cannot be a dictionary key (a bytearray)
-            kept = [(name, bytes(value)) for raw, value in headers if (name := _stored_name(raw))]
-        self.headers = tuple(kept)
+        self.headers = tuple(self._filter.kept(headers))
 
     def body(self, chunk: bytes) -> None:
         """Record one body chunk."""

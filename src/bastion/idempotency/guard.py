@@ -46,6 +46,7 @@ from bastion.idempotency.core import (
     CLAIMED,
     Action,
     ClaimResult,
+    HeaderFilter,
     KeyFormatError,
     ResponseCapture,
     State,
@@ -57,6 +58,7 @@ from bastion.idempotency.core import (
     parse_key,
     record_key,
 )
+from bastion.idempotency.scope import CallerScope
 from bastion.idempotency.stores import IdempotencyStore, open_store
 from bastion.idempotency.stores.memory import MemoryStore
 from bastion.observability.metrics import PendingCounts
@@ -65,12 +67,13 @@ from bastion.problems import (
     IdempotencyKeyInvalid,
     IdempotencyKeyMissing,
     IdempotencyKeyReused,
+    IdempotencyOutcomeUnknown,
     IdempotencyRequestInProgress,
     PayloadTooLarge,
     Problem,
     render,
 )
-from bastion.stores import parse_store_url
+from bastion.stores import StorePolicy, parse_store_url
 
 if TYPE_CHECKING:
     from bastion.stack import Bastion
@@ -97,6 +100,8 @@ EVENTS = (
     "missing",
     "invalid",
     "unprotected",
+    "not_stored",
+    "outcome_unknown",
 )
 
 
@@ -139,8 +144,11 @@ class IdempotencyGuard:
         logger: Any,
         metrics: Any = None,
         clients: ClientIdentifier | None = None,
+        scope: CallerScope | None = None,
     ) -> None:
         self.app = app
+        #: Scopes keys to the caller's credentials (default: a secret derived from the store's name).
+        self.scope = scope if scope is not None else CallerScope.from_config(config, store.name)
         #: Scopes keys to the client (default: the default ``clients`` settings).
         self.clients = clients if clients is not None else ClientIdentifier(ClientsConfig())
         self.store = store
@@ -160,7 +168,13 @@ class IdempotencyGuard:
         # a claim is renewed by half its lease at the latest.
         self.renew_every_s = max(config.lease.seconds / 4, 0.001)
         self.mismatch_status = config.on_mismatch
-        self.fail_closed = config.on_store_error == "closed"
+        #: Timeout, circuit breaker and open/closed for every call to a store that does I/O.
+        self.policy = StorePolicy.from_settings(config)
+        self.fail_closed = self.policy.fail_closed
+        #: ``on_lease_expired: refuse``: a claim taken over from a lost attempt is not run again.
+        self.refuse_lost = config.on_lease_expired == "refuse"
+        #: Which response headers are stored and replayed.
+        self.kept = HeaderFilter(config.never_replay_headers)
         self.statuses = StatusPolicy(config.store_statuses)
         #: The statuses stored for replay (``statuses.storable`` as a set).
         self.storable = self.statuses.statuses
@@ -201,6 +215,13 @@ class IdempotencyGuard:
                 op: errors.labels(store.kind, "idempotency_" + op)
                 for op in ("claim", "complete", "release", "renew")
             }
+            if self._memory is not None:
+                evictions = metrics.counter(
+                    "bastion_idempotency_evictions_total",
+                    "Completed idempotency records the memory store dropped to stay under max_memory.",
+                    [],
+                )
+                self._memory.on_evict = evictions.inc
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -246,7 +267,8 @@ class IdempotencyGuard:
                 if not due:
                     continue
                 results = await asyncio.gather(
-                    *(self.store.renew(k, o, self.lease_ms) for o, k in due), return_exceptions=True
+                    *(self.policy.call(self.store.renew(k, o, self.lease_ms)) for o, k in due),
+                    return_exceptions=True,
                 )
                 for (owner, _), renewed in zip(due, results, strict=True):
                     if isinstance(renewed, BaseException):
@@ -375,20 +397,20 @@ class IdempotencyGuard:
             receive = replay_body(body, receive)
         if ctx.client_id is None:
             self.clients.fill(scope, ctx)
-        key = record_key(ctx.client_id or "", method, ctx.route or path, idem_key)
+        key = record_key(ctx.client_id or "", method, ctx.route or path, idem_key, self.scope.of(headers))
         request_fp = fingerprint(method, path, scope.get("query_string", b""), bytes(content_type), body)
         owner = self._owner_prefix + str(next(self._owner_seq))
 
         memory = self._memory
         result: ClaimResult | None
-        try:
-            if memory is not None:
-                result = memory.claim_now(key, request_fp, owner, self.lease_ms, self.ttl_ms)
-            else:
-                result = await self.store.claim(key, request_fp, owner, self.lease_ms, self.ttl_ms)
-        except Exception as exc:
-            self._claim_failed(exc, ctx)
-            result = None
+        if memory is not None:
+            try:
+                result = memory.claim_now(key, request_fp, owner, self.lease_ms, self.ttl_ms, ctx.trace_id)
+            except Exception as exc:
+                self._claim_failed(exc, ctx)
+                result = None
+        else:
+            result = await self._claim(key, request_fp, owner, ctx)
         if result is CLAIMED:  # a new key: the common case, with nothing to decide
             ctx.log["idempotency"] = "claimed"
             pending = self._pending
@@ -417,6 +439,9 @@ class IdempotencyGuard:
             if result.took_over:
                 self._count("lease_expired")
                 ctx.log["idempotency"] = "lease_expired"
+                if self.refuse_lost:
+                    await self._refuse(result.lost_trace_id, scope, send, ctx, key, owner)
+                    return
             else:
                 ctx.log["idempotency"] = "claimed"
             self._count("claimed")
@@ -439,19 +464,29 @@ class IdempotencyGuard:
             )
 
     async def _claim(self, key: str, request_fp: str, owner: str, ctx: RequestContext) -> ClaimResult | None:
+        """Claim through the store policy; ``None`` when the store failed and the policy is open."""
+        policy = self.policy
+        if not policy.allow():
+            # The breaker is open: answer at once, without waiting on a store known to fail.
+            self._claim_failed(None, ctx)
+            return None
+        claim = self.store.claim(key, request_fp, owner, self.lease_ms, self.ttl_ms, ctx.trace_id)
         try:
-            return await self.store.claim(key, request_fp, owner, self.lease_ms, self.ttl_ms)
+            return await policy.call(claim)
         except Exception as exc:
             self._claim_failed(exc, ctx)
             return None
 
-    def _claim_failed(self, exc: Exception, ctx: RequestContext) -> None:
-        """Count and log a failed claim; raise 503 when the policy is closed."""
-        self._store_error("claim", exc)
+    def _claim_failed(self, exc: Exception | None, ctx: RequestContext) -> None:
+        """Count and log a failed claim (``exc`` ``None``: skipped, the breaker is open);
+        raise 503 when the policy is closed."""
+        if exc is not None:
+            self._store_error("claim", exc)
         if self.fail_closed:
             ctx.log["idempotency"] = "store_error"
             raise DependencyUnavailable(
-                detail="the idempotency store is unreachable", headers={"Retry-After": "1"}
+                detail="the idempotency store is unreachable",
+                headers={"Retry-After": self.policy.retry_after()},
             ) from None
 
     async def _wait(
@@ -481,15 +516,36 @@ class IdempotencyGuard:
         return current, action
 
     async def _replay(self, response: StoredResponse, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": response.replay_headers()}
-        )
+        headers = response.replay_headers(self.kept)
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+    async def _refuse(
+        self, lost_trace_id: str, scope: Scope, send: Send, ctx: RequestContext, key: str, owner: str
+    ) -> None:
+        """Answer ``IDEMPOTENCY_OUTCOME_UNKNOWN`` for a key whose earlier attempt was lost, and
+        store that answer as the key's response: every later retry gets it too, none runs."""
+        ctx.log["idempotency"] = "outcome_unknown"
+        ctx.log["lost_trace_id"] = lost_trace_id
+        self._count("outcome_unknown")
+        self.logger.warning("idempotency outcome unknown: refused to run again", lost_trace_id=lost_trace_id)
+        problem = IdempotencyOutcomeUnknown(
+            detail="an earlier attempt with this key stopped while it ran; it is not run again",
+            extensions={"lost_trace_id": lost_trace_id},
+        )
+        rendered = render(problem, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=scope["path"])
+        ctx.problem_code = problem.code
+        capture = ResponseCapture(self.max_stored_bytes, self.kept)
+        capture.start(rendered.status, rendered.headers)
+        # Stored before it goes out, like any response: a retry at once gets the same answer.
+        await self._complete(key, owner, capture.finish(rendered.body), ctx)
+        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
+        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
 
     async def _run(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, key: str, owner: str
     ) -> None:
-        capture = ResponseCapture(self.max_stored_bytes)
+        capture = ResponseCapture(self.max_stored_bytes, self.kept)
         self._hold(key, owner)
         settled = False  # completed or released: the record is no longer this request's to change
 
@@ -540,7 +596,7 @@ class IdempotencyGuard:
         owner: str,
     ) -> None:
         """:meth:`_run` with the memory store, whose steps never wait: the same steps, inline."""
-        capture = ResponseCapture(self.max_stored_bytes)
+        capture = ResponseCapture(self.max_stored_bytes, self.kept)
         self._active[owner] = key  # _hold, inline
         renewer = self._renewer
         if renewer is None or renewer.done():
@@ -602,7 +658,7 @@ class IdempotencyGuard:
 
     async def _complete(self, key: str, owner: str, response: StoredResponse, ctx: RequestContext) -> None:
         try:
-            stored = await self.store.complete(key, owner, response, self.ttl_ms)
+            stored = await self.policy.call(self.store.complete(key, owner, response, self.ttl_ms))
         except Exception as exc:
             self._complete_failed(exc, ctx)
             return
@@ -610,9 +666,16 @@ class IdempotencyGuard:
 
     def _complete_failed(self, exc: Exception, ctx: RequestContext) -> None:
         # The handler ran and its response goes out; the record stays in progress
-        # until its lease ends, after which a retry would run the handler again.
+        # until its lease ends, after which a retry runs the handler again (or, with
+        # on_lease_expired: refuse, is answered IDEMPOTENCY_OUTCOME_UNKNOWN).
         self._store_error("complete", exc)
+        self._count("not_stored")
         ctx.log["idempotency_stored"] = False
+        self.logger.error(
+            "idempotency response not stored: the request ran, a retry after the lease may run it again",
+            store=self.store.kind,
+            lease_ms=self.lease_ms,
+        )
 
     def _completed(self, stored: bool, response: StoredResponse, owner: str, ctx: RequestContext) -> None:
         if not stored:
@@ -624,7 +687,7 @@ class IdempotencyGuard:
 
     async def _release(self, key: str, owner: str) -> None:
         try:
-            released = await self.store.release(key, owner)
+            released = await self.policy.call(self.store.release(key, owner))
         except Exception as exc:
             self._store_error("release", exc)
             return
@@ -668,6 +731,7 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         config,
         store,
         clients=bastion.clients,
+        scope=CallerScope.from_config(config, url.url),
         max_body_bytes=bastion.config.validation.max_body_bytes,
         logger=bastion.logger,
         metrics=bastion.metrics,

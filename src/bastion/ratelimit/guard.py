@@ -34,7 +34,7 @@ from bastion.ratelimit.rules import (
 )
 from bastion.ratelimit.stores import Check, CircuitBreaker, Decision, RateLimitStore
 from bastion.ratelimit.stores.memory import SIMPLE_ALGORITHMS, MemoryStore, RawVerdict
-from bastion.stores import parse_store_url
+from bastion.stores import StorePolicy, parse_store_url
 
 if TYPE_CHECKING:
     from bastion.config import Config
@@ -651,6 +651,7 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         raise ConfigError(problems, config.openapi or "openapi")
     store = select_store(config, bastion)
     bastion.add_resource(store)
+    policy = StorePolicy.from_settings(section)
     return RateLimitGuard(
         app,
         rules,
@@ -658,8 +659,8 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         clients=bastion.clients,
         operation_rules=operation_rules,
         on_store_error=section.on_store_error,
-        timeout_s=section.timeout.seconds,
-        breaker=CircuitBreaker(section.breaker_failures, section.breaker_cooldown.seconds),
+        timeout_s=policy.timeout_s,
+        breaker=policy.breaker,
         headers=section.headers,
         logger=bastion.logger,
         metrics=bastion.metrics,

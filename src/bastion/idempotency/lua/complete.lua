@@ -7,6 +7,6 @@ if rec[1] ~= 'p' or rec[2] ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 's', 'c', 'st', ARGV[2], 'h', ARGV[3], 'b', ARGV[4], 'k', ARGV[5])
-redis.call('HDEL', KEYS[1], 'o', 'l')
+redis.call('HDEL', KEYS[1], 'o', 'l', 't')
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1

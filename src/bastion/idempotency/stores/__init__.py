@@ -32,8 +32,14 @@ class IdempotencyStore(Protocol):
     #: The resource name bastion logs at start-up.
     name: str
 
-    async def claim(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
-        """Claim ``key`` for ``owner`` for ``lease_ms``, or report the record that holds it."""
+    async def claim(
+        self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
+    ) -> ClaimResult:
+        """Claim ``key`` for ``owner`` for ``lease_ms``, or report the record that holds it.
+
+        ``trace_id`` names the claiming request; a takeover reports the one it replaced
+        (:attr:`ClaimResult.lost_trace_id`).
+        """
 
     async def complete(self, key: str, owner: str, response: StoredResponse, ttl_ms: int) -> bool:
         """Store ``response`` if ``owner`` still holds the claim; ``False`` if it was taken over."""
@@ -59,7 +65,7 @@ def open_store(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
     if url.kind == "memory":
         from bastion.idempotency.stores.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(max_bytes=config.max_memory)
     if url.kind == "sqlite":
         from bastion.idempotency.stores.sqlite import SQLiteStore
 
@@ -67,10 +73,10 @@ def open_store(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
     if url.kind == "redis":
         from bastion.idempotency.stores.redis import RedisStore
 
-        return RedisStore(url.url, key_prefix=config.key_prefix)
+        return RedisStore(url.url, key_prefix=config.key_prefix, timeout_s=config.timeout.seconds)
     from bastion.idempotency.stores.postgres import PostgresStore
 
-    return PostgresStore(url.url, table=config.table)
+    return PostgresStore(url.url, table=config.table, timeout_s=config.timeout.seconds)
 
 
 __all__ = ["IdempotencyStore", "open_store"]

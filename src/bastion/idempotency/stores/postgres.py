@@ -25,11 +25,13 @@ from typing import Any
 import asyncpg
 
 from bastion.idempotency.config import check_table_name
-from bastion.idempotency.core import CLAIMED, TOOK_OVER, ClaimResult, State, StoredResponse
+from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse, took_over
 
 NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 CLEANUP_BATCH = 100
 CLEANUP_EVERY_S = 1.0
+#: Creating (or extending) the table at start-up may wait for other processes doing the same.
+CREATE_TIMEOUT_S = 10.0
 #: After a failed connection attempt, calls fail at once for this long instead of each trying again.
 RECONNECT_AFTER_S = 1.0
 
@@ -50,7 +52,7 @@ class PostgresStore:
         table: str = "bastion_idempotency",
         min_size: int = 1,
         max_size: int = 10,
-        timeout_s: float = 5.0,
+        timeout_s: float = 0.25,
     ) -> None:
         self.url = url
         self.table = table
@@ -66,26 +68,30 @@ class PostgresStore:
         t = check_table_name(table)
         self._claim_sql = f"""
 WITH claimed AS (
-    INSERT INTO {t} AS r (key, fingerprint, state, owner, lease_until, expires_at, took_over)
-    VALUES ($1, $2, 0, $3, {NOW_MS} + $4, {NOW_MS} + $5, false)
+    INSERT INTO {t} AS r (key, fingerprint, state, owner, lease_until, expires_at, took_over, trace_id)
+    VALUES ($1, $2, 0, $3, {NOW_MS} + $4, {NOW_MS} + $5, false, $6)
     ON CONFLICT (key) DO UPDATE SET
         fingerprint = EXCLUDED.fingerprint, state = 0, owner = EXCLUDED.owner,
         lease_until = EXCLUDED.lease_until, expires_at = EXCLUDED.expires_at,
         status = NULL, headers = NULL, body = NULL, body_stored = NULL,
-        took_over = (r.expires_at > {NOW_MS})
+        took_over = (r.expires_at > {NOW_MS}),
+        lost_trace_id = CASE WHEN r.expires_at > {NOW_MS} THEN r.trace_id END,
+        trace_id = EXCLUDED.trace_id
     WHERE r.expires_at <= {NOW_MS}
        OR (r.state = 0 AND r.lease_until <= {NOW_MS} AND r.fingerprint = EXCLUDED.fingerprint)
     RETURNING true AS claimed, r.took_over, r.state, r.fingerprint, 0::bigint AS remaining,
-              NULL::int AS status, NULL::bytea AS headers, NULL::bytea AS body, NULL::bool AS body_stored
+              NULL::int AS status, NULL::bytea AS headers, NULL::bytea AS body, NULL::bool AS body_stored,
+              r.lost_trace_id
 )
 SELECT * FROM claimed
 UNION ALL
-SELECT false, false, state, fingerprint, lease_until - {NOW_MS}, status, headers, body, body_stored
+SELECT false, false, state, fingerprint, lease_until - {NOW_MS}, status, headers, body, body_stored,
+       NULL::text
 FROM {t} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM claimed)
 """
         self._select_sql = (
             f"SELECT false, false, state, fingerprint, lease_until - {NOW_MS}, status, headers, body, "
-            f"body_stored FROM {t} WHERE key = $1"
+            f"body_stored, NULL::text FROM {t} WHERE key = $1"
         )
         self._complete_sql = (
             f"UPDATE {t} SET state = 1, status = $3, headers = $4, body = $5, body_stored = $6, "
@@ -114,6 +120,10 @@ CREATE TABLE IF NOT EXISTS {t} (
     took_over boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);
+-- The claiming request's trace id, and on a takeover the one it replaced (for
+-- IDEMPOTENCY_OUTCOME_UNKNOWN); added to tables created by earlier versions.
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS trace_id text;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lost_trace_id text;
 """
 
     async def _get_pool(self) -> asyncpg.Pool:
@@ -132,13 +142,19 @@ CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);
                     self.url,
                     min_size=self.min_size,
                     max_size=self.max_size,
-                    timeout=self.timeout_s,
+                    # Connecting may take longer than a statement; every statement is
+                    # bounded by ``timeout`` (idempotency.timeout).
+                    timeout=max(1.0, 4 * self.timeout_s),
                     command_timeout=self.timeout_s,
                 )
                 async with pool.acquire() as conn:
                     # Two processes starting at once may both try to create the table.
-                    with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateTableError):
-                        await conn.execute(self._create_sql)
+                    with contextlib.suppress(
+                        asyncpg.UniqueViolationError,
+                        asyncpg.DuplicateTableError,
+                        asyncpg.DuplicateColumnError,
+                    ):
+                        await conn.execute(self._create_sql, timeout=CREATE_TIMEOUT_S)
             except BaseException:
                 self._failed_at = time.monotonic()
                 raise
@@ -147,7 +163,7 @@ CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);
 
     def _result(self, row: Any) -> ClaimResult:
         if row[0]:
-            return TOOK_OVER if row[1] else CLAIMED
+            return took_over(row[9]) if row[1] else CLAIMED
         if row[2] == 1:
             response = StoredResponse(
                 int(row[5]),
@@ -158,12 +174,14 @@ CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);
             return ClaimResult(State.COMPLETED, row[3], response)
         return ClaimResult(State.IN_PROGRESS, row[3], None, int(row[4]))
 
-    async def claim(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
+    async def claim(
+        self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
+    ) -> ClaimResult:
         """Claim ``key`` with one ``INSERT ... ON CONFLICT`` statement."""
         pool = await self._get_pool()
         self._maybe_cleanup(pool)
         for _ in range(5):
-            row = await pool.fetchrow(self._claim_sql, key, fingerprint, owner, lease_ms, ttl_ms)
+            row = await pool.fetchrow(self._claim_sql, key, fingerprint, owner, lease_ms, ttl_ms, trace_id)
             if row is None:
                 # A concurrent claim committed after this statement's snapshot: read it now.
                 row = await pool.fetchrow(self._select_sql, key)

@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import NoScriptError
 
-from bastion.idempotency.core import CLAIMED, TOOK_OVER, ClaimResult, State, StoredResponse
+from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse, took_over
 from bastion.stores import RedisResource
 
 
@@ -51,19 +51,29 @@ class RedisStore(RedisResource):
 
     kind = "redis"
 
-    def __init__(self, url: str, *, key_prefix: str = "bastion:idem", max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "bastion:idem",
+        max_connections: int = 64,
+        timeout_s: float = 0.25,
+    ) -> None:
         self.url = url
         self.prefix = key_prefix + ":{"
         self.name = "idempotency:redis"
         # A blocking pool: a burst of requests queues for a connection instead of failing.
+        # The guard bounds each step by ``timeout`` (idempotency.timeout); the socket
+        # timeouts only free a connection whose reply never comes, a while after that.
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=5,
-            socket_timeout=5,
-            socket_connect_timeout=5,
+            timeout=max(1.0, timeout_s * 20),
+            socket_timeout=max(1.0, timeout_s * 20),
+            socket_connect_timeout=max(0.2, timeout_s * 4),
         )
         self.redis: Redis = Redis.from_pool(pool)
+        self.timeout_s = timeout_s
         self._queue: list[_Pending] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -87,10 +97,13 @@ class RedisStore(RedisResource):
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:
-            if len(batch) == 1:
-                results: list[Any] = [await self._run_one(batch[0][0])]
-            else:
-                results = await self._run_many([call for call, _ in batch])
+            # The batch's answer within ``timeout``: a frozen server costs each request that
+            # long, not the socket timeout (redis-py drops a connection cut off mid-reply).
+            async with asyncio.timeout(self.timeout_s):
+                if len(batch) == 1:
+                    results: list[Any] = [await self._run_one(batch[0][0])]
+                else:
+                    results = await self._run_many([call for call, _ in batch])
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
@@ -128,12 +141,14 @@ class RedisStore(RedisResource):
                 results[i] = result
         return results
 
-    async def claim(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
+    async def claim(
+        self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
+    ) -> ClaimResult:
         """Claim ``key`` in one script call; a completed record comes back in the same reply."""
-        reply = await self._eval(CLAIM, self._key(key), fingerprint, owner, lease_ms, ttl_ms)
+        reply = await self._eval(CLAIM, self._key(key), fingerprint, owner, lease_ms, ttl_ms, trace_id)
         kind = reply[0]
         if kind == 1:
-            return TOOK_OVER if reply[1] == 1 else CLAIMED
+            return took_over(reply[2]) if reply[1] == 1 else CLAIMED
         stored_fp = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
         if kind == 2:
             return ClaimResult(State.IN_PROGRESS, stored_fp, None, int(reply[2]))

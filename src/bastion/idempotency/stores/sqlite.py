@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bastion.idempotency.config import check_table_name
-from bastion.idempotency.core import CLAIMED, TOOK_OVER, ClaimResult, State, StoredResponse, may_claim
+from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse, may_claim, took_over
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ BUSY_TIMEOUT_MS = 10_000
 #: wrote nothing).
 BUSY_ATTEMPTS = 4
 
-_Row = tuple[str, int, str | None, int, int, int | None, bytes | None, bytes | None, int | None]
+_Row = tuple[str, int, str | None, int, int, int | None, bytes | None, bytes | None, int | None, str | None]
 
 
 def _wall_ms() -> int:
@@ -78,14 +78,14 @@ class SQLiteStore:
         self._last_cleanup = 0
         t = check_table_name(table)
         self._select = (
-            f"SELECT fingerprint, state, owner, lease_until, expires_at, status, headers, body, body_stored "
-            f"FROM {t} WHERE key = ?"
+            f"SELECT fingerprint, state, owner, lease_until, expires_at, status, headers, body, body_stored, "
+            f"trace_id FROM {t} WHERE key = ?"
         )
         self._insert = (
-            f"INSERT OR REPLACE INTO {t} (key, fingerprint, state, owner, lease_until, expires_at) "
-            "VALUES (?, ?, 0, ?, ?, ?)"
+            f"INSERT OR REPLACE INTO {t} (key, fingerprint, state, owner, lease_until, expires_at, trace_id) "
+            "VALUES (?, ?, 0, ?, ?, ?, ?)"
         )
-        self._take_over = f"UPDATE {t} SET owner = ?, lease_until = ? WHERE key = ?"
+        self._take_over = f"UPDATE {t} SET owner = ?, lease_until = ?, trace_id = ? WHERE key = ?"
         self._complete = (
             f"UPDATE {t} SET state = 1, status = ?, headers = ?, body = ?, body_stored = ?, expires_at = ?, "
             "owner = NULL WHERE key = ? AND state = 0 AND owner = ?"
@@ -122,13 +122,23 @@ class SQLiteStore:
             " owner TEXT,"
             " lease_until INTEGER NOT NULL,"
             " expires_at INTEGER NOT NULL,"
-            " status INTEGER, headers BLOB, body BLOB, body_stored INTEGER"
+            " status INTEGER, headers BLOB, body BLOB, body_stored INTEGER,"
+            " trace_id TEXT"  # the claiming request's, for IDEMPOTENCY_OUTCOME_UNKNOWN
             ") WITHOUT ROWID"
         )
         conn.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_expires ON {self.table} (expires_at)")
+        # A table created by an earlier version lacks trace_id: add it (a nullable column
+        # with no default, so old rows read NULL). Another process may add it first.
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({self.table})")}
+        if "trace_id" not in columns:
+            try:
+                conn.execute(f"ALTER TABLE {self.table} ADD COLUMN trace_id TEXT")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc).lower():
+                    raise
 
     def _result(self, row: _Row, now: int) -> ClaimResult:
-        fp, state, _owner, lease_until, _expires, status, headers, body, body_stored = row
+        fp, state, _owner, lease_until, _expires, status, headers, body, body_stored, _trace_id = row
         if state == 1:
             response = StoredResponse(
                 int(status or 0),
@@ -139,7 +149,9 @@ class SQLiteStore:
             return ClaimResult(State.COMPLETED, fp, response)
         return ClaimResult(State.IN_PROGRESS, fp, None, lease_until - now)
 
-    def _claim(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
+    def _claim(
+        self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str
+    ) -> ClaimResult:
         conn = self._connection()
         now = _wall_ms()
         # A completed, live record needs no write lock: answer from a plain read.
@@ -163,11 +175,12 @@ class SQLiteStore:
                     request_fingerprint=fingerprint,
                 )
             if verdict is None:
-                conn.execute(self._insert, (key, fingerprint, owner, now + lease_ms, now + ttl_ms))
+                conn.execute(self._insert, (key, fingerprint, owner, now + lease_ms, now + ttl_ms, trace_id))
                 result = CLAIMED
             elif verdict:
-                conn.execute(self._take_over, (owner, now + lease_ms, key))
-                result = TOOK_OVER
+                assert row is not None
+                conn.execute(self._take_over, (owner, now + lease_ms, trace_id, key))
+                result = took_over(row[9])
             else:
                 assert row is not None
                 result = self._result(row, now)
@@ -203,9 +216,11 @@ class SQLiteStore:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-idem-sqlite")
         return await asyncio.get_running_loop().run_in_executor(self._executor, retry_when_locked, fn, *args)
 
-    async def claim(self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int) -> ClaimResult:
+    async def claim(
+        self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
+    ) -> ClaimResult:
         """Claim ``key`` in one ``BEGIN IMMEDIATE`` transaction (or answer a replay from a read)."""
-        return await self._run(self._claim, key, fingerprint, owner, lease_ms, ttl_ms)
+        return await self._run(self._claim, key, fingerprint, owner, lease_ms, ttl_ms, trace_id)
 
     async def complete(self, key: str, owner: str, response: StoredResponse, ttl_ms: int) -> bool:
         """Store the response if ``owner`` still holds the claim."""

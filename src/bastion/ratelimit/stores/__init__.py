@@ -8,11 +8,13 @@ between processes through one Lua script per request.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from bastion.ratelimit.algorithms import Limit, Verdict
+from bastion.stores import CircuitBreaker
+
+__all__ = ["Check", "CircuitBreaker", "Decision", "RateLimitStore", "admitted"]
 
 
 class Check(NamedTuple):
@@ -64,53 +66,3 @@ class RateLimitStore(Protocol):
 
     async def ping(self) -> bool:
         """Whether the store answers now."""
-
-
-class CircuitBreaker:
-    """Stops calling a failing store for a cool-down, then lets one probe through.
-
-    ``closed``: calls go through, consecutive failures are counted. After
-    ``failures`` of them the breaker opens: calls are skipped until ``cooldown_s``
-    has passed. Then one probe goes through (half-open): success closes the
-    breaker, failure opens it again. A probe that never reports (its request was
-    cancelled) is replaced by another after a further cool-down.
-    """
-
-    def __init__(self, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.threshold = failures
-        self.cooldown_s = cooldown_s
-        self.clock = clock
-        self.failures = 0
-        self.state = "closed"
-        self.opened_at = 0.0
-
-    def allow(self) -> bool:
-        """Whether to call the store now."""
-        if self.state == "closed":
-            return True
-        now = self.clock()
-        if now - self.opened_at >= self.cooldown_s:
-            # Half-open: this caller is the probe; others wait for its outcome or another cool-down.
-            self.state = "half_open"
-            self.opened_at = now
-            return True
-        return False
-
-    def retry_after_s(self) -> float:
-        """Seconds until the next probe may run."""
-        return max(0.0, self.cooldown_s - (self.clock() - self.opened_at))
-
-    def success(self) -> None:
-        """The store answered: close the breaker."""
-        self.failures = 0
-        self.state = "closed"
-
-    def failure(self) -> bool:
-        """The store failed; returns ``True`` when this failure opened the breaker."""
-        self.failures += 1
-        if self.state == "half_open" or self.failures >= self.threshold:
-            was_closed = self.state == "closed"
-            self.state = "open"
-            self.opened_at = self.clock()
-            return was_closed
-        return False
