@@ -84,11 +84,14 @@ def run_lint(
         _emit(report.lint_sarif(result), output)
     if fix is not None:
         from bastion.check.document import ParseError
-        from bastion.check.fix import write_fixed
+        from bastion.check.fix import FixRefused, write_fixed
 
         if isinstance(doc, ParseError):
             return _fail(f"cannot fix {spec}: it does not parse")
-        changes = write_fixed(doc, fix)
+        try:
+            changes = write_fixed(doc, fix)
+        except FixRefused as exc:
+            return _fail(f"cannot fix {spec}: {exc}")
         Console(stderr=True).print(f"wrote {fix}: {changes} change(s)", highlight=False)
     return 1 if result.failed else 0
 

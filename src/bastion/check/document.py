@@ -47,6 +47,8 @@ class Document:
     lines: dict[int, tuple[int, dict[Any, int]]] = field(default_factory=dict)
     #: (the $ref value, path of the mapping holding it)
     refs: list[tuple[str, Path_]] = field(default_factory=list)
+    #: Why the document cannot be written out in full (an alias bomb or cycle), else ``None``.
+    alias_problem: str | None = None
 
     def line_of(self, container: Any, key: Any = None) -> int | None:
         """The 1-based line of ``container[key]`` (or of the container itself)."""
@@ -129,11 +131,14 @@ class _Builder:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.memo: dict[int, Any] = {}
+        #: Whether an alias made two places share one container.
+        self.shared = False
         self.scalars = yaml.constructor.SafeConstructor()
 
     def build(self, node: yaml.Node, path: list[str | int]) -> Any:
         known = self.memo.get(id(node))
         if known is not None:
+            self.shared = True
             return known
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR:
@@ -208,13 +213,66 @@ def _load_text(text: str | bytes, source: str) -> Document | ParseError:
     doc = Document(None, source)
     if root is None:
         return doc
+    builder = _Builder(doc)
     try:
-        doc.data = _Builder(doc).build(root, [])
+        doc.data = builder.build(root, [])
+        if builder.shared:
+            doc.alias_problem = alias_problem(doc.data)
     except yaml.YAMLError as exc:
         return ParseError(str(exc), None)
     except RecursionError:
         return ParseError("the document nests too deeply", None)
     return doc
+
+
+#: Aliases may make the written-out document this many times as large as the members the file
+#: spells out (and up to ``ALIAS_FLOOR`` members whatever the ratio); beyond that it is an alias bomb.
+ALIAS_EXPANSION = 10
+ALIAS_FLOOR = 100_000
+
+
+class _Cycle(Exception):
+    """A container holds itself through an alias."""
+
+
+def alias_problem(data: Any) -> str | None:
+    """Why ``data`` cannot be written out in full, or ``None`` when its aliases expand modestly.
+
+    The expanded size is computed once per distinct container (shared ones are counted
+    by size, never walked again), so a billion-laughs document costs what it spells out.
+    """
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    spelled = 0
+
+    def size(node: Any) -> int:
+        nonlocal spelled
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in open_:
+            raise _Cycle
+        open_.add(key)
+        members = node.values() if isinstance(node, dict) else node
+        total = 1 + sum(size(member) for member in members)
+        open_.discard(key)
+        spelled += 1 + len(node)
+        sizes[key] = total
+        return total
+
+    try:
+        expanded = size(data)
+    except _Cycle:
+        return "an alias refers to a node that contains it, so the document has no finite form"
+    if expanded > max(ALIAS_FLOOR, ALIAS_EXPANSION * spelled):
+        return (
+            f"aliases expand the document to {expanded:,} members from the {spelled:,} the file "
+            f"spells out (more than {ALIAS_EXPANSION}x): an alias bomb"
+        )
+    return None
 
 
 def load_file(path: str | Path) -> Document | ParseError:

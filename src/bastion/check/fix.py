@@ -278,8 +278,18 @@ def fix_document(doc: Document) -> int:
     return Fixer(doc).run()
 
 
+class FixRefused(Exception):
+    """The description cannot be written out in full, so ``--fix`` writes nothing."""
+
+
 def write_fixed(doc: Document, out: str | Path) -> int:
-    """Augment ``doc`` and write it to ``out``; returns the number of changes."""
+    """Augment ``doc`` and write it to ``out``; returns the number of changes.
+
+    The output spells every alias out (no anchors), so a description whose aliases
+    expand without bound (``spec-aliases``) is refused rather than written.
+    """
+    if doc.alias_problem is not None:
+        raise FixRefused(doc.alias_problem)
     with no_gc():
         changes = fix_document(doc)
         dump(doc.data, Path(out))

@@ -55,6 +55,8 @@ def run_probe(options: ProbeOptions, on_step: Callable[[str, int], None] | None 
         doc = load_file(options.spec)
         if isinstance(doc, ParseError):
             raise SpecError(f"{options.spec}: {doc.message}")
+        if doc.alias_problem is not None:
+            raise SpecError(f"{options.spec}: {doc.alias_problem}")
         sampler = SchemaSampler(doc)
         target = build_target(doc, sampler)
     client = ProbeClient(options.base_url, max_requests=options.max_requests, max_seconds=options.max_seconds)
