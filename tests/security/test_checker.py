@@ -6,12 +6,20 @@ limit and a timeout, so a regression shows as a MemoryError, a crash or a hang.
 
 from __future__ import annotations
 
+import json
+import os
 import resource
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.check.hostile import CONTROLS, Behaviour, controls, drip, hostile_server, stream_forever
 
 MEMORY_LIMIT = 1 << 30
 
@@ -20,16 +28,46 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def bastion(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run ``bastion ARGS`` in a memory-limited child process."""
-    return subprocess.run(
-        [sys.executable, "-c", "from bastion.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=_limit_memory,
-        check=False,
-    )
+@dataclass(frozen=True)
+class Run:
+    """How one ``bastion`` command line ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss_mb: float
+
+
+def bastion(*args: str, timeout: float = 60.0) -> Run:
+    """Run ``bastion ARGS`` in a child process limited to 1 GiB of address space; kill it at ``timeout``."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from bastion.cli import main; main()", *args],
+            stdout=out,
+            stderr=err,
+            preexec_fn=_limit_memory,
+        )
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - started > timeout:
+                process.send_signal(signal.SIGKILL)
+                os.wait4(process.pid, 0)
+                pytest.fail(f"bastion {' '.join(args)} still ran after {timeout} s")
+            time.sleep(0.05)
+        seconds = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        return Run(
+            os.waitstatus_to_exitcode(status),
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+            seconds,
+            usage.ru_maxrss / 1024,
+        )
 
 
 def billion_laughs() -> str:
@@ -72,3 +110,50 @@ def test_alias_expansion_is_a_finding_and_fix_refuses_it(
         assert not out.exists()
     else:
         assert result.returncode == 1
+
+
+# -- probe ---------------------------------------------------------------------------------------
+
+MAX_SECONDS = 3
+#: Interpreter start-up on a loaded machine, on top of the probe's own time.
+STARTUP_SECONDS = 8
+
+
+@pytest.mark.parametrize("behaviour", [stream_forever, drip], ids=["stream-forever", "drip"])
+def test_probe_keeps_its_time_and_memory_limits_against_a_server_that_never_finishes(
+    behaviour: Behaviour,
+) -> None:
+    with hostile_server(behaviour) as url:
+        run = bastion(
+            "probe", url, "--max-seconds", str(MAX_SECONDS), "--format", "json", timeout=MAX_SECONDS + 30
+        )
+    assert "Traceback" not in run.stderr
+    assert run.returncode in (0, 1), run.stderr
+    report = json.loads(run.stdout)
+    assert report["seconds"] <= MAX_SECONDS + 1.0
+    assert run.seconds <= MAX_SECONDS + STARTUP_SECONDS
+    assert run.peak_rss_mb < 200
+
+
+def test_probe_reads_at_most_max_response_bytes() -> None:
+    with hostile_server(stream_forever) as url:
+        run = bastion("probe", url, "--max-seconds", "20", "--max-response-bytes", "1000", "--format", "json")
+    report = json.loads(run.stdout)
+    evidence = [line for check in report["checks"] for line in check["evidence"]]
+    assert evidence
+    assert all(line.endswith("...") and len(line) < 600 for line in evidence), evidence
+    assert report["seconds"] < 10
+
+
+def test_probe_text_report_strips_terminal_control_sequences() -> None:
+    with hostile_server(controls) as url:
+        text = bastion("probe", url, "--max-seconds", str(MAX_SECONDS))
+        data = bastion("probe", url, "--max-seconds", str(MAX_SECONDS), "--format", "json")
+    assert text.returncode == 1, text.stderr
+    assert "Internal failure" in text.stdout  # the body excerpt is shown...
+    assert "\x1b" not in text.stdout  # ...without its escape sequences
+    assert "pwned" not in text.stdout
+    assert not any((ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F for c in text.stdout)
+    evidence = [line for check in json.loads(data.stdout)["checks"] for line in check["evidence"]]
+    assert any(CONTROLS in line for line in evidence)  # JSON keeps the data...
+    assert "\x1b" not in data.stdout  # ...escaped as \u001b
