@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from bastion.check.report import terminal_safe
 from tests.check.hostile import CONTROLS, Behaviour, controls, drip, hostile_server, stream_forever
 
 MEMORY_LIMIT = 1 << 30
@@ -157,3 +160,23 @@ def test_probe_text_report_strips_terminal_control_sequences() -> None:
     evidence = [line for check in json.loads(data.stdout)["checks"] for line in check["evidence"]]
     assert any(CONTROLS in line for line in evidence)  # JSON keeps the data...
     assert "\x1b" not in data.stdout  # ...escaped as \u001b
+
+
+def test_lint_text_report_strips_control_sequences_quoted_from_the_description(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  \"\\e]0;pwned\\a\\e[2Jorders\": {}\n"
+    )
+    text = bastion("lint", str(spec))
+    data = bastion("lint", str(spec), "--format", "json")
+    assert text.returncode == 1
+    assert "orders" in text.stdout
+    assert "\x1b" not in text.stdout and "pwned" not in text.stdout
+    assert "\x1b]0;pwned\x07" in data.stdout.encode().decode("unicode_escape")
+
+
+@given(st.text())
+def test_terminal_safe_leaves_no_control_character(text: str) -> None:
+    clean = terminal_safe(text)
+    assert not any((ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F for c in clean)
+    assert terminal_safe(clean) == clean

@@ -45,22 +45,34 @@ _CONTROLS = re.compile(
     r"|\x1b[ -/]*[0-~]?"  # any other escape sequence
     r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 )
+#: Every sequence above starts with one of these: a cheap test that most strings pass clean.
+_CONTROL_CHAR = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def terminal_safe(text: str) -> str:
     """``text`` without terminal control sequences or control characters (tab and newline stay)."""
-    return _CONTROLS.sub("", text)
+    return _CONTROLS.sub("", text) if _CONTROL_CHAR.search(text) else text
 
 
 def printable(value: _T) -> _T:
-    """A copy of a result (dataclasses, lists, strings) with every string made :func:`terminal_safe`."""
+    """A result (dataclasses, lists, strings) with every string made :func:`terminal_safe`.
+
+    Only what changes is copied: a clean result comes back as the same objects.
+    """
     if isinstance(value, str):
         return terminal_safe(value)  # type: ignore[return-value]
     if isinstance(value, list):
-        return [printable(item) for item in value]  # type: ignore[return-value]
+        items = [printable(item) for item in value]
+        changed = any(new is not old for new, old in zip(items, value, strict=True))
+        return items if changed else value  # type: ignore[return-value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: printable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
-        return dataclasses.replace(value, **changes)
+        changes = {}
+        for member in dataclasses.fields(value):
+            old = getattr(value, member.name)
+            new = printable(old)
+            if new is not old and member.init:
+                changes[member.name] = new
+        return dataclasses.replace(value, **changes) if changes else value
     return value
 
 
