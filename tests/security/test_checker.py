@@ -115,6 +115,50 @@ def test_alias_expansion_is_a_finding_and_fix_refuses_it(
         assert result.returncode == 1
 
 
+def deep_flow(levels: int) -> str:
+    """A description with an extension nested ``levels`` lists deep."""
+    head = "openapi: 3.1.0\ninfo: {title: deep, version: '1'}\npaths: {}\n"
+    return head + "x-deep: " + "[" * levels + "]" * levels + "\n"
+
+
+def alias_chain(levels: int) -> str:
+    """Each anchor wraps the previous one: a short file that nests ``levels`` deep once written out."""
+    lines = [
+        "openapi: 3.1.0",
+        "info: {title: chain, version: '1'}",
+        "paths: {}",
+        "x-chain:",
+        "  l0: &l0 [end]",
+    ]
+    lines += [f"  l{i}: &l{i} [*l{i - 1}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text", [deep_flow(495), alias_chain(400)], ids=["deep", "alias-chain"])
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_lint_fix_refuses_what_it_cannot_write_deeply_enough(tmp_path: Path, text: str, suffix: str) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    out = tmp_path / f"fixed.{suffix}"
+    linted = bastion("lint", str(spec), "--format", "json")
+    fixed = bastion("lint", str(spec), "--format", "json", "--fix", str(out))
+    for run in (linted, fixed):
+        assert "Traceback" not in run.stderr
+    assert linted.returncode in (0, 1)
+    assert fixed.returncode == 2
+    assert "levels deep; --fix writes at most" in " ".join(fixed.stderr.split())
+    assert not out.exists()
+
+
+def test_nesting_past_the_limit_is_a_parse_finding(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(deep_flow(800))  # libyaml itself stops at 1,000
+    run = bastion("lint", str(spec), "--format", "json")
+    assert "Traceback" not in run.stderr
+    assert run.returncode == 1
+    assert "nests more than" in run.stdout
+
+
 # -- probe ---------------------------------------------------------------------------------------
 
 MAX_SECONDS = 3

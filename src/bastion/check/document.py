@@ -50,6 +50,8 @@ class Document:
     refs: list[tuple[str, Path_]] = field(default_factory=list)
     #: Why the document cannot be written out in full (an alias bomb or cycle), else ``None``.
     alias_problem: str | None = None
+    #: How deeply containers nest once aliases are written out (the root alone: 1).
+    depth: int = 0
 
     def line_of(self, container: Any, key: Any = None) -> int | None:
         """The 1-based line of ``container[key]`` (or of the container itself)."""
@@ -176,7 +178,7 @@ class _Builder:
 
     No node tree is composed: the events stream through once, so the peak holds the
     data and its lines only. Anchored containers are shared by their aliases (never
-    copied), which ``alias_problem`` then checks for bombs and cycles.
+    copied), which ``check_aliases`` then checks for bombs and cycles.
     """
 
     def __init__(self, doc: Document) -> None:
@@ -191,6 +193,7 @@ class _Builder:
         self.shared = False
         self.root: Any = None
         self.documents = 0
+        self.deepest = 0
 
     def run(self, events: Iterator[Any]) -> Any:
         """Consume the parser's events; returns the root value."""
@@ -289,6 +292,7 @@ class _Builder:
     def open(self, container: dict[Any, Any] | list[Any], event: Any) -> None:
         if len(self.stack) >= MAX_DEPTH:
             raise RecursionError
+        self.deepest = max(self.deepest, len(self.stack) + 1)
         line = event.start_mark.line + 1
         lines = array("I", (line,))
         self.doc.lines[id(container)] = lines
@@ -347,8 +351,9 @@ def _load(text: str | bytes | BinaryIO, source: str) -> Document | ParseError:
     builder = _Builder(doc)
     try:
         doc.data = builder.run(yaml.parse(text, Loader=_Loader))
+        doc.depth = builder.deepest
         if builder.shared:
-            doc.alias_problem = alias_problem(doc.data)
+            doc.alias_problem, doc.depth = check_aliases(doc.data)
     except yaml.MarkedYAMLError as exc:
         mark: Any = exc.problem_mark or exc.context_mark
         return ParseError(str(exc.problem or exc), mark.line + 1 if mark else None)
@@ -369,44 +374,48 @@ class _Cycle(Exception):
     """A container holds itself through an alias."""
 
 
-def alias_problem(data: Any) -> str | None:
-    """Why ``data`` cannot be written out in full, or ``None`` when its aliases expand modestly.
+def check_aliases(data: Any) -> tuple[str | None, int]:
+    """Why ``data`` cannot be written out in full (or ``None``), and its depth written out.
 
-    The expanded size is computed once per distinct container (shared ones are counted
-    by size, never walked again), so a billion-laughs document costs what it spells out.
+    The expanded size and depth are computed once per distinct container (shared ones
+    are looked up, never walked again), so a billion-laughs document costs what it
+    spells out.
     """
-    sizes: dict[int, int] = {}
+    measured: dict[int, tuple[int, int]] = {}
     open_: set[int] = set()
     spelled = 0
 
-    def size(node: Any) -> int:
+    def measure(node: Any) -> tuple[int, int]:
         nonlocal spelled
         if not isinstance(node, dict | list):
-            return 1
+            return 1, 0
         key = id(node)
-        known = sizes.get(key)
+        known = measured.get(key)
         if known is not None:
             return known
         if key in open_:
             raise _Cycle
         open_.add(key)
-        members = node.values() if isinstance(node, dict) else node
-        total = 1 + sum(size(member) for member in members)
+        total, deepest = 1, 0
+        for member in node.values() if isinstance(node, dict) else node:
+            size, depth = measure(member)
+            total += size
+            deepest = max(deepest, depth)
         open_.discard(key)
         spelled += 1 + len(node)
-        sizes[key] = total
-        return total
+        measured[key] = total, deepest + 1
+        return total, deepest + 1
 
     try:
-        expanded = size(data)
+        expanded, depth = measure(data)
     except _Cycle:
-        return "an alias refers to a node that contains it, so the document has no finite form"
+        return "an alias refers to a node that contains it, so the document has no finite form", 0
     if expanded > max(ALIAS_FLOOR, ALIAS_EXPANSION * spelled):
         return (
             f"aliases expand the document to {expanded:,} members from the {spelled:,} the file "
             f"spells out (more than {ALIAS_EXPANSION}x): an alias bomb"
-        )
-    return None
+        ), depth
+    return None, depth
 
 
 def load_file(path: str | Path) -> Document | ParseError:

@@ -278,6 +278,11 @@ def fix_document(doc: Document) -> int:
     return Fixer(doc).run()
 
 
+#: The deepest description --fix writes: orjson stops at 255 levels and PyYAML's representer
+#: recurses a few frames per level; the fix itself adds at most a few levels.
+FIX_MAX_DEPTH = 240
+
+
 class FixRefused(Exception):
     """The description cannot be written out in full, so ``--fix`` writes nothing."""
 
@@ -286,10 +291,13 @@ def write_fixed(doc: Document, out: str | Path) -> int:
     """Augment ``doc`` and write it to ``out``; returns the number of changes.
 
     The output spells every alias out (no anchors), so a description whose aliases
-    expand without bound (``spec-aliases``) is refused rather than written.
+    expand without bound (``spec-aliases``) is refused rather than written, and so is
+    one nesting deeper than ``FIX_MAX_DEPTH``.
     """
     if doc.alias_problem is not None:
         raise FixRefused(doc.alias_problem)
+    if doc.depth > FIX_MAX_DEPTH:
+        raise FixRefused(f"it nests {doc.depth} levels deep; --fix writes at most {FIX_MAX_DEPTH}")
     with no_gc():
         changes = fix_document(doc)
         dump(doc.data, Path(out))
