@@ -150,9 +150,14 @@ def test_lint_fix_refuses_what_it_cannot_write_deeply_enough(tmp_path: Path, tex
     assert not out.exists()
 
 
-def test_nesting_past_the_limit_is_a_parse_finding(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [deep_flow(800), alias_chain(700), alias_chain(5000)],  # libyaml itself stops at 1,000 levels
+    ids=["deep", "alias-chain", "long-alias-chain"],
+)
+def test_nesting_past_the_limit_is_a_parse_finding(tmp_path: Path, text: str) -> None:
     spec = tmp_path / "spec.yaml"
-    spec.write_text(deep_flow(800))  # libyaml itself stops at 1,000
+    spec.write_text(text)
     run = bastion("lint", str(spec), "--format", "json")
     assert "Traceback" not in run.stderr
     assert run.returncode == 1

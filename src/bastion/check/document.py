@@ -354,6 +354,8 @@ def _load(text: str | bytes | BinaryIO, source: str) -> Document | ParseError:
         doc.depth = builder.deepest
         if builder.shared:
             doc.alias_problem, doc.depth = check_aliases(doc.data)
+            if doc.depth > MAX_DEPTH:  # aliases nested in aliases: as deep as if spelled out
+                raise RecursionError
     except yaml.MarkedYAMLError as exc:
         mark: Any = exc.problem_mark or exc.context_mark
         return ParseError(str(exc.problem or exc), mark.line + 1 if mark else None)
