@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,8 @@ def test_lines_and_refs_point_at_the_text() -> None:
         ("a: 1\n---\nb: 2\n", "single document"),
         ("a: !!int abc\n", "cannot read"),
         ("a: !custom 1\n", "could not determine a constructor"),
+        ("a: <<\n", "merge key"),
+        ("- <<\n", "merge key"),
         ("a: " + "9" * 5000 + "\n", "cannot read"),
         ("a: [1, 2\n", "expected ','"),
         ("[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5), "nests more than"),
@@ -144,3 +147,27 @@ def test_linting_a_big_description_takes_under_ten_times_its_size(tmp_path: Path
         tracemalloc.stop()
     assert result.operations > 800
     assert peak < 10 * size, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB description"
+
+
+def test_repeated_keys_cost_no_scan_each() -> None:
+    keys = 50_000
+    text = "".join(f"k{i}: 1\n" for i in range(keys)) + "".join(f"k{i}: 2\n" for i in range(keys))
+    started = time.perf_counter()
+    doc = loaded(text)
+    seconds = time.perf_counter() - started
+    assert doc.data["k7"] == 2
+    assert doc.line_at(("k7",)) == keys + 8
+    assert seconds < 10  # linear: about a second; a scan per repeat takes minutes
+
+
+def test_many_findings_in_one_big_mapping_cost_no_scan_each() -> None:
+    paths = 60_000
+    text = "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n" + "".join(
+        f"  p{i}: {{}}\n" for i in range(paths)
+    )
+    started = time.perf_counter()
+    result = lint_document(load_text(text))
+    seconds = time.perf_counter() - started
+    lines = {f.line for f in result.findings if f.rule == "spec-structure"}
+    assert len(lines) == paths
+    assert seconds < 60  # linear: a few seconds; a scan per finding takes minutes

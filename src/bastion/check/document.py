@@ -52,6 +52,8 @@ class Document:
     alias_problem: str | None = None
     #: How deeply containers nest once aliases are written out (the root alone: 1).
     depth: int = 0
+    #: id(large mapping) -> {key: position}, built when a finding first points into it.
+    _positions: dict[int, dict[Any, int]] = field(default_factory=dict, repr=False)
 
     def line_of(self, container: Any, key: Any = None) -> int | None:
         """The 1-based line of ``container[key]`` (or of the container itself)."""
@@ -59,12 +61,28 @@ class Document:
         if entry is None:
             return None
         if key is not None:
-            # Lines are kept by position, not by key, to stay small: finding the position
-            # costs a scan of one container, paid only for the places findings point at.
-            index = _position(container, key)
+            index = self._position(container, key)
             if index is not None and index + 1 < len(entry) and entry[index + 1]:
                 return entry[index + 1]
         return entry[0]
+
+    def _position(self, container: Any, key: Any) -> int | None:
+        """Where ``key`` sits among the members of a list or dict.
+
+        Lines are kept by position, not by key, to stay small. A small mapping is
+        scanned; a large one gets a key index the first time a finding points into
+        it, so many findings in one big mapping cost one index, not a scan each.
+        """
+        if isinstance(container, list):
+            return key if isinstance(key, int) and 0 <= key < len(container) else None
+        if not isinstance(container, dict) or key not in container:
+            return None
+        if len(container) <= _SCAN_LIMIT:
+            return next(i for i, member in enumerate(container) if member == key)
+        positions = self._positions.get(id(container))
+        if positions is None or len(positions) != len(container):  # new, or grown since (--fix)
+            positions = self._positions[id(container)] = {k: i for i, k in enumerate(container)}
+        return positions[key]
 
     def line_at(self, path: Path_) -> int | None:
         """The line of the member at ``path``, or of its nearest ancestor that has one."""
@@ -98,17 +116,6 @@ class Document:
             else:
                 return None
         return node, path
-
-
-def _position(container: Any, key: Any) -> int | None:
-    """Where ``key`` sits among the members of a list or dict."""
-    if isinstance(container, list):
-        return key if isinstance(key, int) and 0 <= key < len(container) else None
-    if isinstance(container, dict) and key in container:
-        for index, member in enumerate(container):
-            if member == key:
-                return index
-    return None
 
 
 def pointer_path(ref: str) -> Path_ | None:
@@ -146,7 +153,7 @@ def json_path(path: Path_) -> str:
 class _Frame:
     """An open mapping or sequence while events fill it."""
 
-    __slots__ = ("as_key", "container", "key", "key_line", "lines", "merge", "named")
+    __slots__ = ("as_key", "container", "key", "key_line", "lines", "merge", "named", "positions")
 
     def __init__(self, container: dict[Any, Any] | list[Any], lines: array[int]) -> None:
         self.container = container
@@ -160,9 +167,28 @@ class _Frame:
         self.as_key = False
         #: Whether the container added a member to the builder's path (a key or an index).
         self.named = False
+        #: Key -> position, built at the first repeated key (rare) so repeats cost O(1) each.
+        self.positions: dict[Any, int] | None = None
+
+    def insert(self, key: Any, value: Any, line: int) -> None:
+        """Set ``key`` in the mapping and record its line at the key's position."""
+        mapping = self.container
+        assert isinstance(mapping, dict)
+        if key in mapping:
+            # A repeated key: the last value wins, at the first one's place (as PyYAML does).
+            if self.positions is None:
+                self.positions = {k: i for i, k in enumerate(mapping)}
+            self.lines[1 + self.positions[key]] = line
+        else:
+            if self.positions is not None:
+                self.positions[key] = len(mapping)
+            self.lines.append(line)
+        mapping[key] = value
 
 
 _EXPECT_KEY = object()
+#: Mappings up to this size are scanned for a key's position; larger ones are indexed.
+_SCAN_LIMIT = 32
 _MERGE_KEY = object()
 #: Strings up to this length are shared between equal occurrences.
 _SHARED_STRING = 64
@@ -201,6 +227,10 @@ class _Builder:
             kind = type(event)
             if kind is yaml.ScalarEvent:
                 value = self.scalar(event)
+                if value is _MERGE_KEY and not self.expects_key():
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "`<<` (a merge key) stands where a value belongs", event.start_mark
+                    )
                 if event.anchor is not None:
                     self.anchors[event.anchor] = value
                 self.add(value, event.start_mark.line + 1)
@@ -247,6 +277,14 @@ class _Builder:
                 None, None, f"cannot read {event.value[:40]!r} as {tag}", event.start_mark
             ) from None
 
+    def expects_key(self) -> bool:
+        """Whether the next value is a mapping key."""
+        return (
+            bool(self.stack)
+            and self.stack[-1].key is _EXPECT_KEY
+            and isinstance(self.stack[-1].container, dict)
+        )
+
     def add(self, value: Any, line: int) -> None:
         """Put a finished value (scalar, alias, or a container just opened) into the open container."""
         if not self.stack:
@@ -269,25 +307,17 @@ class _Builder:
         if key is _MERGE_KEY:
             self.merge(frame, value)
             return
-        if key in container:
-            # A repeated key: the last value wins, at the first one's place (as PyYAML does).
-            frame.lines[1 + list(container).index(key)] = frame.key_line
-        else:
-            frame.lines.append(frame.key_line)
-        container[key] = value
+        frame.insert(key, value, frame.key_line)
         if key == "$ref" and isinstance(value, str):
             self.doc.refs.append((value, tuple(self.path)))
 
     def merge(self, frame: _Frame, value: Any) -> None:
         """Merge a ``<<`` value (a mapping or a list of them) into ``frame``: its own keys win."""
-        mapping = frame.container
-        assert isinstance(mapping, dict)
         for source in value if isinstance(value, list) else [value]:
             if isinstance(source, dict):
                 for k, v in source.items():
-                    if k not in mapping:
-                        mapping[k] = v
-                        frame.lines.append(0)
+                    if k not in frame.container:
+                        frame.insert(k, v, 0)
 
     def open(self, container: dict[Any, Any] | list[Any], event: Any) -> None:
         if len(self.stack) >= MAX_DEPTH:
