@@ -139,11 +139,16 @@ def probe(
     max_seconds: Annotated[float, typer.Option(help="Stop after this many seconds.")] = 60.0,
     burst: Annotated[int, typer.Option(help="Send a burst of N requests to test rate limits (0: off).")] = 0,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
+    max_response_bytes: Annotated[
+        int, typer.Option(help="Read at most this many bytes of a response.")
+    ] = 1048576,
 ) -> None:
     """Send bounded real traffic to a running API and report which pitfalls it has; exit 1 on a failure."""
     from bastion.check.commands import run_probe
 
-    raise typer.Exit(run_probe(base_url, spec, format, html, max_requests, max_seconds, burst, output))
+    raise typer.Exit(
+        run_probe(base_url, spec, format, html, max_requests, max_seconds, burst, output, max_response_bytes)
+    )
 
 
 def main() -> None:

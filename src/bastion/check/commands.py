@@ -17,7 +17,14 @@ SEVERITIES = ("error", "warning", "info")
 
 
 def _fail(message: str) -> int:
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    from rich.markup import escape
+
+    from bastion.check.report import terminal_safe
+
+    # The message may quote the description or the server: neither styles nor controls the terminal.
+    Console(stderr=True).print(
+        f"[bold red]error:[/bold red] {escape(terminal_safe(message))}", highlight=False
+    )
     return 2
 
 
@@ -84,11 +91,14 @@ def run_lint(
         _emit(report.lint_sarif(result), output)
     if fix is not None:
         from bastion.check.document import ParseError
-        from bastion.check.fix import write_fixed
+        from bastion.check.fix import FixRefused, write_fixed
 
         if isinstance(doc, ParseError):
             return _fail(f"cannot fix {spec}: it does not parse")
-        changes = write_fixed(doc, fix)
+        try:
+            changes = write_fixed(doc, fix)
+        except FixRefused as exc:
+            return _fail(f"cannot fix {spec}: {exc}")
         Console(stderr=True).print(f"wrote {fix}: {changes} change(s)", highlight=False)
     return 1 if result.failed else 0
 
@@ -102,6 +112,7 @@ def run_probe(
     max_seconds: float,
     burst: int,
     output: Path | None,
+    max_response_bytes: int = 1 << 20,
 ) -> int:
     """Probe the API at ``base_url``; returns 0, 1 when a check fails, 2 on a usage error."""
     from bastion.check import report
@@ -111,11 +122,13 @@ def run_probe(
         return _fail(f"--format must be one of {', '.join(PROBE_FORMATS)}")
     if not base_url.startswith(("http://", "https://")):
         return _fail(f"{base_url!r} is not an http:// or https:// URL")
-    if max_requests < 1 or max_seconds <= 0 or burst < 0:
-        return _fail("--max-requests and --max-seconds must be positive, --burst zero or more")
+    if max_requests < 1 or max_seconds <= 0 or burst < 0 or max_response_bytes < 1:
+        return _fail(
+            "--max-requests, --max-seconds and --max-response-bytes must be positive, --burst zero or more"
+        )
     if spec is not None and not spec.is_file():
         return _fail(f"{spec} is not a file")
-    options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst)
+    options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst, max_response_bytes)
     show_progress = fmt == "text" and output is None and sys.stderr.isatty()
     try:
         result = run_probe_sync(options, progress=show_progress)

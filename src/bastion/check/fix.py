@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from bastion.check.document import Document, Path_, iter_operations, no_gc
+from bastion.check.emit import write_yaml
 from bastion.check.findings import FindingSink
 from bastion.check.rules.operations import (
     IDEMPOTENCY_HEADER,
@@ -255,20 +255,13 @@ class Fixer:
         self.changes += 1
 
 
-class _NoAliasDumper(yaml.CSafeDumper if hasattr(yaml, "CSafeDumper") else yaml.SafeDumper):  # type: ignore[misc]
-    """Writes shared objects out in full: anchors in an API description confuse many tools."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def dump(data: Any, path: Path) -> None:
     """Write ``data`` as JSON when ``path`` ends in .json, else as YAML."""
     if path.suffix.lower() == ".json":
         path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
         return
     with path.open("w", encoding="utf-8") as out:
-        yaml.dump(data, out, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True, width=4096)
+        write_yaml(data, out)
 
 
 def fix_document(doc: Document) -> int:
@@ -278,8 +271,26 @@ def fix_document(doc: Document) -> int:
     return Fixer(doc).run()
 
 
+#: The deepest description --fix writes: orjson stops at 255 levels (the YAML writer has no
+#: limit, but one rule for both formats); the fix itself adds at most a few levels.
+FIX_MAX_DEPTH = 240
+
+
+class FixRefused(Exception):
+    """The description cannot be written out in full, so ``--fix`` writes nothing."""
+
+
 def write_fixed(doc: Document, out: str | Path) -> int:
-    """Augment ``doc`` and write it to ``out``; returns the number of changes."""
+    """Augment ``doc`` and write it to ``out``; returns the number of changes.
+
+    The output spells every alias out (no anchors), so a description whose aliases
+    expand without bound (``spec-aliases``) is refused rather than written, and so is
+    one nesting deeper than ``FIX_MAX_DEPTH``.
+    """
+    if doc.alias_problem is not None:
+        raise FixRefused(doc.alias_problem)
+    if doc.depth > FIX_MAX_DEPTH:
+        raise FixRefused(f"it nests {doc.depth} levels deep; --fix writes at most {FIX_MAX_DEPTH}")
     with no_gc():
         changes = fix_document(doc)
         dump(doc.data, Path(out))

@@ -57,6 +57,8 @@ def lint_document(
     else:
         source = source or doc.source
         sink = FindingSink(doc, disabled)
+        if doc.alias_problem is not None:
+            sink.add("spec-aliases", (), doc.alias_problem)
         with no_gc():
             operations = OperationRules(doc, sink).run()
     order = {p: i for i, p in enumerate(PITFALLS)}

@@ -1,7 +1,8 @@
 """``bastion probe``: send bounded, real traffic to a running API and report its pitfalls.
 
 The probe only talks to the base URL it is given, stops at ``--max-requests`` or
-``--max-seconds`` whichever comes first, and loads the target with a burst only
+``--max-seconds`` whichever comes first, reads at most ``--max-response-bytes`` of
+each response, and loads the target with a burst only
 when ``--burst N`` asks for it. Traffic uses the standard library's
 ``http.client`` (one connection per request, threads for concurrent duplicates),
 so the probe needs no extra dependency.
@@ -17,7 +18,7 @@ from pathlib import Path
 from bastion.check.document import ParseError, load_file
 from bastion.check.probes import errors, idempotency, ratelimit, validation
 from bastion.check.probes.base import ProbeContext
-from bastion.check.probes.client import BudgetExhausted, ProbeClient
+from bastion.check.probes.client import MAX_RESPONSE_BYTES, BudgetExhausted, ProbeClient
 from bastion.check.probes.payloads import SchemaSampler
 from bastion.check.probes.target import TargetAPI, build_target
 from bastion.check.results import ProbeResult
@@ -36,6 +37,7 @@ class ProbeOptions:
     max_requests: int = 300
     max_seconds: float = 60.0
     burst: int = 0
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
 
 _STAGES: tuple[tuple[str, Callable[[ProbeContext], None]], ...] = (
@@ -55,9 +57,16 @@ def run_probe(options: ProbeOptions, on_step: Callable[[str, int], None] | None 
         doc = load_file(options.spec)
         if isinstance(doc, ParseError):
             raise SpecError(f"{options.spec}: {doc.message}")
+        if doc.alias_problem is not None:
+            raise SpecError(f"{options.spec}: {doc.alias_problem}")
         sampler = SchemaSampler(doc)
         target = build_target(doc, sampler)
-    client = ProbeClient(options.base_url, max_requests=options.max_requests, max_seconds=options.max_seconds)
+    client = ProbeClient(
+        options.base_url,
+        max_requests=options.max_requests,
+        max_seconds=options.max_seconds,
+        max_response_bytes=options.max_response_bytes,
+    )
     ctx = ProbeContext(client, target, sampler, options.burst)
     if on_step is not None:
         ctx.on_step = lambda label: on_step(label, client.sent)

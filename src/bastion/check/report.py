@@ -2,13 +2,20 @@
 
 JSON is for scripts, JUnit for CI test tabs (one test case per rule or check),
 SARIF 2.1.0 for code-scanning views that annotate the description's lines.
+
+Findings and checks quote what the description and the server under probe said
+(keys, reason phrases, header values, body excerpts). The text and JUnit reports
+render a copy of the result with terminal control sequences and other control
+characters taken out (:func:`printable`), so no server can retitle, clear or
+rewrite the user's terminal; JSON and SARIF keep every character, escaped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import defaultdict
-from typing import Any
+from typing import Any, TypeVar
 from xml.etree import ElementTree as ET
 
 import orjson
@@ -26,6 +33,49 @@ _STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "dim"}
 TOOL_URI = "https://bastion.dev/docs/checker"
 
 
+_T = TypeVar("_T")
+
+# ANSI/ECMA-48 sequences whole (so their parameters do not survive as text), then any other
+# C0 or C1 control character but tab and newline. An OSC or string sequence goes whole only
+# when it is terminated on its line; otherwise just its introducer goes and the rest stays
+# visible, so an unterminated one cannot hide the text after it.
+_CONTROLS = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)"  # OSC, DCS...
+    r"|\x1b[ -/]*[0-~]?"  # any other escape sequence
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+#: Every sequence above starts with one of these: a cheap test that most strings pass clean.
+_CONTROL_CHAR = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` without terminal control sequences or control characters (tab and newline stay)."""
+    return _CONTROLS.sub("", text) if _CONTROL_CHAR.search(text) else text
+
+
+def printable(value: _T) -> _T:
+    """A result (dataclasses, lists, strings) with every string made :func:`terminal_safe`.
+
+    Only what changes is copied: a clean result comes back as the same objects.
+    """
+    if isinstance(value, str):
+        return terminal_safe(value)  # type: ignore[return-value]
+    if isinstance(value, list):
+        items = [printable(item) for item in value]
+        changed = any(new is not old for new, old in zip(items, value, strict=True))
+        return items if changed else value  # type: ignore[return-value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for member in dataclasses.fields(value):
+            old = getattr(value, member.name)
+            new = printable(old)
+            if new is not old and member.init:
+                changes[member.name] = new
+        return dataclasses.replace(value, **changes) if changes else value
+    return value
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
@@ -35,6 +85,7 @@ def _dumps(value: Any) -> str:
 
 def lint_text(result: LintResult, console: Console, *, limit: int = 50) -> None:
     """Print a summary table by pitfall, then the findings grouped by pitfall."""
+    result = printable(result)
     table = Table(title=f"bastion lint {result.source}", title_justify="left")
     table.add_column("pitfall")
     for severity in ("error", "warning", "info"):
@@ -96,6 +147,7 @@ def _xml(root: ET.Element) -> str:
 
 def lint_junit(result: LintResult) -> str:
     """JUnit XML: a suite per pitfall and a test case per rule; findings that reach fail_on fail it."""
+    result = printable(result)  # XML 1.0 cannot carry control characters at all
     root = ET.Element("testsuites", name="bastion lint", time=f"{result.seconds:.3f}")
     by_rule: dict[str, list[Finding]] = defaultdict(list)
     for finding in result.findings:
@@ -181,6 +233,7 @@ def lint_sarif(result: LintResult) -> str:
 
 def probe_text(result: ProbeResult, console: Console) -> None:
     """Print the probe's summary table by pitfall, then every check."""
+    result = printable(result)
     table = Table(title=f"bastion probe {result.base_url}", title_justify="left")
     table.add_column("pitfall")
     for status in ("pass", "fail", "skip"):
@@ -228,6 +281,7 @@ def probe_json(result: ProbeResult) -> str:
 
 def probe_junit(result: ProbeResult) -> str:
     """JUnit XML: a suite per pitfall and a test case per check."""
+    result = printable(result)  # XML 1.0 cannot carry control characters at all
     root = ET.Element("testsuites", name="bastion probe", time=f"{result.seconds:.3f}")
     for pitfall in PROBE_PITFALLS:
         checks = [c for c in result.checks if c.pitfall == pitfall]

@@ -2,21 +2,32 @@
 
 Every request goes to the one base URL the user gave, counts against the request
 budget and the time budget, and has its own connection, so concurrent duplicates
-really are concurrent.
+really are concurrent. The server under probe is untrusted: a response body is
+read up to ``max_response_bytes``, and a request that is not answered in full by
+its deadline (its own timeout, never past the run's) has its socket shut down by
+a timer, so a server that streams forever or drips a byte at a time cannot hold
+the probe past ``--max-seconds``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 USER_AGENT = "bastion-probe/0.1"
+#: The default cap on the bytes read from one response body.
+MAX_RESPONSE_BYTES = 1 << 20
+#: Error responses are kept for the end-of-run checks with at most this much body.
+KEPT_BODY_BYTES = 64 << 10
+_READ_CHUNK = 64 << 10
 
 
 class BudgetExhausted(Exception):
@@ -34,6 +45,8 @@ class Exchange:
     body: bytes
     sent_headers: dict[str, str] = field(default_factory=dict)
     sent_body: bytes = b""
+    #: Whether the body was cut at the response size cap.
+    truncated: bool = False
 
     def header(self, name: str) -> str | None:
         """The first value of response header ``name`` (any case)."""
@@ -56,7 +69,7 @@ class Exchange:
     def summary(self, limit: int = 300) -> str:
         """One line for the report: request, status and the start of the body."""
         body = self.text.replace("\n", "\\n")
-        if len(body) > limit:
+        if len(body) > limit or self.truncated:
             body = body[:limit] + "..."
         return f"{self.method} {self.path} -> {self.status} {self.content_type or '-'} {body}"
 
@@ -65,7 +78,13 @@ class ProbeClient:
     """Sends requests to one base URL within a request and time budget."""
 
     def __init__(
-        self, base_url: str, *, max_requests: int, max_seconds: float, timeout: float = 10.0
+        self,
+        base_url: str,
+        *,
+        max_requests: int,
+        max_seconds: float,
+        timeout: float = 10.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -77,8 +96,10 @@ class ProbeClient:
         self.max_requests = max_requests
         self.deadline = time.monotonic() + max_seconds
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self.sent = 0
         self.exhausted = False
+        #: Error responses (4xx and 5xx but 429), bodies cut to ``KEPT_BODY_BYTES``, for the final checks.
         self.exchanges: list[Exchange] = []
         self._lock = threading.Lock()
 
@@ -109,22 +130,41 @@ class ProbeClient:
             body = orjson.dumps(json)
             sent_headers["Content-Type"] = "application/json"
         sent_headers.update(headers or {})
-        timeout = max(0.5, min(self.timeout, self.remaining_seconds()))
+        seconds = max(0.0, min(self.timeout, self.remaining_seconds()))
         factory = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        conn = factory(self.host, self.port, timeout=timeout)
+        conn = factory(self.host, self.port, timeout=max(0.05, seconds))
+        cut = threading.Event()
+        timer = threading.Timer(seconds, _cut_off, (conn, cut))
+        timer.daemon = True
+        timer.start()
         try:
             conn.request(method, self.prefix + path, body=body, headers=sent_headers)
             response = conn.getresponse()
-            data = response.read()
+            data, truncated = read_capped(response, self.max_response_bytes)
             exchange = Exchange(
-                method, path, response.status, list(response.getheaders()), data, sent_headers, body or b""
+                method,
+                path,
+                response.status,
+                list(response.getheaders()),
+                data,
+                sent_headers,
+                body or b"",
+                # A body read until the server closes ends cleanly when the timer cuts it.
+                truncated or cut.is_set(),
             )
         except (OSError, http.client.HTTPException) as exc:
-            exchange = Exchange(method, path, 0, [], f"{type(exc).__name__}: {exc}".encode(), sent_headers)
+            # A cut socket fails in whichever read it interrupted: say why, not how.
+            why = f"{type(exc).__name__}: {exc}"
+            if cut.is_set():
+                why = f"no complete response within {seconds:.1f} s"
+            exchange = Exchange(method, path, 0, [], why.encode(), sent_headers)
         finally:
+            timer.cancel()
             conn.close()
-        with self._lock:
-            self.exchanges.append(exchange)
+        if exchange.status >= 400 and exchange.status != 429:
+            kept = replace(exchange, body=exchange.body[:KEPT_BODY_BYTES])
+            with self._lock:
+                self.exchanges.append(kept)
         return exchange
 
     def send(self, method: str, path: str, **kwargs: Any) -> Exchange:
@@ -136,6 +176,30 @@ class ProbeClient:
                 time.sleep(wait + 0.05)
                 exchange = self.request(method, path, **kwargs)
         return exchange
+
+
+def _cut_off(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """Shut the connection's socket down: a read blocked on it returns at once."""
+    cut.set()
+    sock = conn.sock
+    if sock is not None:
+        # OSError: the request finished and closed the socket meanwhile.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def read_capped(response: http.client.HTTPResponse, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the body, and whether there was more."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = response.read(min(_READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    data = b"".join(chunks)
+    return data[:limit], size > limit
 
 
 def retry_after_seconds(value: str | None) -> float | None:

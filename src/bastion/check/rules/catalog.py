@@ -130,6 +130,14 @@ _ALL = (
         "Fix the syntax at the reported line.",
     ),
     Rule(
+        "spec-aliases",
+        "description",
+        "error",
+        "YAML aliases expand to a finite document of modest size (no alias bomb, no alias inside itself).",
+        "Replace the anchors and aliases with $refs to components; tools that expand aliases "
+        "run out of memory or loop on this document.",
+    ),
+    Rule(
         "spec-structure",
         "description",
         "error",
