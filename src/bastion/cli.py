@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +32,9 @@ def _options(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of an error (for bug reports).")
+    ] = False,
 ) -> None:
     """Make an HTTP API production-ready: idempotency, problems, rate limits, validation."""
 
@@ -43,11 +48,18 @@ app.add_typer(keys_app, name="keys")
 @config_app.command("check")
 def config_check(
     file: Annotated[Path, typer.Argument(help="The configuration file to check.")],
+    check_stores: Annotated[
+        bool, typer.Option("--check-stores", help="Also connect to every store the file names.")
+    ] = False,
 ) -> None:
-    """Check a configuration file: print OK, or every problem with its key path (exit 1)."""
-    from bastion.config import check_file
+    """Check a configuration file and its OpenAPI description: print OK, or every problem (exit 1)."""
+    import asyncio
+
+    from bastion.config import check_file, load_config
 
     problems = check_file(file)
+    if not problems and check_stores:
+        problems = asyncio.run(_unreachable_stores(load_config(file)))
     if not problems:
         typer.echo("OK")
         return
@@ -55,6 +67,32 @@ def config_check(
     for path, reason in problems:
         typer.echo(f"  {path}: {reason}", err=True)
     raise typer.Exit(1)
+
+
+async def _unreachable_stores(config: object) -> list[tuple[str, str]]:
+    """``(store, reason)`` for every store of ``config`` that cannot be opened or does not answer."""
+    from bastion.asgi import Receive, Scope, Send
+    from bastion.config import Config
+    from bastion.stack import Bastion
+
+    async def nothing(scope: Scope, receive: Receive, send: Send) -> None:
+        """The application is not needed to open the stores."""
+
+    assert isinstance(config, Config)
+    bastion = Bastion(nothing, config, env={})
+    try:
+        await bastion.startup()
+    except Exception as exc:
+        return [("store", f"cannot be opened: {type(exc).__name__}: {exc}")]
+    problems: list[tuple[str, str]] = []
+    try:
+        for resource in bastion.resources:
+            ping = getattr(resource, "ping", None)
+            if ping is not None and not await ping():
+                problems.append((resource.name, "does not answer"))
+    finally:
+        await bastion.shutdown()
+    return problems
 
 
 @keys_app.command("hash")
@@ -102,14 +140,9 @@ def gateway(
     admin_port: Annotated[int | None, typer.Option(help="Serve metrics, health, ready on this port.")] = None,
 ) -> None:
     """Run a reverse proxy that applies every guard in front of an existing HTTP API."""
-    from bastion.config import ConfigError
     from bastion.gateway.server import run_gateway
 
-    try:
-        run_gateway(config, upstream=upstream, host=host, port=port, workers=workers, admin_port=admin_port)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    run_gateway(config, upstream=upstream, host=host, port=port, workers=workers, admin_port=admin_port)
 
 
 @app.command()
@@ -151,6 +184,56 @@ def probe(
     )
 
 
+#: Optional dependencies, by top-level module, and the extra of bastion that brings each.
+_EXTRAS = {
+    "aiohttp": "gateway",
+    "yarl": "gateway",
+    "multidict": "gateway",
+    "redis": "redis",
+    "asyncpg": "postgres",
+    "opentelemetry": "otel",
+}
+_LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def user_error_message(exc: BaseException) -> str:
+    """One paragraph about ``exc`` for the person who ran the command, never a traceback.
+
+    Mistakes a user can fix (a bad configuration or description, a missing extra, a port
+    in use) say what to change; anything else is a bug, and says how to report it.
+    """
+    from bastion.config import ConfigError
+    from bastion.validation.openapi import OpenAPIError
+
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, OpenAPIError):
+        return f"the OpenAPI description cannot be used: {exc}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        module = exc.name.partition(".")[0]
+        extra = _EXTRAS.get(module)
+        if extra is not None:
+            return (
+                f"this needs bastion's {extra} extra ({module} is not installed). Install it with "
+                f"pip install 'bastion-guards[{extra}]' (from a checkout: pip install -e '.[{extra}]')."
+            )
+    if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRORS:
+        return f"cannot listen or connect: {exc.strerror} ({exc}). Choose another --host or --port."
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"cannot read {exc.filename}: {exc.strerror}."
+    return (
+        f"unexpected error ({type(exc).__name__}). This is a bug in bastion: run the same command "
+        "with --debug for the traceback, and report it."
+    )
+
+
 def main() -> None:
-    """Entry point of the ``bastion`` script."""
-    app()
+    """Entry point of the ``bastion`` script: errors as one paragraph and exit 2, unless --debug."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except Exception as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"bastion: {user_error_message(exc)}\n")
+        raise SystemExit(2) from None

@@ -342,6 +342,20 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], list[tuple[s
     return overrides, problems
 
 
+def _named_by_environment(problems: list[tuple[str, str]], env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Problems whose key came from an environment variable name that variable too."""
+    sources = {
+        ".".join(p.lower() for p in name[len(ENV_PREFIX) :].split("__")): name
+        for name in env
+        if name.startswith(ENV_PREFIX) and not name.startswith(_ENV_NOT_CONFIG)
+    }
+    named: list[tuple[str, str]] = []
+    for path, reason in problems:
+        source = next((v for k, v in sources.items() if path == k or path.startswith(k + ".")), None)
+        named.append((path, f"{reason} (set by the environment variable {source})" if source else reason))
+    return named
+
+
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
@@ -404,7 +418,7 @@ def load_config(
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_problems_from(exc))
+        problems.extend(_named_by_environment(_problems_from(exc), environment))
         config = None
     if problems or config is None:
         raise ConfigError(problems, origin)
@@ -434,7 +448,15 @@ def check_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         config = load_config(path)
     except ConfigError as exc:
         return exc.problems
-    problems: list[tuple[str, str]] = []
-    if config.openapi is not None and not Path(config.openapi).is_file():
-        problems.append(("openapi", f"file {config.openapi} does not exist"))
-    return problems
+    if config.openapi is None:
+        return []
+    # The description is loaded and compiled as the gateway and middleware would, so a
+    # description they refuse is never OK here.
+    from bastion.validation.compile import compile_description
+    from bastion.validation.openapi import OpenAPIError, load_description
+
+    try:
+        compile_description(load_description(config.openapi), config)
+    except OpenAPIError as exc:
+        return [("openapi", str(exc))]
+    return []
