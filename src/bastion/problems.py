@@ -61,6 +61,11 @@ def type_uri(type_base: str, code: str) -> str:
 _CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
+def is_problem_code(code: str) -> bool:
+    """Whether ``code`` is a valid problem code: UPPER_SNAKE_CASE, at most 64 characters."""
+    return _CODE_RE.match(code) is not None
+
+
 class Problem(Exception):
     """An HTTP error rendered as ``application/problem+json``.
 
