@@ -212,6 +212,10 @@ class CompiledOperation:
         values: dict[str, Any] = {}
         for param in self.path_params:
             text = path_params.get(param.name, "")
+            if not text.isascii():
+                # A server that decodes the path with surrogateescape leaves lone surrogates,
+                # which no schema check can encode: read each as "?".
+                text = text.encode("utf-8", "replace").decode("utf-8")
             if not param.allow_control and controls.has_control(text):
                 found.append(controls.parameter_entry("path", param.name))
             values[param.name] = param.from_path(text, self.options.lenient)
