@@ -441,3 +441,42 @@ async def test_member_names_int_refuses_are_4xx_not_500(http: httpx.AsyncClient)
         body = b'{"email":"a@example.com","age":30,"name":"n","' + name.encode() + b'":1}'
         response = await post(http, body, "application/json")
         assert response.status_code == 422, response.text
+
+
+# -- through the gateway ------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_the_upstream_gets_the_decoded_body(tmp_path: Path) -> None:
+    from tests.gateway.conftest import start_gateway, start_upstream
+
+    upstream = start_upstream(tmp_path)
+    try:
+        config = {
+            "upstream": upstream.base,
+            "openapi": str(Path(__file__).parents[1] / "gateway" / "orders-openapi.yaml"),
+            "store": "memory://",
+            "validation": {"max_body_bytes": 64 * 1024},
+        }
+        gateway = start_gateway(tmp_path, config)
+        try:
+            order = gzip.compress(b'{"item": "book", "quantity": 2}')
+            headers = {
+                "content-type": "application/json",
+                "content-encoding": "gzip",
+                "idempotency-key": "k1",
+            }
+            first = httpx.post(gateway.base + "/orders", content=order, headers=headers, timeout=10)
+            again = httpx.post(gateway.base + "/orders", content=order, headers=headers, timeout=10)
+            bomb = gzip.compress(b'{"item": "' + b"x" * 10_000_000 + b'"}')
+            headers["idempotency-key"] = "k2"
+            too_large = httpx.post(gateway.base + "/orders", content=bomb, headers=headers, timeout=10)
+        finally:
+            gateway.stop()
+    finally:
+        upstream.stop()
+    # The upstream parsed the body as JSON: it got the decoded bytes.
+    assert first.status_code == 201, first.text
+    assert first.json()["item"] == "book"
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert too_large.status_code == 413
