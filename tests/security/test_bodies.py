@@ -441,6 +441,8 @@ async def test_member_names_int_refuses_are_4xx_not_500(http: httpx.AsyncClient)
         body = b'{"email":"a@example.com","age":30,"name":"n","' + name.encode() + b'":1}'
         response = await post(http, body, "application/json")
         assert response.status_code == 422, response.text
+    form = await post(http, b"9" * 5000 + b"=1&age=30", "application/x-www-form-urlencoded")
+    assert form.status_code == 422, form.text
 
 
 # -- through the gateway ------------------------------------------------------------------
