@@ -118,3 +118,13 @@ def check_body(
         {}, b"", [(b"content-type", b"application/json")], raw, b"application/json"
     )
     return result
+
+
+def refused_for_control_characters(status: int, problem: Any) -> bool:
+    """Whether a response is a 422 for control characters only.
+
+    Generators that read a description produce any string it allows, control
+    characters included, which bastion refuses unless the description allows them.
+    """
+    errors = problem.get("errors") if status == 422 and isinstance(problem, dict) else None
+    return bool(errors) and all(e.get("code") == "CONTROL_CHARACTER" for e in errors)

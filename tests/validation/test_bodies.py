@@ -65,11 +65,15 @@ def test_form_body_errors_point_at_the_nested_field() -> None:
     assert check(FORM, b"")[0]["code"] == "REQUIRED"
 
 
-def test_form_body_in_another_charset() -> None:
-    raw = "amount=5&metadata[name]=Zoë".encode("latin-1")
-    assert check(FORM, raw, FORM + "; charset=iso-8859-1") == []
+def test_form_body_is_utf8_only() -> None:
+    raw = "amount=5&metadata[name]=Zoë".encode()
+    assert check(FORM, raw, FORM + '; charset="UTF-8"') == []
+    with pytest.raises(UnsupportedMediaType):
+        check(FORM, "amount=5&metadata[name]=Zoë".encode("latin-1"), FORM + "; charset=iso-8859-1")
     with pytest.raises(MalformedBody):
         check(FORM, b"amount=5&metadata[name]=\xff\xfe", FORM)
+    with pytest.raises(MalformedBody):
+        check(FORM, b"amount=5&metadata[name]=%FF", FORM)
 
 
 def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "XyZ") -> bytes:

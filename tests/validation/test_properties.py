@@ -67,7 +67,9 @@ def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
         return st.from_regex(r"[a-z][a-z0-9]{0,9}@[a-z]{1,10}\.(com|org|dev)", fullmatch=True)
     if "pattern" in schema:
         return st.from_regex(r"[0-9]{5}", fullmatch=True)
-    characters = st.characters(codec="utf-8", exclude_categories=("Cs",))
+    # C0 control characters other than tab, CR and LF are refused unless a schema allows them.
+    controls = "".join(chr(c) for c in range(32) if chr(c) not in "\t\r\n")
+    characters = st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters=controls)
     return st.text(characters, min_size=schema.get("minLength", 0), max_size=schema.get("maxLength", 20))
 
 

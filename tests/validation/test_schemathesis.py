@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import free_port
-from tests.validation.helpers import CHECKOUT
+from tests.validation.helpers import CHECKOUT, refused_for_control_characters
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +100,8 @@ def test_generated_requests(server: str, operation: schemathesis.APIOperation) -
         response = case.call(base_url=server, timeout=5)
         assert response.status_code < 500, (case.as_curl_command(), response.text)
         if valid:
+            if refused_for_control_characters(response.status_code, response.json()):
+                return
             assert response.status_code == 200, (case.as_curl_command(), response.text)
         else:
             # Not every negative case is invalid once serialised (a "wrong type" can

@@ -24,6 +24,8 @@ _FALSE = frozenset({"false"})
 _LENIENT_TRUE = frozenset({"true", "yes", "1", "on", "True", "TRUE", "Yes", "YES", "On", "ON"})
 _LENIENT_FALSE = frozenset({"false", "no", "0", "off", "False", "FALSE", "No", "NO", "Off", "OFF"})
 _COMPOSITION = ("allOf", "anyOf", "oneOf")
+#: The schema (or parameter) extension that lets strings hold C0 control characters.
+ALLOW_CONTROL = "x-bastion-allow-control-characters"
 
 
 class Guide:
@@ -34,7 +36,16 @@ class Guide:
     first use and kept, so the work is bounded by the size of the description.
     """
 
-    __slots__ = ("_description", "_items", "_nodes", "_props", "additional", "types")
+    __slots__ = (
+        "_description",
+        "_items",
+        "_nodes",
+        "_other",
+        "_props",
+        "additional",
+        "allow_control",
+        "types",
+    )
 
     def __init__(self, description: Description, nodes: list[tuple[Any, str]]) -> None:
         self._description = description
@@ -58,7 +69,10 @@ class Guide:
         self.types = frozenset(types)
         #: Whether members not named in ``properties`` may appear (they are coerced as strings).
         self.additional = any(n.get("additionalProperties", True) is not False for n, _ in flat)
+        #: Whether a schema here says ``x-bastion-allow-control-characters: true``.
+        self.allow_control = any(n.get(ALLOW_CONTROL) is True for n, _ in flat)
         self._props: dict[str, Guide] = {}
+        self._other: Guide | None = None
         self._items: Guide | None = None
 
     def _flatten(
@@ -79,16 +93,25 @@ class Guide:
     def prop(self, name: str) -> Guide:
         """The guide for member ``name`` of an object here."""
         guide = self._props.get(name)
-        if guide is None:
-            found: list[tuple[Any, str]] = []
-            for node, at in self._nodes:
-                properties = node.get("properties")
-                if isinstance(properties, Mapping) and name in properties:
-                    found.append((properties[name], f"{at}/properties/{escape_token(name)}"))
-                elif isinstance(node.get("additionalProperties"), Mapping):
-                    found.append((node["additionalProperties"], f"{at}/additionalProperties"))
-            guide = Guide(self._description, found)
-            self._props[name] = guide
+        if guide is not None:
+            return guide
+        declared = False
+        found: list[tuple[Any, str]] = []
+        for node, at in self._nodes:
+            properties = node.get("properties")
+            if isinstance(properties, Mapping) and name in properties:
+                declared = True
+                found.append((properties[name], f"{at}/properties/{escape_token(name)}"))
+            elif isinstance(node.get("additionalProperties"), Mapping):
+                found.append((node["additionalProperties"], f"{at}/additionalProperties"))
+        if declared:
+            guide = self._props[name] = Guide(self._description, found)
+        else:
+            # Every undeclared name shares one guide, so client-chosen names never
+            # grow the cache, which lives as long as the description.
+            if self._other is None:
+                self._other = Guide(self._description, found)
+            guide = self._other
         return guide
 
     def items(self) -> Guide:
@@ -140,7 +163,10 @@ def coerce_scalar(text: str, types: frozenset[str], lenient: bool) -> Any:
     if not types or ("string" in types and len(types) == 1):
         return text
     if "integer" in types and _INT_RE.fullmatch(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # past Python's digit limit for int(): the schema reports the string
+            return text
     if "number" in types and _NUMBER_RE.fullmatch(text):
         number = float(text)
         if math.isfinite(number):
@@ -160,6 +186,12 @@ def coerce_scalar(text: str, types: frozenset[str], lenient: bool) -> Any:
     return text
 
 
+def _index_order(key: str) -> tuple[int, str]:
+    # Numeric order of ASCII digit strings without int(), which refuses very long ones.
+    digits = key.lstrip("0")
+    return len(digits), digits
+
+
 def coerce_tree(value: Any, guide: Guide, lenient: bool, depth: int = 0) -> Any:
     """A parsed form structure (nested dicts and lists of strings) coerced along ``guide``."""
     if depth > 64:
@@ -171,9 +203,9 @@ def coerce_tree(value: Any, guide: Guide, lenient: bool, depth: int = 0) -> Any:
             "array" in guide.types
             and "object" not in guide.types
             and value
-            and all(k.isdigit() for k in value)
+            and all(k.isascii() and k.isdigit() for k in value)
         ):
-            ordered = [value[k] for k in sorted(value, key=int)]
+            ordered = [value[k] for k in sorted(value, key=_index_order)]
             items = guide.items()
             return [coerce_tree(v, items, lenient, depth + 1) for v in ordered]
         return {k: coerce_tree(v, guide.prop(k), lenient, depth + 1) for k, v in value.items()}

@@ -3,7 +3,9 @@
 It runs after rate limiting (no body is read for a 429) and before idempotency
 (nothing invalid is ever stored). The body is read once, never past
 ``validation.max_body_bytes``, kept in the request context and replayed inward.
-A request the router did not match to an operation passes untouched.
+A compressed body (``gzip``, ``deflate``) is decoded under the same limit, and
+what goes inward is what was checked: the decoded bytes, with the headers saying
+so. A request the router did not match to an operation passes untouched.
 """
 
 from __future__ import annotations
@@ -24,11 +26,20 @@ from bastion.asgi import (
     replay_body,
 )
 from bastion.problems import PayloadTooLarge, Problem, ValidationFailed
+from bastion.validation.bodies import content_coding, decode_content
 from bastion.validation.operation import CompiledOperation
 from bastion.validation.responses import ResponseSchemas, recording_send
 
 if TYPE_CHECKING:
     from bastion.stack import Bastion
+
+
+def _decoded_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
+    """The request headers for a body passed on decoded: no coding, its new length."""
+    dropped = (b"content-encoding", b"content-length", b"transfer-encoding")
+    kept = [(k, v) for k, v in headers if k not in dropped]
+    kept.append((b"content-length", str(length).encode()))
+    return kept
 
 
 def _summary(entries: list[dict[str, Any]]) -> str:
@@ -79,32 +90,51 @@ class ValidationGuard:
         body: bytes | None = None
         content_type: bytes | None = None
         if operation.has_body:
-            length: bytes | None = None
-            for key, value in scope["headers"]:
-                if key == b"content-type":
-                    content_type = value
-                elif key == b"content-length":
-                    length = value
-            body = ctx.body
-            if body is None:
-                if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                    self._count(operation, "PAYLOAD_TOO_LARGE")
-                    raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes")
-                try:
-                    body = await read_body(receive, self.max_body_bytes)
-                except BodyTooLarge:
-                    self._count(operation, "PAYLOAD_TOO_LARGE")
-                    raise PayloadTooLarge(
-                        detail=f"the body is larger than {self.max_body_bytes} bytes"
-                    ) from None
-                except ClientDisconnected:
-                    return  # nobody is left to answer
-                ctx.body = body
-                receive = replay_body(body, receive)
+            try:
+                scope, receive, body, content_type = await self._read(scope, receive, ctx)
+            except Problem as problem:
+                self._count(operation, problem.code)
+                raise
+            except ClientDisconnected:
+                return  # nobody is left to answer
         self._check(operation, ctx, scope, body, content_type)
         if self.response_rate and operation.responses is not None and random.random() < self.response_rate:
             send = self._shadow(operation, operation.responses, send)
         await self.app(scope, receive, send)
+
+    async def _read(
+        self, scope: Scope, receive: Receive, ctx: RequestContext
+    ) -> tuple[Scope, Receive, bytes, bytes | None]:
+        """The body to check (decoded), its ``Content-Type``, and the scope and receive to pass on."""
+        content_type: bytes | None = None
+        length: bytes | None = None
+        codings: list[bytes] = []
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value
+            elif key == b"content-length":
+                length = value
+            elif key == b"content-encoding":
+                codings.append(value)
+        coding = content_coding(codings) if codings else None  # 415 before reading anything
+        limit = self.max_body_bytes
+        body = ctx.body
+        if body is None:
+            # More digits than any limit has are too large without int(), which refuses very
+            # long ones.
+            if length is not None and length.isdigit() and (len(length) > 18 or int(length) > limit):
+                raise PayloadTooLarge(detail=f"the body is larger than {limit} bytes")
+            try:
+                body = await read_body(receive, limit)
+            except BodyTooLarge:
+                raise PayloadTooLarge(detail=f"the body is larger than {limit} bytes") from None
+        if coding is not None:
+            body = decode_content(body, coding, limit)
+            scope = {**scope, "headers": _decoded_headers(scope["headers"], len(body))}
+        if body is not ctx.body:
+            ctx.body = body
+            receive = replay_body(body, receive)
+        return scope, receive, body, content_type
 
     def _check(
         self,

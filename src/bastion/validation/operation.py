@@ -12,20 +12,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bastion.problems import UnsupportedMediaType
-from bastion.validation import errors
+from bastion.validation import controls, errors
 from bastion.validation.bodies import (
     FORM,
     JSON,
     MULTIPART,
     OTHER,
     MediaType,
-    decode_text,
-    is_utf8,
     matches,
     parse_form,
     parse_json,
     parse_media_type,
     parse_multipart,
+    require_utf8,
 )
 from bastion.validation.coerce import Guide
 from bastion.validation.params import Parameter, group_query, is_missing, parse_cookies, parse_query
@@ -153,20 +152,17 @@ class CompiledOperation:
     ) -> list[dict[str, Any]]:
         """Every error entry of the request (empty when it is valid)."""
         options = self.options
-        lenient = options.lenient
         instance: dict[str, Any] = {}
         found: list[dict[str, Any]] = []
         if self.path_params:
-            instance["path"] = {
-                p.name: p.from_path(path_params.get(p.name, ""), lenient) for p in self.path_params
-            }
+            instance["path"] = self._path(path_params, found)
         if self.query_params or options.reject_unknown_query:
             # No query at all: every parameter is missing and nothing is unknown.
             instance["query"] = self._query(query_string, found) if query_string else {}
         if self.header_params:
-            instance["header"] = self._headers(headers)
+            instance["header"] = self._headers(headers, found)
         if self.cookie_params:
-            instance["cookie"] = self._cookies(headers)
+            instance["cookie"] = self._cookies(headers, found)
         validator = self.params_validator
         names: Mapping[str, str] = {}
         if self.media:
@@ -186,6 +182,8 @@ class CompiledOperation:
                 target, media = chosen
                 kind = target.kind if target.kind != OTHER else media.kind
                 value = self._parse_body(kind, target, media, body or b"")
+                if kind == JSON and controls.json_may_have(body or b""):
+                    found.extend(controls.body_entries(value, target.guide, options.max_errors))
                 if target.validator is not None and kind != OTHER:
                     instance["body"] = value
                     validator = target.validator
@@ -200,22 +198,39 @@ class CompiledOperation:
 
     def _parse_body(self, kind: str, target: BodyMedia, media: MediaType, body: bytes) -> Any:
         options = self.options
-        charset = media.params.get("charset")
         if kind == JSON:
-            return parse_json(body if is_utf8(charset) else decode_text(body, charset), options.max_depth)
+            require_utf8(media)
+            return parse_json(body, options.max_depth)
         if kind == FORM:
-            return parse_form(body, charset, target.guide, options.lenient, options.max_depth)
+            require_utf8(media)
+            return parse_form(body, target.guide, options.lenient, options.max_depth)
         if kind == MULTIPART:
             return parse_multipart(body, media, target.guide, options.lenient, options.max_depth)
         return None
 
+    def _path(self, path_params: Mapping[str, str], found: list[dict[str, Any]]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param in self.path_params:
+            text = path_params.get(param.name, "")
+            if not text.isascii():
+                # A server that decodes the path with surrogateescape leaves lone surrogates,
+                # which no schema check can encode: read each as "?".
+                text = text.encode("utf-8", "replace").decode("utf-8")
+            if not param.allow_control and controls.has_control(text):
+                found.append(controls.parameter_entry("path", param.name))
+            values[param.name] = param.from_path(text, self.options.lenient)
+        return values
+
     def _query(self, query_string: bytes, found: list[dict[str, Any]]) -> dict[str, Any]:
         grouped = group_query(parse_query(query_string))
+        suspect = controls.query_may_have(query_string)
         values: dict[str, Any] = {}
         for param in self.query_params:
             value = param.from_query(grouped, self.options.lenient, self.options.max_depth)
             if not is_missing(value):
                 values[param.name] = value
+                if suspect and not param.allow_control and controls.has_control(value):
+                    found.append(controls.parameter_entry("query", param.name))
         if self.options.reject_unknown_query:
             for key in grouped:
                 if not any(p.claims(key) for p in self.query_params):
@@ -230,7 +245,7 @@ class CompiledOperation:
                     )
         return values
 
-    def _headers(self, headers: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+    def _headers(self, headers: Sequence[tuple[bytes, bytes]], found: list[dict[str, Any]]) -> dict[str, Any]:
         seen: dict[bytes, list[bytes]] = {}
         wanted = self.header_params
         for key, value in headers:
@@ -240,15 +255,19 @@ class CompiledOperation:
         for key, raw in seen.items():
             param = wanted[key]
             text = b", ".join(raw).decode("latin-1").strip()
+            if not param.allow_control and controls.has_control(text):
+                found.append(controls.parameter_entry("header", param.name))
             values[param.name] = param.from_text(text, self.options.lenient)
         return values
 
-    def _cookies(self, headers: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+    def _cookies(self, headers: Sequence[tuple[bytes, bytes]], found: list[dict[str, Any]]) -> dict[str, Any]:
         raw = "; ".join(v.decode("latin-1") for k, v in headers if k == b"cookie")
         cookies = parse_cookies(raw) if raw else {}
         values: dict[str, Any] = {}
         for param in self.cookie_params:
             text = cookies.get(param.name)
             if text is not None:
+                if not param.allow_control and controls.has_control(text):
+                    found.append(controls.parameter_entry("cookie", param.name))
                 values[param.name] = param.from_text(text, self.options.lenient)
         return values

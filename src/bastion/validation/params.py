@@ -66,8 +66,12 @@ def _insert(node: dict[str, Any], parts: list[str], value: str) -> None:
     _insert(child, rest, value)
 
 
-def parse_query(raw: bytes | str) -> list[tuple[str, str]]:
-    """A query string (or a form body) as decoded ``(key, value)`` pairs, in order."""
+def parse_query(raw: bytes | str, errors: str = "replace") -> list[tuple[str, str]]:
+    """A query string (or a form body) as decoded ``(key, value)`` pairs, in order.
+
+    ``errors`` says what a percent-escape that is not UTF-8 becomes: ``replace``
+    (U+FFFD, as web frameworks read a query) or ``strict`` (``UnicodeDecodeError``).
+    """
     if not raw:
         return []
     text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
@@ -77,9 +81,9 @@ def parse_query(raw: bytes | str) -> list[tuple[str, str]]:
             continue
         key, _, value = part.partition("=")
         if "%" in key or "+" in key:
-            key = unquote_plus(key)
+            key = unquote_plus(key, errors=errors)
         if "%" in value or "+" in value:
-            value = unquote_plus(value)
+            value = unquote_plus(value, errors=errors)
         pairs.append((key, value))
     return pairs
 
@@ -106,9 +110,13 @@ class Parameter:
     guide: Guide
     #: The parameter is JSON text (``content: application/json``).
     json_content: bool = False
+    #: Its value may hold C0 control characters (``x-bastion-allow-control-characters: true``
+    #: on the parameter, or on its schema).
+    allow_control: bool = False
     shape: str = field(init=False)
 
     def __post_init__(self) -> None:
+        self.allow_control = self.allow_control or self.guide.allow_control
         types = self.guide.types
         if "array" in types and "object" not in types:
             self.shape = "array"
