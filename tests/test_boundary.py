@@ -470,3 +470,33 @@ async def test_an_application_with_an_admit_method_of_its_own_is_called_as_an_ap
         response = await http.get("/")
     assert response.text == "hello"
     assert inner.admitted == []
+
+
+@pytest.mark.parametrize("length", ["9" * 5000, "\u00b2".encode().decode("latin-1"), "12x"])
+async def test_a_content_length_no_int_reads_is_never_a_500(length: str) -> None:
+    """The access log's request size never converts a hostile Content-Length header."""
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guarded, _ = wrap(app)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [(b"content-length", length.encode("latin-1"))],
+        "client": ("127.0.0.1", 1),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await guarded(scope, receive, send)
+    assert sent[0]["status"] == 204

@@ -228,7 +228,12 @@ class BoundaryGuard:
                     route = UNMATCHED_ROUTE
             if ctx.body is not None:
                 request_size = len(ctx.body)
-            elif content_length is not None and content_length.isdigit():
+            elif (
+                content_length is not None
+                and len(content_length) <= 18
+                and content_length.isascii()
+                and content_length.isdigit()
+            ):
                 request_size = int(content_length)
             else:
                 request_size = 0

@@ -456,7 +456,7 @@ def check_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     from bastion.validation.openapi import OpenAPIError, load_description
 
     try:
-        compile_description(load_description(config.openapi), config)
+        compile_description(load_description(config.openapi, config.validation.allow_external_refs), config)
     except OpenAPIError as exc:
         return [("openapi", str(exc))]
     return []

@@ -375,6 +375,11 @@ FIELD_CODES: dict[str, str] = {
     "NOT_ALLOWED": "A field that the schema does not declare (unknown fields are rejected).",
     "ENUM_MISMATCH": "The value is not one of the allowed values.",
     "INVALID": "The value breaks another rule of its schema; the detail says which.",
+    "CONTROL_CHARACTER": (
+        "A string or parameter value holds a NUL or another C0 control character (other than"
+        " tab, CR and LF) where its schema or parameter does not allow them"
+        " (`x-bastion-allow-control-characters: true`)."
+    ),
 }
 
 

@@ -205,3 +205,21 @@ def test_a_base_uri_cannot_turn_an_allowed_path_into_a_fetch(tmp_path: Path, ser
     error = _error(write_spec(tmp_path, _spec(schema)))
     assert server.hits == []
     assert _url(server, "/base/inside.json") in error.reason
+
+
+def test_validation_allow_external_refs_reaches_the_loader(tmp_path: Path, server: _Counting) -> None:
+    """The configuration key is what the guard's loader allows, and nothing more."""
+    from bastion import Bastion
+
+    prefix = _url(server, "/schemas/")
+    path = write_spec(tmp_path, _spec({"type": "string", "contentSchema": {"$ref": prefix + "thing.json"}}))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        """Never called."""
+
+    with pytest.raises(OpenAPIError):
+        Bastion(app, {"store": "memory://", "openapi": str(path)}, env={})
+    assert server.hits == []
+    config = {"store": "memory://", "openapi": str(path), "validation": {"allow_external_refs": [prefix]}}
+    Bastion(app, config, env={})
+    assert server.hits == ["/schemas/thing.json"]

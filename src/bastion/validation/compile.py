@@ -198,6 +198,7 @@ def _prepare(
             explode=bool(param.get("explode", param.get("style", _DEFAULT_STYLE[location]) == "form")),
             guide=Guide(description, [(schema, schema_at)]),
             json_content=json_content,
+            allow_control=param.get("x-bastion-allow-control-characters") is True,
         )
         compiled.add_parameter(parameter)
         group = locations.setdefault(location, {"type": "object", "properties": {}})

@@ -45,4 +45,7 @@ class ValidationConfig(Section):
     lenient_booleans: bool = False
     """Also accept `yes`/`no`, `1`/`0` and `on`/`off` as booleans in parameters and form data;
     by default only `true` and `false` are."""
+    allow_external_refs: list[str] = Field(default_factory=list)
+    """URL prefixes and paths (relative to the description's folder) that the description may
+    refer to besides its own folder (`$ref`, `$schema`). Nothing else is fetched or read."""
     responses: ResponseValidationConfig = Field(default_factory=ResponseValidationConfig)

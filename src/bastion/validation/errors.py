@@ -288,7 +288,19 @@ def _drop_shadowed(found: Mapping[tuple[_Place, str], dict[str, Any]]) -> list[d
     return kept
 
 
+def _step_key(step: str) -> tuple[int, int, str]:
+    """Array indexes (ASCII digits) in numeric order before names, without ``int()``.
+
+    Comparing by length, then text, orders decimal numbers of any length: a member
+    name of 5,000 digits or "²" is ordered, never converted.
+    """
+    if step.isascii() and step.isdigit():
+        digits = step.lstrip("0") or "0"
+        return (0, len(digits), digits)
+    return (1, 0, step)
+
+
 def sort_key(entry: Mapping[str, Any]) -> tuple[Any, ...]:
     """The deterministic order of entries: location, place (array indexes numerically), code."""
-    steps = tuple((0, int(s), "") if s.isdigit() else (1, 0, s) for s in _place(entry).split("/"))
+    steps = tuple(_step_key(s) for s in _place(entry).split("/"))
     return (_LOCATION_RANK.get(entry["in"], len(LOCATIONS)), steps, entry["code"], entry["detail"])

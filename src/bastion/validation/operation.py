@@ -238,8 +238,8 @@ class CompiledOperation:
                         {
                             "code": "NOT_ALLOWED",
                             "in": "query",
-                            "name": key,
-                            "field": key,
+                            "name": errors.cut(key),
+                            "field": errors.cut(key),
                             "detail": "is not a parameter of this operation",
                         }
                     )

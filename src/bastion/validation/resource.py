@@ -43,7 +43,7 @@ def compiled_api(bastion: Bastion) -> CompiledAPI:
     path = bastion.config.openapi
     if path is None:
         raise ValueError("no OpenAPI description is configured")
-    description = load_description(path)
+    description = load_description(path, bastion.config.validation.allow_external_refs)
     api = compile_description(description, bastion.config, bastion.logger)
     bastion.logger.info(
         "openapi description compiled",
