@@ -264,6 +264,21 @@ class PayloadTooLarge(Problem):
     action = "Send a smaller body."
 
 
+class AmbiguousRequest(Problem):
+    """400 Ambiguous request."""
+
+    status = 400
+    code_default = "AMBIGUOUS_REQUEST"
+    title_default = "Ambiguous request"
+    meaning = (
+        "The request can be read in more than one way, and frameworks differ on which reading"
+        " wins: a parameter, header, cookie or form field declared as one value is repeated"
+        " (also as `name[]`), a cookie value is percent-encoded, or several Cookie headers"
+        " carry a declared cookie. The detail names where."
+    )
+    action = "Send each single-valued parameter once, in one form; do not retry unchanged."
+
+
 class UnsupportedMediaType(Problem):
     """415 Unsupported media type."""
 

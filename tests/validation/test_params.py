@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bastion.validation.params import nest_pairs, parse_cookies, parse_query, split_bracket_key
+from bastion.validation.params import cookie_pairs, nest_pairs, parse_query, split_bracket_key
 from tests.validation.helpers import compile_spec, operation, spec_with
 
 INT_ARRAY = {"type": "array", "items": {"type": "integer"}}
@@ -239,7 +239,7 @@ def test_query_parsing_helpers() -> None:
     assert nest_pairs([("l[][x]", "1"), ("l[][y]", "2"), ("l[][x]", "3")], 8) == {
         "l": [{"x": "1", "y": "2"}, {"x": "3"}]
     }
-    assert parse_cookies('a=1; b="two"; a=3') == {"a": "1", "b": "two"}
+    assert cookie_pairs('a=1; b="two"; a=%33') == [("a", "1"), ("b", "two"), ("a", "%33")]
 
 
 def test_every_bad_item_of_an_array_parameter_is_reported_in_order() -> None:

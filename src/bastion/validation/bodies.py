@@ -19,10 +19,11 @@ from typing import Any
 
 import orjson
 
-from bastion.problems import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from bastion.problems import AmbiguousRequest, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from bastion.validation.coerce import Guide, coerce_tree
+from bastion.validation.errors import cut
 from bastion.validation.openapi import escape_token
-from bastion.validation.params import nest_pairs, parse_query
+from bastion.validation.params import nest_pairs, parse_query, repeated_field
 
 JSON = "json"
 FORM = "form"
@@ -254,6 +255,14 @@ def parse_form(body: bytes, guide: Guide, lenient: bool, max_depth: int) -> Any:
         pairs = parse_query(text, errors="strict")
     except UnicodeDecodeError:
         raise MalformedBody(detail="a percent-escape in the body is not UTF-8") from None
+    return _form_value(pairs, guide, lenient, max_depth)
+
+
+def _form_value(pairs: list[tuple[str, str]], guide: Guide, lenient: bool, max_depth: int) -> Any:
+    """Form pairs as the object they stand for, or 400 when a single field comes twice."""
+    repeated = repeated_field(pairs, guide)
+    if repeated is not None:
+        raise AmbiguousRequest(detail=f"the form field {cut(repeated)!r} has more than one reading")
     return coerce_tree(nest_pairs(pairs, max_depth), guide, lenient)
 
 
@@ -288,12 +297,18 @@ def parse_multipart(body: bytes, media: MediaType, guide: Guide, lenient: bool, 
             elif lowered == "content-type":
                 part_type = value.strip()
         params = parse_media_type("x/x;" + disposition.partition(";")[2]).params
+        if "name*" in params or "filename*" in params:
+            # RFC 7578 section 4.2: not for form data, and frameworks disagree on it.
+            raise MalformedBody(
+                detail=f"part {index} of the multipart body names itself with name* or filename*"
+            )
         field = params.get("name")
-        if field is None:
-            raise MalformedBody(detail=f"part {index} of the multipart body has no field name")
+        if not field:
+            # Missing, or given twice (read as empty): either way no one field name.
+            raise MalformedBody(detail=f"part {index} of the multipart body has no one field name")
         if "filename" in params:
             pairs.append((field, content.decode("latin-1")))
         else:
             require_utf8(parse_media_type(part_type))
             pairs.append((field, decode_utf8(content)))
-    return coerce_tree(nest_pairs(pairs, max_depth), guide, lenient)
+    return _form_value(pairs, guide, lenient, max_depth)

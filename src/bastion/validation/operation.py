@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
-from bastion.problems import UnsupportedMediaType
+from bastion.problems import AmbiguousRequest, UnsupportedMediaType
 from bastion.validation import controls, errors
 from bastion.validation.bodies import (
     FORM,
@@ -27,8 +28,12 @@ from bastion.validation.bodies import (
     require_utf8,
 )
 from bastion.validation.coerce import Guide
-from bastion.validation.params import Parameter, group_query, is_missing, parse_cookies, parse_query
+from bastion.validation.params import Parameter, cookie_pairs, group_query, is_missing, parse_query
 from bastion.validation.responses import ResponseSchemas
+
+
+def _ambiguous(place: str, name: str) -> AmbiguousRequest:
+    return AmbiguousRequest(detail=f"the {place} {errors.cut(name)!r} has more than one reading")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +229,11 @@ class CompiledOperation:
     def _query(self, query_string: bytes, found: list[dict[str, Any]]) -> dict[str, Any]:
         grouped = group_query(parse_query(query_string))
         suspect = controls.query_may_have(query_string)
+        heads = {key.partition("[")[0] for key in grouped if "[" in key}
         values: dict[str, Any] = {}
         for param in self.query_params:
+            if param.repeated_in(grouped, heads):
+                raise _ambiguous("query parameter", param.name)
             value = param.from_query(grouped, self.options.lenient, self.options.max_depth)
             if not is_missing(value):
                 values[param.name] = value
@@ -254,6 +262,8 @@ class CompiledOperation:
         values: dict[str, Any] = {}
         for key, raw in seen.items():
             param = wanted[key]
+            if len(raw) > 1 and param.shape != "array":
+                raise _ambiguous("header", param.name)
             text = b", ".join(raw).decode("latin-1").strip()
             if not param.allow_control and controls.has_control(text):
                 found.append(controls.parameter_entry("header", param.name))
@@ -261,12 +271,20 @@ class CompiledOperation:
         return values
 
     def _cookies(self, headers: Sequence[tuple[bytes, bytes]], found: list[dict[str, Any]]) -> dict[str, Any]:
-        raw = "; ".join(v.decode("latin-1") for k, v in headers if k == b"cookie")
-        cookies = parse_cookies(raw) if raw else {}
+        lines = [v.decode("latin-1") for k, v in headers if k == b"cookie"]
+        cookies: dict[str, list[str]] = {}
+        for line in lines:
+            for name, value in cookie_pairs(line):
+                cookies.setdefault(name, []).append(value)
         values: dict[str, Any] = {}
         for param in self.cookie_params:
-            text = cookies.get(param.name)
-            if text is not None:
+            found_values = cookies.get(param.name)
+            if found_values is not None:
+                # Two values, or one among several Cookie headers (Werkzeug joins them with a
+                # comma into one value), or a percent-escape only some frameworks decode.
+                text = found_values[0]
+                if len(found_values) > 1 or len(lines) > 1 or ("%" in text and unquote(text) != text):
+                    raise _ambiguous("cookie", param.name)
                 if not param.allow_control and controls.has_control(text):
                     found.append(controls.parameter_entry("cookie", param.name))
                 values[param.name] = param.from_text(text, self.options.lenient)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -88,14 +88,43 @@ def parse_query(raw: bytes | str, errors: str = "replace") -> list[tuple[str, st
     return pairs
 
 
-def parse_cookies(raw: str) -> dict[str, str]:
-    """A ``Cookie`` header as a mapping (the first of repeated names wins)."""
-    cookies: dict[str, str] = {}
+def cookie_pairs(raw: str) -> list[tuple[str, str]]:
+    """A ``Cookie`` header's ``(name, value)`` pairs in order, values as sent (quotes removed).
+
+    Values are not percent-decoded: frameworks disagree on that (Express decodes,
+    Starlette, aiohttp and Werkzeug do not), so a value whose decoding would change it is
+    refused by the operation check instead of read one way here.
+    """
+    pairs: list[tuple[str, str]] = []
     for part in raw.split(";"):
         name, sep, value = part.strip().partition("=")
-        if sep and name and name not in cookies:
-            cookies[name] = unquote(value.strip('"'))
-    return cookies
+        if sep and name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            pairs.append((name, value))
+    return pairs
+
+
+def repeated_field(pairs: list[tuple[str, str]], guide: Guide) -> str | None:
+    """A form field that is not an array but is given more than once (also as ``name[...]``).
+
+    Starlette and FastAPI take the last value, aiohttp and Werkzeug the first, Express an
+    array: such a body has no one reading. ``items[0][sku]``-style keys of an array or an
+    object are not repeats of each other.
+    """
+    plain: set[str] = set()
+    bracketed: set[str] = set()
+    for key, _ in pairs:
+        head, bracket, _ = key.partition("[")
+        if not bracket:
+            if key in plain and "array" not in guide.prop(key).types:
+                return key
+            plain.add(key)
+        else:
+            bracketed.add(head)
+    both = plain & bracketed
+    return min(both) if both else None
 
 
 @dataclass(slots=True)
@@ -125,6 +154,22 @@ class Parameter:
         else:
             self.shape = "scalar"
         self.guide.warm(3)
+
+    def repeated_in(self, query: Mapping[str, list[str]], heads: set[str]) -> bool:
+        """Whether the query gives this parameter more than one reading.
+
+        A value declared single that comes twice, or that comes also as ``name[...]``
+        (which Express's ``qs`` folds into the same name), is read differently by
+        different frameworks. deepObject parameters are bracketed by definition.
+        """
+        if self.style == "deepObject":
+            return False
+        if self.name in heads:
+            return True
+        if self.shape == "object" and self.explode and self.style == "form":
+            return any(len(query.get(k, ())) > 1 for k in self.guide.property_names())
+        many = len(query.get(self.name, ())) > 1
+        return many and not (self.shape == "array" and self.explode and self.style == "form")
 
     def claims(self, key: str) -> bool:
         """Whether query key ``key`` belongs to this parameter (for unknown-parameter checks)."""
