@@ -16,6 +16,11 @@ answer). What it keeps of the session's behaviour:
   section 9.3.1), as ``ClientSession`` does;
 - errors as aiohttp's ``ClientError`` classes.
 
+One thing it adds: ``read_timeout`` also bounds the wait for the final response head
+as a whole, counted from the end of the request. aiohttp's read timeout starts again
+with every byte, so an upstream sending ``103 Early Hints`` (or ``100 Continue``)
+every few seconds, and never a final answer, would hold a request forever.
+
 The session's layer measured 40,000 instructions per proxied GET (of about
 580,000 for the whole request, guards included; ``bench/gateway.py
 --instructions``). Where the installed aiohttp lacks one of the pieces, or they
@@ -27,8 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
@@ -41,6 +46,8 @@ from bastion.gateway.config import GatewayConfig
 
 # aiohttp would otherwise add its own: a client that sent no Accept-Encoding must not
 # get a compressed body (bodies pass through undecoded), nor the upstream a made-up agent.
+_T = TypeVar("_T")
+
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
 _SKIPPED = CIMultiDictProxy(CIMultiDict((name, None) for name in sorted(_SKIP_AUTO_HEADERS)))
 
@@ -52,6 +59,44 @@ MAX_FIELD_SIZE = 16_384
 #: (aiohttp 3.14's default; 64 KiB cost a 200 MiB download 0.22 s of gateway CPU against 0.16).
 READ_BUFSIZE = 2**18
 _NO_TIMER = TimerNoop()
+
+
+class _HeadDeadline:
+    """When the upstream's final response head is due: ``seconds`` after the request was sent.
+
+    Interim (1xx) responses do not move it. For a streamed body it is set once the
+    last chunk has been handed on; until then the upstream may wait for the body.
+    """
+
+    __slots__ = ("_loop", "_seconds", "_timeout", "due")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self._loop = loop
+        self._seconds = seconds
+        self._timeout: asyncio.Timeout | None = None
+        #: The loop time the head is due at; ``None`` while the body is still being sent.
+        self.due: float | None = None
+
+    def start(self, extra: float = 0.0) -> None:
+        """The request is sent: the head is due ``seconds`` (plus ``extra``) from now."""
+        self.due = self._loop.time() + self._seconds + extra
+        if self._timeout is not None:
+            self._timeout.reschedule(self.due)
+
+    async def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks`` passed on; the deadline starts after the last."""
+        async for chunk in chunks:
+            yield chunk
+        self.start()
+
+    async def wait(self, awaitable: Awaitable[_T]) -> _T:
+        """``awaitable``'s result, or ``TimeoutError`` once the head is overdue."""
+        async with asyncio.timeout_at(self.due) as timeout:
+            self._timeout = timeout
+            try:
+                return await awaitable
+            finally:
+                self._timeout = None
 
 
 class _UpstreamRequest(aiohttp.ClientRequest):
@@ -187,14 +232,25 @@ class UpstreamClient:
         if session is None or session.closed:
             session = await self.start()
         method = method.upper()  # as aiohttp sends it, so that HEAD and the retry rule see it too
+        buffered = data is None or isinstance(data, bytes)
+        deadline = None
+        if self.timeout.sock_read:
+            deadline = _HeadDeadline(self._loop or asyncio.get_running_loop(), self.timeout.sock_read)
+            if not buffered:
+                data = deadline.stream(data)
         parameters = self._response_parameters
         if parameters is None:
-            return await session.request(
+            pending = session.request(
                 method, url, headers=headers, data=data, allow_redirects=False, timeout=self.timeout
             )
+            if deadline is None:
+                return await pending
+            if buffered:  # the wait includes connecting here
+                deadline.start(self.config.connect_timeout.seconds)
+            return await deadline.wait(pending)
         connector = session.connector
         assert connector is not None
-        retry = method in IDEMPOTENT_METHODS and (data is None or isinstance(data, bytes))
+        retry = method in IDEMPOTENT_METHODS and buffered
         while True:
             request = self._request_class(
                 method,
@@ -221,7 +277,12 @@ class UpstreamClient:
             try:
                 response = await request.send(connection)
                 try:
-                    await response.start(connection)
+                    if deadline is None:
+                        await response.start(connection)
+                    else:
+                        if buffered:
+                            deadline.start()
+                        await deadline.wait(response.start(connection))
                 except BaseException:
                     response.close()
                     raise
