@@ -12,7 +12,13 @@ import orjson
 import pytest
 
 from bastion.gateway.config import GatewayConfig
-from bastion.gateway.serving import MIN_CONNECTIONS, ServerLimits, problem_response, uvicorn_options
+from bastion.gateway.serving import (
+    MIN_CONNECTIONS,
+    RefusalLog,
+    ServerLimits,
+    problem_response,
+    uvicorn_options,
+)
 from bastion.observability.logging import JsonLineHandler, server_log_config
 from bastion.problems import BadRequest
 
@@ -33,7 +39,7 @@ def test_the_guarded_protocol_is_used_and_survives_the_trip_to_a_worker_process(
     protocol = pickle.loads(pickle.dumps(options["http"]))  # --workers sends it to spawned processes
     assert isinstance(protocol, functools.partial)
     assert protocol.func is GatewayHttpProtocol
-    assert protocol.keywords == {"limits": LIMITS}
+    assert protocol.keywords["limits"] == LIMITS
     assert uvicorn_options(LIMITS)["http"].func is GuardedHttpProtocol
 
 
@@ -96,3 +102,17 @@ def test_the_log_configuration_routes_every_uvicorn_logger_to_the_json_handler()
     assert config["loggers"]["uvicorn.access"]["handlers"] == ["json"]
     assert "handlers" not in config["loggers"]["uvicorn.error"]  # it propagates to "uvicorn"
     assert config["root"]["handlers"] == ["json"]
+
+
+def test_refused_connections_are_logged_once_a_second_with_their_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = RefusalLog()
+    with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+        for i in range(1000):
+            log.refused_one(100.0 + i / 1000, 640)  # 1,000 refusals within one second
+        log.refused_one(101.5, 640)
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 connection(s) refused: 640 are open (gateway.max_connections)",
+        "1000 connection(s) refused: 640 are open (gateway.max_connections)",
+    ]

@@ -86,6 +86,31 @@ class ServerLimits:
         return replace(self, max_connections=ceiling)
 
 
+class RefusalLog:
+    """The log of connections refused over ``max_connections``: one line a second at most, with a count.
+
+    A flood of connections is refused by the thousand; one line each would flood the
+    log as well. Each server process has its own.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.refused = 0
+        self.logged_at = -interval
+
+    def refused_one(self, now: float, open_connections: int) -> None:
+        """Count one refused connection; log the count if the last line is ``interval`` old."""
+        self.refused += 1
+        if now - self.logged_at >= self.interval:
+            _log.warning(
+                "%d connection(s) refused: %d are open (gateway.max_connections)",
+                self.refused,
+                open_connections,
+            )
+            self.refused = 0
+            self.logged_at = now
+
+
 def raise_open_files_limit() -> int:
     """Raise this process's soft open-file limit to its hard limit; returns the soft limit now in force.
 
@@ -189,6 +214,7 @@ def uvicorn_options(limits: ServerLimits, *, coalesce: bool = False) -> dict[str
         return options
     protocol = GatewayHttpProtocol if coalesce else GuardedHttpProtocol
     # uvicorn calls the protocol "class" with its own arguments; a partial adds the
-    # limits and, unlike a class made here, pickles for --workers' processes.
-    options["http"] = functools.partial(protocol, limits=limits)
+    # limits and, unlike a class made here, pickles for --workers' processes (each
+    # process gets its own copy of the refusal log).
+    options["http"] = functools.partial(protocol, limits=limits, refusals=RefusalLog())
     return options

@@ -41,6 +41,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from bastion.gateway.serving import (
+    RefusalLog,
     ServerLimits,
     headers_too_large,
     invalid_request,
@@ -249,9 +250,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
         limits: ServerLimits,
+        refusals: RefusalLog,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
+        self.refusals = refusals
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._awaiting_head = True
@@ -269,7 +272,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            self.logger.warning("connection refused: %d connections are open", len(self.connections) - 1)
+            self.refusals.refused_one(self.loop.time(), len(self.connections) - 1)
             self._refuse(too_many_connections())
             return
         self._arm_head_timer()
