@@ -60,12 +60,37 @@ def build_demo(data_dir: Path, store: str | None = None, *, payment_delay: float
 
 
 def run_demo(host: str = "127.0.0.1", port: int = 8000, store: str | None = None) -> None:
-    """Serve the demo with uvicorn and print the tour."""
+    """Serve the demo with uvicorn and print the tour.
+
+    The demo's server has the gateway's limits (``gateway.header_timeout`` and the rest,
+    at their defaults unless ``BASTION_GATEWAY__...`` says otherwise), writes only JSON
+    lines to standard error, and leaves the client's address as the connection gives it:
+    forwarding headers count only from ``clients.trusted_proxies``.
+    """
+    import logging.config
+
     import uvicorn
 
+    from bastion.gateway.serving import ServerLimits, raise_open_files_limit, uvicorn_options
+    from bastion.observability.logging import server_log_config
+
+    log_config = server_log_config("warning")
+    logging.config.dictConfig(log_config)
     data_dir = Path(".bastion-demo").resolve()
     app = build_demo(data_dir, store)
+    config = app.config
+    limits = ServerLimits.from_config(config.gateway, config.errors.type_base).within_open_files(
+        raise_open_files_limit(), reserved=0
+    )
     shown_host = f"[{host}]" if ":" in host else host
     sys.stdout.write(TOUR.format(base=f"http://{shown_host}:{port}", data_dir=data_dir))
     sys.stdout.flush()
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        log_config=log_config,
+        **uvicorn_options(limits),
+    )

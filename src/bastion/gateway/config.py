@@ -32,7 +32,9 @@ class GatewayConfig(Section):
     `504 UPSTREAM_TIMEOUT`."""
     read_timeout: DurationField = Duration(30_000)
     """How long the upstream may stay silent: waiting for the response head, and between two
-    chunks of the response body. `0` means no limit (long-lived event streams)."""
+    chunks of the response body. Interim responses (`100 Continue`, `103 Early Hints`) do not
+    restart the wait for the head: it is due this long after the request was sent. `0` means
+    no limit (long-lived event streams)."""
     pool_size: int = Field(default=256, ge=1, le=100_000)
     """Most connections kept open to the upstream per worker process (keep-alive pool)."""
     keepalive_timeout: DurationField = Duration(15_000)
@@ -55,6 +57,28 @@ class GatewayConfig(Section):
     reference counting when the request ends; at 700 the collector still runs every few
     requests to look for cycles among the objects of the requests in flight. `700` keeps
     Python's default."""
+    header_timeout: DurationField = Duration(10_000)
+    """How long a client may take to send a request's whole head (request line and headers),
+    counted from its connection or from the first byte of the request. Later, a client that
+    sent part of a head gets `408 REQUEST_TIMEOUT`; a connection that sent nothing is closed.
+    `bastion demo` uses it too."""
+    body_timeout: DurationField = Duration(30_000)
+    """How long a client may stay silent between two chunks of a request body (not while the
+    server itself has stopped reading). Later the request ends with `408 REQUEST_TIMEOUT`
+    (or, once the response has begun, the connection is closed)."""
+    client_keepalive_timeout: DurationField = Duration(5_000)
+    """How long a client's connection may stay idle between two requests before the gateway
+    closes it. Behind a load balancer, make it longer than the balancer's own idle timeout.
+    (`keepalive_timeout` is the upstream side.)"""
+    max_header_bytes: int = Field(default=32_768, ge=1024, le=1024 * 1024)
+    """Most bytes in a request's head (request target plus header names and values); a larger
+    head is answered with `431 HEADERS_TOO_LARGE` and the connection is closed."""
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    """Most header fields in a request; more are answered with `431 HEADERS_TOO_LARGE`."""
+    max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most client connections a worker process keeps open; a connection beyond them is answered
+    at once with `503 TOO_MANY_CONNECTIONS` and closed. It is lowered at start-up to stay well
+    below the process's open-file limit (raised to its hard limit first)."""
     normalize_max_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
     """With `errors.normalize_upstream`, how much of an upstream error body is read to decide
     whether it is a problem and to log it; the rest is discarded."""
@@ -66,9 +90,9 @@ class GatewayConfig(Section):
             raise ValueError("host must be an interface address such as 127.0.0.1 or 0.0.0.0")
         return value
 
-    @field_validator("connect_timeout")
+    @field_validator("connect_timeout", "header_timeout", "body_timeout", "client_keepalive_timeout")
     @classmethod
-    def _positive_connect(cls, value: Duration) -> Duration:
+    def _positive(cls, value: Duration) -> Duration:
         if value.ms < 1:
-            raise ValueError("connect_timeout must be longer than 0")
+            raise ValueError("the timeout must be longer than 0")
         return value

@@ -199,15 +199,6 @@ def app_from_environment() -> GatewayApp:
     return build_gateway(os.environ.get(CONFIG_ENV), tune_gc=True)
 
 
-def _http_protocol() -> Any:
-    """The gateway's coalescing protocol when httptools is installed, else uvicorn's choice."""
-    try:
-        from bastion.gateway.transport import GatewayHttpProtocol
-    except ImportError:
-        return "auto"
-    return GatewayHttpProtocol
-
-
 def run_gateway(
     config_path: str | os.PathLike[str] | None,
     *,
@@ -217,8 +208,20 @@ def run_gateway(
     workers: int | None = None,
     admin_port: int | None = None,
 ) -> None:
-    """Serve the gateway with uvicorn until SIGTERM or SIGINT (what ``bastion gateway`` runs)."""
+    """Serve the gateway with uvicorn until SIGTERM or SIGINT (what ``bastion gateway`` runs).
+
+    Every line it writes to standard error is JSON, uvicorn's own included; the client
+    connections get the limits of :mod:`bastion.gateway.serving`.
+    """
+    import logging.config
+
     import uvicorn
+
+    from bastion.gateway.serving import ServerLimits, raise_open_files_limit, uvicorn_options
+    from bastion.observability.logging import server_log_config
+
+    log_config = server_log_config("warning")
+    logging.config.dictConfig(log_config)
 
     # Command-line values travel to the workers as configuration overrides in the
     # environment, so a worker process builds exactly the configuration checked here.
@@ -245,18 +248,20 @@ def run_gateway(
 
         if not os.environ.get(ENV_VAR):
             prepare_multiprocess_dir()
+    limits = ServerLimits.from_config(settings, config.errors.type_base).within_open_files(
+        raise_open_files_limit(), reserved=settings.pool_size
+    )
     uvicorn.run(
         "bastion.gateway.server:app_from_environment",
         factory=True,
-        http=_http_protocol(),
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         lifespan="on",
         log_level="warning",
+        log_config=log_config,
         access_log=False,
-        # bastion reads forwarding headers itself, from clients.trusted_proxies only.
-        proxy_headers=False,
+        **uvicorn_options(limits, coalesce=True),
         # The upstream's Server and Date headers pass through; uvicorn must not add a second pair.
         server_header=False,
         date_header=False,

@@ -15,13 +15,23 @@ not depend on where one header ends and the next begins, so the gateway's cycle
 checks all the names at once and all the values at once, for the same bytes,
 and writes the head as uvicorn does; when something is refused, or out of the
 ordinary, uvicorn's own code runs and raises its own error.
+
+Both classes build on :class:`GuardedHttpProtocol`, uvicorn's httptools protocol with
+the limits of :mod:`bastion.gateway.serving` (head and body timeouts, head size,
+connection ceiling, problems for its own errors), which ``bastion demo`` serves with
+too. They subclass uvicorn's protocol and lean on its callbacks and attributes: the
+import checks their shape first and raises ``ImportError`` when it differs, so that
+the servers fall back to uvicorn's public settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+from itertools import chain
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -29,6 +39,60 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+
+from bastion.gateway.serving import (
+    RefusalLog,
+    ServerLimits,
+    headers_too_large,
+    invalid_request,
+    problem_response,
+    request_timeout,
+    too_many_connections,
+)
+from bastion.problems import Problem
+
+#: The uvicorn releases whose httptools protocol has the shape the classes here rely on.
+TESTED_UVICORN = ((0, 30), (1, 0))
+_HOOKS = (
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "on_message_begin",
+    "on_url",
+    "on_header",
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "send_400_response",
+    "_start_asgi_task",
+)
+_CYCLE_ARGUMENTS = {"transport", "flow", "message_event", "expect_100_continue", "keep_alive", "on_response"}
+
+
+def _shape_problem() -> str | None:
+    """What differs in the installed uvicorn from what the protocols here rely on, if anything."""
+    try:
+        version = tuple(int(part) for part in uvicorn.__version__.split(".")[:2])
+    except ValueError:
+        return f"uvicorn {uvicorn.__version__} has an unknown version scheme"
+    if not TESTED_UVICORN[0] <= version < TESTED_UVICORN[1]:
+        return f"uvicorn {uvicorn.__version__} is outside the tested range"
+    missing = [name for name in _HOOKS if not callable(getattr(HttpToolsProtocol, name, None))]
+    if missing:
+        return f"uvicorn's httptools protocol has no {', '.join(missing)}"
+    protocol = list(inspect.signature(HttpToolsProtocol.__init__).parameters)
+    cycle = inspect.signature(RequestResponseCycle.__init__).parameters
+    if (
+        protocol[:4] != ["self", "config", "server_state", "app_state"]
+        or not cycle.keys() >= _CYCLE_ARGUMENTS
+    ):
+        return "uvicorn's httptools protocol takes other arguments"
+    return None
+
+
+_SHAPE_PROBLEM = _shape_problem()
+if _SHAPE_PROBLEM is not None:
+    raise ImportError(_SHAPE_PROBLEM)
 
 #: Translation tables: 1 for each byte uvicorn's expressions refuse in a header name (but the
 #: newline, counted apart) or value, else 0.
@@ -168,8 +232,185 @@ class GatewayResponseCycle(RequestResponseCycle):
         self.transport.write(b"".join(content))
 
 
-class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a :class:`CoalescingTransport`, with the gateway's cycle."""
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bastion's limits on each client connection.
+
+    A head must arrive whole within ``header_timeout`` of the connection or of its
+    first byte; a body may pause at most ``body_timeout`` between chunks (unless the
+    server paused reading); a head is capped in bytes and fields; a connection over
+    the per-process ceiling is answered with a problem and closed. Everything the
+    server answers itself is a problem, after which the connection is closed.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ServerLimits,
+        refusals: RefusalLog,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self.refusals = refusals
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._awaiting_head = True
+        self._head_begun = False
+        self._head_too_large = False
+        #: Bytes received for a head the parser has not finished: a field still growing
+        #: (which the parser reports only once it ends) is counted here.
+        self._raw_head_bytes = 0
+        self._heads_parsed = 0
+        #: The size of the read being parsed.
+        self._read_size = 0
+        self._body_pending = False
+        self._last_body_at = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.refusals.refused_one(self.loop.time(), len(self.connections) - 1)
+            self._refuse(too_many_connections())
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    # The callbacks run for every request: they call uvicorn's by name, which costs less
+    # than super() on Python 3.11, and the head is measured once, when it is complete
+    # (bytes of a head still arriving are counted in data_received).
+
+    def data_received(self, data: bytes) -> None:
+        awaiting = self._awaiting_head
+        parsed = self._heads_parsed
+        self._read_size = len(data)
+        HttpToolsProtocol.data_received(self, data)
+        # Timers are armed once the bytes are parsed, and only for what is still awaited:
+        # a request that arrives whole in one read costs none.
+        if self.transport.is_closing():
+            return
+        if self._awaiting_head:
+            if awaiting and parsed == self._heads_parsed:
+                # No head was completed by these bytes: all of them belong to the one awaited.
+                self._head_begun = True
+                self._raw_head_bytes += len(data)
+                if self._raw_head_bytes > self.limits.max_header_bytes:
+                    self._refuse(headers_too_large(self.limits))
+                    return
+            if self._head_begun and self._head_timer is None:
+                self._arm_head_timer()
+        elif self._body_pending and self._body_timer is None:
+            self._last_body_at = self.loop.time()
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+
+    def on_message_begin(self) -> None:
+        HttpToolsProtocol.on_message_begin(self)
+        self._head_begun = True
+        self._raw_head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._awaiting_head = self._head_begun = False
+        self._heads_parsed += 1
+        headers = self.headers
+        limits = self.limits
+        if len(headers) > limits.max_headers or (
+            # The bytes read for this head bound its size; only a head read in more bytes
+            # than the limit is measured: the target, each name and value, ": " and CRLF.
+            self._raw_head_bytes + self._read_size > limits.max_header_bytes
+            and len(self.url) + sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
+            > limits.max_header_bytes
+        ):
+            self._head_too_large = True
+            # Stops the parser: uvicorn's data_received then calls send_400_response.
+            raise ValueError("request head over the limits")
+        previous = self.cycle
+        HttpToolsProtocol.on_headers_complete(self)
+        # A request (not an upgrade): its body may follow.
+        self._body_pending = self.cycle is not previous
+
+    def on_body(self, body: bytes) -> None:
+        self._last_body_at = self.loop.time()
+        HttpToolsProtocol.on_body(self, body)
+
+    def on_message_complete(self) -> None:
+        HttpToolsProtocol.on_message_complete(self)
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        self._body_pending = False
+        self._awaiting_head = True
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request the parser refused (or a head over the limits) with a problem."""
+        self._refuse(headers_too_large(self.limits) if self._head_too_large else invalid_request())
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_head_timer()
+        self._cancel_body_timer()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        # A connection that sent nothing asked nothing: it is closed without an answer.
+        self._refuse(request_timeout("head", self.limits.header_timeout) if self._head_begun else None)
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle.response_complete:  # answered already: only the connection is left to close
+            self._refuse(None)
+            return
+        now = self.loop.time()
+        # Silence the server caused (reading paused while the app catches up, or a client
+        # waiting for the 100 Continue the app has not asked for yet) is not the client's.
+        if self.flow.read_paused or cycle.waiting_for_100_continue:
+            self._last_body_at = now
+        idle = now - self._last_body_at
+        if idle < self.limits.body_timeout:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout - idle, self._body_timed_out)
+            return
+        self._refuse(request_timeout("body", self.limits.body_timeout))
+
+    def _refuse(self, problem: Problem | None) -> None:
+        """Answer ``problem`` (if any, and unless a response has begun) and close the connection."""
+        self._cancel_timers()
+        cycle = self.cycle
+        started = False
+        if cycle is not None and not cycle.response_complete:
+            started = cycle.response_started
+            # The app's receive() now returns http.disconnect and its sends go nowhere.
+            cycle.keep_alive = False
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if problem is not None and not started and not self.transport.is_closing():
+            self.transport.write(
+                problem_response(problem, self.limits.type_base, self.server_state.default_headers)
+            )
+        self.transport.close()
+
+
+class GatewayHttpProtocol(GuardedHttpProtocol):
+    """The guarded protocol over a :class:`CoalescingTransport`, with the gateway's cycle."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]

@@ -16,6 +16,13 @@ answer). What it keeps of the session's behaviour:
   section 9.3.1), as ``ClientSession`` does;
 - errors as aiohttp's ``ClientError`` classes.
 
+One thing it adds: ``read_timeout`` also bounds the wait for the final response head
+as a whole, counted from the end of the request. aiohttp's read timeout starts again
+with every byte, so an upstream sending ``103 Early Hints`` (or ``100 Continue``)
+every few seconds, and never a final answer, would hold a request forever. Through
+``ClientSession.request``, the bound is connect plus read timeout, for requests whose
+body is not streamed.
+
 The session's layer measured 40,000 instructions per proxied GET (of about
 580,000 for the whole request, guards included; ``bench/gateway.py
 --instructions``). Where the installed aiohttp lacks one of the pieces, or they
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -52,6 +59,49 @@ MAX_FIELD_SIZE = 16_384
 #: (aiohttp 3.14's default; 64 KiB cost a 200 MiB download 0.22 s of gateway CPU against 0.16).
 READ_BUFSIZE = 2**18
 _NO_TIMER = TimerNoop()
+
+
+class _HeadDeadline:
+    """The upstream's final response head is due ``seconds`` after the request was sent.
+
+    aiohttp's read timeout starts again with every byte, interim responses included,
+    so it is off while the head is awaited; this one timer fails the connection's
+    protocol when the head is overdue, as aiohttp's own timeout does
+    (``ServerTimeoutError``). For a streamed body it starts once the last chunk has
+    been handed on; until then the upstream may be waiting for the body.
+    """
+
+    __slots__ = ("_handle", "_loop", "_seconds", "protocol")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self._loop = loop
+        self._seconds = seconds
+        self._handle: asyncio.TimerHandle | None = None
+        #: The protocol of the connection awaiting the head; ``None`` once it has arrived.
+        self.protocol: ResponseHandler | None = None
+
+    def start(self) -> None:
+        """The request is sent: the head is due ``seconds`` from now."""
+        if self.protocol is not None and self._handle is None:
+            self._handle = self._loop.call_later(self._seconds, self._expire)
+
+    def stop(self) -> None:
+        """The head has arrived (or the request failed): nothing is due any more."""
+        self.protocol = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _expire(self) -> None:
+        self._handle = None
+        if self.protocol is not None:
+            self.protocol.set_exception(aiohttp.ServerTimeoutError("Timeout on reading the response head"))
+
+    async def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks`` passed on; the deadline starts after the last."""
+        async for chunk in chunks:
+            yield chunk
+        self.start()
 
 
 class _UpstreamRequest(aiohttp.ClientRequest):
@@ -107,6 +157,12 @@ def _response_parameters() -> dict[str, Any] | None:
     if not callable(getattr(aiohttp.ClientRequest, "send", None)) or not callable(
         getattr(aiohttp.ClientResponse, "start", None)
     ):
+        return None
+    # The head's deadline turns the read timeout off and on again (_HeadDeadline).
+    read_timeout = getattr(ResponseHandler, "read_timeout", None)
+    if not isinstance(read_timeout, property) or read_timeout.fset is None:
+        return None
+    if not all(callable(getattr(ResponseHandler, name, None)) for name in ("start_timeout", "set_exception")):
         return None
     return wanted
 
@@ -187,14 +243,24 @@ class UpstreamClient:
         if session is None or session.closed:
             session = await self.start()
         method = method.upper()  # as aiohttp sends it, so that HEAD and the retry rule see it too
+        buffered = data is None or isinstance(data, bytes)
+        read = self.timeout.sock_read
         parameters = self._response_parameters
         if parameters is None:
-            return await session.request(
+            pending = session.request(
                 method, url, headers=headers, data=data, allow_redirects=False, timeout=self.timeout
             )
+            if not (read and buffered):
+                return await pending
+            # Interim responses restart aiohttp's read timeout: the wait as a whole is bounded.
+            async with asyncio.timeout(self.config.connect_timeout.seconds + read):
+                return await pending
+        deadline = _HeadDeadline(self._loop or asyncio.get_running_loop(), read) if read else None
+        if deadline is not None and not buffered:
+            data = deadline.stream(data)
         connector = session.connector
         assert connector is not None
-        retry = method in IDEMPOTENT_METHODS and (data is None or isinstance(data, bytes))
+        retry = method in IDEMPOTENT_METHODS and buffered
         while True:
             request = self._request_class(
                 method,
@@ -215,16 +281,23 @@ class UpstreamClient:
             protocol.set_response_params(
                 timer=_NO_TIMER,
                 skip_payload=method == "HEAD",
-                read_timeout=self.timeout.sock_read,
+                read_timeout=None if deadline is not None else read,
                 **parameters,
             )
+            if deadline is not None:
+                deadline.protocol = protocol
             try:
                 response = await request.send(connection)
                 try:
+                    if deadline is not None and buffered:
+                        deadline.start()
                     await response.start(connection)
                 except BaseException:
                     response.close()
                     raise
+                finally:
+                    if deadline is not None:
+                        deadline.stop()
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 connection.close()
                 # A pooled connection the upstream had closed: sent again on another, once
@@ -240,4 +313,9 @@ class UpstreamClient:
                 if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError | TimeoutError):
                     raise aiohttp.ClientOSError(*exc.args) from exc
                 raise
+            if deadline is not None:
+                # From here on, aiohttp's read timeout bounds each silence of the body.
+                protocol.read_timeout = read
+                if not response.content.is_eof():
+                    protocol.start_timeout()
             return response

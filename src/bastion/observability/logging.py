@@ -2,6 +2,8 @@
 
 Each :class:`bastion.Bastion` owns its logger (no global structlog configuration is
 touched), writing JSON lines to standard error unless given another stream.
+bastion's own servers route uvicorn's loggers (and the standard library's) into the
+same shape of line (:func:`server_log_config`), so their standard error is JSON only.
 """
 
 from __future__ import annotations
@@ -73,3 +75,48 @@ class AccessLog:
         except (OSError, ValueError):
             # A closed or broken log stream must not fail the request it describes.
             pass
+
+
+class JsonLineHandler(logging.Handler):
+    """A :mod:`logging` handler writing each record as one JSON line shaped like bastion's own.
+
+    The line has ``event`` (the message), ``level``, ``ts`` and ``logger``, plus
+    ``exception`` (the formatted traceback) when the record carries one.
+    """
+
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record`` as one line."""
+        try:
+            line: dict[str, Any] = {
+                "event": record.getMessage(),
+                "level": record.levelname.lower(),
+                "ts": round(record.created, 6),
+                "logger": record.name,
+            }
+            if record.exc_info:
+                line["exception"] = logging.Formatter().formatException(record.exc_info)
+            stream = self.stream if self.stream is not None else sys.stderr.buffer
+            stream.write(orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE))
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def server_log_config(level: str = "warning") -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` configuration: uvicorn's loggers and the root as JSON lines.
+
+    Given to ``uvicorn.run(log_config=...)``, it is applied in every worker process too.
+    """
+    name = level.upper()
+    json_only = {"handlers": ["json"], "level": name, "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"json": {"class": f"{__name__}.JsonLineHandler"}},
+        "loggers": {"uvicorn": json_only, "uvicorn.error": {"level": name}, "uvicorn.access": json_only},
+        "root": {"handlers": ["json"], "level": name},
+    }

@@ -1,0 +1,220 @@
+"""What bastion's own servers (``bastion gateway``, ``bastion demo``) ask of uvicorn.
+
+uvicorn on its own never cuts off a client that sends its request head slowly,
+puts no limit on the head's size or number of fields, answers its own parse
+errors in plain text and accepts connections until the process runs out of file
+descriptors. bastion's servers run uvicorn's httptools protocol with those limits
+added (:class:`bastion.gateway.transport.GuardedHttpProtocol`), configured from the
+``gateway`` section:
+
+- the whole request head within ``header_timeout``, then ``408 REQUEST_TIMEOUT``;
+- at most ``body_timeout`` of silence between two chunks of a request body;
+- at most ``max_header_bytes`` and ``max_headers`` in a head, else ``431 HEADERS_TOO_LARGE``;
+- at most ``max_connections`` per process, else ``503 TOO_MANY_CONNECTIONS`` at once;
+- a request that is not HTTP/1.1 is ``400 BAD_REQUEST``, all as problems;
+- the open-file limit raised to its hard limit at start.
+
+Where the installed uvicorn does not have the shape the protocol was written against,
+:func:`uvicorn_options` falls back to uvicorn's public settings (keep-alive timeout,
+``limit_concurrency``, ``h11_max_incomplete_event_size``), which cover less; see
+docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import resource
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from typing import Any
+
+from bastion.gateway.config import GatewayConfig
+from bastion.problems import BadRequest, Problem, render
+from bastion.tracing import format_traceparent, new_span_id, new_trace_id
+
+#: File descriptors kept out of the connection ceiling for everything else a process opens
+#: (listening sockets, store connections, log and database files).
+RESERVED_DESCRIPTORS = 128
+#: The lowest connection ceiling start-up lowers ``max_connections`` to.
+MIN_CONNECTIONS = 16
+
+_log = logging.getLogger("uvicorn.error")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """The limits one server process applies to its client connections (plain data: workers get a copy)."""
+
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: float
+    max_header_bytes: int
+    max_headers: int
+    max_connections: int
+    #: ``errors.type_base``, for the problems the server answers itself.
+    type_base: str
+
+    @classmethod
+    def from_config(cls, settings: GatewayConfig, type_base: str) -> ServerLimits:
+        """The limits the ``gateway`` section configures."""
+        return cls(
+            header_timeout=settings.header_timeout.seconds,
+            body_timeout=settings.body_timeout.seconds,
+            keepalive_timeout=settings.client_keepalive_timeout.seconds,
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            max_connections=settings.max_connections,
+            type_base=type_base,
+        )
+
+    def within_open_files(self, open_files: int, reserved: int) -> ServerLimits:
+        """These limits with ``max_connections`` lowered to fit ``open_files`` descriptors.
+
+        ``reserved`` descriptors stay free for the upstream pool and the rest of the
+        process, so that running out of them never fails a request already accepted.
+        """
+        ceiling = max(MIN_CONNECTIONS, open_files - reserved - RESERVED_DESCRIPTORS)
+        if self.max_connections <= ceiling:
+            return self
+        _log.warning(
+            "max_connections lowered from %d to %d: the open-file limit is %d",
+            self.max_connections,
+            ceiling,
+            open_files,
+        )
+        return replace(self, max_connections=ceiling)
+
+
+class RefusalLog:
+    """The log of connections refused over ``max_connections``: one line a second at most, with a count.
+
+    A flood of connections is refused by the thousand; one line each would flood the
+    log as well. Each server process has its own.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.refused = 0
+        self.logged_at = -interval
+
+    def refused_one(self, now: float, open_connections: int) -> None:
+        """Count one refused connection; log the count if the last line is ``interval`` old."""
+        self.refused += 1
+        if now - self.logged_at >= self.interval:
+            _log.warning(
+                "%d connection(s) refused: %d are open (gateway.max_connections)",
+                self.refused,
+                open_connections,
+            )
+            self.refused = 0
+            self.logged_at = now
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft open-file limit to its hard limit; returns the soft limit now in force.
+
+    Worker processes inherit it. Where the raise is refused (a hard limit the kernel
+    caps lower), the soft limit stays as it was.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def headers_too_large(limits: ServerLimits) -> Problem:
+    """``431 HEADERS_TOO_LARGE``: the request head is over ``max_header_bytes`` or ``max_headers``."""
+    return Problem(
+        f"The request head may have at most {limits.max_header_bytes} bytes "
+        f"and {limits.max_headers} header fields.",
+        code="HEADERS_TOO_LARGE",
+        title="Request header fields too large",
+        status=431,
+    )
+
+
+def request_timeout(part: str, seconds: float) -> Problem:
+    """``408 REQUEST_TIMEOUT``: the request ``part`` (head, body) did not arrive in time."""
+    return Problem(
+        f"The request {part} did not arrive within {seconds:g} s.",
+        code="REQUEST_TIMEOUT",
+        title="Request timeout",
+        status=408,
+    )
+
+
+def too_many_connections() -> Problem:
+    """``503 TOO_MANY_CONNECTIONS``: the process holds ``max_connections`` already."""
+    return Problem(
+        "The server has too many open connections; retry shortly.",
+        code="TOO_MANY_CONNECTIONS",
+        title="Too many connections",
+        status=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def invalid_request() -> Problem:
+    """``400 BAD_REQUEST``: the bytes received are not an HTTP/1.1 request."""
+    return BadRequest("The request is not valid HTTP/1.1.")
+
+
+def problem_response(
+    problem: Problem, type_base: str, default_headers: list[tuple[bytes, bytes]] | None = None
+) -> bytes:
+    """The whole HTTP/1.1 response (head and body) for a problem the server answers on its own.
+
+    It always closes the connection: what follows on it cannot be trusted to be a request.
+    """
+    trace_id = new_trace_id()
+    rendered = render(
+        problem,
+        type_base=type_base,
+        trace_id=trace_id,
+        instance=None,
+        extra_headers=[(b"traceparent", format_traceparent(trace_id, new_span_id()))],
+    )
+    phrase = HTTPStatus(rendered.status).phrase
+    lines = [f"HTTP/1.1 {rendered.status} {phrase}".encode()]
+    lines += [name + b": " + value for name, value in (*(default_headers or ()), *rendered.headers)]
+    lines += [b"connection: close", b"", rendered.body]
+    return b"\r\n".join(lines)
+
+
+def uvicorn_options(limits: ServerLimits, *, coalesce: bool = False) -> dict[str, Any]:
+    """The ``uvicorn.run`` arguments that apply ``limits`` (and take the client's address as is).
+
+    ``coalesce`` picks the gateway's protocol (writes gathered per event-loop turn);
+    otherwise the guarded protocol alone. Without httptools, or with a uvicorn whose
+    internals differ from those the protocol was written for, uvicorn's public
+    settings stand in: its keep-alive timeout, ``limit_concurrency`` (a plain-text
+    503 once the head has arrived) and, for h11, ``h11_max_incomplete_event_size``;
+    the head and body timeouts are then not enforced.
+    """
+    options: dict[str, Any] = {
+        "timeout_keep_alive": limits.keepalive_timeout,
+        # bastion reads forwarding headers itself, from clients.trusted_proxies only:
+        # uvicorn must not rewrite the client's address first.
+        "proxy_headers": False,
+    }
+    try:
+        from bastion.gateway.transport import GatewayHttpProtocol, GuardedHttpProtocol
+    except ImportError as exc:
+        _log.warning("header and body timeouts are not enforced: %s", exc)
+        options.update(
+            http="auto",
+            limit_concurrency=limits.max_connections,
+            h11_max_incomplete_event_size=limits.max_header_bytes,
+        )
+        return options
+    protocol = GatewayHttpProtocol if coalesce else GuardedHttpProtocol
+    # uvicorn calls the protocol "class" with its own arguments; a partial adds the
+    # limits and, unlike a class made here, pickles for --workers' processes (each
+    # process gets its own copy of the refusal log).
+    options["http"] = functools.partial(protocol, limits=limits, refusals=RefusalLog())
+    return options
