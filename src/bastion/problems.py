@@ -264,6 +264,42 @@ class PayloadTooLarge(Problem):
     action = "Send a smaller body."
 
 
+class HeadersTooLarge(Problem):
+    """431 Request header fields too large."""
+
+    status = 431
+    code_default = "HEADERS_TOO_LARGE"
+    title_default = "Request header fields too large"
+    meaning = (
+        "The request head is larger than the server accepts (gateway.max_header_bytes, "
+        "gateway.max_headers); the connection is closed."
+    )
+    action = "Send fewer or smaller headers (large cookies and tokens are the usual cause)."
+
+
+class RequestTimeout(Problem):
+    """408 Request timeout."""
+
+    status = 408
+    code_default = "REQUEST_TIMEOUT"
+    title_default = "Request timeout"
+    meaning = (
+        "The request head did not arrive within gateway.header_timeout, or its body stalled"
+        " longer than gateway.body_timeout; the connection is closed."
+    )
+    action = "Send the request without pauses; retry on a new connection."
+
+
+class TooManyConnections(Problem):
+    """503 Too many connections."""
+
+    status = 503
+    code_default = "TOO_MANY_CONNECTIONS"
+    title_default = "Too many connections"
+    meaning = "The server process holds gateway.max_connections connections already; this one is closed."
+    action = "Retry after Retry-After seconds, ideally on a kept-alive connection."
+
+
 class AmbiguousRequest(Problem):
     """400 Ambiguous request."""
 

@@ -30,7 +30,14 @@ from http import HTTPStatus
 from typing import Any
 
 from bastion.gateway.config import GatewayConfig
-from bastion.problems import BadRequest, Problem, render
+from bastion.problems import (
+    BadRequest,
+    HeadersTooLarge,
+    Problem,
+    RequestTimeout,
+    TooManyConnections,
+    render,
+)
 from bastion.tracing import format_traceparent, new_span_id, new_trace_id
 
 #: File descriptors kept out of the connection ceiling for everything else a process opens
@@ -129,33 +136,21 @@ def raise_open_files_limit() -> int:
 
 def headers_too_large(limits: ServerLimits) -> Problem:
     """``431 HEADERS_TOO_LARGE``: the request head is over ``max_header_bytes`` or ``max_headers``."""
-    return Problem(
+    return HeadersTooLarge(
         f"The request head may have at most {limits.max_header_bytes} bytes "
-        f"and {limits.max_headers} header fields.",
-        code="HEADERS_TOO_LARGE",
-        title="Request header fields too large",
-        status=431,
+        f"and {limits.max_headers} header fields."
     )
 
 
 def request_timeout(part: str, seconds: float) -> Problem:
     """``408 REQUEST_TIMEOUT``: the request ``part`` (head, body) did not arrive in time."""
-    return Problem(
-        f"The request {part} did not arrive within {seconds:g} s.",
-        code="REQUEST_TIMEOUT",
-        title="Request timeout",
-        status=408,
-    )
+    return RequestTimeout(f"The request {part} did not arrive within {seconds:g} s.")
 
 
 def too_many_connections() -> Problem:
     """``503 TOO_MANY_CONNECTIONS``: the process holds ``max_connections`` already."""
-    return Problem(
-        "The server has too many open connections; retry shortly.",
-        code="TOO_MANY_CONNECTIONS",
-        title="Too many connections",
-        status=503,
-        headers={"Retry-After": "1"},
+    return TooManyConnections(
+        "The server has too many open connections; retry shortly.", headers={"Retry-After": "1"}
     )
 
 
