@@ -194,3 +194,11 @@ async def test_metrics_hidden_from_the_main_port_in_every_spelling(target: str) 
     finally:
         await app.bastion.shutdown()
     assert (status, problem.get("code")) == (404, "NOT_FOUND")
+
+
+async def test_a_route_keyed_rule_counts_every_spelling_under_one_key() -> None:
+    rule = {"name": "per-route", "match": "POST /login", "key": "route", "limit": "1/minute"}
+    app, _ = wrap(Recorder(), {"store": "memory://", "rate_limits": {"rules": [rule]}})
+    assert (await call(app, "POST", "/login", {}))[0] == 200
+    for variant in ("/LOGIN/", "/Login", "//login/"):
+        assert (await call(app, "POST", variant, {}))[0] == 429

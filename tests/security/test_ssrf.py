@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import bastion.demo
 from bastion.config import load_config
 from bastion.gateway.server import build_gateway
 from tests.gateway.conftest import Server
@@ -131,3 +133,14 @@ async def test_trace_is_forwarded_when_allowed(recording: RecordingUpstream) -> 
         await app.bastion.shutdown()
     assert status == 200
     assert recording.seen == [("TRACE", "/x")]
+
+
+async def test_options_asterisk_with_a_description_that_rejects_unknown_paths() -> None:
+    spec = Path(bastion.demo.__file__).parent / "openapi.yaml"
+    config = {"store": "memory://", "upstream": "http://127.0.0.1:9", "openapi": str(spec)}
+    app = build_gateway(load_config(config, env={}), env={})
+    try:
+        assert (await call(app, "OPTIONS", "*", {}))[0] == 204
+        assert (await call(app, "GET", "/nowhere", {}))[0] == 404
+    finally:
+        await app.bastion.shutdown()

@@ -30,14 +30,18 @@ from bastion.asgi import Scope
 from bastion.problems import BadRequest
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-#: Bytes a path keeps as they are: RFC 3986 ``pchar`` (but ``;``, see above) and ``/``.
-_KEPT = _UNRESERVED | frozenset(b"!$&'()*+,=:@/")
-#: Bytes refused as they are and when percent-encoded.
+#: Bytes refused as they are and when percent-encoded: control characters, and the backslash
+#: that some servers take for a slash.
 _REFUSED = frozenset(range(0x20)) | {0x7F, ord("\\")}
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-#: A path already in canonical form: non-empty segments of kept bytes, none of them ``.`` or
-#: ``..``, and an optional trailing slash. Most requests match it and are left as they are.
+#: A path already in canonical form: non-empty segments of RFC 3986 ``pchar`` bytes (but
+#: ``;`` and ``%``), none of them ``.`` or ``..``, and an optional trailing slash. Most
+#: requests match it and are left as they are.
 _CANONICAL = re.compile(rb"(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?")
+_BROKEN_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_REFUSED_RAW = re.compile(rb"[\x00-\x20\x7f\\]")
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+#: Bytes a URI may not hold as they are (``"``, ``<``, non-ASCII...), once escapes are settled.
+_UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,=:@/%]")
 _ABSOLUTE = re.compile(rb"https?://([^/?#]*)(.*)", re.IGNORECASE | re.DOTALL)
 
 
@@ -45,39 +49,26 @@ def _refuse(reason: str) -> BadRequest:
     return BadRequest(detail=f"the request path {reason}")
 
 
-def _decode(raw: bytes) -> bytearray:
-    """``raw`` with unreserved escapes decoded and every byte either kept, escaped or refused."""
-    out = bytearray()
-    index, end = 0, len(raw)
-    while index < end:
-        byte = raw[index]
-        if byte == 0x25:  # "%"
-            digits = raw[index + 1 : index + 3]
-            if len(digits) != 2 or not all(d in _HEX for d in digits):
-                raise _refuse("has a broken percent-escape")
-            value = int(digits, 16)
-            if value == 0x2F:
-                raise _refuse("has an encoded slash (%2F)")
-            if value in _REFUSED:
-                raise _refuse("has an encoded control character or backslash")
-            if value in _UNRESERVED:
-                out.append(value)
-            else:
-                out += b"%" + digits.upper()
-            index += 3
-            continue
-        if byte in _KEPT:
-            out.append(byte)
-        elif byte == 0x3B:  # ";"
-            raise _refuse("has a path parameter (';'); send a literal semicolon as %3B")
-        elif byte in _REFUSED or byte == 0x20:
-            raise _refuse("has a control character, space or backslash")
-        else:
-            # Bytes a URI may not hold as they are ('"', '<', non-ASCII...): escaped, so that
-            # the upstream reads the same characters.
-            out += b"%%%02X" % byte
-        index += 1
-    return out
+def _settle_escape(found: re.Match[bytes]) -> bytes:
+    value = int(found[1], 16)
+    if value == 0x2F:
+        raise _refuse("has an encoded slash (%2F)")
+    if value in _REFUSED:
+        raise _refuse("has an encoded control character or backslash")
+    return bytes((value,)) if value in _UNRESERVED else b"%" + found[1].upper()
+
+
+def _decode(raw: bytes) -> bytes:
+    """``raw`` with unreserved escapes decoded, other escapes in upper case, unsafe bytes escaped."""
+    if b";" in raw:
+        raise _refuse("has a path parameter (';'); send a literal semicolon as %3B")
+    if _REFUSED_RAW.search(raw):
+        raise _refuse("has a control character, space or backslash")
+    if _BROKEN_ESCAPE.search(raw):
+        raise _refuse("has a broken percent-escape")
+    decoded = _ESCAPE.sub(_settle_escape, raw)
+    # Escaped so that the upstream reads the same characters.
+    return _UNSAFE.sub(lambda found: b"%%%02X" % found[0][0], decoded)
 
 
 def canonical_path(raw: bytes) -> bytes:
@@ -90,7 +81,7 @@ def canonical_path(raw: bytes) -> bytes:
         raise _refuse("must start with /")
     if _CANONICAL.fullmatch(raw):
         return raw
-    segments = bytes(_decode(raw)).split(b"/")[1:]
+    segments = _decode(raw).split(b"/")[1:]
     kept: list[bytes] = []
     trailing_slash = False
     for segment in segments:
