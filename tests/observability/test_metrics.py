@@ -152,7 +152,8 @@ def test_label_sets_stay_bounded_under_random_paths(paths: list[str]) -> None:
     statuses = {
         dict(k)["http_response_status_code"] for k in samples["http_server_request_duration_seconds_count"]
     }
-    assert statuses <= {"200", "404", "405", "500"}
+    # 400: a path with a broken escape (``/%``) or ``..`` above the root has no canonical form.
+    assert statuses <= {"200", "400", "404", "405", "500"}
 
 
 async def test_field_errors_are_counted_by_operation_and_pointer() -> None:
