@@ -37,10 +37,22 @@ _REFUSED = frozenset(range(0x20)) | {0x7F, ord("\\")}
 #: ``;`` and ``%``), none of them ``.`` or ``..``, and an optional trailing slash. Most
 #: requests match it and are left as they are.
 _CANONICAL = re.compile(rb"(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?")
-_BROKEN_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _REFUSED_RAW = re.compile(rb"[\x00-\x20\x7f\\]")
-_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
-#: Bytes a URI may not hold as they are (``"``, ``<``, non-ASCII...), once escapes are settled.
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+#: Every two hex digits after a ``%`` -> what they become: the unreserved character, the
+#: escape in upper case, or ``b""`` for a byte refused (``/``, control characters, backslash).
+_SETTLED: dict[bytes, bytes] = {
+    bytes((high, low)): (
+        b""
+        if value == 0x2F or value in _REFUSED
+        else bytes((value,))
+        if value in _UNRESERVED
+        else b"%%%02X" % value
+    )
+    for high in _HEX_DIGITS
+    for low in _HEX_DIGITS
+    for value in (int(bytes((high, low)), 16),)
+}
 _UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,=:@/%]")
 _ABSOLUTE = re.compile(rb"https?://([^/?#]*)(.*)", re.IGNORECASE | re.DOTALL)
 
@@ -49,24 +61,24 @@ def _refuse(reason: str) -> BadRequest:
     return BadRequest(detail=f"the request path {reason}")
 
 
-def _settle_escape(found: re.Match[bytes]) -> bytes:
-    value = int(found[1], 16)
-    if value == 0x2F:
-        raise _refuse("has an encoded slash (%2F)")
-    if value in _REFUSED:
-        raise _refuse("has an encoded control character or backslash")
-    return bytes((value,)) if value in _UNRESERVED else b"%" + found[1].upper()
-
-
 def _decode(raw: bytes) -> bytes:
     """``raw`` with unreserved escapes decoded, other escapes in upper case, unsafe bytes escaped."""
     if b";" in raw:
         raise _refuse("has a path parameter (';'); send a literal semicolon as %3B")
     if _REFUSED_RAW.search(raw):
         raise _refuse("has a control character, space or backslash")
-    if _BROKEN_ESCAPE.search(raw):
-        raise _refuse("has a broken percent-escape")
-    decoded = _ESCAPE.sub(_settle_escape, raw)
+    head, *escaped = raw.split(b"%")
+    parts = [head]
+    for part in escaped:
+        settled = _SETTLED.get(part[:2])
+        if settled is None:
+            raise _refuse("has a broken percent-escape")
+        if not settled:
+            raise _refuse("has an encoded slash (%2F), control character or backslash")
+        parts += (settled, part[2:])
+    decoded = b"".join(parts)
+    if _UNSAFE.search(decoded) is None:
+        return decoded
     # Escaped so that the upstream reads the same characters.
     return _UNSAFE.sub(lambda found: b"%%%02X" % found[0][0], decoded)
 
@@ -130,8 +142,9 @@ def canonicalize(scope: Scope) -> None:
         host = next((value for key, value in scope["headers"] if key == b"host"), None)
         raw = _origin_form(bytes(raw), host)
     path = canonical_path(raw)
-    scope["raw_path"] = path
-    scope["path"] = unquote(path.decode("ascii"))
+    if path != raw or "raw_path" not in scope:
+        scope["raw_path"] = path
+        scope["path"] = unquote(path.decode("ascii"))
 
 
 def protective_form(path: str, *, case_sensitive: bool, strict_slashes: bool) -> str:
