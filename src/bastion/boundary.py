@@ -39,6 +39,7 @@ from bastion.observability.logging import AccessLog
 from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics
 from bastion.observability.otel import ServerSpan, build_tracer
 from bastion.problems import PROBLEM_CONTENT_TYPE, InternalError, Problem, render, request_instance
+from bastion.routing.paths import canonicalize
 from bastion.tracing import TRACE_ID, parse_traceparent, valid_request_id
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
@@ -191,6 +192,8 @@ class BoundaryGuard:
             metrics.request_started(method)
         token = TRACE_ID.set(trace_id)
         try:
+            # One spelling of the path for everything from here on, the upstream included.
+            canonicalize(scope)
             path = scope["path"]
             if path == self.metrics_path:
                 ctx.route = path

@@ -216,6 +216,22 @@ class LoggingConfig(Section):
     trace id and what the guards decided."""
 
 
+class RoutingConfig(Section):
+    """How request paths are matched and which request targets are served."""
+
+    case_sensitive: bool = False
+    """Whether rate limit `match` entries and `idempotency.require` compare paths with their case:
+    by default `POST /login` also covers `/LOGIN` (a protective rule that covers a little more is
+    safe; one that covers less is a way around it). Routing against the OpenAPI description is
+    case-sensitive either way."""
+    strict_slashes: bool = False
+    """Whether rate limit `match` entries and `idempotency.require` tell `/login/` from `/login`:
+    by default a trailing slash is ignored when matching them."""
+    allow_trace: bool = False
+    """Gateway: forward `TRACE` requests upstream. By default they are answered with
+    `405 METHOD_NOT_ALLOWED` (a `TRACE` echoes the request's headers, credentials included)."""
+
+
 class Config(Section):
     """The whole bastion configuration. Build it with :func:`load_config`."""
 
@@ -240,6 +256,7 @@ class Config(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("store")
     @classmethod

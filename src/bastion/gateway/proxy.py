@@ -10,6 +10,11 @@ Failures before the response starts are raised as problems for the boundary to
 render: ``502 UPSTREAM_UNAVAILABLE`` when the upstream cannot be reached or drops
 the connection, ``504 UPSTREAM_TIMEOUT`` when it is too slow. Used as
 ``Bastion(ProxyApp(upstream), config)``, every guard runs in front of it.
+
+The upstream URL is built from parts: scheme, host and port only ever from the
+configured upstream, then the request's canonical path (the boundary rewrote it,
+:mod:`bastion.routing.paths`) and its query as received. ``OPTIONS *`` is answered
+here, and ``TRACE`` is refused unless ``routing.allow_trace`` is set.
 """
 
 from __future__ import annotations
@@ -38,11 +43,20 @@ from bastion.gateway.config import GatewayConfig
 from bastion.gateway.headers import Forwarding, response_headers
 from bastion.gateway.upstream import UpstreamClient
 from bastion.observability.otel import start_upstream_span
-from bastion.problems import UpstreamTimeout, UpstreamUnavailable, request_instance
+from bastion.problems import (
+    BadRequest,
+    MethodNotAllowed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    request_instance,
+)
 from bastion.tracing import format_traceparent
 
 if TYPE_CHECKING:
     from bastion.stack import Bastion
+
+#: The methods the gateway forwards, for ``OPTIONS *`` and a refused ``TRACE``.
+_ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 class ProxyApp:
@@ -64,6 +78,7 @@ class ProxyApp:
         trusted_proxies: tuple[str, ...] | list[str] = (),
         normalize_upstream: normalize.NormalizePolicy = True,
         logger: Any = None,
+        allow_trace: bool = False,
     ) -> None:
         self.config = config if config is not None else GatewayConfig()
         url = URL(upstream.rstrip("/"))
@@ -79,10 +94,13 @@ class ProxyApp:
             authorization = aiohttp.BasicAuth.from_url(url).encode()  # type: ignore[union-attr]
             url = url.with_user(None)
         self.upstream = url
-        self._base = str(self.upstream)
-        self._ws_base = ("wss" if self.upstream.scheme == "https" else "ws") + self._base[
-            len(self.upstream.scheme) :
-        ]
+        # (scheme, authority) of upstream URLs: the request adds only the path and the query.
+        self._base = (url.scheme, url.raw_authority)
+        self._ws_base = ("wss" if url.scheme == "https" else "ws", url.raw_authority)
+        #: The upstream URL's own path, put in front of every request's.
+        self._prefix = url.raw_path.rstrip("/")
+        #: Whether ``TRACE`` requests go upstream (``routing.allow_trace``).
+        self.allow_trace = allow_trace
         self.forwarding = Forwarding(
             trusted_proxies, preserve_host=self.config.preserve_host, authorization=authorization
         )
@@ -103,6 +121,7 @@ class ProxyApp:
             config.gateway,
             trusted_proxies=config.clients.trusted_proxies,
             normalize_upstream=config.errors.normalize_upstream,
+            allow_trace=config.routing.allow_trace,
         )
 
     def attach(self, bastion: Bastion) -> None:
@@ -140,6 +159,8 @@ class ProxyApp:
         # runs for every request.
         ctx: RequestContext | None = scope.get(SCOPE_KEY)
         method: str = scope["method"]
+        if method in ("OPTIONS", "TRACE") and await self._answered_here(scope, method, send):
+            return
         url = self._url(scope, self._base)
         # With tracing on, the upstream call gets a client span of its own (and only then is
         # the URL made a string for it).
@@ -186,6 +207,8 @@ class ProxyApp:
         kind = scope["type"]
         if kind == "http":  # a WebSocket handshake the guards let through
             ws_scope, ws_receive, ws_send = scope[HANDSHAKE_KEY]
+            # The path the guards checked (canonical) is the one that goes upstream.
+            ws_scope = {**ws_scope, "path": scope["path"], "raw_path": scope.get("raw_path")}
             await self._websocket(ws_scope, ws_receive, ws_send, scope.get(SCOPE_KEY))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -200,12 +223,33 @@ class ProxyApp:
         session = await self.client.start()
         await proxy_websocket(self, session, scope, receive, send, ctx)
 
-    def _url(self, scope: Scope, base: str) -> URL:
+    async def _answered_here(self, scope: Scope, method: str, send: Send) -> bool:
+        """Answer ``OPTIONS *`` and refuse ``TRACE`` (unless allowed); ``False`` for anything else."""
+        if method == "TRACE" and not self.allow_trace:
+            # A TRACE echoes the request, credentials and cookies included, to whoever sent it.
+            raise MethodNotAllowed(detail="the gateway does not forward TRACE", headers={"Allow": _ALLOW})
+        if method != "OPTIONS" or scope["path"] != "*":
+            return False
+        # ``OPTIONS *`` asks about the server, not a resource: the gateway is the server here.
+        await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", _ALLOW.encode())]})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+
+    def _url(self, scope: Scope, base: tuple[str, str]) -> URL:
+        """The upstream URL: ``base``'s scheme and authority, the prefix, the request's path and query."""
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if raw else _quote_path(scope["path"])
+        if path[:1] != "/":
+            # Only an origin-form path may follow the authority; the boundary refuses the rest.
+            raise BadRequest(detail="the request target must be a path")
         query = scope.get("query_string")
-        target = base + path if not query else f"{base}{path}?{query.decode('latin-1')}"
-        return URL(target, encoded=True)
+        return URL.build(
+            scheme=base[0],
+            authority=base[1],
+            path=self._prefix + path,
+            query_string=query.decode("latin-1") if query else "",
+            encoded=True,
+        )
 
     def upstream_headers(
         self,

@@ -12,6 +12,7 @@ lets requests in flight finish within ``gateway.drain_timeout``, then exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 from pathlib import Path
@@ -23,7 +24,8 @@ from bastion.asgi import Message, Receive, Scope, Send
 from bastion.config import Config, ConfigError, load_config
 from bastion.gateway.config import GatewayConfig
 from bastion.gateway.proxy import ProxyApp
-from bastion.problems import DependencyUnavailable, NotFound, Problem, render
+from bastion.problems import BadRequest, DependencyUnavailable, NotFound, Problem, render
+from bastion.routing.paths import canonicalize
 from bastion.stack import Bastion
 from bastion.tracing import new_span_id, new_trace_id
 
@@ -58,6 +60,10 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            # Compared in canonical form, as the boundary will rewrite it (``//metrics`` is
+            # ``/metrics``); a path it refuses is refused there, with its problem.
+            with contextlib.suppress(BadRequest):
+                canonicalize(scope)
             path = scope["path"]
             if path == HEALTH_PATH:
                 await self.send_health(send)

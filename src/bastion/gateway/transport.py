@@ -415,6 +415,16 @@ class GatewayHttpProtocol(GuardedHttpProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
 
+    def on_headers_complete(self) -> None:
+        """uvicorn's, but an absolute-form target (``GET http://host/x``) stays whole in ``raw_path``.
+
+        uvicorn keeps only its path, so the guards could not tell which host the client
+        named; :mod:`bastion.routing.paths` accepts the target only for this server.
+        """
+        super().on_headers_complete()
+        if self.url[:1] != b"/" and "raw_path" in self.scope:
+            self.scope["raw_path"] = self.url.partition(b"?")[0]
+
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         # uvicorn builds the cycle inside on_headers_complete, which offers no hook for
         # the class; every cycle passes through here before its task starts, and the

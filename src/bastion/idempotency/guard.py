@@ -123,7 +123,12 @@ class RequiredRoutes:
         self.methods = frozenset(m for m, _ in self.exact)
 
     def match(self, method: str, route: str | None, path: str) -> bool:
-        """Whether ``method`` on the route (or, without a route, the raw path) requires a key."""
+        """Whether ``method`` on the route (or, without a route, the canonical path) requires a key.
+
+        The route guard names a request after the entry it matches ignoring case and a
+        trailing slash (:class:`bastion.routing.ProtectiveRoutes`), so ``route`` is the
+        entry's own template for ``/ORDERS/`` as for ``/orders``.
+        """
         if route is not None:
             return (method, route) in self.exact
         if (method, path) in self.exact:

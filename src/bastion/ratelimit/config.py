@@ -35,7 +35,8 @@ class RuleConfig(Section):
     (requests without the header share one key). A list such as `[client, route]` combines them."""
     match: str | list[str] | None = None
     """`METHOD /template` entries the rule applies to (`POST /login`; `* /orders/{id}` or just
-    `/orders/{id}` for any method); unset, the rule applies to every request."""
+    `/orders/{id}` for any method); unset, the rule applies to every request. Compared with the
+    request's canonical path, ignoring case and a trailing slash unless `routing` says otherwise."""
     limit: RateField
     """The rate allowed per key, such as `100/minute`, `1000/s` or `10/5s`. For `concurrency`
     it is the number of requests in flight and the period is ignored."""
