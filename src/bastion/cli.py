@@ -138,11 +138,23 @@ def gateway(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default: gateway.port).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes on the port.")] = None,
     admin_port: Annotated[int | None, typer.Option(help="Serve metrics, health, ready on this port.")] = None,
+    allow_per_process_state: Annotated[
+        bool,
+        typer.Option(help="Start several workers even on a per-process store (each keeps its own limits)."),
+    ] = False,
 ) -> None:
     """Run a reverse proxy that applies every guard in front of an existing HTTP API."""
     from bastion.gateway.server import run_gateway
 
-    run_gateway(config, upstream=upstream, host=host, port=port, workers=workers, admin_port=admin_port)
+    run_gateway(
+        config,
+        upstream=upstream,
+        host=host,
+        port=port,
+        workers=workers,
+        admin_port=admin_port,
+        allow_per_process_state=allow_per_process_state,
+    )
 
 
 @app.command()

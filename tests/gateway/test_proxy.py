@@ -343,3 +343,27 @@ async def test_head_requests_get_headers_without_a_body(upstream: Server) -> Non
     assert response.status_code == 200
     assert response.content == b""
     assert response.headers["content-type"] == "application/json"
+
+
+async def test_ready_is_a_503_naming_the_upstream_while_it_cannot_be_reached() -> None:
+    app, _ = gateway(f"http://127.0.0.1:{free_port()}")
+    async with client(app) as http:
+        health = await http.get("/_bastion/health")
+        ready = await http.get("/_bastion/ready")
+    assert health.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json()["unreachable"] == ["upstream"]
+    assert "upstream" in ready.json()["detail"]
+
+
+async def test_ready_names_each_unreachable_store() -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    app, _ = gateway(
+        f"http://127.0.0.1:{free_port()}",
+        rate_limits={"store": dead_redis, "rules": [{"name": "g", "key": "global", "limit": "100/second"}]},
+    )
+    async with client(app) as http:
+        ready = await http.get("/_bastion/ready")
+    assert ready.status_code == 503
+    assert "upstream" in ready.json()["unreachable"]
+    assert len(ready.json()["unreachable"]) == 2

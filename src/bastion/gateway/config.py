@@ -22,7 +22,8 @@ class GatewayConfig(Section):
     """Port the gateway listens on. `--port` overrides it."""
     workers: int = Field(default=1, ge=1, le=256)
     """Worker processes sharing the port. With more than one, use a Redis store so that
-    rate limits and idempotency keys are shared exactly. `--workers` overrides it."""
+    rate limits and idempotency keys are shared exactly; on `memory://` the gateway refuses
+    to start unless `--allow-per-process-state`. `--workers` overrides it."""
     admin_port: int | None = Field(default=None, ge=1, le=65535)
     """When set, metrics, `/_bastion/health` and `/_bastion/ready` are served on this port
     (on `host`) and the metrics path is no longer served on the main port. `--admin-port`

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -59,6 +60,10 @@ if TYPE_CHECKING:
 _ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
+#: How long a readiness check of the upstream is believed.
+_REACHABLE_FOR_S = 1.0
+
+
 class ProxyApp:
     """An ASGI app that forwards every request to ``upstream`` and streams the answer back.
 
@@ -66,7 +71,7 @@ class ProxyApp:
     shutdown. :meth:`attach` registers it with the :class:`~bastion.Bastion` around it.
     """
 
-    name = "gateway upstream pool"
+    name = "upstream"
     #: WebSocket handshakes reach it through bastion's guards (:mod:`bastion.handshakes`).
     guards_handshakes = True
 
@@ -110,6 +115,8 @@ class ProxyApp:
         #: The connection pool and the way requests go over it.
         self.client = UpstreamClient(self.config)
         self._errors: Any = None
+        #: When the upstream was last tried for readiness, and whether it answered.
+        self._reachable_at: tuple[float, bool] = (-_REACHABLE_FOR_S, False)
 
     @classmethod
     def from_config(cls, config: Config) -> ProxyApp:
@@ -146,8 +153,30 @@ class ProxyApp:
         await self.client.close()
 
     async def ping(self) -> bool:
-        """Whether the pool is open (the upstream's own health is its business)."""
-        return not self.client.closed
+        """Whether the pool is open and the upstream accepts a TCP connection.
+
+        The connection is opened and closed at once (no request is sent, the upstream's
+        own health is its business); the answer is kept for a second, so a readiness
+        probe polled by many load balancers costs one connection a second.
+        """
+        if self.client.closed:
+            return False
+        now = time.monotonic()
+        if now - self._reachable_at[0] < _REACHABLE_FOR_S:
+            return self._reachable_at[1]
+        host = self.upstream.host or ""
+        port = self.upstream.port or (443 if self.upstream.scheme == "https" else 80)
+        try:
+            async with asyncio.timeout(self.config.connect_timeout.seconds):
+                _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            reachable = True
+        except (OSError, TimeoutError):
+            reachable = False
+        self._reachable_at = (time.monotonic(), reachable)
+        return reachable
 
     # -- ASGI ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from bastion.asgi import Message, Receive, Scope, Send
 from bastion.config import Config, ConfigError, load_config
 from bastion.gateway.config import GatewayConfig
 from bastion.gateway.proxy import ProxyApp
+from bastion.observability.logging import make_logger
 from bastion.problems import BadRequest, DependencyUnavailable, NotFound, Problem, render
 from bastion.routing.paths import canonicalize
 from bastion.stack import Bastion
@@ -52,6 +54,7 @@ class GatewayApp:
             self.config.metrics.path if admin_port is not None and bastion.metrics is not None else None
         )
         self.admin: Any = None
+        self._startup_check: asyncio.Task[None] | None = None
         if admin_port is not None:
             from bastion.gateway.admin import AdminServer
 
@@ -113,8 +116,9 @@ class GatewayApp:
             return
         self.bastion.logger.warning("not ready", unreachable=failing)
         problem = DependencyUnavailable(
-            detail=f"{len(failing)} dependency(ies) of the gateway are unreachable; see the server log.",
+            detail=f"not ready: {', '.join(failing)} cannot be reached",
             headers={"Retry-After": "5"},
+            extensions={"unreachable": failing},
         )
         await self._send_problem(problem, path, send)
 
@@ -129,6 +133,15 @@ class GatewayApp:
         )
         await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
         await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
+
+    async def _report_unreachable(self) -> None:
+        """Log, once at start-up, every dependency that cannot be reached (``/_bastion/ready`` says 503)."""
+        failing = await self.failing_resources()
+        if failing:
+            self.bastion.logger.warning(
+                f"started, but {', '.join(failing)} cannot be reached: /_bastion/ready answers 503 until it can",
+                unreachable=failing,
+            )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """bastion's lifespan, with the admin server and the collector's tuning around it."""
@@ -150,6 +163,9 @@ class GatewayApp:
                         return
                 if self.tune_gc:
                     tune_gc(self.config.gateway)
+                    # Once per worker, off the start-up path: a store or upstream that is down
+                    # now is said at once, not first discovered by a client.
+                    self._startup_check = asyncio.get_running_loop().create_task(self._report_unreachable())
             await send(message)
 
         await self.bastion(scope, receive_and_stop_admin, send_and_start_admin)
@@ -213,6 +229,7 @@ def run_gateway(
     port: int | None = None,
     workers: int | None = None,
     admin_port: int | None = None,
+    allow_per_process_state: bool = False,
 ) -> None:
     """Serve the gateway with uvicorn until SIGTERM or SIGINT (what ``bastion gateway`` runs).
 
@@ -249,6 +266,9 @@ def run_gateway(
     if config.upstream is None:
         raise ConfigError([("upstream", "the gateway needs the upstream API's URL (or --upstream)")])
     settings = config.gateway
+    shared_state_problems = per_process_state(config) if settings.workers > 1 else []
+    if shared_state_problems and not allow_per_process_state:
+        raise ConfigError(shared_state_problems)
     if settings.workers > 1 and config.metrics.enabled:
         from bastion.observability.multiprocess import ENV_VAR, prepare_multiprocess_dir
 
@@ -257,6 +277,14 @@ def run_gateway(
     limits = ServerLimits.from_config(settings, config.errors.type_base).within_open_files(
         raise_open_files_limit(), reserved=settings.pool_size
     )
+    # The address is tried first, so a port in use is one clear error, and "listening" is
+    # only said of an address that can be bound.
+    with socket.create_server((settings.host, settings.port)):
+        pass
+    logger = make_logger("info")
+    logger.info(listening_line(config), listen=f"http://{settings.host}:{settings.port}")
+    if shared_state_problems:
+        logger.warning("per-process state with several workers", problems=dict(shared_state_problems))
     uvicorn.run(
         "bastion.gateway.server:app_from_environment",
         factory=True,
@@ -273,3 +301,58 @@ def run_gateway(
         date_header=False,
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout.seconds)),
     )
+
+
+def listening_line(config: Config) -> str:
+    """The start-up line: where the gateway listens, with how many workers, on which stores."""
+    from bastion.stores import parse_store_url
+
+    settings = config.gateway
+    workers = f"{settings.workers} worker{'s' if settings.workers != 1 else ''}"
+    idempotency = parse_store_url(config.idempotency.store or config.store).redacted
+    limits = parse_store_url(config.rate_limits.store or config.store)
+    rate = limits.redacted if limits.kind in ("redis", "memory") else "memory://"
+    admin = f", admin on http://{settings.host}:{settings.admin_port}" if settings.admin_port else ""
+    return (
+        f"listening on http://{settings.host}:{settings.port} ({workers}, idempotency store "
+        f"{idempotency}, rate limit store {rate}{admin}), forwarding to {_public(config.upstream or '')}"
+    )
+
+
+def _public(url: str) -> str:
+    """``url`` without credentials, for the start-up line."""
+    from yarl import URL
+
+    return str(URL(url).with_user(None))
+
+
+def per_process_state(config: Config) -> list[tuple[str, str]]:
+    """``(key, reason)`` for each store that several workers would each keep on their own.
+
+    Rate limits on memory (or on SQLite or PostgreSQL, which they do not use) would
+    allow each limit once per worker; idempotency on memory would not see another
+    worker's keys, so a retry that lands elsewhere runs again.
+    """
+    from bastion.stores import parse_store_url
+
+    workers = config.gateway.workers
+    problems: list[tuple[str, str]] = []
+    limits = parse_store_url(config.rate_limits.store or config.store)
+    if limits.kind != "redis" and (config.rate_limits.rules or config.openapi):
+        problems.append(
+            (
+                "rate_limits.store",
+                f"rate limits would be kept per worker: {workers} workers allow each limit {workers} times."
+                " Use a shared store (rate_limits.store: redis://HOST:6379/0) or --allow-per-process-state",
+            )
+        )
+    if parse_store_url(config.idempotency.store or config.store).kind == "memory":
+        problems.append(
+            (
+                "idempotency.store",
+                "idempotency keys would be kept per worker: a retry that reaches another worker runs"
+                " again. Use a shared store (sqlite:///PATH on one host, redis:// or postgresql://)"
+                " or --allow-per-process-state",
+            )
+        )
+    return problems

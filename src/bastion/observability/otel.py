@@ -234,7 +234,7 @@ def build_tracer(config: OtelConfig, logger: Any) -> ServerTracer | None:
     except ImportError:
         logger.warning(
             "observability.otel.enabled is true but OpenTelemetry is not installed; "
-            "tracing is off (pip install 'bastion[otel]')"
+            "tracing is off (pip install 'bastion-guards[otel]')"
         )
         return None
     provider = _console_provider(config.service_name) if config.exporter == "console" else None

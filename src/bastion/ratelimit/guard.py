@@ -606,7 +606,7 @@ def select_store(config: Config, bastion: Bastion) -> RateLimitStore:
             from bastion.config import ConfigError
 
             where = "rate_limits.store" if section.store else "store"
-            reason = "Redis needs the redis extra: pip install 'bastion[redis]'"
+            reason = "Redis needs the redis extra: pip install 'bastion-guards[redis]'"
             raise ConfigError([(where, reason)]) from None
 
         return RedisStore(parsed.url, key_prefix=section.key_prefix, timeout_s=section.timeout.seconds)
