@@ -139,7 +139,8 @@ class GatewayApp:
         failing = await self.failing_resources()
         if failing:
             self.bastion.logger.warning(
-                f"started, but {', '.join(failing)} cannot be reached: /_bastion/ready answers 503 until it can",
+                f"started, but {', '.join(failing)} cannot be reached:"
+                " /_bastion/ready answers 503 until it can",
                 unreachable=failing,
             )
 
