@@ -230,3 +230,14 @@ def install_problem_handlers(app: Any) -> bool:
         if current is None or current in defaults:
             add(exception, handler)
     return True
+
+
+#: Attributes under which FastAPI keeps the paths of its own documentation pages.
+_DOCUMENTATION_ATTRIBUTES = ("openapi_url", "docs_url", "redoc_url", "swagger_ui_oauth2_redirect_url")
+
+
+def documentation_paths(app: Any) -> frozenset[str]:
+    """The paths a framework serves its own API documentation on (FastAPI's ``/docs``,
+    ``/redoc``, ``/openapi.json``): never in the description, never hidden by bastion."""
+    found = (getattr(app, name, None) for name in _DOCUMENTATION_ATTRIBUTES)
+    return frozenset(path for path in found if isinstance(path, str) and path.startswith("/"))

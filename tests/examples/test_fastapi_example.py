@@ -177,3 +177,13 @@ async def test_a_5xx_http_exception_keeps_nothing_of_its_detail() -> None:
         response = await http.get("/boom")
         assert response.status_code == 503
         assert "10.0.0.5" not in response.text
+
+
+async def test_fastapis_documentation_pages_are_never_hidden(example: httpx.AsyncClient) -> None:
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        response = await example.get(path)
+        assert response.status_code == 200, (path, response.text[:200])
+    assert (await example.get("/openapi.json")).json()["info"]["title"] == "orders API (FastAPI example)"
+    # Only the documentation pages: another path outside the description is still refused.
+    _problem(await example.get("/docs-but-not"), 404, "NOT_FOUND")
+    _problem(await example.post("/docs"), 404, "NOT_FOUND")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bastion.adapters import documentation_paths
 from bastion.asgi import HANDSHAKE_KEY, SCOPE_KEY, ASGIApp, Receive, RequestContext, Scope, Send
 from bastion.problems import MethodNotAllowed, NotFound
 from bastion.protocols import RouteMatch, Router
@@ -69,12 +70,15 @@ class RouteGuard:
         *,
         reject_unknown: bool,
         protective: ProtectiveRoutes | None = None,
+        documentation: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.router = router
         self.reject_unknown = reject_unknown and router.authoritative
         #: The configuration's protective entries, for requests no route matches.
         self.protective = protective
+        #: The wrapped framework's own documentation pages (FastAPI's ``/docs``), let through.
+        self.documentation = documentation
 
     def admit(self, scope: Scope, ctx: RequestContext) -> bool:
         """Name the request's route in ``ctx``, or refuse an unknown one (all of it synchronous)."""
@@ -87,8 +91,14 @@ class RouteGuard:
             ctx.path_params = found.path_params
             return True
         # A WebSocket endpoint is rarely in an OpenAPI description: its handshake is
-        # not refused for being absent from it. ``OPTIONS *`` asks about the server, not a path.
-        if self.reject_unknown and HANDSHAKE_KEY not in scope and path != "*":
+        # not refused for being absent from it. ``OPTIONS *`` asks about the server, not a
+        # path, and a framework's own documentation pages are not the API's operations.
+        if (
+            self.reject_unknown
+            and HANDSHAKE_KEY not in scope
+            and path != "*"
+            and not (path in self.documentation and method in ("GET", "HEAD"))
+        ):
             if found is None:
                 raise NotFound(detail="no operation of the API has this path")
             allowed = ", ".join(found)
@@ -116,4 +126,5 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         router,
         reject_unknown=config.validation.unknown_routes == "reject",
         protective=ProtectiveRoutes(routes, config.routing) if routes else None,
+        documentation=documentation_paths(bastion.app),
     )
