@@ -465,15 +465,24 @@ def check_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         config = load_config(path)
     except ConfigError as exc:
         return exc.problems
-    if config.openapi is None:
-        return []
-    # The description is loaded and compiled as the gateway and middleware would, so a
-    # description they refuse is never OK here.
-    from bastion.validation.compile import compile_description
-    from bastion.validation.openapi import OpenAPIError, load_description
+    from bastion.validation.openapi import OpenAPIError
 
     try:
-        compile_description(load_description(config.openapi, config.validation.allow_external_refs), config)
+        check_description(config)
     except OpenAPIError as exc:
         return [("openapi", str(exc))]
     return []
+
+
+def check_description(config: Config) -> None:
+    """Load and compile ``config``'s OpenAPI description as the guards will, or raise ``OpenAPIError``.
+
+    So that a description the gateway or the middleware would refuse is refused before
+    anything starts (``config check``, the gateway before it listens).
+    """
+    if config.openapi is None:
+        return
+    from bastion.validation.compile import compile_description
+    from bastion.validation.openapi import load_description
+
+    compile_description(load_description(config.openapi, config.validation.allow_external_refs), config)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from bastion.asgi import Message, Receive, Scope, Send
-from bastion.config import Config, ConfigError, load_config
+from bastion.config import Config, ConfigError, check_description, load_config
 from bastion.gateway.config import GatewayConfig
 from bastion.gateway.proxy import ProxyApp
 from bastion.observability.logging import make_logger
@@ -266,6 +266,8 @@ def run_gateway(
     config = load_config(os.environ.get(CONFIG_ENV))
     if config.upstream is None:
         raise ConfigError([("upstream", "the gateway needs the upstream API's URL (or --upstream)")])
+    # Refused here, in one clear line, rather than in every worker after "listening".
+    check_description(config)
     settings = config.gateway
     shared_state_problems = per_process_state(config) if settings.workers > 1 else []
     if shared_state_problems and not allow_per_process_state:

@@ -106,6 +106,10 @@ FROM {t} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM claimed)
             f"LIMIT {CLEANUP_BATCH} FOR UPDATE SKIP LOCKED)"
         )
         self._create_sql = f"""
+-- Processes starting at once take turns (the lock ends with this implicit transaction):
+-- two creators each holding the index's share lock and waiting for the other's
+-- exclusive one would deadlock.
+SELECT pg_advisory_xact_lock(hashtext('bastion:create:{t}'));
 CREATE TABLE IF NOT EXISTS {t} (
     key text PRIMARY KEY,
     fingerprint text NOT NULL,
@@ -121,9 +125,19 @@ CREATE TABLE IF NOT EXISTS {t} (
 );
 CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);
 -- The claiming request's trace id, and on a takeover the one it replaced (for
--- IDEMPOTENCY_OUTCOME_UNKNOWN); added to tables created by earlier versions.
-ALTER TABLE {t} ADD COLUMN IF NOT EXISTS trace_id text;
-ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lost_trace_id text;
+-- IDEMPOTENCY_OUTCOME_UNKNOWN); added to tables created by earlier versions. Only when
+-- missing: ALTER TABLE locks the table against every claim, even when it changes nothing.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{t}')
+                   AND attname = 'trace_id' AND NOT attisdropped) THEN
+        ALTER TABLE {t} ADD COLUMN IF NOT EXISTS trace_id text;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{t}')
+                   AND attname = 'lost_trace_id' AND NOT attisdropped) THEN
+        ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lost_trace_id text;
+    END IF;
+END $$;
 """
 
     async def _get_pool(self) -> asyncpg.Pool:
