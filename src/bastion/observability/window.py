@@ -96,6 +96,8 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
         if count >= rank and count > previous_count:
             if math.isinf(upper):
                 return lower
-            return lower + (upper - lower) * (rank - previous_count) / (count - previous_count)
+            value = lower + (upper - lower) * (rank - previous_count) / (count - previous_count)
+            # Rounding must not carry a value past its bucket (and so above a higher quantile).
+            return min(value, upper)
         lower, previous_count = upper, count
     return lower
