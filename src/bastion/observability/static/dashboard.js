@@ -115,7 +115,7 @@
 
   var FORMATS = { p50: seconds, p95: seconds, p99: seconds, time: clock, status: String };
 
-  function fill(tableId, rows, columns) {
+  function fill(tableId, rows, columns, emptyText) {
     var tbody = document.querySelector("#" + tableId + " tbody");
     tbody.textContent = "";
     if (rows.length === 0) {
@@ -123,7 +123,7 @@
       var td = document.createElement("td");
       td.colSpan = columns.length;
       td.className = "empty";
-      td.textContent = "none yet";
+      td.textContent = emptyText || "none yet";
       tr.appendChild(td);
       tbody.appendChild(tr);
       return;
@@ -152,6 +152,13 @@
     });
   }
 
+  // Past the clients it tracks, a table's counts are upper bounds: shown as such.
+  function clients(rows) {
+    return rows.map(function (row) {
+      return { client: row.client, count: row.error > 0 ? "\u2264 " + row.count : row.count };
+    });
+  }
+
   function update(data) {
     var rates = data.rates;
     push("requests", "all", rates.requests.total);
@@ -172,10 +179,10 @@
     Array.prototype.forEach.call(document.querySelectorAll(".window"), function (node) {
       node.textContent = over;
     });
-    fill("table-latency", data.latency, ["method", "route", "count", "p50", "p95", "p99"]);
+    fill("table-latency", data.latency, ["method", "route", "count", "p50", "p95", "p99"], "no requests in the " + over);
     fill("table-5xx", data.recent_5xx, ["time", "method", "route", "status", "trace_id"]);
-    fill("table-clients-429", data.top_clients.rate_limited, ["client", "count"]);
-    fill("table-clients-validation", data.top_clients.validation, ["client", "count"]);
+    fill("table-clients-429", clients(data.top_clients.rate_limited), ["client", "count"]);
+    fill("table-clients-validation", clients(data.top_clients.validation), ["client", "count"]);
     document.getElementById("tile-429").textContent = format(data.requests["429"]);
     document.getElementById("tile-total").textContent = format(data.requests.total);
     var validationTotal = 0;
