@@ -105,7 +105,7 @@ class BoundaryGuard:
             if metrics is None:
                 logger.warning("observability.dashboard needs metrics.enabled; the dashboard is off")
             else:
-                self.dashboard = Dashboard(observability.dashboard, metrics, self.metrics_path)
+                self.dashboard = Dashboard(observability.dashboard, metrics, self.metrics_path, clients)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # This runs on every request: each line below is paid for in microseconds
@@ -244,6 +244,8 @@ class BoundaryGuard:
                 if ctx.problem_code is not None:
                     metrics.count_problem(ctx.problem_code, status)
                 metrics.request_done(method, route, status, duration, request_size, response_size)
+            if self.dashboard is not None:
+                self.dashboard.recent.finished(scope, ctx, method, route, status)
             if self.clients is not None and (server_span is not None or self.access_log is not None):
                 self.clients.fill(scope, ctx)
             if server_span is not None and self.tracer is not None:

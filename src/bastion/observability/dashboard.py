@@ -8,7 +8,9 @@ Served by the boundary under ``observability.dashboard.path`` when enabled:
   counter shows up without changing this module,
 - ``{path}/dashboard.js`` and ``{path}/dashboard.css``: shipped in the package; no CDN.
 
-The page computes rates from the difference between two snapshots. Only loopback
+Each data response carries rates and latency quantiles over the last few seconds
+(:mod:`bastion.observability.window`), so the page shows them on its first paint, and
+the latest 5xx responses and top clients (:mod:`bastion.observability.recent`). Only loopback
 clients that came without forwarding headers may open it, unless ``allow_remote``
 is set; a configured token is required on the page and the data in every case.
 """
@@ -21,7 +23,7 @@ import ipaddress
 import time
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -31,7 +33,12 @@ from bastion.asgi import Headers, RequestContext, Scope, Send, send_bytes
 from bastion.observability.config import DashboardConfig
 from bastion.observability.http_metrics import DURATION_NAME
 from bastion.observability.metrics import Metrics
+from bastion.observability.recent import RecentRequests
+from bastion.observability.window import QUANTILES, Key, Sample, SlidingWindow, histogram_quantile
 from bastion.problems import MethodNotAllowed, NotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from bastion.clients import ClientIdentifier
 
 _SECURITY_HEADERS: Headers = [
     (
@@ -144,6 +151,53 @@ def snapshot(families: list[Metric], *, hidden_routes: Iterable[str] = ()) -> di
     }
 
 
+def window_counts(
+    data: dict[str, Any], families: list[Metric], hidden_routes: Iterable[str]
+) -> dict[Key, float]:
+    """The cumulative counts the sliding window differences: requests by class,
+    idempotency events, and the duration buckets of each (method, route) over every status."""
+    counts: dict[Key, float] = {("requests", name): value for name, value in data["requests"].items()}
+    counts.update({("idempotency", event): value for event, value in data["idempotency"].items()})
+    hidden = set(hidden_routes)
+    bucket = DURATION_NAME + "_bucket"
+    for family in families:
+        if family.name != DURATION_NAME:
+            continue
+        for sample in family.samples:
+            route = sample.labels.get("http_route", "")
+            if sample.name != bucket or route in hidden:
+                continue
+            key = (
+                "latency",
+                sample.labels.get("http_request_method", ""),
+                route,
+                sample.labels.get("le", ""),
+            )
+            counts[key] = counts.get(key, 0.0) + float(sample.value)
+    return counts
+
+
+def windowed(seconds: float, increase: dict[Key, float]) -> dict[str, Any]:
+    """Rates per second and latency quantiles per route from the increase over ``seconds``."""
+    rates: dict[str, dict[str, float]] = {"requests": {}, "idempotency": {}}
+    buckets: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for key, value in increase.items():
+        if key[0] == "latency":
+            buckets.setdefault((key[1], key[2]), []).append((float(key[3]), value))
+        else:
+            rates[key[0]][key[1]] = value / seconds if seconds > 0 else 0.0
+    latency: list[dict[str, Any]] = []
+    for (method, route), histogram in buckets.items():
+        count = max(value for _, value in histogram)
+        if count > 0:
+            row: dict[str, Any] = {"method": method, "route": route, "count": count}
+            for q in QUANTILES:
+                row[f"p{round(q * 100)}"] = histogram_quantile(q, histogram)
+            latency.append(row)
+    latency.sort(key=lambda row: -row["count"])
+    return {"window_seconds": seconds, "rates": rates, "latency": latency[:_MAX_ROWS]}
+
+
 def _is_loopback(scope: Scope) -> bool:
     client = scope.get("client")
     if not client:
@@ -158,7 +212,13 @@ def _is_loopback(scope: Scope) -> bool:
 class Dashboard:
     """Serves the dashboard's page, assets and data for one bastion instance."""
 
-    def __init__(self, config: DashboardConfig, metrics: Metrics, metrics_path: str | None) -> None:
+    def __init__(
+        self,
+        config: DashboardConfig,
+        metrics: Metrics,
+        metrics_path: str | None,
+        clients: ClientIdentifier | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics
         self.path = config.path
@@ -182,6 +242,26 @@ class Dashboard:
             self.path: (b"text/html; charset=utf-8", page),
             self.prefix + "dashboard.js": (b"text/javascript; charset=utf-8", _static("dashboard.js")),
             self.prefix + "dashboard.css": (b"text/css; charset=utf-8", _static("dashboard.css")),
+        }
+        #: The latest 5xx responses and top clients; the boundary feeds it every finished request.
+        self.recent = RecentRequests(clients)
+        # The first sample is taken now, so the first poll already has something to compare with.
+        self._window = SlidingWindow(self._sample()[1])
+
+    def _sample(self) -> tuple[dict[str, Any], Sample]:
+        families = self.metrics.collect()
+        data = snapshot(families, hidden_routes=self._hidden)
+        return data, Sample(time.monotonic(), window_counts(data, families, self._hidden))
+
+    def data(self) -> dict[str, Any]:
+        """The data endpoint's JSON: cumulative counts, windowed rates and latency, recent requests."""
+        data, sample = self._sample()
+        seconds, increase = self._window.advance(sample)
+        return {
+            **data,
+            **windowed(seconds, increase),
+            **self.recent.snapshot(),
+            "refresh_ms": self.config.refresh.ms,
         }
 
     def handles(self, path: str) -> bool:
@@ -228,13 +308,7 @@ class Dashboard:
         if path == self.path:
             await self._send(scope, send, *self._assets[path])
             return
-        body = orjson.dumps(
-            {
-                **snapshot(self.metrics.collect(), hidden_routes=self._hidden),
-                "refresh_ms": self.config.refresh.ms,
-            }
-        )
-        await self._send(scope, send, b"application/json", body)
+        await self._send(scope, send, b"application/json", orjson.dumps(self.data()))
 
     async def _send(self, scope: Scope, send: Send, content_type: bytes, body: bytes) -> None:
         headers: Headers = [

@@ -1,5 +1,6 @@
-// bastion dashboard: polls {base}data, turns cumulative counts into per-second rates
-// and draws them as small SVG line charts. No dependencies, nothing fetched from elsewhere.
+// bastion dashboard: polls {base}data, whose rates the server computes over its last few
+// seconds (so the first paint already has them), and draws them as small SVG line charts.
+// No dependencies, nothing fetched from elsewhere.
 (function () {
   "use strict";
 
@@ -11,7 +12,6 @@
   var COLORS = ["#2f6fde", "#d9822b", "#c23030", "#29a634", "#8f398f", "#00998c", "#a67908", "#5c7080"];
   var SVG_NS = "http://www.w3.org/2000/svg";
 
-  var previous = null;
   var history = { requests: {}, errors: {}, ratelimited: {}, idempotency: {} };
   var updates = 0;
 
@@ -28,13 +28,6 @@
     }
     series.push(value);
     while (series.length > POINTS) series.shift();
-  }
-
-  function rate(now, before, seconds) {
-    var delta = (now || 0) - (before || 0);
-    // A counter that went down means a restart: count from zero again.
-    if (delta < 0) delta = now || 0;
-    return seconds > 0 ? delta / seconds : 0;
   }
 
   function draw(chart) {
@@ -104,7 +97,25 @@
     return value.toFixed(2);
   }
 
-  function fill(tableId, rows, columns) {
+  function seconds(value) {
+    if (value >= 1) return value.toFixed(2) + " s";
+    var ms = value * 1000;
+    return (ms >= 10 ? String(Math.round(ms)) : ms.toFixed(1)) + " ms";
+  }
+
+  function clock(epoch) {
+    return new Date(epoch * 1000).toISOString().slice(11, 19);
+  }
+
+  function span(value) {
+    if (value >= 3600) return (value / 3600).toFixed(1) + " h";
+    if (value >= 60) return Math.round(value / 60) + " min";
+    return (value >= 10 ? String(Math.round(value)) : value.toFixed(1)) + " s";
+  }
+
+  var FORMATS = { p50: seconds, p95: seconds, p99: seconds, time: clock, status: String };
+
+  function fill(tableId, rows, columns, emptyText) {
     var tbody = document.querySelector("#" + tableId + " tbody");
     tbody.textContent = "";
     if (rows.length === 0) {
@@ -112,7 +123,7 @@
       var td = document.createElement("td");
       td.colSpan = columns.length;
       td.className = "empty";
-      td.textContent = "none yet";
+      td.textContent = emptyText || "none yet";
       tr.appendChild(td);
       tbody.appendChild(tr);
       return;
@@ -122,7 +133,11 @@
       columns.forEach(function (column) {
         var td = document.createElement("td");
         var value = row[column];
-        td.textContent = typeof value === "number" ? format(value) : String(value === undefined ? "" : value);
+        var show = FORMATS[column] || (typeof value === "number" ? format : String);
+        td.textContent = value === undefined || value === null ? "\u2013" : show(value);
+        // Long routes and operation ids are cut with an ellipsis: the tooltip has them whole.
+        td.title = td.textContent;
+        if (column === "trace_id" || column === "client") td.className = "mono";
         tr.appendChild(td);
       });
       tbody.appendChild(tr);
@@ -137,26 +152,37 @@
     });
   }
 
+  // Past the clients it tracks, a table's counts are upper bounds: shown as such.
+  function clients(rows) {
+    return rows.map(function (row) {
+      return { client: row.client, count: row.error > 0 ? "\u2264 " + row.count : row.count };
+    });
+  }
+
   function update(data) {
-    var seconds = previous ? data.time - previous.time : 0;
-    if (previous && seconds > 0) {
-      var now = data.requests;
-      var before = previous.requests;
-      push("requests", "all", rate(now.total, before.total, seconds));
-      push("errors", "4xx", rate(now["4xx"], before["4xx"], seconds));
-      push("errors", "5xx", rate(now["5xx"], before["5xx"], seconds));
-      push("ratelimited", "429", rate(now["429"], before["429"], seconds));
-      Object.keys(data.idempotency).forEach(function (event) {
-        push("idempotency", event, rate(data.idempotency[event], previous.idempotency[event], seconds));
-      });
-      Object.keys(history.idempotency).forEach(function (event) {
-        if (!(event in data.idempotency)) push("idempotency", event, 0);
-      });
-      document.getElementById("tile-rps").textContent = format(history.requests.all.slice(-1)[0]);
-      document.getElementById("tile-4xx").textContent = format(history.errors["4xx"].slice(-1)[0]);
-      document.getElementById("tile-5xx").textContent = format(history.errors["5xx"].slice(-1)[0]);
-      Object.keys(history).forEach(draw);
-    }
+    var rates = data.rates;
+    push("requests", "all", rates.requests.total);
+    push("errors", "4xx", rates.requests["4xx"]);
+    push("errors", "5xx", rates.requests["5xx"]);
+    push("ratelimited", "429", rates.requests["429"]);
+    Object.keys(rates.idempotency).forEach(function (event) {
+      push("idempotency", event, rates.idempotency[event]);
+    });
+    Object.keys(history.idempotency).forEach(function (event) {
+      if (!(event in rates.idempotency)) push("idempotency", event, 0);
+    });
+    Object.keys(history).forEach(draw);
+    document.getElementById("tile-rps").textContent = format(rates.requests.total);
+    document.getElementById("tile-4xx").textContent = format(rates.requests["4xx"]);
+    document.getElementById("tile-5xx").textContent = format(rates.requests["5xx"]);
+    var over = "last " + span(data.window_seconds);
+    Array.prototype.forEach.call(document.querySelectorAll(".window"), function (node) {
+      node.textContent = over;
+    });
+    fill("table-latency", data.latency, ["method", "route", "count", "p50", "p95", "p99"], "no requests in the " + over);
+    fill("table-5xx", data.recent_5xx, ["time", "method", "route", "status", "trace_id"]);
+    fill("table-clients-429", clients(data.top_clients.rate_limited), ["client", "count"]);
+    fill("table-clients-validation", clients(data.top_clients.validation), ["client", "count"]);
     document.getElementById("tile-429").textContent = format(data.requests["429"]);
     document.getElementById("tile-total").textContent = format(data.requests.total);
     var validationTotal = 0;
@@ -175,7 +201,6 @@
     })).filter(function (row) { return row.count > 0; });
     fill("table-dependencies", dependencies, ["source", "count"]);
     fill("table-routes", data.routes, ["method", "route", "count", "4xx", "5xx"]);
-    previous = data;
     updates += 1;
     body.setAttribute("data-updates", String(updates));
   }
