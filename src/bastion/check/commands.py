@@ -99,10 +99,17 @@ def run_lint(
         if isinstance(doc, ParseError):
             return _fail(f"cannot fix {spec}: it does not parse")
         try:
-            changes = write_fixed(doc, fix)
+            outcome = write_fixed(doc, fix)
         except FixRefused as exc:
             return _fail(f"cannot fix {spec}: {exc}")
-        Console(stderr=True).print(f"wrote {fix}: {changes} change(s)", highlight=False)
+        kept = (
+            "only additions, the rest as it was"
+            if outcome.rewritten is None
+            else f"the whole description rewritten, comments and style not kept: {outcome.rewritten}"
+        )
+        Console(stderr=True).print(
+            f"wrote {fix}: {outcome.changes} change(s); {kept}", highlight=False, markup=False
+        )
     return 1 if result.failed else 0
 
 
