@@ -5,9 +5,12 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bastion.check.document import load_file
@@ -34,6 +37,22 @@ def _diff(before: str, after: str) -> tuple[list[str], list[str]]:
         if tag in ("insert", "replace"):
             added += new[j1:j2]
     return removed, added
+
+
+def _only_added(before: str, after: str) -> bool:
+    """Whether ``after`` is ``before`` with lines inserted (its lines, in order, are all there).
+
+    Matching each old line at its first occurrence decides this exactly; difflib's
+    heuristics can pair a kept line with an inserted copy of it (``}``) and report a
+    change where there is none, on JSON above all.
+    """
+    new = iter(after.splitlines())
+    return all(any(line == candidate for candidate in new) for line in before.splitlines())
+
+
+def _uncomma(text: str) -> str:
+    """``text`` with each line's trailing comma taken off."""
+    return "\n".join(line.rstrip(",") for line in text.splitlines())
 
 
 def _fix(
@@ -103,9 +122,10 @@ def test_fix_of_a_json_description_stays_json_and_only_adds_commas(tmp_path: Pat
     source = json.dumps(description, indent=4)
     out = _fix(tmp_path, source, "openapi.json", "fixed.json")
     fixed = out.read_text()
-    removed, added = _diff(source, fixed)
     # A JSON member after the last one needs a comma on that line; nothing else changes.
-    assert removed and all(line + "," in added for line in removed)
+    removed, _ = _diff(source, fixed)
+    assert removed
+    assert _only_added(_uncomma(source), _uncomma(fixed))
     data = json.loads(fixed)
     assert "429" in data["paths"]["/orders"]["post"]["responses"]
     assert "application/problem+json" in data["paths"]["/orders"]["post"]["responses"]["default"]["content"]
@@ -171,3 +191,88 @@ def test_fix_of_every_rule_fixture_only_adds_lines(name: str, tmp_path: Path) ->
     out = _fix(tmp_path, source)
     removed, _ = _diff(source.read_text(), out.read_text())
     assert removed == []
+
+
+_schema = st.sampled_from(
+    [
+        {"type": "string", "maxLength": 8},
+        {"type": "object", "additionalProperties": False, "properties": {"a": {"type": "integer"}}},
+        {"$ref": "#/components/schemas/Thing"},
+    ]
+)
+_response = st.fixed_dictionaries(
+    {"description": st.sampled_from(["ok", "two\nlines\n", "x: y"])},
+    optional={
+        "content": st.fixed_dictionaries({"application/json": st.fixed_dictionaries({"schema": _schema})})
+    },
+)
+_operation = st.fixed_dictionaries(
+    {
+        "responses": st.dictionaries(
+            st.sampled_from(["200", "201", "404", "default", "429"]), _response, min_size=1
+        )
+    },
+    optional={
+        "operationId": st.text("abc", min_size=1, max_size=3),
+        "requestBody": st.fixed_dictionaries(
+            {
+                "content": st.fixed_dictionaries(
+                    {"application/json": st.fixed_dictionaries({"schema": _schema})}
+                )
+            }
+        ),
+        "parameters": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["q", "id"]), "in": st.just("query"), "schema": _schema}
+            ),
+            min_size=1,  # an empty list is written `[]` even in block style: a flow target
+            max_size=2,
+        ),
+    },
+)
+_description = st.fixed_dictionaries(
+    {
+        "openapi": st.just("3.1.0"),
+        "info": st.just({"title": "t", "version": "1"}),
+        "paths": st.dictionaries(
+            st.sampled_from(["/a", "/b/{id}", "/c"]),
+            st.dictionaries(st.sampled_from(["get", "post", "patch"]), _operation, min_size=1),
+            min_size=1,
+        ),
+    },
+    optional={"components": st.just({"schemas": {"Thing": {"type": "integer", "minimum": 0, "maximum": 9}}})},
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    description=_description,
+    style=st.sampled_from(["block", "block-indented", "leaf-flow", "json"]),
+    final_newline=st.booleans(),
+)
+def test_fix_of_any_description_only_adds_lines_or_says_why(
+    tmp_path: Path, description: dict[str, Any], style: str, final_newline: bool
+) -> None:
+    if style == "json":
+        text = json.dumps(description, indent=2)
+    else:
+        text = yaml.safe_dump(
+            description,
+            sort_keys=False,
+            default_flow_style=None if style == "leaf-flow" else False,
+            indent=4 if style == "block-indented" else 2,
+        )
+    text = text if final_newline else text.rstrip("\n")
+    name = "openapi.json" if style == "json" else "openapi.yaml"
+    spec = tmp_path / name
+    spec.write_text(text)
+    out = tmp_path / ("fixed.json" if style == "json" else "fixed.yaml")
+    doc = load_file(spec)
+    outcome = write_fixed(doc, out)  # type: ignore[arg-type]
+    assert outcome.rewritten is None
+    removed, _ = _diff(text, out.read_text())
+    if style.startswith("block"):
+        assert removed == [] or _only_added(text, out.read_text())
+    elif style == "json":
+        assert _only_added(_uncomma(text), _uncomma(out.read_text()))
+    assert [f for f in lint_file(out).findings if f.pitfall in FIXED_PITFALLS] == []
