@@ -276,3 +276,34 @@ def test_fix_of_any_description_only_adds_lines_or_says_why(
     elif style == "json":
         assert _only_added(_uncomma(text), _uncomma(out.read_text()))
     assert [f for f in lint_file(out).findings if f.pitfall in FIXED_PITFALLS] == []
+
+
+def test_fix_leaves_what_the_description_ignores_as_it_is(tmp_path: Path) -> None:
+    text = (
+        "openapi: 3.1.0\n"
+        "info: {title: t, version: '1'}\n"
+        "paths:\n"
+        "  /carts/{id}/checkout:\n"
+        "    post:\n"
+        "      x-bastion-lint-ignore:\n"
+        "        idempotency-key-declared: the cart id makes checkout idempotent\n"
+        "        rate-limit-429-documented: limited by the cart service, documented there\n"
+        "      responses:\n"
+        "        '200': {description: ok}\n"
+        "  /orders:\n"
+        "    post:\n"
+        "      responses:\n"
+        "        '201': {description: ok}\n"
+    )
+    out = _fix(tmp_path, text)
+    fixed = yaml.safe_load(out.read_text())["paths"]
+    checkout, orders = fixed["/carts/{id}/checkout"]["post"], fixed["/orders"]["post"]
+    assert "429" not in checkout["responses"] and "parameters" not in checkout
+    assert {"409", "500"} <= set(checkout["responses"])
+    assert "429" in orders["responses"] and orders["parameters"]
+    again = lint_file(out)
+    assert [f for f in again.findings if f.pitfall in FIXED_PITFALLS] == []
+    assert {s.finding.rule for s in again.suppressed} == {
+        "idempotency-key-declared",
+        "rate-limit-429-documented",
+    }

@@ -83,7 +83,7 @@ class FindingSink:
         if accepted:
             self.ignores[path] = accepted
 
-    def _ignored_by(self, rule: str, path: Path_) -> tuple[Path_, str] | None:
+    def ignored_by(self, rule: str, path: Path_) -> tuple[Path_, str] | None:
         """The nearest object on ``path`` (itself included) that ignores ``rule``, and its reason."""
         if rule in UNIGNORABLE or not self.ignores:
             return None
@@ -111,7 +111,7 @@ class FindingSink:
         finding = Finding(
             rule, spec.pitfall, spec.severity, where or "/", json_path(path), line, message, spec.hint
         )
-        ignored = self._ignored_by(rule, path)
+        ignored = self.ignored_by(rule, path)
         if ignored is None:
             self.findings.append(finding)
         else:

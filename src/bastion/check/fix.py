@@ -111,6 +111,8 @@ class Fixer:
         self.components: dict[str, Any] = self._child(doc.data, (), "components", {})
         self._fixed_responses: set[int] = set()
         self.walker = SchemaWalker(doc, FindingSink(doc, frozenset()))
+        #: The description's x-bastion-lint-ignore entries: what a rule is ignored for is left as it is.
+        self.ignores = FindingSink(doc, frozenset())
         self.problem_ref = self._install_schemas()
         self.header_refs = {
             name: self._install("headers", name.replace("-", ""), spec) for name, spec in _HEADERS.items()
@@ -201,6 +203,7 @@ class Fixer:
 
     def run(self) -> int:
         """Augment every operation; returns the number of changes made."""
+        self.ignores.read_ignores(self.doc.data, ())
         paths = self.doc.data.get("paths")
         if not isinstance(paths, dict):
             return self.changes
@@ -208,10 +211,16 @@ class Fixer:
             item, item_path = deref(self.doc, raw_item, ("paths", template))
             if not isinstance(item, dict):
                 continue
+            self.ignores.read_ignores(item, item_path)
             for _, method, op, _ in iter_operations({template: item}):
                 if isinstance(op, dict):
+                    self.ignores.read_ignores(op, (*item_path, method))
                     self.operation(method, op, item, (*item_path, method))
         return self.changes
+
+    def _wanted(self, rule: str, path: Path_) -> bool:
+        """Whether the fix for ``rule`` applies at ``path`` (no x-bastion-lint-ignore covers it there)."""
+        return self.ignores.ignored_by(rule, path) is None
 
     def operation(self, method: str, op: dict[str, Any], item: dict[str, Any], path: Path_) -> None:
         """Augment one operation."""
@@ -222,16 +231,20 @@ class Fixer:
                 self.error_response(code_s, response, (*path, "responses", code))
         has_body = op.get("requestBody") is not None
         has_params = bool(op.get("parameters") or item.get("parameters"))
-        wanted = ["429"]
+        at = (*path, "responses")
+        wanted = ["429"] if self._wanted("rate-limit-429-documented", at) else []
         if has_body or has_params:
             wanted += ["400", "422"]
         if has_body:
             wanted += ["413", "415"]
         if method in UNSAFE_METHODS:
-            wanted += ["400", "409", "422"]
-            self.idempotency_key(op, item, path)
+            wanted += ["400", "422"]
+            if self._wanted("idempotency-conflict-documented", at):
+                wanted.append("409")
+            if self._wanted("idempotency-key-declared", path):
+                self.idempotency_key(op, item, path)
         codes = {str(c).upper() for c in responses}
-        if not codes & {"500", "5XX", "DEFAULT"}:
+        if not codes & {"500", "5XX", "DEFAULT"} and self._wanted("error-500-documented", at):
             wanted.append("500")
         for code in wanted:
             if code not in codes:
@@ -245,16 +258,20 @@ class Fixer:
         if not isinstance(response, dict) or id(response) in self._fixed_responses:
             return
         self._fixed_responses.add(id(response))
-        content = self._child(response, r_path, "content", {})
-        media = problem_media(content)
-        if media is None:
+        content = response.get("content")
+        media = problem_media(content) if isinstance(content, dict) else None
+        if media is None and self._wanted("error-problem-json", r_path):
+            content = self._child(response, r_path, "content", {})
             self._put(content, (*r_path, "content"), PROBLEM_MEDIA, {"schema": {"$ref": self.problem_ref}})
             self.changes += 1
-        else:
+        elif media is not None and self._wanted(
+            "error-problem-schema", (*r_path, "content", media, "schema")
+        ):
+            assert isinstance(content, dict)
             self.complete_problem(
                 self._child(content, (*r_path, "content"), media, {}), (*r_path, "content", media)
             )
-        if code == "429":
+        if code == "429" and self._wanted("rate-limit-429-headers", r_path):
             headers = self._child(response, r_path, "headers", {})
             names = {str(h).lower() for h in headers}
             for name, ref in self.header_refs.items():
