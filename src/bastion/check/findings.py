@@ -71,7 +71,12 @@ class FindingSink:
         for rule, reason in declared.items():
             if rule not in RULES or rule in UNIGNORABLE:
                 why = "cannot be ignored" if rule in UNIGNORABLE else "is not a lint rule"
-                self.add("lint-ignore-valid", (*where, str(rule)), f"{rule!r} {why}, so it ignores nothing")
+                # The id is the description's text: quoted, and cut short like any echo.
+                self.add(
+                    "lint-ignore-valid",
+                    (*where, str(rule)),
+                    f"{str(rule)[:64]!r} {why}, so it ignores nothing",
+                )
             elif not isinstance(reason, str) or not reason.strip():
                 self.add(
                     "lint-ignore-valid",
