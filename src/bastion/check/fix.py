@@ -372,6 +372,7 @@ def write_fixed(doc: Document, out: str | Path) -> FixOutcome:
     to be JSON from YAML or YAML from JSON) the whole document is written and
     ``rewritten`` says why. A description whose aliases expand without bound
     (``spec-aliases``) is refused, and so is one nesting deeper than ``FIX_MAX_DEPTH``.
+    ``doc`` is spent: its line index is freed before the output is read back.
     """
     if doc.alias_problem is not None:
         raise FixRefused(doc.alias_problem)
