@@ -167,11 +167,14 @@ def lint(
     fix: Annotated[Path | None, typer.Option(help="Write an augmented description to this file.")] = None,
     config: Annotated[Path | None, typer.Option(help="bastion.yaml with a lint: section.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Only the count and fix hint of each rule (text, json).")
+    ] = False,
 ) -> None:
     """Audit an API description for the four pitfalls; exit 1 when a finding reaches --fail-on."""
     from bastion.check.commands import run_lint
 
-    raise typer.Exit(run_lint(spec, format, fail_on, fix, config, output))
+    raise typer.Exit(run_lint(spec, format, fail_on, fix, config, output, summary))
 
 
 @app.command()

@@ -58,6 +58,7 @@ def run_lint(
     fix: Path | None,
     config: Path | None,
     output: Path | None,
+    summary: bool = False,
 ) -> int:
     """Lint ``spec``; returns 0, 1 when a finding reaches the threshold, 2 on a usage error."""
     from bastion.check import report
@@ -67,6 +68,8 @@ def run_lint(
 
     if fmt not in LINT_FORMATS:
         return _fail(f"--format must be one of {', '.join(LINT_FORMATS)}")
+    if summary and fmt not in ("text", "json"):
+        return _fail("--summary works with --format text or json")
     if fail_on is not None and fail_on not in SEVERITIES:
         return _fail(f"--fail-on must be one of {', '.join(SEVERITIES)}")
     try:
@@ -82,9 +85,9 @@ def run_lint(
     result = lint_document(doc, settings, str(spec))
     result.seconds = time.perf_counter() - started
     if fmt == "text":
-        _print(lambda console: report.lint_text(result, console), output)
+        _print(lambda console: report.lint_text(result, console, summary=summary), output)
     elif fmt == "json":
-        _emit(report.lint_json(result), output)
+        _emit(report.lint_json(result, summary=summary), output)
     elif fmt == "junit":
         _emit(report.lint_junit(result), output)
     else:
@@ -96,10 +99,17 @@ def run_lint(
         if isinstance(doc, ParseError):
             return _fail(f"cannot fix {spec}: it does not parse")
         try:
-            changes = write_fixed(doc, fix)
+            outcome = write_fixed(doc, fix)
         except FixRefused as exc:
             return _fail(f"cannot fix {spec}: {exc}")
-        Console(stderr=True).print(f"wrote {fix}: {changes} change(s)", highlight=False)
+        kept = (
+            "only additions, the rest as it was"
+            if outcome.rewritten is None
+            else f"the whole description rewritten, comments and style not kept: {outcome.rewritten}"
+        )
+        Console(stderr=True).print(
+            f"wrote {fix}: {outcome.changes} change(s); {kept}", highlight=False, markup=False
+        )
     return 1 if result.failed else 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bastion.check.config import LintConfig
 from bastion.check.document import Document, ParseError, load_file, load_text, no_gc
-from bastion.check.findings import Finding, FindingSink, reaches
+from bastion.check.findings import Finding, FindingSink, Suppressed, reaches
 from bastion.check.rules.catalog import PITFALLS, RULES
 from bastion.check.rules.operations import OperationRules
 
@@ -29,6 +29,8 @@ class LintResult:
     operations: int = 0
     seconds: float = 0.0
     disabled: list[str] = field(default_factory=list)
+    #: Findings silenced by an ``x-bastion-lint-ignore``: reported apart, never failing the run.
+    suppressed: list[Suppressed] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -41,6 +43,13 @@ class LintResult:
         for finding in self.findings:
             table[finding.pitfall][finding.severity] += 1
         return table
+
+    def by_rule(self) -> dict[str, list[Finding]]:
+        """The findings grouped by rule id, rules in catalog order (which goes pitfall by pitfall)."""
+        groups: dict[str, list[Finding]] = {rule: [] for rule in RULES}
+        for finding in self.findings:
+            groups[finding.rule].append(finding)
+        return {rule: found for rule, found in groups.items() if found}
 
 
 def lint_document(
@@ -71,6 +80,7 @@ def lint_document(
         operations,
         time.perf_counter() - started,
         sorted(disabled),
+        sink.suppressed,
     )
 
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bastion.check.findings import Finding, reaches
+from bastion.check.findings import Finding, Suppressed, reaches
 from bastion.check.lint import LintResult
 from bastion.check.results import PROBE_PITFALLS, ProbeResult
 from bastion.check.rules.catalog import PITFALLS, RULES
@@ -83,8 +83,19 @@ def _dumps(value: Any) -> str:
 # -- lint ---------------------------------------------------------------------------------------
 
 
-def lint_text(result: LintResult, console: Console, *, limit: int = 50) -> None:
-    """Print a summary table by pitfall, then the findings grouped by pitfall."""
+#: Locations the text report shows per rule; the JSON report has them all.
+LOCATIONS_PER_RULE = 5
+
+
+def lint_text(
+    result: LintResult, console: Console, *, summary: bool = False, limit: int = LOCATIONS_PER_RULE
+) -> None:
+    """Print a table by pitfall, then each rule that found something: count, fix hint, first locations.
+
+    The hint is printed once per rule, not once per finding, so a description with
+    thousands of findings still reads as one screen per rule. ``summary`` leaves the
+    locations out.
+    """
     result = printable(result)
     table = Table(title=f"bastion lint {result.source}", title_justify="left")
     table.add_column("pitfall")
@@ -95,27 +106,31 @@ def lint_text(result: LintResult, console: Console, *, limit: int = 50) -> None:
         row = counts[pitfall]
         table.add_row(pitfall, *(str(row[s]) for s in ("error", "warning", "info")))
     console.print(table)
-    by_pitfall: dict[str, list[Finding]] = defaultdict(list)
-    for finding in result.findings:
-        by_pitfall[finding.pitfall].append(finding)
-    for pitfall in PITFALLS:
-        findings = by_pitfall.get(pitfall, [])
-        if not findings:
+    for rule_id, findings in result.by_rule().items():
+        rule = RULES[rule_id]
+        style = _SEVERITY_STYLE[rule.severity]
+        console.print(
+            f"\n[{style}]{rule.severity}[/{style}] [bold]{rule_id}[/bold] ({rule.pitfall}): "
+            f"{len(findings)} finding(s)",
+            highlight=False,
+        )
+        console.print(f"  fix: {rule.hint}", highlight=False, markup=False, soft_wrap=True)
+        if summary:
             continue
-        console.print(f"\n[bold]{pitfall}[/bold] ({len(findings)})")
         for finding in findings[:limit]:
             where = f"line {finding.line}" if finding.line else "-"
-            style = _SEVERITY_STYLE[finding.severity]
-            message = escape(finding.message)
             console.print(
-                f"  [{style}]{finding.severity:<7}[/{style}] {where:>11}  {finding.rule}: {message}",
+                f"  {where:>11}  {finding.path}: {finding.message}",
                 highlight=False,
-                markup=True,
+                markup=False,
                 soft_wrap=True,
             )
-            console.print(f"  {'':19}at {finding.path}", highlight=False, markup=False, soft_wrap=True)
         if len(findings) > limit:
-            console.print(f"  ... and {len(findings) - limit} more (use --format json for all)")
+            console.print(f"  {'':11}  ... and {len(findings) - limit} more (--format json lists all)")
+    if result.suppressed:
+        console.print(
+            f"\n{len(result.suppressed)} finding(s) suppressed by x-bastion-lint-ignore", highlight=False
+        )
     verdict = "FAILED" if result.failed else "passed"
     console.print(
         f"\n{len(result.findings)} finding(s) in {result.operations} operation(s), "
@@ -123,21 +138,39 @@ def lint_text(result: LintResult, console: Console, *, limit: int = 50) -> None:
     )
 
 
-def lint_json(result: LintResult) -> str:
-    """The lint result as JSON: summary, counts and every finding."""
-    return _dumps(
-        {
-            "tool": "bastion lint",
-            "source": result.source,
-            "operations": result.operations,
-            "seconds": round(result.seconds, 3),
-            "fail_on": result.fail_on,
-            "failed": result.failed,
-            "disabled": result.disabled,
-            "counts": result.counts(),
-            "findings": [dataclasses.asdict(f) for f in result.findings],
+def _rule_summary(result: LintResult) -> dict[str, dict[str, Any]]:
+    return {
+        rule_id: {
+            "count": len(found),
+            "severity": RULES[rule_id].severity,
+            "pitfall": RULES[rule_id].pitfall,
+            "hint": RULES[rule_id].hint,
         }
-    )
+        for rule_id, found in result.by_rule().items()
+    }
+
+
+def lint_json(result: LintResult, *, summary: bool = False) -> str:
+    """The lint result as JSON: summary, counts by pitfall and by rule, and (unless ``summary``) findings."""
+    body: dict[str, Any] = {
+        "tool": "bastion lint",
+        "source": result.source,
+        "operations": result.operations,
+        "seconds": round(result.seconds, 3),
+        "fail_on": result.fail_on,
+        "failed": result.failed,
+        "disabled": result.disabled,
+        "counts": result.counts(),
+        "rules": _rule_summary(result),
+        "suppressed_count": len(result.suppressed),
+    }
+    if not summary:
+        body["findings"] = [dataclasses.asdict(f) for f in result.findings]
+        body["suppressed"] = [
+            {**dataclasses.asdict(s.finding), "reason": s.reason, "ignored_at": s.ignored_at or "/"}
+            for s in result.suppressed
+        ]
+    return _dumps(body)
 
 
 def _xml(root: ET.Element) -> str:
@@ -182,24 +215,33 @@ def lint_sarif(result: LintResult) -> str:
     rules = list(RULES.values())
     index = {rule.id: i for i, rule in enumerate(rules)}
     results = []
-    for finding in result.findings:
+    silenced: list[tuple[Finding, Suppressed | None]] = [(s.finding, s) for s in result.suppressed]
+    for finding, suppressed in [*((f, None) for f in result.findings), *silenced]:
         location: dict[str, Any] = {"artifactLocation": {"uri": result.source}}
         if finding.line:
             location["region"] = {"startLine": finding.line}
-        results.append(
-            {
-                "ruleId": finding.rule,
-                "ruleIndex": index[finding.rule],
-                "level": _SARIF_LEVEL[finding.severity],
-                "message": {"text": f"{finding.message}. {finding.hint}"},
-                "locations": [
-                    {
-                        "physicalLocation": location,
-                        "logicalLocations": [{"fullyQualifiedName": finding.pointer, "kind": "member"}],
-                    }
-                ],
-            }
-        )
+        sarif_result: dict[str, Any] = {
+            "ruleId": finding.rule,
+            "ruleIndex": index[finding.rule],
+            "level": _SARIF_LEVEL[finding.severity],
+            "message": {"text": f"{finding.message}. {finding.hint}"},
+            "locations": [
+                {
+                    "physicalLocation": location,
+                    "logicalLocations": [{"fullyQualifiedName": finding.pointer, "kind": "member"}],
+                }
+            ],
+        }
+        if suppressed is not None:
+            # SARIF viewers show these as dismissed in source, with the description's reason.
+            sarif_result["suppressions"] = [
+                {
+                    "kind": "inSource",
+                    "justification": suppressed.reason,
+                    "location": {"logicalLocations": [{"fullyQualifiedName": suppressed.ignored_at or "/"}]},
+                }
+            ]
+        results.append(sarif_result)
     sarif = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",

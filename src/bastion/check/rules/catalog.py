@@ -34,71 +34,84 @@ _ALL = (
         "idempotency",
         "error",
         "POST and PATCH operations declare an Idempotency-Key header or x-bastion-idempotency.",
-        "Add a header parameter `Idempotency-Key` (string, maxLength 255), or "
-        "`x-bastion-idempotency: required`, so retries cannot create duplicates.",
+        "Add `x-bastion-idempotency: required` to the operation (bastion then rejects a request "
+        "without the key and replays retries), or a header parameter "
+        "`{name: Idempotency-Key, in: header, schema: {type: string, maxLength: 255}}`; "
+        "`bastion lint --fix OUT` adds both the parameter and its responses.",
     ),
     Rule(
         "idempotency-conflict-documented",
         "idempotency",
         "warning",
         "POST and PATCH operations document 409 or 422 for a reused idempotency key.",
-        "Document a 409 (or 422) problem response for a key reused with another request.",
+        "Under the operation's responses add `'409': {$ref: '#/components/responses/Conflict'}` "
+        "(the body bastion sends for a reused key); `bastion lint --fix OUT` adds it and the component.",
     ),
     Rule(
         "error-problem-json",
         "errors",
         "error",
         "4xx, 5xx and default responses use application/problem+json.",
-        "Give every error response an `application/problem+json` body (RFC 9457).",
+        "Give the response `content: {application/problem+json: "
+        "{schema: {$ref: '#/components/schemas/Problem'}}}` (RFC 9457, what bastion sends); "
+        "`bastion lint --fix OUT` adds it beside the existing media types.",
     ),
     Rule(
         "error-problem-schema",
         "errors",
         "error",
         "An application/problem+json schema declares type, title, status and detail.",
-        "Reference a Problem schema with the properties type, title, status and detail.",
+        "Add the missing members to the problem schema's `properties` (`type`, `title`, `status`, "
+        "`detail`), or `$ref: '#/components/schemas/Problem'`; `bastion lint --fix OUT` adds them.",
     ),
     Rule(
         "error-500-documented",
         "errors",
         "warning",
         "Every operation documents a 500 (or 5XX, or default) response.",
-        "Document a 500 problem response so clients know what a server failure looks like.",
+        "Under the operation's responses add `'500': {$ref: '#/components/responses/InternalError'}`; "
+        "`bastion lint --fix OUT` adds it.",
     ),
     Rule(
         "rate-limit-429-documented",
         "rate-limiting",
         "warning",
         "Every operation documents a 429 response.",
-        "Document a 429 problem response with Retry-After and RateLimit headers.",
+        "Limit the operation (`x-bastion-rate-limit: 100/minute` on it, or a `rate_limits.rules` entry "
+        "in bastion.yaml) and document it: `'429': {$ref: '#/components/responses/RateLimited'}`; "
+        "`bastion lint --fix OUT` adds the response.",
     ),
     Rule(
         "rate-limit-429-headers",
         "rate-limiting",
         "warning",
         "A 429 response declares Retry-After and rate limit headers (RateLimit, RateLimit-Policy).",
-        "Declare the headers Retry-After, RateLimit and RateLimit-Policy on the 429 response.",
+        "Add `headers: {Retry-After: {$ref: '#/components/headers/RetryAfter'}, RateLimit: ..., "
+        "RateLimit-Policy: ...}` to the 429 response (bastion sends all three); "
+        "`bastion lint --fix OUT` adds them.",
     ),
     Rule(
         "string-bounded",
         "validation",
         "warning",
         "Input strings are bounded by maxLength, enum, const, format or pattern.",
-        "Add `maxLength` (or an enum, a format or an anchored pattern) to the string.",
+        "Add `maxLength: 255` (the longest value you accept) to the string, or an `enum`, a `format` "
+        "or an anchored `pattern`; bastion then rejects longer values with 422.",
     ),
     Rule(
         "integer-bounded",
         "validation",
         "warning",
         "Input integers have a minimum and a maximum (or an enum).",
-        "Add `minimum` and `maximum` to the integer.",
+        "Add `minimum: 0` and `maximum: ...` (the range you accept) to the integer; bastion then rejects "
+        "values outside it with 422.",
     ),
     Rule(
         "array-max-items",
         "validation",
         "warning",
         "Input arrays have maxItems.",
-        "Add `maxItems` to the array.",
+        "Add `maxItems: 100` (the most you accept) to the array; bastion rejects longer ones with 422.",
     ),
     Rule(
         "object-closed",
@@ -106,21 +119,23 @@ _ALL = (
         "warning",
         "Input objects say additionalProperties: false (or unevaluatedProperties: false); "
         "a missing keyword leaves the object open.",
-        "Add `additionalProperties: false` so unknown fields are rejected, not silently accepted.",
+        "Add `additionalProperties: false` to the object so unknown fields are rejected with 422, "
+        "or set `validation: {reject_unknown_fields: true}` in bastion.yaml to reject them everywhere.",
     ),
     Rule(
         "request-body-typed",
         "validation",
         "error",
         "Every request body media type has a schema with a type.",
-        "Give the request body a schema with a `type` (or a $ref to one).",
+        "Give the media type a `schema: {type: object, properties: {...}}` (or a `$ref` to one), "
+        "so bastion can validate the body.",
     ),
     Rule(
         "parameter-typed",
         "validation",
         "error",
         "Every parameter has a schema with a type.",
-        "Give the parameter a `schema` with a `type`.",
+        "Give the parameter `schema: {type: string, maxLength: 64}` (its real type and bounds).",
     ),
     Rule(
         "spec-parse-error",
@@ -165,7 +180,19 @@ _ALL = (
         "operationId values are unique.",
         "Rename one of the operations; generated clients need unique names.",
     ),
+    Rule(
+        "lint-ignore-valid",
+        "description",
+        "warning",
+        "Every x-bastion-lint-ignore is a mapping of known rule ids to the reason each is ignored.",
+        "Write `x-bastion-lint-ignore: {rule-id: why it does not apply}` with ids from `bastion lint`'s "
+        "report; an unknown id (a typo) ignores nothing.",
+    ),
 )
+
+#: Rules that ``x-bastion-lint-ignore`` cannot silence: the ignore list's own check, and findings
+#: about the file as a whole, which have no operation to sit under.
+UNIGNORABLE = frozenset({"lint-ignore-valid", "spec-parse-error", "spec-aliases"})
 
 #: Every rule by id.
 RULES: dict[str, Rule] = {rule.id: rule for rule in _ALL}

@@ -55,6 +55,7 @@ class OperationRules:
         if not isinstance(root, dict):
             self.sink.add("spec-structure", (), "the description must be a mapping (an OpenAPI object)")
             return 0
+        self.sink.read_ignores(root, ())
         version = root.get("openapi")
         if version is None:
             if "swagger" in root:
@@ -83,6 +84,7 @@ class OperationRules:
             resolved, resolved_path = deref(self.doc, item, item_path)
             if not isinstance(resolved, dict):
                 continue
+            self.sink.read_ignores(resolved, resolved_path)
             for _, method, operation, _ in iter_operations({template: resolved}):
                 count += 1
                 self.operation(str(template), method, operation, resolved, (*resolved_path, method))
@@ -94,6 +96,7 @@ class OperationRules:
         if not isinstance(op, dict):
             self.sink.add("spec-structure", path, f"the {method.upper()} operation must be a mapping")
             return
+        self.sink.read_ignores(op, path)
         op_id = op.get("operationId")
         if isinstance(op_id, str):
             first = self.operation_ids.setdefault(op_id, path)
