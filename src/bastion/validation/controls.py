@@ -39,6 +39,8 @@ def json_may_have(body: bytes) -> bool:
     Plain substring searches come first: they run at memory speed, and text with
     other escapes (quotes, ``\\u00e9``) never reaches the slower regular expression.
     """
+    if b"\\" not in body:  # no escape at all: one search at memory speed, the common case
+        return False
     if not (b"\\u000" in body or b"\\u001" in body or b"\\b" in body or b"\\f" in body):
         return False
     return _JSON_ESCAPED.search(body) is not None
