@@ -105,3 +105,29 @@ def test_a_dependency_down_at_start_is_said_at_start(tmp_path: Path) -> None:
     finally:
         gateway.stop()
     assert warned and warned[0]["unreachable"] == ["upstream"], gateway.stderr_path.read_text()[-2000:]
+
+
+def test_allow_per_process_state_starts_several_workers_and_says_so(tmp_path: Path, upstream: Server) -> None:
+    from tests.gateway.conftest import start_server
+
+    port = free_port()
+    path = tmp_path / "bastion.yaml"
+    path.write_text(yaml.safe_dump({"upstream": upstream.base, "store": "memory://"}))
+    args = [sys.executable, "-m", "bastion", "gateway", "--config", str(path), "--port", str(port)]
+    gateway = start_server(
+        [*args, "--workers", "2", "--allow-per-process-state"],
+        port,
+        tmp_path,
+        ready_path="/_bastion/health",
+        env=clean_env(),
+    )
+    try:
+        lines = gateway.log_lines()
+    finally:
+        gateway.stop()
+    warned = [line for line in lines if line.get("event") == "per-process state with several workers"]
+    assert warned and "idempotency.store" in warned[0]["problems"], lines
+    assert any(
+        str(line.get("event", "")).startswith(f"listening on http://127.0.0.1:{port} (2 workers,")
+        for line in lines
+    )
