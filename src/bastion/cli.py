@@ -232,10 +232,11 @@ def user_error_message(exc: BaseException) -> str:
                 f"this needs bastion's {extra} extra ({module} is not installed). Install it with "
                 f"pip install 'bastion-guards[{extra}]' (from a checkout: pip install -e '.[{extra}]')."
             )
-    if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRORS:
-        return f"cannot listen or connect: {exc.strerror} ({exc}). Choose another --host or --port."
+    # A file first: a file that may not be read is EACCES too, and is no port's fault.
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"cannot read {exc.filename}: {exc.strerror}."
+    if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRORS:
+        return f"cannot listen or connect: {exc.strerror} ({exc}). Choose another --host or --port."
     return (
         f"unexpected error ({type(exc).__name__}). This is a bug in bastion: run the same command "
         "with --debug for the traceback, and report it."
