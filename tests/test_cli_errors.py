@@ -131,3 +131,14 @@ def test_an_unexpected_error_says_it_is_a_bug_without_a_traceback() -> None:
 
     message = user_error_message(ZeroDivisionError("x"))
     assert "--debug" in message and "bug" in message
+
+
+def test_a_file_that_may_not_be_read_is_named_not_taken_for_a_port() -> None:
+    import errno
+
+    from bastion.cli import user_error_message
+
+    denied = PermissionError(errno.EACCES, "Permission denied", "/etc/bastion.yaml")
+    assert user_error_message(denied) == "cannot read /etc/bastion.yaml: Permission denied."
+    in_use = OSError(errno.EADDRINUSE, "Address already in use")
+    assert "Choose another --host or --port" in user_error_message(in_use)

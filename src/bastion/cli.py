@@ -5,9 +5,12 @@ from __future__ import annotations
 import errno
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from bastion.config import Config
 
 app = typer.Typer(
     name="bastion",
@@ -69,16 +72,14 @@ def config_check(
     raise typer.Exit(1)
 
 
-async def _unreachable_stores(config: object) -> list[tuple[str, str]]:
+async def _unreachable_stores(config: Config) -> list[tuple[str, str]]:
     """``(store, reason)`` for every store of ``config`` that cannot be opened or does not answer."""
     from bastion.asgi import Receive, Scope, Send
-    from bastion.config import Config
     from bastion.stack import Bastion
 
     async def nothing(scope: Scope, receive: Receive, send: Send) -> None:
         """The application is not needed to open the stores."""
 
-    assert isinstance(config, Config)
     bastion = Bastion(nothing, config, env={})
     try:
         await bastion.startup()
@@ -232,10 +233,11 @@ def user_error_message(exc: BaseException) -> str:
                 f"this needs bastion's {extra} extra ({module} is not installed). Install it with "
                 f"pip install 'bastion-guards[{extra}]' (from a checkout: pip install -e '.[{extra}]')."
             )
-    if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRORS:
-        return f"cannot listen or connect: {exc.strerror} ({exc}). Choose another --host or --port."
+    # A file first: a file that may not be read is EACCES too, and is no port's fault.
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"cannot read {exc.filename}: {exc.strerror}."
+    if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRORS:
+        return f"cannot listen or connect: {exc.strerror} ({exc}). Choose another --host or --port."
     return (
         f"unexpected error ({type(exc).__name__}). This is a bug in bastion: run the same command "
         "with --debug for the traceback, and report it."

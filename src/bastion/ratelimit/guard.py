@@ -218,11 +218,15 @@ class RateLimitGuard:
         self.rules = rules
         self.store = store
         self.operation_rules = dict(operation_rules or {})
-        self.fail_closed = on_store_error == "closed"
-        self.timeout_s = timeout_s
-        self.outer_timeout_s = max(1.0, 10 * timeout_s)
+        #: Timeout, circuit breaker and open/closed, as for the idempotency store.
+        self.policy = StorePolicy(
+            timeout_s=timeout_s,
+            fail_closed=on_store_error == "closed",
+            breaker=breaker or CircuitBreaker(3, 5.0),
+        )
+        self.fail_closed = self.policy.fail_closed
+        self.breaker = self.policy.breaker
         self.memory = store if isinstance(store, MemoryStore) else None
-        self.breaker = breaker or CircuitBreaker(3, 5.0)
         self.draft_headers = headers in ("both", "draft")
         self.legacy_headers = headers in ("both", "legacy")
         self.logger = logger
@@ -284,8 +288,11 @@ class RateLimitGuard:
     def _store_error(self, operation: str, exc: BaseException) -> None:
         if self._store_errors is not None:
             self._store_errors.labels(self.store.name, operation).inc()
-        opened = self.breaker.failure() if operation == "decide" else False
-        if self.logger is not None and (opened or self.breaker.failures <= 1):
+        # A failed decide has been counted by the policy: log the first failure and the one
+        # that opened the breaker.
+        breaker = self.breaker
+        opened = operation == "decide" and breaker.state == "open" and breaker.failures == breaker.threshold
+        if self.logger is not None and (opened or breaker.failures <= 1):
             self.logger.warning(
                 "rate limit store failed",
                 store=self.store.name,
@@ -298,18 +305,14 @@ class RateLimitGuard:
     async def _decide(self, checks: list[Check], request_id: str) -> Decision | None:
         if self.store.sync:
             return self.store.decide_now(checks, request_id)
-        if not self.breaker.allow():
+        policy = self.policy
+        if not policy.allow():
             return None
         try:
-            # The store bounds its own wait for Redis by ``timeout``; this outer bound only
-            # guards against a wait that never ends (a pool that never frees a connection).
-            async with asyncio.timeout(self.outer_timeout_s):
-                decision = await self.store.decide(checks, request_id)
+            return await policy.call(self.store.decide(checks, request_id))
         except Exception as exc:
             self._store_error("decide", exc)
             return None
-        self.breaker.success()
-        return decision
 
     def _plan_of(self, scope: Scope, ctx: RequestContext) -> tuple[str, str, Plan]:
         """The request's method, route (or path) and plan."""
@@ -552,10 +555,9 @@ class RateLimitGuard:
     def _unavailable(self, ctx: RequestContext) -> None:
         ctx.log["rate_limit"] = "store_unavailable"
         if self.fail_closed:
-            seconds = max(1, int(self.breaker.retry_after_s() + 0.999))
             raise DependencyUnavailable(
                 "the rate limit store is unreachable; try again shortly",
-                headers={"Retry-After": str(seconds)},
+                headers={"Retry-After": self.policy.retry_after()},
             )
 
     async def _hold(
@@ -651,7 +653,6 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         raise ConfigError(problems, config.openapi or "openapi")
     store = select_store(config, bastion)
     bastion.add_resource(store)
-    policy = StorePolicy.from_settings(section)
     return RateLimitGuard(
         app,
         rules,
@@ -659,8 +660,8 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         clients=bastion.clients,
         operation_rules=operation_rules,
         on_store_error=section.on_store_error,
-        timeout_s=policy.timeout_s,
-        breaker=policy.breaker,
+        timeout_s=section.timeout.seconds,
+        breaker=CircuitBreaker(section.breaker_failures, section.breaker_cooldown.seconds),
         headers=section.headers,
         logger=bastion.logger,
         metrics=bastion.metrics,
