@@ -125,6 +125,10 @@ def test_absolute_form_only_for_the_host_the_client_addressed() -> None:
     scope = _scope(b"http://API.example/a/../b")
     canonicalize(scope)
     assert scope["raw_path"] == b"/b"
+    # A target whose path is already canonical is rewritten all the same.
+    scope = _scope(b"http://api.example/b")
+    canonicalize(scope)
+    assert (scope["raw_path"], scope["path"]) == (b"/b", "/b")
     for target in (b"http://127.0.0.2:9/b", b"http://x@api.example/b", b"ftp://api.example/b"):
         with pytest.raises(BadRequest):
             canonicalize(_scope(target))

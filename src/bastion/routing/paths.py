@@ -142,7 +142,9 @@ def canonicalize(scope: Scope) -> None:
         host = next((value for key, value in scope["headers"] if key == b"host"), None)
         raw = _origin_form(bytes(raw), host)
     path = canonical_path(raw)
-    if path != raw or "raw_path" not in scope:
+    # Compared with the scope's own ``raw_path``: an absolute-form target whose path is
+    # already canonical must still be rewritten to that path.
+    if path != scope.get("raw_path"):
         scope["raw_path"] = path
         scope["path"] = unquote(path.decode("ascii"))
 
