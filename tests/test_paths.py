@@ -102,6 +102,26 @@ def test_canonicalize_rewrites_both_path_and_raw_path() -> None:
     assert scope["path"] == "/Café/~user"
 
 
+def test_a_settled_path_is_not_settled_again_unless_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.routing import paths
+
+    settled = _scope(b"/orders/7")
+    rewritten = _scope(b"//orders/./7")
+    canonicalize(settled)
+    canonicalize(rewritten)
+    # The gateway's call, then the boundary's: the second does no work at all.
+    monkeypatch.setattr(paths, "_CANONICAL", None)
+    monkeypatch.setattr(paths, "canonical_path", None)
+    canonicalize(settled)
+    canonicalize(rewritten)
+    assert rewritten["raw_path"] == b"/orders/7"
+    monkeypatch.undo()
+    # A raw_path written in between is settled again.
+    settled["raw_path"] = b"/a/../b"
+    canonicalize(settled)
+    assert (settled["raw_path"], settled["path"]) == (b"/b", "/b")
+
+
 def test_without_raw_path_the_decoded_path_is_used() -> None:
     scope = _scope(b"")
     del scope["raw_path"]
@@ -125,6 +145,10 @@ def test_absolute_form_only_for_the_host_the_client_addressed() -> None:
     scope = _scope(b"http://API.example/a/../b")
     canonicalize(scope)
     assert scope["raw_path"] == b"/b"
+    # A target whose path is already canonical is rewritten all the same.
+    scope = _scope(b"http://api.example/b")
+    canonicalize(scope)
+    assert (scope["raw_path"], scope["path"]) == (b"/b", "/b")
     for target in (b"http://127.0.0.2:9/b", b"http://x@api.example/b", b"ftp://api.example/b"):
         with pytest.raises(BadRequest):
             canonicalize(_scope(target))

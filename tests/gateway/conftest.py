@@ -60,7 +60,7 @@ class Server:
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any BASTION_ variable of the caller's, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BASTION_", "PROMETHEUS_MULTIPROC"))}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     env.update(extra)
     return env
 

@@ -6,6 +6,7 @@ import gzip
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -367,3 +368,27 @@ async def test_ready_names_each_unreachable_store() -> None:
     assert ready.status_code == 503
     assert "upstream" in ready.json()["unreachable"]
     assert len(ready.json()["unreachable"]) == 2
+
+
+async def test_the_readiness_ping_is_believed_for_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.gateway import proxy as proxy_module
+    from bastion.gateway.proxy import ProxyApp
+
+    port = free_port()
+    proxy = ProxyApp(f"http://127.0.0.1:{port}")
+    assert await proxy.ping() is False  # the pool is not open yet
+    await proxy.start()
+    try:
+        clock = [1000.0]
+        # The proxy's clock only (the event loop keeps the real one).
+        monkeypatch.setattr(proxy_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+        assert await proxy.ping() is False  # nothing listens
+        with socket.create_server(("127.0.0.1", port)):
+            clock[0] += 0.9
+            assert await proxy.ping() is False  # still the answer of 0.9 s ago
+            clock[0] += 0.2
+            assert await proxy.ping() is True  # asked again: it listens now
+        clock[0] += 0.5
+        assert await proxy.ping() is True
+    finally:
+        await proxy.close()

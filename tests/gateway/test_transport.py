@@ -223,3 +223,23 @@ def test_half_close_flushes_and_abort_drops(finish: str) -> None:
 
     expected = [b"gathered", b"<eof>"] if finish == "write_eof" else []
     assert asyncio.run(scenario()) == expected
+
+
+def test_the_version_fence_refuses_a_uvicorn_of_another_release_or_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from bastion.gateway import transport
+
+    assert transport._shape_problem() is None  # the installed uvicorn is one the protocols fit
+    for version in ("0.29.0", "1.0.0", "2024.1"):
+        monkeypatch.setattr(uvicorn, "__version__", version)
+        assert transport._shape_problem() is not None, version
+    monkeypatch.undo()
+    monkeypatch.delattr(HttpToolsProtocol, "_start_asgi_task")
+    assert "_start_asgi_task" in (transport._shape_problem() or "")
+    monkeypatch.undo()
+    monkeypatch.setattr(RequestResponseCycle, "__init__", lambda self, transport, flow: None)
+    assert transport._shape_problem() == "uvicorn's httptools protocol takes other arguments"

@@ -63,8 +63,9 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            # Compared in canonical form, as the boundary will rewrite it (``//metrics`` is
-            # ``/metrics``); a path it refuses is refused there, with its problem.
+            # Compared in canonical form (``//metrics`` is ``/metrics``). The scope keeps it
+            # settled, so the boundary's own call costs a lookup; a path it refuses is
+            # refused there, with its problem.
             with contextlib.suppress(BadRequest):
                 canonicalize(scope)
             path = scope["path"]

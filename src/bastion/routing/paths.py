@@ -54,6 +54,10 @@ _SETTLED: dict[bytes, bytes] = {
     for value in (int(bytes((high, low)), 16),)
 }
 _UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,=:@/%]")
+#: The scope key under which :func:`canonicalize` keeps the ``raw_path`` it settled, so that
+#: a second call on the same request (the gateway's, then the boundary's) costs one lookup.
+#: Kept by identity: a ``raw_path`` anyone writes afterwards is settled again.
+_SETTLED_KEY = "bastion.canonical_raw_path"
 _ABSOLUTE = re.compile(rb"https?://([^/?#]*)(.*)", re.IGNORECASE | re.DOTALL)
 
 
@@ -128,13 +132,18 @@ def canonicalize(scope: Scope) -> None:
     """Rewrite ``scope``'s ``path`` and ``raw_path`` to the canonical path of its request target.
 
     ``raw_path`` is read when the server gives it (it is still percent-encoded;
-    ``path`` is not). ``OPTIONS *`` keeps its ``*``. Raises
+    ``path`` is not). ``OPTIONS *`` keeps its ``*``. A second call on the same scope
+    returns at once unless ``raw_path`` was replaced in between. Raises
     :class:`~bastion.problems.BadRequest` for a target that has no canonical path.
     """
     raw: bytes | None = scope.get("raw_path")
     if raw is None:
         raw = quote(scope["path"], safe="/:@!$&'()*+,;=-._~").encode("ascii")
+    elif raw is scope.get(_SETTLED_KEY):
+        # Settled already (the gateway does it before its own endpoints): no second pass.
+        return
     elif raw[:1] == b"/" and _CANONICAL.fullmatch(raw):
+        scope[_SETTLED_KEY] = raw
         return
     if raw == b"*" and scope["method"] == "OPTIONS":
         return
@@ -142,9 +151,12 @@ def canonicalize(scope: Scope) -> None:
         host = next((value for key, value in scope["headers"] if key == b"host"), None)
         raw = _origin_form(bytes(raw), host)
     path = canonical_path(raw)
-    if path != raw or "raw_path" not in scope:
+    # Compared with the scope's own ``raw_path``: an absolute-form target whose path is
+    # already canonical must still be rewritten to that path.
+    if path != scope.get("raw_path"):
         scope["raw_path"] = path
         scope["path"] = unquote(path.decode("ascii"))
+    scope[_SETTLED_KEY] = scope["raw_path"]
 
 
 def protective_form(path: str, *, case_sensitive: bool, strict_slashes: bool) -> str:
