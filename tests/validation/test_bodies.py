@@ -191,3 +191,11 @@ def test_an_ordinary_body_is_parsed_once(body: bytes, monkeypatch: pytest.Monkey
 def test_the_control_character_filter_is_exact_on_escapes(body: bytes, may: bool) -> None:
     assert controls.json_may_have(body) is may
     assert controls.has_control(orjson.loads(body)) is may
+
+
+def test_json_nested_past_what_orjson_serialises_is_still_checked_for_repeated_names() -> None:
+    deep = b'{"a":' * 300 + b"0" + b"}" * 300
+    assert parse_json(deep, 500) == orjson.loads(deep)
+    repeated = b'{"a":' * 300 + b'{"k":1,"k":2}' + b"}" * 300
+    with pytest.raises(MalformedBody, match="repeats a member name"):
+        parse_json(repeated, 500)
