@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from bastion.problems import MalformedBody, UnsupportedMediaType
+from bastion.validation import bodies, controls
 from bastion.validation.bodies import matches, parse_json, parse_media_type
 from tests.validation.helpers import compile_spec, operation, spec_with
 
@@ -154,3 +155,47 @@ def test_parse_json_positions_and_depth() -> None:
         parse_json(nested, 4)
     # Brackets inside strings do not count.
     assert parse_json(orjson.dumps({"a": "[[[[[[[[[["}), 2) == {"a": "[[[[[[[[[["}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":1,"b":{"c":[1,2,{"d":"x"}]}}',
+        b'{\n  "a" : "10:00:00Z",\n  "b" : ["x:y", "\\u003a", "\\u003A"]\n}',
+        b'{"\\u00e9":"caf\\u00e9","q":"say \\"hi\\"","c":"a\\\\b"}',
+        b'[{"k":"1"},{"k":"2"},{"k":"3"}]',
+    ],
+)
+def test_an_ordinary_body_is_parsed_once(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The colon count clears it: the standard library's parser never sees it."""
+
+    def second_parse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("parsed a second time")
+
+    monkeypatch.setattr(bodies.json, "loads", second_parse)
+    assert parse_json(body, 64) == orjson.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "may"),
+    [
+        (b'{"a":"plain"}', False),
+        (b'{"a":"caf\\u00e9 \\"q\\" \\n\\t\\r \\/"}', False),
+        (b'{"a":"\\\\u0000 \\\\b \\\\f"}', False),
+        (b'{"a":"x\\u0000"}', True),
+        (b'{"a":"x\\u001F"}', True),
+        (b'{"a":"x\\b"}', True),
+        (b'{"a":"\\\\\\f"}', True),
+    ],
+)
+def test_the_control_character_filter_is_exact_on_escapes(body: bytes, may: bool) -> None:
+    assert controls.json_may_have(body) is may
+    assert controls.has_control(orjson.loads(body)) is may
+
+
+def test_json_nested_past_what_orjson_serialises_is_still_checked_for_repeated_names() -> None:
+    deep = b'{"a":' * 300 + b"0" + b"}" * 300
+    assert parse_json(deep, 500) == orjson.loads(deep)
+    repeated = b'{"a":' * 300 + b'{"k":1,"k":2}' + b"}" * 300
+    with pytest.raises(MalformedBody, match="repeats a member name"):
+        parse_json(repeated, 500)

@@ -55,3 +55,13 @@ def test_shadowing_still_drops_noise_but_keeps_siblings() -> None:
         ("NOT_ALLOWED", "/extra"),
         ("TYPE_MISMATCH", "/kind"),
     ]
+
+
+def test_entries_sort_indexes_numerically_and_long_digit_names_without_int() -> None:
+    def at(pointer: str) -> dict[str, str]:
+        return {"in": "body", "pointer": pointer, "field": "", "code": "INVALID", "detail": "x"}
+
+    huge = "9" * 5000
+    pointers = ["/a", f"/{huge}", "/\u00b2", "/10", "/010", "/9", "/0"]
+    ordered = [e["pointer"] for e in sorted(map(at, pointers), key=errors.sort_key)]
+    assert ordered == ["/0", "/9", "/10", "/010", f"/{huge}", "/a", "/\u00b2"]

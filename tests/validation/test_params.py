@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bastion.problems import AmbiguousRequest
 from bastion.validation.params import cookie_pairs, nest_pairs, parse_query, split_bracket_key
 from tests.validation.helpers import compile_spec, operation, spec_with
 
@@ -252,3 +253,23 @@ def test_integers_past_64_bits_are_checked_without_crashing() -> None:
     param = {"name": "n", "in": "query", "schema": {"type": "integer", "maximum": 10**25}}
     _, errors = seen_values(param, query=b"n=" + str(10**30).encode())
     assert [(e["code"], e["detail"]) for e in errors] == [("OUT_OF_RANGE", f"must be at most {10**25}")]
+
+
+def test_a_deep_object_given_by_its_plain_name_is_checked_or_ambiguous() -> None:
+    deep = {"name": "f", "in": "query", "style": "deepObject", "schema": POINT}
+    _, errors = seen_values(deep, query=b"f=%3Cx%3E")
+    assert [(e["code"], e["name"], e["detail"]) for e in errors] == [
+        ("TYPE_MISMATCH", "f", "must be an object")
+    ]
+    api = compile_spec(spec_with(parameters=[deep], method="get"))
+    with pytest.raises(AmbiguousRequest):
+        operation(api, "GET", "/things").check({}, b"f=7&f[x]=1", [])
+    assert seen_values(deep, query=b"f[x]=1") == ({"f": {"x": 1}}, [])
+
+
+def test_a_member_of_an_exploded_object_given_also_bracketed_is_ambiguous() -> None:
+    param = {"name": "f", "in": "query", "style": "form", "explode": True, "schema": POINT}
+    api = compile_spec(spec_with(parameters=[param], method="get"))
+    with pytest.raises(AmbiguousRequest):
+        operation(api, "GET", "/things").check({}, b"x=1&x[a]=2", [])
+    assert seen_values(param, query=b"x=1&y=2") == ({"f": {"x": 1, "y": 2}}, [])

@@ -186,8 +186,9 @@ def coerce_scalar(text: str, types: frozenset[str], lenient: bool) -> Any:
     return text
 
 
-def _index_order(key: str) -> tuple[int, str]:
-    # Numeric order of ASCII digit strings without int(), which refuses very long ones.
+def index_order(key: str) -> tuple[int, str]:
+    """The numeric order of a string of ASCII digits, without ``int()`` (which refuses very
+    long ones): by length once leading zeros are gone, then by text."""
     digits = key.lstrip("0")
     return len(digits), digits
 
@@ -205,7 +206,7 @@ def coerce_tree(value: Any, guide: Guide, lenient: bool, depth: int = 0) -> Any:
             and value
             and all(k.isascii() and k.isdigit() for k in value)
         ):
-            ordered = [value[k] for k in sorted(value, key=_index_order)]
+            ordered = [value[k] for k in sorted(value, key=index_order)]
             items = guide.items()
             return [coerce_tree(v, items, lenient, depth + 1) for v in ordered]
         return {k: coerce_tree(v, guide.prop(k), lenient, depth + 1) for k, v in value.items()}

@@ -23,7 +23,7 @@ import jsonschema_rs
 
 from bastion.config import Config
 from bastion.validation.bodies import OTHER, kind_of
-from bastion.validation.coerce import Guide
+from bastion.validation.coerce import ALLOW_CONTROL, Guide
 from bastion.validation.openapi import Description, pointer_of
 from bastion.validation.operation import BodyMedia, CompiledOperation, Options
 from bastion.validation.params import Parameter
@@ -198,7 +198,7 @@ def _prepare(
             explode=bool(param.get("explode", param.get("style", _DEFAULT_STYLE[location]) == "form")),
             guide=Guide(description, [(schema, schema_at)]),
             json_content=json_content,
-            allow_control=param.get("x-bastion-allow-control-characters") is True,
+            allow_control=param.get(ALLOW_CONTROL) is True,
         )
         compiled.add_parameter(parameter)
         group = locations.setdefault(location, {"type": "object", "properties": {}})

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from bastion.validation.coerce import index_order
 from bastion.validation.openapi import escape_token
 
 #: Where an entry is: the members of the instance the combined validator checks.
@@ -295,8 +296,7 @@ def _step_key(step: str) -> tuple[int, int, str]:
     name of 5,000 digits or "²" is ordered, never converted.
     """
     if step.isascii() and step.isdigit():
-        digits = step.lstrip("0") or "0"
-        return (0, len(digits), digits)
+        return (0, *index_order(step))
     return (1, 0, step)
 
 

@@ -160,14 +160,16 @@ class Parameter:
 
         A value declared single that comes twice, or that comes also as ``name[...]``
         (which Express's ``qs`` folds into the same name), is read differently by
-        different frameworks. deepObject parameters are bracketed by definition.
+        different frameworks. deepObject parameters are bracketed by definition: for
+        them the plain name besides the bracketed keys is the second reading. The
+        members of an exploded form object are plain keys, read the same way.
         """
         if self.style == "deepObject":
-            return False
+            return self.name in heads and self.name in query
         if self.name in heads:
             return True
         if self.shape == "object" and self.explode and self.style == "form":
-            return any(len(query.get(k, ())) > 1 for k in self.guide.property_names())
+            return any(len(query.get(k, ())) > 1 or k in heads for k in self.guide.property_names())
         many = len(query.get(self.name, ())) > 1
         return many and not (self.shape == "array" and self.explode and self.style == "form")
 
@@ -242,7 +244,10 @@ class Parameter:
             prefix = self.name + "["
             pairs = [(k, v) for k, values in query.items() if k.startswith(prefix) for v in values]
             if not pairs:
-                return _MISSING
+                # The plain name alone is what qs and the like hand the application: a string,
+                # which the schema reports, not an absent parameter.
+                values = query.get(self.name)
+                return _MISSING if values is None else values[-1]
             nested = nest_pairs(pairs, max_depth).get(self.name, {})
             return coerce_tree(nested, self.guide, lenient)
         if self.shape == "object" and self.explode and self.style == "form":
