@@ -195,3 +195,24 @@ def test_with_two_workers_rates_and_latency_count_every_worker(tmp_path: Path) -
     assert 0 < latency["/pid"]["p50"] <= latency["/pid"]["p99"]
     total = round(data["rates"]["requests"]["total"] * data["window_seconds"])
     assert count <= total <= count + 1  # and perhaps the readiness probe
+
+
+class _Unasked:
+    """A client identifier that must not be asked: identity costs only when a table needs it."""
+
+    def fill(self, scope: Any, ctx: Any) -> None:
+        raise AssertionError(f"client resolved for a {ctx.status} response")
+
+
+def test_only_429s_and_validation_failures_resolve_the_client() -> None:
+    from bastion.asgi import RequestContext
+    from bastion.observability.recent import RecentRequests
+
+    recent = RecentRequests(_Unasked())  # type: ignore[arg-type]
+    for status, code in ((200, None), (304, None), (404, "not-found"), (500, "internal"), (503, None)):
+        ctx = RequestContext("t" * 32, "s" * 16, "r", status=status)
+        ctx.problem_code = code
+        recent.finished({"type": "http"}, ctx, "GET", "/r", status)
+    snapshot = recent.snapshot()
+    assert [row["status"] for row in snapshot["recent_5xx"]] == [503, 500]
+    assert snapshot["top_clients"] == {"rate_limited": [], "validation": []}
