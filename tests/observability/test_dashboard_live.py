@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +218,29 @@ def test_only_429s_and_validation_failures_resolve_the_client() -> None:
     snapshot = recent.snapshot()
     assert [row["status"] for row in snapshot["recent_5xx"]] == [503, 500]
     assert snapshot["top_clients"] == {"rate_limited": [], "validation": []}
+
+
+@given(st.lists(st.integers(0, 30), max_size=300), st.integers(1, 12))
+def test_top_k_counts_bound_the_true_counts(stream: list[int], capacity: int) -> None:
+    top = TopK(capacity)
+    for key in stream:
+        top.add(str(key))
+    true = Counter(str(key) for key in stream)
+    rows = top.top(capacity)
+    assert len(rows) == min(capacity, len(true))
+    assert sum(row["count"] for row in rows) == len(stream)
+    for row in rows:
+        assert row["count"] - row["error"] <= true[row["client"]] <= row["count"]
+    # Only the smallest is ever evicted, so a key above the average share is always kept.
+    kept = {row["client"] for row in rows}
+    assert all(key in kept for key, count in true.items() if count > len(stream) / capacity)
+
+
+def test_a_flood_of_new_clients_costs_no_scan_of_the_tracked_ones() -> None:
+    top = TopK(5_000)
+    started = time.perf_counter()
+    for i in range(50_000):  # every one a new client: 45,000 evictions
+        top.add(f"ip:{i}")
+    # A scan of the 5,000 tracked keys per eviction takes tens of seconds; a heap, a fraction of one.
+    assert time.perf_counter() - started < 3.0
+    assert len(top) == 5_000
