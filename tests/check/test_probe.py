@@ -189,3 +189,13 @@ def demo_result(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProbeResul
 @pytest.mark.parametrize("pitfall", PROBE_PITFALLS)
 def test_demo_passes(demo_result: ProbeResult, pitfall: str) -> None:
     assert_passes(demo_result, pitfall)
+
+
+def test_the_cli_default_response_cap_is_the_probe_clients() -> None:
+    import inspect
+
+    from bastion import cli
+    from bastion.check.probe import MAX_RESPONSE_BYTES
+
+    default = inspect.signature(cli.probe).parameters["max_response_bytes"].default
+    assert default == MAX_RESPONSE_BYTES == ProbeOptions("http://x", None).max_response_bytes

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +197,50 @@ def test_with_two_workers_rates_and_latency_count_every_worker(tmp_path: Path) -
     assert 0 < latency["/pid"]["p50"] <= latency["/pid"]["p99"]
     total = round(data["rates"]["requests"]["total"] * data["window_seconds"])
     assert count <= total <= count + 1  # and perhaps the readiness probe
+
+
+class _Unasked:
+    """A client identifier that must not be asked: identity costs only when a table needs it."""
+
+    def fill(self, scope: Any, ctx: Any) -> None:
+        raise AssertionError(f"client resolved for a {ctx.status} response")
+
+
+def test_only_429s_and_validation_failures_resolve_the_client() -> None:
+    from bastion.asgi import RequestContext
+    from bastion.observability.recent import RecentRequests
+
+    recent = RecentRequests(_Unasked())  # type: ignore[arg-type]
+    for status, code in ((200, None), (304, None), (404, "not-found"), (500, "internal"), (503, None)):
+        ctx = RequestContext("t" * 32, "s" * 16, "r", status=status)
+        ctx.problem_code = code
+        recent.finished({"type": "http"}, ctx, "GET", "/r", status)
+    snapshot = recent.snapshot()
+    assert [row["status"] for row in snapshot["recent_5xx"]] == [503, 500]
+    assert snapshot["top_clients"] == {"rate_limited": [], "validation": []}
+
+
+@given(st.lists(st.integers(0, 30), max_size=300), st.integers(1, 12))
+def test_top_k_counts_bound_the_true_counts(stream: list[int], capacity: int) -> None:
+    top = TopK(capacity)
+    for key in stream:
+        top.add(str(key))
+    true = Counter(str(key) for key in stream)
+    rows = top.top(capacity)
+    assert len(rows) == min(capacity, len(true))
+    assert sum(row["count"] for row in rows) == len(stream)
+    for row in rows:
+        assert row["count"] - row["error"] <= true[row["client"]] <= row["count"]
+    # Only the smallest is ever evicted, so a key above the average share is always kept.
+    kept = {row["client"] for row in rows}
+    assert all(key in kept for key, count in true.items() if count > len(stream) / capacity)
+
+
+def test_a_flood_of_new_clients_costs_no_scan_of_the_tracked_ones() -> None:
+    top = TopK(5_000)
+    started = time.perf_counter()
+    for i in range(50_000):  # every one a new client: 45,000 evictions
+        top.add(f"ip:{i}")
+    # A scan of the 5,000 tracked keys per eviction takes tens of seconds; a heap, a fraction of one.
+    assert time.perf_counter() - started < 3.0
+    assert len(top) == 5_000

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+import pytest
+from prometheus_client import CollectorRegistry
+
 from bastion.asgi import Receive, Scope, Send
+from bastion.observability.http_metrics import HttpServerSeries, MultiprocessHttpServer
 from tests.support import client, wrap
 
 
@@ -37,3 +41,24 @@ async def test_400_odd_statuses_make_a_bounded_number_of_series() -> None:
     problems = series(exposition, "bastion_problems_total")
     assert 0 < len(problems) <= 2
     assert all('status="5xx"' in line for line in problems)
+
+
+@pytest.mark.parametrize("kind", [HttpServerSeries, MultiprocessHttpServer])
+def test_both_series_implementations_bound_the_status_label(kind: type) -> None:
+    registry = CollectorRegistry()
+    if kind is HttpServerSeries:
+        series = HttpServerSeries()
+        registry.register(series)
+    else:
+        series = MultiprocessHttpServer(registry)
+    for status in (200, 299, 404, 599, 799, 1000, -1):
+        series.request_started("GET")
+        series.finish("GET", "/r", status, 0.01, 0, 0)
+    labels = {
+        sample.labels["http_response_status_code"]
+        for family in registry.collect()
+        if family.name == "http_server_request_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+    assert labels == {"200", "2xx", "404", "5xx", "other"}

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bastion.check.probes.client import ProbeClient
 from bastion.check.report import terminal_safe
 from tests.check.hostile import CONTROLS, Behaviour, controls, drip, hostile_server, stream_forever
 
@@ -200,6 +201,19 @@ def test_probe_keeps_its_time_and_memory_limits_against_a_server_that_never_fini
     assert report["seconds"] <= MAX_SECONDS + 1.0
     assert run.seconds <= MAX_SECONDS + STARTUP_SECONDS
     assert run.peak_rss_mb < 200
+
+
+@pytest.mark.parametrize("behaviour", [stream_forever, drip], ids=["stream-forever", "drip"])
+def test_each_request_is_cut_at_its_own_timeout_well_inside_the_run(behaviour: Behaviour) -> None:
+    with hostile_server(behaviour) as url:
+        client = ProbeClient(url, max_requests=2, max_seconds=60, timeout=0.5)
+        started = time.monotonic()
+        exchange = client.request("GET", "/")
+        took = time.monotonic() - started
+    # A drip never completes its head: no response. A stream gets its (cut) body, marked cut.
+    assert exchange.status == 0 or exchange.truncated
+    assert took < 3.0
+    assert client.remaining_seconds() > 50
 
 
 def test_probe_reads_at_most_max_response_bytes() -> None:

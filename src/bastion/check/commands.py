@@ -122,7 +122,7 @@ def run_probe(
     max_seconds: float,
     burst: int,
     output: Path | None,
-    max_response_bytes: int = 1 << 20,
+    max_response_bytes: int,
 ) -> int:
     """Probe the API at ``base_url``; returns 0, 1 when a check fails, 2 on a usage error."""
     from bastion.check import report

@@ -12,6 +12,7 @@ a raw API key. Kept per process: in multiprocess mode each worker shows its own.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ class TopK:
         self.capacity = capacity
         self._counts: dict[str, int] = {}
         self._errors: dict[str, int] = {}
+        #: One (count, key) per tracked key, its count as of when it was pushed (a lower bound).
+        self._heap: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -56,14 +59,28 @@ class TopK:
         if key in counts:
             counts[key] += 1
             return
-        floor = 0
-        if len(counts) >= self.capacity:
-            # Linear in the capacity, and only for a key not already tracked.
-            smallest = min(counts, key=counts.__getitem__)
-            floor = counts.pop(smallest)
-            del self._errors[smallest]
+        floor = self._evict() if len(counts) >= self.capacity else 0
         counts[key] = floor + 1
         self._errors[key] = floor
+        heapq.heappush(self._heap, (floor + 1, key))
+
+    def _evict(self) -> int:
+        """Drop a key with the smallest count and return that count.
+
+        Counts only grow, so the heap's entries are lower bounds: an entry that is
+        still exact is a true minimum, and a stale one is pushed back at its count.
+        Each refresh pays for an increment since the last, so a flood of new keys
+        (rotating addresses) costs a logarithm each, not a scan of every key.
+        """
+        heap, counts = self._heap, self._counts
+        while True:
+            count, key = heap[0]
+            current = counts[key]
+            if current == count:
+                heapq.heappop(heap)
+                del counts[key], self._errors[key]
+                return count
+            heapq.heapreplace(heap, (current, key))
 
     def top(self, n: int) -> list[dict[str, Any]]:
         """The ``n`` largest as rows ``{"client", "count", "error"}``, largest first."""
