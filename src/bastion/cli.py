@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from bastion.check.probes.client import MAX_RESPONSE_BYTES
+
 if TYPE_CHECKING:
     from bastion.config import Config
 
@@ -190,7 +192,7 @@ def probe(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
     max_response_bytes: Annotated[
         int, typer.Option(help="Read at most this many bytes of a response.")
-    ] = 1048576,
+    ] = MAX_RESPONSE_BYTES,
 ) -> None:
     """Send bounded real traffic to a running API and report which pitfalls it has; exit 1 on a failure."""
     from bastion.check.commands import run_probe
