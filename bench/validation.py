@@ -31,10 +31,10 @@ from openapi_core.testing import MockRequest
 
 from bastion.asgi import SCOPE_KEY, RequestContext
 from bastion.config import load_config
+from bastion.routing.router import TemplateRouter
 from bastion.validation.compile import compile_description
 from bastion.validation.guard import ValidationGuard
 from bastion.validation.openapi import parse_document
-from bastion.validation.router import TemplateRouter
 
 SPEC = """
 openapi: 3.1.0

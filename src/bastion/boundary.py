@@ -10,7 +10,7 @@ re-raise it. So that such a body never reaches the client, a 5xx response that i
 not already a problem is held back until the application returns: if an exception
 follows, the problem replaces it. If none does, ``errors.normalize_upstream`` decides
 (by default a 5xx body that is not a problem is replaced too, and logged), by the
-same rule the gateway applies to its upstream (:mod:`bastion.gateway.normalize`).
+same rule the gateway applies to its upstream (:mod:`bastion.normalize`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from random import getrandbits
 from time import perf_counter
 from typing import Any
 
+from bastion import normalize
 from bastion.asgi import (
     DONE,
     SCOPE_KEY,
@@ -32,8 +33,7 @@ from bastion.asgi import (
     Send,
 )
 from bastion.clients import ClientIdentifier
-from bastion.gateway import normalize
-from bastion.observability.config import ObservabilityConfig
+from bastion.config.observability import ObservabilityConfig
 from bastion.observability.dashboard import Dashboard
 from bastion.observability.logging import AccessLog
 from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics

@@ -60,7 +60,8 @@ def config_check(
     """Check a configuration file and its OpenAPI description: print OK, or every problem (exit 1)."""
     import asyncio
 
-    from bastion.config import check_file, load_config
+    from bastion.config import load_config
+    from bastion.validation.compile import check_file
 
     problems = check_file(file)
     if not problems and check_stores:

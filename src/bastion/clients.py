@@ -26,7 +26,7 @@ from bastion.config import ClientsConfig
 from bastion.problems import ApiKeyInvalid
 
 if TYPE_CHECKING:
-    from bastion.stack import Bastion
+    from bastion.context import GuardContext
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -236,8 +236,8 @@ class UnknownKeyGuard:
         await self.app(scope, receive, send)
 
 
-def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
+def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     """The unknown-key guard when ``clients.unknown_keys`` is ``reject``, else ``None``."""
-    if not bastion.clients.rejects_unknown_keys:
+    if not ctx.clients.rejects_unknown_keys:
         return None
-    return UnknownKeyGuard(app, bastion.clients)
+    return UnknownKeyGuard(app, ctx.clients)

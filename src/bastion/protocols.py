@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,3 +61,28 @@ class Router(Protocol):
     def resolve(self, method: str, path: str) -> RouteMatch | list[str] | None:
         """The match; or, when the path is known but not the method, the allowed methods;
         or ``None`` when no route has this path."""
+
+
+class DescribedOperation(Protocol):
+    """One operation of the compiled description, as the guards other than validation see it."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def template(self) -> str: ...
+    @property
+    def operation_id(self) -> str | None: ...
+    @property
+    def extensions(self) -> dict[str, Any]: ...
+
+
+class CompiledDescription(Protocol):
+    """The OpenAPI description, loaded and compiled once (``GuardContext.description()``)."""
+
+    @property
+    def operations(self) -> Sequence[DescribedOperation]: ...
+    @property
+    def base_paths(self) -> list[str]: ...
+    @property
+    def document(self) -> dict[str, Any]:
+        """The parsed document (``x-bastion-*`` extensions)."""

@@ -15,20 +15,24 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bastion.adapters import install_problem_handlers
 from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
 from bastion.boundary import BoundaryGuard
 from bastion.clients import ClientIdentifier
 from bastion.config import Config, load_config
+from bastion.context import BuildContext, GuardContext
 from bastion.handshakes import guard_handshake
 from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
 from bastion.protocols import Resource
 
-#: A capability's builder: given the app it wraps and the bastion instance, its guard or None.
-GuardBuilder = Callable[[ASGIApp, "Bastion"], ASGIApp | None]
+if TYPE_CHECKING:
+    from bastion.validation.compile import CompiledAPI
+
+#: A capability's builder: given the app it wraps and the build context, its guard or None.
+GuardBuilder = Callable[[ASGIApp, GuardContext], ASGIApp | None]
 
 
 def _capability_builders() -> list[GuardBuilder]:
@@ -70,9 +74,19 @@ class Bastion:
         self._start_lock: asyncio.Lock | None = None
         if self.config.errors.framework_adapters:
             install_problem_handlers(app)
+        #: What the guard builders see of this instance (see :mod:`bastion.context`).
+        self.context = BuildContext(
+            self.config,
+            logger=self.logger,
+            metrics=self.metrics,
+            clients=self.clients,
+            application=app,
+            resources=self.resources,
+            compile_description=self._compile_description,
+        )
         inner: ASGIApp = app
         for build in _capability_builders():
-            guard = build(inner, self)
+            guard = build(inner, self.context)
             if guard is not None:
                 inner = guard
         self._chain = BoundaryGuard(
@@ -87,6 +101,24 @@ class Bastion:
             application=app,
             normalize_upstream=self.config.errors.normalize_upstream,
         )
+
+    def _compile_description(self) -> CompiledAPI | None:
+        """Load and compile the configured OpenAPI description (the build context keeps it)."""
+        path = self.config.openapi
+        if path is None:
+            return None
+        from bastion.validation.compile import compile_description
+        from bastion.validation.openapi import load_description
+
+        loaded = load_description(path, self.config.validation.allow_external_refs)
+        api = compile_description(loaded, self.config, self.logger)
+        self.logger.info(
+            "openapi description compiled",
+            source=loaded.source,
+            operations=len(api.operations),
+            compile_ms=round(api.compile_seconds * 1000, 1),
+        )
+        return api
 
     def add_resource(self, resource: Resource) -> None:
         """Register a resource to open at start-up and close at shutdown."""

@@ -11,7 +11,7 @@ import sys
 import orjson
 import pytest
 
-from bastion.gateway.config import GatewayConfig
+from bastion.config.gateway import GatewayConfig
 from bastion.gateway.serving import (
     MIN_CONNECTIONS,
     RefusalLog,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from yarl import URL
 
-from bastion.gateway.config import GatewayConfig
+from bastion.config.gateway import GatewayConfig
 from bastion.gateway.upstream import UpstreamClient
 from tests.gateway.conftest import Server, start_gateway
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from bastion.cli import app as cli
 from bastion.config import ConfigError, load_config
 from bastion.gateway.headers import HOP_BY_HOP, Forwarding, response_headers
-from bastion.gateway.normalize import is_problem, needs_normalizing
+from bastion.normalize import is_problem, needs_normalizing
 from tests.gateway.conftest import clean_env
 
 NAMES = st.sampled_from(
@@ -278,7 +278,7 @@ def test_a_gateway_app_embedded_in_another_process_leaves_its_collector_alone(tm
 def test_the_installed_aiohttp_offers_the_direct_upstream_path() -> None:
     # Without it the gateway still works, through ClientSession.request, but some 40,000
     # instructions slower per request: an aiohttp upgrade that loses it must be noticed.
-    from bastion.gateway.config import GatewayConfig
+    from bastion.config.gateway import GatewayConfig
     from bastion.gateway.upstream import UpstreamClient
 
     assert UpstreamClient(GatewayConfig()).direct

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bastion import Bastion
-from bastion.idempotency.config import IdempotencyConfig
+from bastion.config.idempotency import IdempotencyConfig
 from bastion.idempotency.core import State
 from bastion.idempotency.stores import open_store
 from bastion.stores import parse_store_url

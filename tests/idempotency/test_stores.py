@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis_asyncio
 
-from bastion.idempotency.config import IdempotencyConfig
+from bastion.config.idempotency import IdempotencyConfig
 from bastion.idempotency.core import State, StoredResponse
 from bastion.idempotency.stores import IdempotencyStore, open_store
 from bastion.stores import parse_store_url

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from bastion.asgi import RequestContext
+from bastion.config.observability import OtelConfig
 from bastion.observability import record_event
-from bastion.observability.config import OtelConfig
 from bastion.observability.otel import build_tracer
 from tests.observability.apps import make_app
 

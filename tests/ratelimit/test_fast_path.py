@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion.config.ratelimit import RuleConfig
 from bastion.ratelimit.algorithms import Limit, Verdict
-from bastion.ratelimit.config import RuleConfig
 from bastion.ratelimit.guard import Plan, RateLimitGuard
 from bastion.ratelimit.headers import render_headers
 from bastion.ratelimit.rules import compile_rule

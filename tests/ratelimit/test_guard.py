@@ -323,7 +323,7 @@ async def test_a_store_that_never_answers_is_bounded_and_broken_by_the_shared_st
             Frozen.calls += 1
             await asyncio.sleep(3600)
 
-    from bastion.ratelimit.config import RuleConfig
+    from bastion.config.ratelimit import RuleConfig
     from bastion.ratelimit.rules import compile_rule
 
     rule = compile_rule(RuleConfig(name="g", key="global", limit="5/minute"))  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ import yaml
 
 from bastion import ConfigError
 from bastion.asgi import SCOPE_KEY, RequestContext
+from bastion.config.ratelimit import RuleConfig
 from bastion.problems import RateLimited
-from bastion.ratelimit.config import RuleConfig
 from bastion.ratelimit.guard import RateLimitGuard
 from bastion.ratelimit.rules import compile_rule, operation_extensions, operation_rule
 from bastion.ratelimit.stores.memory import MemoryStore
@@ -71,7 +71,9 @@ async def call(
 
 
 def guard_with(rules: list[dict[str, Any]], spec_path: str | None = None) -> RateLimitGuard:
-    declared = operation_extensions(spec_path)
+    from bastion.validation.openapi import load_description
+
+    declared = operation_extensions(load_description(spec_path).document if spec_path else None)
     return RateLimitGuard(
         ok_app,
         [compile_rule(RuleConfig.model_validate(r)) for r in rules],

@@ -9,7 +9,7 @@ import pytest
 
 from bastion import Bastion
 from bastion.asgi import Receive, Scope, Send
-from bastion.idempotency.config import IdempotencyConfig
+from bastion.config.idempotency import IdempotencyConfig
 from bastion.idempotency.scope import CallerScope
 from tests.idempotency.conftest import store_settings as every_store  # noqa: F401 - each test runs on every store
 from tests.support import LogCapture, client

@@ -101,9 +101,9 @@ async def test_missing_idempotency_key_is_not_a_validation_error() -> None:
 def test_compiled_operation_exposes_what_other_guards_need(tmp_path: Path) -> None:
     app, _ = behind_bastion(CHECKOUT)
     router_match = None
-    from bastion.validation.router import build_router
+    from bastion.routing.router import build_router
 
-    router = build_router(app.config, app)
+    router = build_router(app.context)
     assert router is not None and router.authoritative
     router_match = router.resolve("POST", "/orders")
     assert not isinstance(router_match, list) and router_match is not None

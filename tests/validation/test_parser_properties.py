@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.protocols import RouteMatch
+from bastion.routing.router import TemplateRouter
 from bastion.validation.params import nest_pairs, parse_query
-from bastion.validation.router import TemplateRouter
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 KEY = st.text(

@@ -12,9 +12,9 @@ import pytest
 
 from bastion.config import load_config
 from bastion.protocols import RouteMatch
+from bastion.routing.router import TemplateRouter
 from bastion.validation.compile import CompiledAPI, compile_description
 from bastion.validation.openapi import load_description
-from bastion.validation.router import TemplateRouter
 
 SPECS = Path("/work/shared/specs")
 FORM = b"application/x-www-form-urlencoded"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.protocols import RouteMatch
-from bastion.validation.router import TemplateRouter, configured_routes, parse_route
+from bastion.routing.router import TemplateRouter, configured_routes, parse_route
 from tests.support import wrap
 from tests.validation.helpers import behind_bastion, client, echo_app, write_spec
 
@@ -107,9 +107,9 @@ async def test_config_only_router_labels_routes_and_lets_unknown_paths_pass() ->
         },
     }
     app, _ = wrap(echo_app, config)
-    from bastion.validation.router import build_router
+    from bastion.routing.router import build_router
 
-    router = build_router(app.config, app)
+    router = build_router(app.context)
     assert router is not None and router.authoritative is False
     assert configured_routes(app.config) == [("POST", "/orders/{id}/pay"), ("POST", "/login")]
     async with client(app) as http:
@@ -124,9 +124,9 @@ async def test_config_only_router_labels_routes_and_lets_unknown_paths_pass() ->
 
 def test_no_routes_and_no_description_means_no_router() -> None:
     app, _ = wrap(echo_app, {})
-    from bastion.validation.router import build_router
+    from bastion.routing.router import build_router
 
-    assert build_router(app.config, app) is None
+    assert build_router(app.context) is None
 
 
 def test_resolve_is_fast() -> None:

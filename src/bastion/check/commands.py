@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bastion.check.config import LintConfig
+from bastion.config.check import LintConfig
 
 LINT_FORMATS = ("text", "json", "junit", "sarif")
 PROBE_FORMATS = ("text", "json", "junit")

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bastion.check.config import LintConfig
 from bastion.check.document import Document, ParseError, load_file, load_text, no_gc
 from bastion.check.findings import Finding, FindingSink, Suppressed, reaches
 from bastion.check.rules.catalog import PITFALLS, RULES
 from bastion.check.rules.operations import OperationRules
+from bastion.config.check import LintConfig
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import aiohttp
 from yarl import URL
 
+from bastion import normalize
 from bastion.asgi import (
     HANDSHAKE_KEY,
     SCOPE_KEY,
@@ -39,8 +40,7 @@ from bastion.asgi import (
     Send,
 )
 from bastion.config import Config
-from bastion.gateway import normalize
-from bastion.gateway.config import GatewayConfig
+from bastion.config.gateway import GatewayConfig
 from bastion.gateway.headers import Forwarding, response_headers
 from bastion.gateway.upstream import UpstreamClient
 from bastion.observability.otel import start_upstream_span

@@ -22,14 +22,15 @@ from typing import Any
 import orjson
 
 from bastion.asgi import Message, Receive, Scope, Send
-from bastion.config import Config, ConfigError, check_description, load_config
-from bastion.gateway.config import GatewayConfig
+from bastion.config import Config, ConfigError, load_config
+from bastion.config.gateway import GatewayConfig
 from bastion.gateway.proxy import ProxyApp
 from bastion.observability.logging import make_logger
 from bastion.problems import BadRequest, DependencyUnavailable, NotFound, Problem, render
 from bastion.routing.paths import canonicalize
 from bastion.stack import Bastion
 from bastion.tracing import new_span_id, new_trace_id
+from bastion.validation.compile import check_description
 
 HEALTH_PATH = "/_bastion/health"
 READY_PATH = "/_bastion/ready"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
-from bastion.gateway.config import GatewayConfig
+from bastion.config.gateway import GatewayConfig
 from bastion.problems import (
     BadRequest,
     HeadersTooLarge,

@@ -44,7 +44,7 @@ from aiohttp.helpers import TimerNoop
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from bastion.gateway.config import GatewayConfig
+from bastion.config.gateway import GatewayConfig
 
 # aiohttp would otherwise add its own: a client that sent no Accept-Encoding must not
 # get a compressed body (bodies pass through undecoded), nor the upstream a made-up agent.

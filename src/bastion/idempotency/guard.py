@@ -41,7 +41,7 @@ from bastion.asgi import (
 )
 from bastion.clients import ClientIdentifier
 from bastion.config import ClientsConfig
-from bastion.idempotency.config import IdempotencyConfig
+from bastion.config.idempotency import IdempotencyConfig
 from bastion.idempotency.core import (
     CLAIMED,
     Action,
@@ -76,7 +76,7 @@ from bastion.problems import (
 from bastion.stores import StorePolicy, parse_store_url
 
 if TYPE_CHECKING:
-    from bastion.stack import Bastion
+    from bastion.context import GuardContext
 
 OFF, OPTIONAL, REQUIRED = 0, 1, 2
 EXTENSION = "x-bastion-idempotency"
@@ -723,23 +723,23 @@ async def _read_body_after(first: Message, receive: Receive, limit: int) -> byte
     return await read_body(receive_rest, limit)
 
 
-def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
+def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     """The idempotency guard for the configuration, or ``None`` when it has nothing to do."""
-    config = bastion.config.idempotency
+    config = ctx.config.idempotency
     if not config.enabled:
         return None
-    url = parse_store_url(config.store or bastion.config.store)
+    url = parse_store_url(config.store or ctx.config.store)
     store = open_store(url, config)
-    bastion.add_resource(store)
+    ctx.add_resource(store)
     guard = IdempotencyGuard(
         app,
         config,
         store,
-        clients=bastion.clients,
+        clients=ctx.clients,
         scope=CallerScope.from_config(config, url.url),
-        max_body_bytes=bastion.config.validation.max_body_bytes,
-        logger=bastion.logger,
-        metrics=bastion.metrics,
+        max_body_bytes=ctx.config.validation.max_body_bytes,
+        logger=ctx.logger,
+        metrics=ctx.metrics,
     )
-    bastion.add_resource(guard)
+    ctx.add_resource(guard)
     return guard

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from bastion.idempotency.config import IdempotencyConfig
+from bastion.config.idempotency import IdempotencyConfig
 
 _BLOCK = 64  # SHA-256's block size, in bytes (RFC 2104's B)
 

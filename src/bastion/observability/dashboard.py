@@ -30,7 +30,7 @@ import orjson
 from prometheus_client.core import Metric
 
 from bastion.asgi import Headers, RequestContext, Scope, Send, send_bytes
-from bastion.observability.config import DashboardConfig
+from bastion.config.observability import DashboardConfig
 from bastion.observability.http_metrics import DURATION_NAME
 from bastion.observability.metrics import Metrics
 from bastion.observability.recent import RecentRequests

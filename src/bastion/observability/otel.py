@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from bastion.asgi import RequestContext, Scope
 
 if TYPE_CHECKING:
-    from bastion.observability.config import OtelConfig
+    from bastion.config.observability import OtelConfig
 
 #: What an attribute value may be: OpenTelemetry accepts these primitives and sequences of them.
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]

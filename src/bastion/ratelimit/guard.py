@@ -38,7 +38,7 @@ from bastion.stores import StorePolicy, parse_store_url
 
 if TYPE_CHECKING:
     from bastion.config import Config
-    from bastion.stack import Bastion
+    from bastion.context import GuardContext
 
 _new = tuple.__new__
 
@@ -591,7 +591,7 @@ class RateLimitGuard:
                     await asyncio.shield(release())
 
 
-def select_store(config: Config, bastion: Bastion) -> RateLimitStore:
+def select_store(config: Config, logger: Any) -> RateLimitStore:
     """The store the configuration names for rate limits.
 
     ``rate_limits.store`` wins; else the top-level ``store`` if it is Redis or
@@ -615,7 +615,7 @@ def select_store(config: Config, bastion: Bastion) -> RateLimitStore:
     from bastion.ratelimit.stores.memory import MemoryStore
 
     if parsed.kind != "memory":
-        bastion.logger.info(
+        logger.info(
             "rate limits use the memory store",
             reason=f"{parsed.kind} is not a rate limit store; set rate_limits.store to redis:// to share",
         )
@@ -629,16 +629,17 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
+def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     """The rate limit guard for the configuration, or ``None`` when no rule could ever apply."""
     from bastion.config import ConfigError
 
-    config = bastion.config
+    config = ctx.config
     section = config.rate_limits
     if not section.enabled:
         return None
     rules = [compile_rule(rule) for rule in section.rules]
-    declared = operation_extensions(config.openapi)
+    api = ctx.description()
+    declared = operation_extensions(api.document if api is not None else None)
     if not rules and not declared:
         return None
     operation_rules = {}
@@ -651,18 +652,18 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
             problems.append((where, _reason(exc)))
     if problems:
         raise ConfigError(problems, config.openapi or "openapi")
-    store = select_store(config, bastion)
-    bastion.add_resource(store)
+    store = select_store(config, ctx.logger)
+    ctx.add_resource(store)
     return RateLimitGuard(
         app,
         rules,
         store,
-        clients=bastion.clients,
+        clients=ctx.clients,
         operation_rules=operation_rules,
         on_store_error=section.on_store_error,
         timeout_s=section.timeout.seconds,
         breaker=CircuitBreaker(section.breaker_failures, section.breaker_cooldown.seconds),
         headers=section.headers,
-        logger=bastion.logger,
-        metrics=bastion.metrics,
+        logger=ctx.logger,
+        metrics=ctx.metrics,
     )

@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from bastion.asgi import RequestContext, Scope
+from bastion.config.ratelimit import RuleConfig
 from bastion.ratelimit.algorithms import CONCURRENCY, Limit
-from bastion.ratelimit.config import RuleConfig
 from bastion.ratelimit.headers import policy_member
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -173,34 +172,13 @@ def operation_rule(method: str, template: str, value: Any) -> CompiledRule:
     return compile_rule(config, matches=[(method, template)])
 
 
-def operation_extensions(spec_path: str | None) -> dict[tuple[str, str], Any]:
-    """``x-bastion-rate-limit`` values of an OpenAPI file, by ``(METHOD, template)``.
+def operation_extensions(document: Any) -> dict[tuple[str, str], Any]:
+    """``x-bastion-rate-limit`` values of a parsed OpenAPI document, by ``(METHOD, template)``.
 
-    Read at start-up so that a description whose only limits are per operation
-    still gets a guard; a file that cannot be read yields nothing here (the router
-    reports it).
+    Read from the description the build context loaded once (see
+    :meth:`bastion.context.BuildContext.description`), so that a description whose only
+    limits are per operation still gets a guard.
     """
-    if not spec_path:
-        return {}
-    try:
-        text = Path(spec_path).read_text(encoding="utf-8")
-    except OSError:
-        return {}
-    if OPERATION_EXTENSION not in text:
-        # Most descriptions declare no limits: skip parsing them twice.
-        return {}
-    try:
-        if spec_path.endswith(".json"):
-            import orjson
-
-            document = orjson.loads(text)
-        else:
-            import yaml
-
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            document = yaml.load(text, Loader=loader)  # noqa: S506  # a safe loader, C or Python
-    except Exception:
-        return {}
     found: dict[tuple[str, str], Any] = {}
     paths = document.get("paths") if isinstance(document, dict) else None
     if not isinstance(paths, dict):

@@ -30,7 +30,7 @@ from bastion.routing.paths import protective_form
 
 if TYPE_CHECKING:
     from bastion.config import RoutingConfig
-    from bastion.stack import Bastion
+    from bastion.context import GuardContext
 
 __all__ = ["ProtectiveRoutes", "RouteGuard", "build_guard"]
 
@@ -39,7 +39,7 @@ class ProtectiveRoutes:
     """The configuration's ``METHOD /template`` entries, matched ignoring case and a trailing slash."""
 
     def __init__(self, routes: list[tuple[str, str]], settings: RoutingConfig) -> None:
-        from bastion.validation.router import TemplateRouter
+        from bastion.routing.router import TemplateRouter
 
         self.case_sensitive = settings.case_sensitive
         self.strict_slashes = settings.strict_slashes
@@ -112,12 +112,12 @@ class RouteGuard:
         await self.app(scope, receive, send)
 
 
-def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
-    """The route guard for ``bastion``'s configuration, or ``None`` when there are no routes to know."""
-    from bastion.validation.router import build_router, configured_routes
+def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
+    """The route guard for the configuration, or ``None`` when there are no routes to know."""
+    from bastion.routing.router import build_router, configured_routes
 
-    config = bastion.config
-    router = build_router(config, bastion)
+    config = ctx.config
+    router = build_router(ctx)
     if router is None:
         return None
     routes = configured_routes(config)
@@ -126,5 +126,5 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         router,
         reject_unknown=config.validation.unknown_routes == "reject",
         protective=ProtectiveRoutes(routes, config.routing) if routes else None,
-        documentation=documentation_paths(bastion.app),
+        documentation=documentation_paths(ctx.application),
     )

@@ -14,6 +14,7 @@ input can make a check run long; the fallback is logged at start-up.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import jsonschema_rs
 from bastion.config import Config
 from bastion.validation.bodies import OTHER, kind_of
 from bastion.validation.coerce import ALLOW_CONTROL, Guide
-from bastion.validation.openapi import Description, pointer_of
+from bastion.validation.openapi import Description, load_description, pointer_of
 from bastion.validation.operation import BodyMedia, CompiledOperation, Options
 from bastion.validation.params import Parameter
 from bastion.validation.responses import ResponseSchemas
@@ -48,6 +49,11 @@ class CompiledAPI:
     compile_seconds: float
     #: Operations whose patterns needed the backtracking engine.
     backtracking: list[str]
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The parsed description (for ``x-bastion-*`` extensions read by other guards)."""
+        return self.description.document
 
 
 @dataclass(slots=True)
@@ -284,3 +290,30 @@ def _template_names(template: str) -> list[str]:
         names.append(rest[start + 1 : end])
         rest = rest[end + 1 :]
     return names
+
+
+def check_description(config: Config) -> None:
+    """Load and compile ``config``'s OpenAPI description as the guards will, or raise ``OpenAPIError``.
+
+    So that a description the gateway or the middleware would refuse is refused before
+    anything starts (``config check``, the gateway before it listens).
+    """
+    if config.openapi is None:
+        return
+    compile_description(load_description(config.openapi, config.validation.allow_external_refs), config)
+
+
+def check_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Every problem of a configuration file (and the environment) and its description; empty when good."""
+    from bastion.config import ConfigError, load_config
+    from bastion.validation.openapi import OpenAPIError
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return exc.problems
+    try:
+        check_description(config)
+    except OpenAPIError as exc:
+        return [("openapi", str(exc))]
+    return []

@@ -31,7 +31,7 @@ from bastion.validation.operation import CompiledOperation
 from bastion.validation.responses import ResponseSchemas, recording_send
 
 if TYPE_CHECKING:
-    from bastion.stack import Bastion
+    from bastion.context import GuardContext
 
 
 def _decoded_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
@@ -180,25 +180,23 @@ class ValidationGuard:
             self.failures.labels(operation.label, code).inc()
 
 
-def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
+def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     """The validation guard for the configuration, or ``None`` when it has nothing to do."""
-    config = bastion.config
+    config = ctx.config
     if config.openapi is None or not config.validation.enabled:
         return None
-    from bastion.validation.resource import compiled_api
-
-    compiled_api(bastion)  # compile at start-up, so a broken description stops it
+    ctx.description()  # compile at start-up, so a broken description stops it
     failures = None
-    if bastion.metrics is not None:
-        failures = bastion.metrics.counter(
+    if ctx.metrics is not None:
+        failures = ctx.metrics.counter(
             "bastion_validation_failures_total",
             "Requests rejected by validation, by operation and error code (one per errors[] entry).",
             ["operation", "code"],
         )
     responses = config.validation.responses
     response_failures = None
-    if responses.enabled and bastion.metrics is not None:
-        response_failures = bastion.metrics.counter(
+    if responses.enabled and ctx.metrics is not None:
+        response_failures = ctx.metrics.counter(
             "bastion_response_validation_failures_total",
             "Responses that break their description (shadow mode), by operation and error code.",
             ["operation", "code"],
@@ -209,5 +207,5 @@ def build_guard(app: ASGIApp, bastion: Bastion) -> ASGIApp | None:
         failures=failures,
         response_rate=responses.sample_rate if responses.enabled else 0.0,
         response_failures=response_failures,
-        logger=bastion.logger,
+        logger=ctx.logger,
     )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from bastion.idempotency.core import ClaimResult, StoredResponse
 
 if TYPE_CHECKING:
-    from bastion.idempotency.config import IdempotencyConfig
+    from bastion.config.idempotency import IdempotencyConfig
     from bastion.stores import StoreURL
 
 

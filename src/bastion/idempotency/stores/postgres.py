@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from bastion.idempotency.config import check_table_name
+from bastion.config.idempotency import check_table_name
 from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse, took_over
 
 NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bastion.idempotency.config import check_table_name
+from bastion.config.idempotency import check_table_name
 from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse, may_claim, took_over
 
 T = TypeVar("T")

@@ -25,7 +25,7 @@ from bastion.config import Config
 from bastion.protocols import RouteMatch, Router
 
 if TYPE_CHECKING:
-    from bastion.stack import Bastion
+    from bastion.context import GuardContext
 
 #: The method of a configured route that applies to every method.
 ANY_METHOD = "*"
@@ -211,12 +211,11 @@ def configured_routes(config: Config) -> list[tuple[str, str]]:
     return routes
 
 
-def build_router(config: Config, bastion: Bastion) -> Router | None:
+def build_router(ctx: GuardContext) -> Router | None:
     """The router for the configuration's OpenAPI description and route templates."""
-    if config.openapi is not None:
-        from bastion.validation.resource import compiled_api
-
-        api = compiled_api(bastion)
+    config = ctx.config
+    api = ctx.description()
+    if api is not None:
         router = TemplateRouter(authoritative=True, base_paths=api.base_paths)
         for operation in api.operations:
             router.add(operation.method, operation.template, operation.operation_id, operation)
@@ -225,7 +224,7 @@ def build_router(config: Config, bastion: Bastion) -> Router | None:
             if (method, template) not in known and not (
                 method == ANY_METHOD and any(t == template for _, t in known)
             ):
-                bastion.logger.warning(
+                ctx.logger.warning(
                     "configured route is not in the OpenAPI description", route=f"{method} {template}"
                 )
         return router
