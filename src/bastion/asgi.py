@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
+from bastion.problems import PayloadTooLarge
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -140,34 +142,48 @@ class ClientDisconnected(Exception):
     """The client went away before its request body arrived."""
 
 
-class BodyTooLarge(Exception):
-    """The request body is larger than the limit; nothing past the limit was buffered."""
+async def read_request_body(
+    receive: Receive, ctx: RequestContext, limit: int, declared_length: bytes | None = None
+) -> tuple[bytes, Receive]:
+    """The request body and the ``receive`` to pass inward: the one place a body is read.
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"body larger than {limit} bytes")
-        self.limit = limit
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """Read the whole request body, stopping as soon as it passes ``limit`` bytes."""
-    chunks: list[bytes] = []
+    Read once per request and kept in ``ctx.body``: the guard that reads first (validation,
+    else idempotency) reads it, the others and the application get it replayed. A
+    ``Content-Length`` (``declared_length``) over ``limit`` is refused before anything is
+    read; reading stops as soon as the body passes ``limit``. Both raise
+    :class:`~bastion.problems.PayloadTooLarge`; a client gone before its body ends raises
+    :class:`ClientDisconnected` (nobody is left to answer).
+    """
+    body = ctx.body
+    if body is not None:
+        return body, receive
+    # More digits than any limit has are too large without int(), which refuses very long ones.
+    if (
+        declared_length is not None
+        and declared_length.isdigit()
+        and (len(declared_length) > 18 or int(declared_length) > limit)
+    ):
+        raise PayloadTooLarge(detail=f"the body is larger than {limit} bytes")
+    message = await receive()
     size = 0
+    chunks: list[bytes] = []
     while True:
-        message = await receive()
         kind = message["type"]
         if kind == "http.disconnect":
             raise ClientDisconnected
-        if kind != "http.request":
-            continue
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(limit)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if kind == "http.request":
+            chunk = message.get("body") or b""
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(detail=f"the body is larger than {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        message = await receive()
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    ctx.body = body
+    return body, replay_body(body, receive)
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from bastion import Bastion
-from bastion.asgi import SCOPE_KEY, Receive, RequestContext, Scope, Send, read_body
+from bastion.asgi import SCOPE_KEY, Receive, RequestContext, Scope, Send
 from bastion.problems import PayloadTooLarge
 from bastion.validation.guard import ValidationGuard
 from tests.validation.helpers import compile_spec, operation, write_spec
@@ -86,7 +86,12 @@ class Recorder:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = await read_body(receive, 1 << 30)
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
         self.requests.append((dict(scope["headers"]), body))
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})

@@ -29,15 +29,13 @@ from typing import TYPE_CHECKING, Any
 from bastion.asgi import (
     SCOPE_KEY,
     ASGIApp,
-    BodyTooLarge,
     ClientDisconnected,
     Message,
     Receive,
     RequestContext,
     Scope,
     Send,
-    read_body,
-    replay_body,
+    read_request_body,
 )
 from bastion.clients import ClientIdentifier
 from bastion.config import ClientsConfig
@@ -69,7 +67,6 @@ from bastion.problems import (
     IdempotencyKeyReused,
     IdempotencyOutcomeUnknown,
     IdempotencyRequestInProgress,
-    PayloadTooLarge,
     Problem,
     render,
 )
@@ -381,25 +378,10 @@ class IdempotencyGuard:
                 ctx.log["idempotency"] = "invalid"
                 self._count("invalid")
                 raise IdempotencyKeyInvalid(detail=str(exc)) from None
-        body = ctx.body
-        if body is None:
-            message = await receive()
-            if message["type"] == "http.request" and not message.get("more_body", False):
-                # The whole body in one message, the common case: read_body's result without its loop.
-                body = message.get("body") or b""
-                if len(body) > self.max_body_bytes:
-                    raise PayloadTooLarge(detail=f"the body is larger than {self.max_body_bytes} bytes")
-            else:
-                try:
-                    body = await _read_body_after(message, receive, self.max_body_bytes)
-                except BodyTooLarge:
-                    raise PayloadTooLarge(
-                        detail=f"the body is larger than {self.max_body_bytes} bytes"
-                    ) from None
-                except ClientDisconnected:
-                    return  # nobody is left to answer, and nothing was claimed
-            ctx.body = body
-            receive = replay_body(body, receive)
+        try:
+            body, receive = await read_request_body(receive, ctx, self.max_body_bytes)
+        except ClientDisconnected:
+            return  # nobody is left to answer, and nothing was claimed
         if ctx.client_id is None:
             self.clients.fill(scope, ctx)
         key = record_key(ctx.client_id or "", method, ctx.route or path, idem_key, self.scope.of(headers))
@@ -707,20 +689,6 @@ class IdempotencyGuard:
             return
         if released:
             self._count("released")
-
-
-async def _read_body_after(first: Message, receive: Receive, limit: int) -> bytes:
-    """:func:`read_body` for a body whose first message has been received already."""
-    pending: Message | None = first
-
-    async def receive_rest() -> Message:
-        nonlocal pending
-        if pending is not None:
-            message, pending = pending, None
-            return message
-        return await receive()
-
-    return await read_body(receive_rest, limit)
 
 
 def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:

@@ -38,6 +38,7 @@ __all__ = [
     "UNMATCHED_ROUTE",
     "Metrics",
     "PendingCounts",
+    "Tally",
 ]
 
 #: The route label for requests that matched no known route (kept bounded on purpose).
@@ -104,6 +105,9 @@ class Metrics:
             ["operation", "field"],
             registry=self.registry,
         )
+        #: The counters and histograms the guards created, by name.
+        self._collectors: dict[str, Counter | Histogram] = {}
+        self._tallies: dict[str, Tally] = {}
         self._problem_children: dict[tuple[str, int], Any] = {}
         self._field_children: dict[tuple[str, str], Any] = {}
         # Bound the hot-path methods once: the boundary calls them on every request.
@@ -135,20 +139,30 @@ class Metrics:
             child.inc()
 
     def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
-        """Create (or return) a counter in this registry, for guards to count their decisions."""
-        existing = self.registry._names_to_collectors.get(name)
+        """Create (or return) a counter in this registry (for what is counted off the request path)."""
+        existing = self._collectors.get(name)
         if isinstance(existing, Counter):
             return existing
-        return Counter(name, documentation, labels, registry=self.registry)
+        counter = self._collectors[name] = Counter(name, documentation, labels, registry=self.registry)
+        return counter
+
+    def tally(self, name: str, documentation: str, labels: list[str]) -> Tally:
+        """The :class:`Tally` of a counter: how every guard counts on the request path (one per name)."""
+        existing = self._tallies.get(name)
+        if existing is None:
+            existing = self._tallies[name] = Tally(self, self.counter(name, documentation, labels))
+        return existing
 
     def histogram(
         self, name: str, documentation: str, labels: list[str], buckets: Iterable[float] = DURATION_BUCKETS
     ) -> Histogram:
         """Create (or return) a histogram in this registry (upstream call durations, ...)."""
-        existing = self.registry._names_to_collectors.get(name)
+        existing = self._collectors.get(name)
         if isinstance(existing, Histogram):
             return existing
-        return Histogram(name, documentation, labels, buckets=tuple(buckets), registry=self.registry)
+        histogram = Histogram(name, documentation, labels, buckets=tuple(buckets), registry=self.registry)
+        self._collectors[name] = histogram
+        return histogram
 
     def collect(self) -> list[Metric]:
         """Every metric family now: this process's, or in multiprocess mode the sum of every worker's."""
@@ -214,3 +228,45 @@ class PendingCounts:
         """Flush; the counter, collected next, reports the totals."""
         self.flush()
         return []
+
+
+class Tally(PendingCounts):
+    """A labelled counter as the guards count on the request path: the one way they do.
+
+    ``slot(*labels)`` names a label set once (a small integer); ``add(slot)`` counts one.
+    In one process the counts are plain integers moved into the counter whenever the
+    registry is collected (:class:`PendingCounts`: no lock, no ``labels()`` call per
+    request). In multiprocess mode, where scrapes read every worker's shared files and
+    not this registry, ``add`` increments the counter at once.
+    """
+
+    def __init__(self, metrics: Metrics, counter: Counter) -> None:
+        super().__init__()
+        self.counter = counter
+        #: Whether counts wait for the next collection (not in multiprocess mode).
+        self.deferred = metrics.multiprocess_dir is None
+        #: label values -> slot.
+        self.slots: dict[tuple[str, ...], int] = {}
+        if self.deferred:
+            self.register_before(metrics.registry, counter)
+
+    def slot(self, *labels: str) -> int:
+        """The slot of a label set, its counter child created on first use."""
+        found = self.slots.get(labels)
+        if found is None:
+            found = len(self.slots)
+            self.children[found] = self.counter.labels(*labels)
+            self.counts[found] = 0
+            self.slots[labels] = found
+        return found
+
+    def add(self, slot: int, amount: int = 1) -> None:
+        """Count ``amount`` for a slot."""
+        if self.deferred:
+            self.counts[slot] += amount
+        else:
+            self.children[slot].inc(amount)
+
+    def count(self, *labels: str) -> None:
+        """Count one for a label set (for what is not counted on every request)."""
+        self.add(self.slot(*labels))

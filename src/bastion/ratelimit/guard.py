@@ -32,12 +32,11 @@ from bastion.ratelimit.rules import (
     operation_extensions,
     operation_rule,
 )
-from bastion.ratelimit.stores import Check, CircuitBreaker, Decision, RateLimitStore
+from bastion.ratelimit.stores import Check, CircuitBreaker, Decision, RateLimitStore, open_store
 from bastion.ratelimit.stores.memory import SIMPLE_ALGORITHMS, MemoryStore, RawVerdict
-from bastion.stores import StorePolicy, parse_store_url
+from bastion.stores import StorePolicy
 
 if TYPE_CHECKING:
-    from bastion.config import Config
     from bastion.context import GuardContext
 
 _new = tuple.__new__
@@ -591,37 +590,6 @@ class RateLimitGuard:
                     await asyncio.shield(release())
 
 
-def select_store(config: Config, logger: Any) -> RateLimitStore:
-    """The store the configuration names for rate limits.
-
-    ``rate_limits.store`` wins; else the top-level ``store`` if it is Redis or
-    memory. SQLite and PostgreSQL cannot decide in microseconds, so with those as
-    the top-level store rate limits stay in memory (per process).
-    """
-    section = config.rate_limits
-    url = section.store or config.store
-    parsed = parse_store_url(url)
-    if parsed.kind == "redis":
-        try:
-            from bastion.ratelimit.stores.redis import RedisStore
-        except ImportError:
-            from bastion.config import ConfigError
-
-            where = "rate_limits.store" if section.store else "store"
-            reason = "Redis needs the redis extra: pip install 'bastion-guards[redis]'"
-            raise ConfigError([(where, reason)]) from None
-
-        return RedisStore(parsed.url, key_prefix=section.key_prefix, timeout_s=section.timeout.seconds)
-    from bastion.ratelimit.stores.memory import MemoryStore
-
-    if parsed.kind != "memory":
-        logger.info(
-            "rate limits use the memory store",
-            reason=f"{parsed.kind} is not a rate limit store; set rate_limits.store to redis:// to share",
-        )
-    return MemoryStore()
-
-
 def _reason(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
@@ -652,7 +620,7 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
             problems.append((where, _reason(exc)))
     if problems:
         raise ConfigError(problems, config.openapi or "openapi")
-    store = select_store(config, ctx.logger)
+    store = open_store(config, ctx.logger)
     ctx.add_resource(store)
     return RateLimitGuard(
         app,

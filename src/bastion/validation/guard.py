@@ -16,16 +16,15 @@ from typing import TYPE_CHECKING, Any
 from bastion.asgi import (
     SCOPE_KEY,
     ASGIApp,
-    BodyTooLarge,
     ClientDisconnected,
     Receive,
     RequestContext,
     Scope,
     Send,
-    read_body,
+    read_request_body,
     replay_body,
 )
-from bastion.problems import PayloadTooLarge, Problem, ValidationFailed
+from bastion.problems import Problem, ValidationFailed
 from bastion.validation.bodies import content_coding, decode_content
 from bastion.validation.operation import CompiledOperation
 from bastion.validation.responses import ResponseSchemas, recording_send
@@ -118,22 +117,13 @@ class ValidationGuard:
                 codings.append(value)
         coding = content_coding(codings) if codings else None  # 415 before reading anything
         limit = self.max_body_bytes
-        body = ctx.body
-        if body is None:
-            # More digits than any limit has are too large without int(), which refuses very
-            # long ones.
-            if length is not None and length.isdigit() and (len(length) > 18 or int(length) > limit):
-                raise PayloadTooLarge(detail=f"the body is larger than {limit} bytes")
-            try:
-                body = await read_body(receive, limit)
-            except BodyTooLarge:
-                raise PayloadTooLarge(detail=f"the body is larger than {limit} bytes") from None
+        raw_receive = receive
+        body, receive = await read_request_body(raw_receive, ctx, limit, length)
         if coding is not None:
             body = decode_content(body, coding, limit)
             scope = {**scope, "headers": _decoded_headers(scope["headers"], len(body))}
-        if body is not ctx.body:
             ctx.body = body
-            receive = replay_body(body, receive)
+            receive = replay_body(body, raw_receive)
         return scope, receive, body, content_type
 
     def _check(

@@ -11,10 +11,16 @@ store implements the same four atomic steps, and the shared behaviour suite in
   (fencing: a takeover makes the old owner's completion a no-op).
 - ``release``: drop the claim (the handler failed), again only for its owner.
 - ``renew``: extend the lease of a claim the caller still owns.
+
+A store that can answer without waiting for anything (``memory``) says so with
+``sync = True`` and also offers ``claim_now``, ``complete_now`` and ``release_now``:
+the same steps as plain calls, which the guard makes inline. Every other store
+derives from :class:`WaitingStore`, whose ``*_now`` methods refuse.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from bastion.idempotency.core import ClaimResult, StoredResponse
@@ -31,6 +37,23 @@ class IdempotencyStore(Protocol):
     kind: str
     #: The resource name bastion logs at start-up.
     name: str
+    #: Whether the ``*_now`` methods answer without I/O (then the guard calls them inline,
+    #: with no coroutine and no timeout); ``False``: only the ``async`` steps work.
+    sync: bool
+    #: Called once per completed record dropped to stay within a memory bound (``None``: not
+    #: counted). Stores without such a bound never call it.
+    on_evict: Callable[[], object] | None
+
+    def claim_now(
+        self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
+    ) -> ClaimResult:
+        """:meth:`claim` without waiting (``sync`` stores only)."""
+
+    def complete_now(self, key: str, owner: str, response: StoredResponse, ttl_ms: int) -> bool:
+        """:meth:`complete` without waiting (``sync`` stores only)."""
+
+    def release_now(self, key: str, owner: str) -> bool:
+        """:meth:`release` without waiting (``sync`` stores only)."""
 
     async def claim(
         self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
@@ -60,6 +83,27 @@ class IdempotencyStore(Protocol):
         """Whether the store answers now."""
 
 
+class WaitingStore:
+    """The synchronous surface of a store that must wait for I/O: not available."""
+
+    sync = False
+    on_evict: Callable[[], object] | None = None
+
+    def claim_now(
+        self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
+    ) -> ClaimResult:
+        """Not available: this store waits for I/O."""
+        raise NotImplementedError(f"{type(self).__name__} answers asynchronously")
+
+    def complete_now(self, key: str, owner: str, response: StoredResponse, ttl_ms: int) -> bool:
+        """Not available: this store waits for I/O."""
+        raise NotImplementedError(f"{type(self).__name__} answers asynchronously")
+
+    def release_now(self, key: str, owner: str) -> bool:
+        """Not available: this store waits for I/O."""
+        raise NotImplementedError(f"{type(self).__name__} answers asynchronously")
+
+
 def open_store(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
     """The store for ``url`` (the driver is imported only when its store is used)."""
     if url.kind == "memory":
@@ -79,4 +123,4 @@ def open_store(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
     return PostgresStore(url.url, table=config.table, timeout_s=config.timeout.seconds)
 
 
-__all__ = ["IdempotencyStore", "open_store"]
+__all__ = ["IdempotencyStore", "WaitingStore", "open_store"]

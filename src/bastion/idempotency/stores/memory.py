@@ -57,6 +57,8 @@ class MemoryStore:
 
     kind = "memory"
     name = "idempotency:memory"
+    #: Every step answers at once: the guard calls the ``*_now`` methods inline.
+    sync = True
 
     def __init__(
         self, clock_ms: Callable[[], int] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES

@@ -26,6 +26,7 @@ import asyncpg
 
 from bastion.config.idempotency import check_table_name
 from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse, took_over
+from bastion.idempotency.stores import WaitingStore
 
 NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 CLEANUP_BATCH = 100
@@ -40,7 +41,7 @@ class StoreUnavailable(ConnectionError):
     """The PostgreSQL server could not be reached (recently)."""
 
 
-class PostgresStore:
+class PostgresStore(WaitingStore):
     """Idempotency records in a PostgreSQL table."""
 
     kind = "postgres"

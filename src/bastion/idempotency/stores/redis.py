@@ -24,6 +24,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import NoScriptError
 
 from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse, took_over
+from bastion.idempotency.stores import WaitingStore
 from bastion.stores import RedisResource
 
 
@@ -46,7 +47,7 @@ _Call = tuple[_Script, str, tuple[Any, ...]]
 _Pending = tuple[_Call, "asyncio.Future[Any]"]
 
 
-class RedisStore(RedisResource):
+class RedisStore(RedisResource, WaitingStore):
     """Idempotency records in Redis, shared by every process that uses the same server and prefix."""
 
     kind = "redis"

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from bastion.config.idempotency import check_table_name
 from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse, may_claim, took_over
+from bastion.idempotency.stores import WaitingStore
 
 T = TypeVar("T")
 
@@ -64,7 +65,7 @@ def retry_when_locked(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
-class SQLiteStore:
+class SQLiteStore(WaitingStore):
     """Idempotency records in a SQLite file."""
 
     kind = "sqlite"

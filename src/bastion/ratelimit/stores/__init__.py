@@ -9,12 +9,15 @@ between processes through one Lua script per request.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from bastion.ratelimit.algorithms import Limit, Verdict
-from bastion.stores import CircuitBreaker
+from bastion.stores import CircuitBreaker, parse_store_url
 
-__all__ = ["Check", "CircuitBreaker", "Decision", "RateLimitStore", "admitted"]
+if TYPE_CHECKING:
+    from bastion.config import Config
+
+__all__ = ["Check", "CircuitBreaker", "Decision", "RateLimitStore", "admitted", "open_store"]
 
 
 class Check(NamedTuple):
@@ -66,3 +69,34 @@ class RateLimitStore(Protocol):
 
     async def ping(self) -> bool:
         """Whether the store answers now."""
+
+
+def open_store(config: Config, logger: Any) -> RateLimitStore:
+    """The store the configuration names for rate limits.
+
+    ``rate_limits.store`` wins; else the top-level ``store`` if it is Redis or
+    memory. SQLite and PostgreSQL cannot decide in microseconds, so with those as
+    the top-level store rate limits stay in memory (per process).
+    """
+    section = config.rate_limits
+    url = section.store or config.store
+    parsed = parse_store_url(url)
+    if parsed.kind == "redis":
+        try:
+            from bastion.ratelimit.stores.redis import RedisStore
+        except ImportError:
+            from bastion.config import ConfigError
+
+            where = "rate_limits.store" if section.store else "store"
+            reason = "Redis needs the redis extra: pip install 'bastion-guards[redis]'"
+            raise ConfigError([(where, reason)]) from None
+
+        return RedisStore(parsed.url, key_prefix=section.key_prefix, timeout_s=section.timeout.seconds)
+    from bastion.ratelimit.stores.memory import MemoryStore
+
+    if parsed.kind != "memory":
+        logger.info(
+            "rate limits use the memory store",
+            reason=f"{parsed.kind} is not a rate limit store; set rate_limits.store to redis:// to share",
+        )
+    return MemoryStore()
