@@ -85,23 +85,8 @@ DurationField = Annotated[Duration, BeforeValidator(_to_duration), PlainSerializ
 """A pydantic field type for durations."""
 
 
-_RATE_PERIODS_MS: dict[str, int] = {
-    "ms": 1,
-    "s": 1000,
-    "sec": 1000,
-    "second": 1000,
-    "seconds": 1000,
-    "m": 60_000,
-    "min": 60_000,
-    "minute": 60_000,
-    "minutes": 60_000,
-    "h": 3_600_000,
-    "hour": 3_600_000,
-    "hours": 3_600_000,
-    "d": 86_400_000,
-    "day": 86_400_000,
-    "days": 86_400_000,
-}
+#: A rate's period takes the same units as a duration ("100/minute", "5/10s").
+_RATE_PERIODS_MS = _DURATION_UNITS_MS
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*([a-z]+)\s*$")
 

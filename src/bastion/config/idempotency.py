@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from bastion._model import Section
 from bastion.units import ByteSize, Duration, DurationField
@@ -120,18 +120,11 @@ class IdempotencyConfig(Section):
     def _identifier(cls, value: str) -> str:
         return check_table_name(value)
 
-    @field_validator("lease")
+    @field_validator("lease", "ttl")
     @classmethod
-    def _positive_lease(cls, value: Duration) -> Duration:
+    def _positive(cls, value: Duration, info: ValidationInfo) -> Duration:
         if value.ms < 1:
-            raise ValueError("the lease must be longer than 0")
-        return value
-
-    @field_validator("ttl")
-    @classmethod
-    def _positive_ttl(cls, value: Duration) -> Duration:
-        if value.ms < 1:
-            raise ValueError("the ttl must be longer than 0")
+            raise ValueError(f"the {info.field_name} must be longer than 0")
         return value
 
     @field_validator("methods")

@@ -93,23 +93,19 @@ class Metrics:
         else:
             self.http = HttpServerSeries()
             self.registry.register(self.http)
-        self.problems = Counter(
-            "bastion_problems_total",
-            "Problem responses bastion rendered, by code and status.",
-            ["code", "status"],
-            registry=self.registry,
-        )
-        self.field_errors = Counter(
-            "bastion_validation_field_errors_total",
-            "Entries of errors[] in problem responses, by operation and field (JSON pointer).",
-            ["operation", "field"],
-            registry=self.registry,
-        )
         #: The counters and histograms the guards created, by name.
         self._collectors: dict[str, Counter | Histogram] = {}
         self._tallies: dict[str, Tally] = {}
-        self._problem_children: dict[tuple[str, int], Any] = {}
-        self._field_children: dict[tuple[str, str], Any] = {}
+        self.problems = self.tally(
+            "bastion_problems_total",
+            "Problem responses bastion rendered, by code and status.",
+            ["code", "status"],
+        )
+        self.field_errors = self.tally(
+            "bastion_validation_field_errors_total",
+            "Entries of errors[] in problem responses, by operation and field (JSON pointer).",
+            ["operation", "field"],
+        )
         # Bound the hot-path methods once: the boundary calls them on every request.
         #: One more request in flight (by method).
         self.request_started = self.http.request_started
@@ -118,25 +114,19 @@ class Metrics:
 
     def count_problem(self, code: str, status: int) -> None:
         """Record one rendered problem."""
-        key = (code, status)
-        child = self._problem_children.get(key)
-        if child is None:
-            child = self.problems.labels(code, status_label(status))
-            self._problem_children[key] = child
-        child.inc()
+        self.problems.count(code, status_label(status))
 
     def count_field_errors(self, operation: str, errors: Iterable[Mapping[str, Any]]) -> None:
         """Count the ``errors[]`` entries of a problem by operation and field, with a bounded label set."""
+        fields = self.field_errors
         for entry in errors:
             key = (operation, field_label(entry))
-            child = self._field_children.get(key)
-            if child is None:
-                if len(self._field_children) >= MAX_FIELD_SERIES:
+            slot = fields.slots.get(key)
+            if slot is None:
+                if len(fields.slots) >= MAX_FIELD_SERIES:
                     key = (operation, OTHER)
-                    child = self._field_children.get(key)
-                if child is None:
-                    child = self._field_children[key] = self.field_errors.labels(*key)
-            child.inc()
+                slot = fields.slot(*key)
+            fields.add(slot)
 
     def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
         """Create (or return) a counter in this registry (for what is counted off the request path)."""

@@ -31,6 +31,7 @@ from bastion.validation.responses import ResponseSchemas, recording_send
 
 if TYPE_CHECKING:
     from bastion.context import GuardContext
+    from bastion.observability.metrics import Tally
 
 
 def _decoded_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
@@ -56,9 +57,9 @@ class ValidationGuard:
         app: ASGIApp,
         *,
         max_body_bytes: int,
-        failures: Any = None,
+        failures: Tally | None = None,
         response_rate: float = 0.0,
-        response_failures: Any = None,
+        response_failures: Tally | None = None,
         logger: Any = None,
     ) -> None:
         self.app = app
@@ -161,13 +162,13 @@ class ValidationGuard:
                 )
             if self.response_failures is not None:
                 for entry in entries:
-                    self.response_failures.labels(operation.label, entry["code"]).inc()
+                    self.response_failures.count(operation.label, entry["code"])
 
         return recording_send(send, schemas, self.max_body_bytes, report)
 
     def _count(self, operation: CompiledOperation, code: str) -> None:
         if self.failures is not None:
-            self.failures.labels(operation.label, code).inc()
+            self.failures.count(operation.label, code)
 
 
 def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
@@ -178,7 +179,7 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     ctx.description()  # compile at start-up, so a broken description stops it
     failures = None
     if ctx.metrics is not None:
-        failures = ctx.metrics.counter(
+        failures = ctx.metrics.tally(
             "bastion_validation_failures_total",
             "Requests rejected by validation, by operation and error code (one per errors[] entry).",
             ["operation", "code"],
@@ -186,7 +187,7 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     responses = config.validation.responses
     response_failures = None
     if responses.enabled and ctx.metrics is not None:
-        response_failures = ctx.metrics.counter(
+        response_failures = ctx.metrics.tally(
             "bastion_response_validation_failures_total",
             "Responses that break their description (shadow mode), by operation and error code.",
             ["operation", "code"],
