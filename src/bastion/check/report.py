@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 from xml.etree import ElementTree as ET
 
@@ -87,6 +88,20 @@ def _dumps(value: Any) -> str:
 LOCATIONS_PER_RULE = 5
 
 
+def _counts_table(
+    title: str, pitfalls: Sequence[str], counts: Mapping[str, Mapping[str, int]], styles: Mapping[str, str]
+) -> Table:
+    """A pitfall per row, a column per outcome (``styles``' keys, in order), the counts in the cells."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("pitfall")
+    for outcome, style in styles.items():
+        table.add_column(outcome, justify="right", style=style)
+    for pitfall in pitfalls:
+        row = counts[pitfall]
+        table.add_row(pitfall, *(str(row[outcome]) for outcome in styles))
+    return table
+
+
 def lint_text(
     result: LintResult, console: Console, *, summary: bool = False, limit: int = LOCATIONS_PER_RULE
 ) -> None:
@@ -97,15 +112,7 @@ def lint_text(
     locations out.
     """
     result = printable(result)
-    table = Table(title=f"bastion lint {result.source}", title_justify="left")
-    table.add_column("pitfall")
-    for severity in ("error", "warning", "info"):
-        table.add_column(severity, justify="right", style=_SEVERITY_STYLE[severity])
-    counts = result.counts()
-    for pitfall in PITFALLS:
-        row = counts[pitfall]
-        table.add_row(pitfall, *(str(row[s]) for s in ("error", "warning", "info")))
-    console.print(table)
+    console.print(_counts_table(f"bastion lint {result.source}", PITFALLS, result.counts(), _SEVERITY_STYLE))
     for rule_id, findings in result.by_rule().items():
         rule = RULES[rule_id]
         style = _SEVERITY_STYLE[rule.severity]
@@ -276,15 +283,8 @@ def lint_sarif(result: LintResult) -> str:
 def probe_text(result: ProbeResult, console: Console) -> None:
     """Print the probe's summary table by pitfall, then every check."""
     result = printable(result)
-    table = Table(title=f"bastion probe {result.base_url}", title_justify="left")
-    table.add_column("pitfall")
-    for status in ("pass", "fail", "skip"):
-        table.add_column(status, justify="right", style=_STATUS_STYLE[status])
-    counts = result.counts()
-    for pitfall in PROBE_PITFALLS:
-        row = counts[pitfall]
-        table.add_row(pitfall, *(str(row[s]) for s in ("pass", "fail", "skip")))
-    console.print(table)
+    title = f"bastion probe {result.base_url}"
+    console.print(_counts_table(title, PROBE_PITFALLS, result.counts(), _STATUS_STYLE))
     for pitfall in PROBE_PITFALLS:
         checks = [c for c in result.checks if c.pitfall == pitfall]
         if not checks:
