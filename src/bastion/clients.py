@@ -26,7 +26,7 @@ from bastion.config import ClientsConfig
 from bastion.problems import ApiKeyInvalid
 
 if TYPE_CHECKING:
-    from bastion.context import GuardContext
+    from bastion.protocols import GuardContext
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

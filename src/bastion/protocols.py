@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from bastion.asgi import ASGIApp
+    from bastion.clients import ClientIdentifier
+    from bastion.config import Config
+    from bastion.observability.metrics import Metrics
 
 
 class Resource(Protocol):
@@ -86,3 +92,39 @@ class CompiledDescription(Protocol):
     @property
     def document(self) -> dict[str, Any]:
         """The parsed document (``x-bastion-*`` extensions)."""
+
+
+class GuardContext(Protocol):
+    """What a capability's guard builder is given (``build_guard(app, ctx)``), never ``Bastion``.
+
+    A builder reads its configuration section, logs, counts, identifies clients and
+    registers what must open at start-up through this small surface. That keeps the
+    capability packages free of :mod:`bastion.stack` (no import circle) and lets a
+    test build one guard alone. :class:`bastion.stack.BuildContext` implements it.
+    """
+
+    @property
+    def config(self) -> Config:
+        """The whole configuration (each builder reads its own section)."""
+
+    @property
+    def logger(self) -> Any:
+        """The structured logger."""
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The metrics registry, ``None`` when metrics are off."""
+
+    @property
+    def clients(self) -> ClientIdentifier:
+        """Works out who sent a request (``clients`` in the configuration)."""
+
+    @property
+    def application(self) -> ASGIApp:
+        """The application the guards wrap (for what it serves itself, such as FastAPI's ``/docs``)."""
+
+    def add_resource(self, resource: Resource) -> None:
+        """Open ``resource`` at start-up and close it at shutdown."""
+
+    def description(self) -> CompiledDescription | None:
+        """The compiled OpenAPI description, ``None`` when none is configured (compiled once)."""

@@ -15,21 +15,18 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from bastion.adapters import install_problem_handlers
 from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
 from bastion.boundary import BoundaryGuard
 from bastion.clients import ClientIdentifier
 from bastion.config import Config, load_config
-from bastion.context import BuildContext, GuardContext
 from bastion.handshakes import guard_handshake
 from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
-from bastion.protocols import Resource
-
-if TYPE_CHECKING:
-    from bastion.validation.compile import CompiledAPI
+from bastion.protocols import CompiledDescription, GuardContext, Resource
+from bastion.routing.description import compile_configured
 
 #: A capability's builder: given the app it wraps and the build context, its guard or None.
 GuardBuilder = Callable[[ASGIApp, GuardContext], ASGIApp | None]
@@ -44,6 +41,50 @@ def _capability_builders() -> list[GuardBuilder]:
     from bastion.validation.guard import build_guard as validation
 
     return [idempotency, validation, rate_limits, unknown_keys, route]
+
+
+class BuildContext:
+    """The :class:`~bastion.protocols.GuardContext` of one :class:`Bastion`: what its guard builders see.
+
+    It also holds the compiled OpenAPI description, compiled on first use, once, for every
+    guard that reads it (routing, validation, rate limit extensions, idempotency requirements).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        logger: Any,
+        metrics: Metrics | None,
+        clients: ClientIdentifier,
+        application: ASGIApp,
+        resources: list[Resource],
+        compile_description: Callable[[], CompiledDescription | None],
+    ) -> None:
+        self.config = config
+        self.logger = logger
+        self.metrics = metrics
+        self.clients = clients
+        self.application = application
+        self.resources = resources
+        self._compile = compile_description
+        self._description: CompiledDescription | None = None
+        self._compiled = False
+
+    def add_resource(self, resource: Resource) -> None:
+        """Open ``resource`` at start-up and close it at shutdown."""
+        self.resources.append(resource)
+
+    def description(self) -> CompiledDescription | None:
+        """The compiled OpenAPI description, loaded and compiled on first use and kept.
+
+        A description that cannot be read or compiled raises
+        :class:`~bastion.validation.openapi.OpenAPIError`, so a broken one stops start-up.
+        """
+        if not self._compiled:
+            self._description = self._compile()
+            self._compiled = True
+        return self._description
 
 
 class Bastion:
@@ -74,7 +115,7 @@ class Bastion:
         self._start_lock: asyncio.Lock | None = None
         if self.config.errors.framework_adapters:
             install_problem_handlers(app)
-        #: What the guard builders see of this instance (see :mod:`bastion.context`).
+        #: What the guard builders see of this instance (see :class:`bastion.protocols.GuardContext`).
         self.context = BuildContext(
             self.config,
             logger=self.logger,
@@ -82,7 +123,7 @@ class Bastion:
             clients=self.clients,
             application=app,
             resources=self.resources,
-            compile_description=self._compile_description,
+            compile_description=lambda: compile_configured(self.config, self.logger),
         )
         inner: ASGIApp = app
         for build in _capability_builders():
@@ -101,24 +142,6 @@ class Bastion:
             application=app,
             normalize_upstream=self.config.errors.normalize_upstream,
         )
-
-    def _compile_description(self) -> CompiledAPI | None:
-        """Load and compile the configured OpenAPI description (the build context keeps it)."""
-        path = self.config.openapi
-        if path is None:
-            return None
-        from bastion.validation.compile import compile_description
-        from bastion.validation.openapi import load_description
-
-        loaded = load_description(path, self.config.validation.allow_external_refs)
-        api = compile_description(loaded, self.config, self.logger)
-        self.logger.info(
-            "openapi description compiled",
-            source=loaded.source,
-            operations=len(api.operations),
-            compile_ms=round(api.compile_seconds * 1000, 1),
-        )
-        return api
 
     def add_resource(self, resource: Resource) -> None:
         """Register a resource to open at start-up and close at shutdown."""

@@ -73,7 +73,7 @@ from bastion.problems import (
 from bastion.stores import StorePolicy, parse_store_url
 
 if TYPE_CHECKING:
-    from bastion.context import GuardContext
+    from bastion.protocols import GuardContext
 
 OFF, OPTIONAL, REQUIRED = 0, 1, 2
 EXTENSION = "x-bastion-idempotency"

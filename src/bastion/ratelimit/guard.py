@@ -37,7 +37,7 @@ from bastion.ratelimit.stores.memory import SIMPLE_ALGORITHMS, MemoryStore, RawV
 from bastion.stores import StorePolicy
 
 if TYPE_CHECKING:
-    from bastion.context import GuardContext
+    from bastion.protocols import GuardContext
 
 _new = tuple.__new__
 

@@ -176,7 +176,7 @@ def operation_extensions(document: Any) -> dict[tuple[str, str], Any]:
     """``x-bastion-rate-limit`` values of a parsed OpenAPI document, by ``(METHOD, template)``.
 
     Read from the description the build context loaded once (see
-    :meth:`bastion.context.BuildContext.description`), so that a description whose only
+    :meth:`bastion.stack.BuildContext.description`), so that a description whose only
     limits are per operation still gets a guard.
     """
     found: dict[tuple[str, str], Any] = {}

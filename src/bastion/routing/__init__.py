@@ -30,7 +30,7 @@ from bastion.routing.paths import protective_form
 
 if TYPE_CHECKING:
     from bastion.config import RoutingConfig
-    from bastion.context import GuardContext
+    from bastion.protocols import GuardContext
 
 __all__ = ["ProtectiveRoutes", "RouteGuard", "build_guard"]
 

@@ -25,7 +25,7 @@ from bastion.config import Config
 from bastion.protocols import RouteMatch, Router
 
 if TYPE_CHECKING:
-    from bastion.context import GuardContext
+    from bastion.protocols import GuardContext
 
 #: The method of a configured route that applies to every method.
 ANY_METHOD = "*"

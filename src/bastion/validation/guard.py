@@ -30,8 +30,8 @@ from bastion.validation.operation import CompiledOperation
 from bastion.validation.responses import ResponseSchemas, recording_send
 
 if TYPE_CHECKING:
-    from bastion.context import GuardContext
     from bastion.observability.metrics import Tally
+    from bastion.protocols import GuardContext
 
 
 def _decoded_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
