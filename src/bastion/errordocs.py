@@ -24,7 +24,7 @@ def _import_all() -> None:
         try:
             importlib.import_module(info.name)
         except ImportError:
-            # An optional extra that is not installed; its codes live in problems.py anyway.
+            # An optional extra that is not installed; its codes live in bastion.problems anyway.
             continue
 
 

@@ -19,6 +19,7 @@ import orjson
 from bastion.check.document import Document, Path_, iter_operations, load_file, no_gc
 from bastion.check.emit import write_yaml
 from bastion.check.findings import FindingSink
+from bastion.check.fix_components import FIELD_ERROR_SCHEMA, HEADERS, RESPONSES, problem_schema
 from bastion.check.rules.operations import (
     IDEMPOTENCY_HEADER,
     PROBLEM_MEDIA,
@@ -29,65 +30,6 @@ from bastion.check.rules.operations import (
     problem_media,
 )
 from bastion.check.rules.schemas import SchemaWalker
-
-_FIELD_ERROR: dict[str, Any] = {
-    "type": "object",
-    "description": "One broken field or parameter.",
-    "properties": {
-        "code": {"type": "string", "maxLength": 64, "example": "OUT_OF_RANGE"},
-        "in": {"type": "string", "enum": ["body", "path", "query", "header", "cookie"]},
-        "pointer": {"type": "string", "maxLength": 1024, "description": "JSON pointer into the body"},
-        "field": {"type": "string", "maxLength": 256},
-        "name": {"type": "string", "maxLength": 256, "description": "the parameter name"},
-        "detail": {"type": "string", "maxLength": 1024},
-    },
-    "required": ["code", "detail"],
-}
-
-
-def _problem_schema(field_error_ref: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": "An error, as an RFC 9457 problem. `code` is stable; branch on it.",
-        "properties": {
-            "type": {"type": "string", "format": "uri-reference", "maxLength": 2048},
-            "title": {"type": "string", "maxLength": 256},
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "detail": {"type": "string", "maxLength": 4096},
-            "instance": {"type": "string", "maxLength": 2048},
-            "code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$", "maxLength": 64},
-            "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            "errors": {"type": "array", "maxItems": 1000, "items": {"$ref": field_error_ref}},
-        },
-        "required": ["type", "title", "status"],
-    }
-
-
-_HEADERS: dict[str, dict[str, Any]] = {
-    "Retry-After": {
-        "description": "Seconds to wait before retrying.",
-        "schema": {"type": "integer", "minimum": 0, "maximum": 86400},
-    },
-    "RateLimit": {
-        "description": "The remaining quota and reset time of the closest limit (IETF draft).",
-        "schema": {"type": "string", "maxLength": 1024},
-    },
-    "RateLimit-Policy": {
-        "description": "The quota policies that apply to the request (IETF draft).",
-        "schema": {"type": "string", "maxLength": 1024},
-    },
-}
-
-# (status, component name, description) of the responses bastion may add.
-_RESPONSES = {
-    "400": ("BadRequest", "Malformed request or missing idempotency key."),
-    "409": ("Conflict", "Idempotency key reused with another request, or that request is still running."),
-    "413": ("PayloadTooLarge", "The body is larger than the limit."),
-    "415": ("UnsupportedMediaType", "The body's Content-Type is not accepted."),
-    "422": ("ValidationFailed", "The request breaks the API description; errors[] lists every field."),
-    "429": ("RateLimited", "Too many requests; retry after Retry-After seconds."),
-    "500": ("InternalError", "The server failed; the trace_id identifies the failure in its logs."),
-}
 
 
 class Addition(NamedTuple):
@@ -115,7 +57,7 @@ class Fixer:
         self.ignores = FindingSink(doc, frozenset())
         self.problem_ref = self._install_schemas()
         self.header_refs = {
-            name: self._install("headers", name.replace("-", ""), spec) for name, spec in _HEADERS.items()
+            name: self._install("headers", name.replace("-", ""), spec) for name, spec in HEADERS.items()
         }
         self.key_refs = {
             required: self._existing_key()
@@ -134,7 +76,7 @@ class Fixer:
             for required in (False, True)
         }
         self.response_refs = {
-            code: self._response(code, name, text) for code, (name, text) in _RESPONSES.items()
+            code: self._response(code, name, text) for code, (name, text) in RESPONSES.items()
         }
 
     def _put(self, container: dict[Any, Any], path: Path_, key: Any, value: Any) -> None:
@@ -186,11 +128,11 @@ class Fixer:
         return None
 
     def _install_schemas(self) -> str:
-        field_ref = self._install("schemas", "FieldError", _FIELD_ERROR)
+        field_ref = self._install("schemas", "FieldError", FIELD_ERROR_SCHEMA)
         existing = self.components["schemas"].get("Problem")
         if existing is not None and not self.walker.missing_properties(existing, PROBLEM_MEMBERS):
             return "#/components/schemas/Problem"
-        return self._install("schemas", "Problem", _problem_schema(field_ref))
+        return self._install("schemas", "Problem", problem_schema(field_ref))
 
     def _problem_content(self) -> dict[str, Any]:
         return {PROBLEM_MEDIA: {"schema": {"$ref": self.problem_ref}}}
@@ -295,7 +237,7 @@ class Fixer:
         if not missing or not isinstance(target, dict):
             return
         properties = self._child(target, t_path, "properties", {})
-        members = _problem_schema("")["properties"]
+        members = problem_schema("")["properties"]
         for name in missing:
             self._put(properties, (*t_path, "properties"), name, members[name])
             self.changes += 1
