@@ -21,6 +21,7 @@ import yaml
 from bastion.check.yamltree import MAX_DEPTH as MAX_DEPTH
 from bastion.check.yamltree import Path_ as Path_
 from bastion.check.yamltree import TreeBuilder, check_aliases
+from bastion.validation.openapi import HTTP_METHODS
 
 try:  # pragma: no branch - the C loader ships with PyYAML wheels
     _Loader: Any = yaml.CSafeLoader
@@ -215,6 +216,3 @@ def iter_operations(paths: Any) -> Iterator[tuple[str, str, Any, Any]]:
             operation = item.get(method)
             if operation is not None:
                 yield str(template), method, operation, item
-
-
-HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
