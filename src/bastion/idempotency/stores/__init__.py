@@ -16,6 +16,9 @@ A store that can answer without waiting for anything (``memory``) says so with
 ``sync = True`` and also offers ``claim_now``, ``complete_now`` and ``release_now``:
 the same steps as plain calls, which the guard makes inline. Every other store
 derives from :class:`WaitingStore`, whose ``*_now`` methods refuse.
+
+Each kind of store URL is registered with the store registry
+(:mod:`bastion.stores.registry`); :func:`open_store` opens the one a URL names.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from bastion.idempotency.core import ClaimResult, StoredResponse
+from bastion.stores.registry import Capability
 
 if TYPE_CHECKING:
     from bastion.config.idempotency import IdempotencyConfig
@@ -104,23 +108,42 @@ class WaitingStore:
         raise NotImplementedError(f"{type(self).__name__} answers asynchronously")
 
 
-def open_store(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
-    """The store for ``url`` (the driver is imported only when its store is used)."""
-    if url.kind == "memory":
-        from bastion.idempotency.stores.memory import MemoryStore
+#: The idempotency stores in the store registry; each factory imports its store's module.
+STORES: Capability[IdempotencyConfig, IdempotencyStore] = Capability("idempotency", "idempotency records")
 
-        return MemoryStore(max_bytes=config.max_memory)
-    if url.kind == "sqlite":
-        from bastion.idempotency.stores.sqlite import SQLiteStore
 
-        return SQLiteStore(url.path, table=config.table)
-    if url.kind == "redis":
-        from bastion.idempotency.stores.redis import RedisStore
+@STORES.register("memory")
+def _memory(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
+    from bastion.idempotency.stores.memory import MemoryStore
 
-        return RedisStore(url.url, key_prefix=config.key_prefix, timeout_s=config.timeout.seconds)
+    return MemoryStore(max_bytes=config.max_memory)
+
+
+@STORES.register("sqlite")
+def _sqlite(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
+    from bastion.idempotency.stores.sqlite import SQLiteStore
+
+    return SQLiteStore(url.path, table=config.table)
+
+
+@STORES.register("redis")
+def _redis(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
+    from bastion.idempotency.stores.redis import RedisStore
+
+    return RedisStore(url.url, key_prefix=config.key_prefix, timeout_s=config.timeout.seconds)
+
+
+@STORES.register("postgres")
+def _postgres(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
     from bastion.idempotency.stores.postgres import PostgresStore
 
     return PostgresStore(url.url, table=config.table, timeout_s=config.timeout.seconds)
 
 
-__all__ = ["IdempotencyStore", "WaitingStore", "open_store"]
+def open_store(url: StoreURL, config: IdempotencyConfig) -> IdempotencyStore:
+    """The store ``url`` names (its driver is imported only now); a refusal names the
+    configuration key the URL came from."""
+    return STORES.open(url, config, key="idempotency.store" if config.store else "store")
+
+
+__all__ = ["STORES", "IdempotencyStore", "WaitingStore", "open_store"]

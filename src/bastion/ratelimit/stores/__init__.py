@@ -4,6 +4,10 @@ A store decides every rule that matches a request in one atomic step: either all
 enforced rules admit the request and each admitting rule records it, or nothing is
 recorded anywhere. ``memory`` keeps state in the process; ``redis`` shares it
 between processes through one Lua script per request.
+
+Each kind of store URL is registered with the store registry
+(:mod:`bastion.stores.registry`); :func:`open_store` opens the one the
+configuration names.
 """
 
 from __future__ import annotations
@@ -12,12 +16,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from bastion.ratelimit.algorithms import Limit, Verdict
-from bastion.stores import CircuitBreaker, parse_store_url
+from bastion.stores import CircuitBreaker
+from bastion.stores.registry import Capability
 
 if TYPE_CHECKING:
     from bastion.config import Config
+    from bastion.config.ratelimit import RateLimitsConfig
+    from bastion.stores import StoreURL
 
-__all__ = ["Check", "CircuitBreaker", "Decision", "RateLimitStore", "admitted", "open_store"]
+__all__ = [
+    "STORES",
+    "Check",
+    "CircuitBreaker",
+    "Decision",
+    "Opening",
+    "RateLimitStore",
+    "admitted",
+    "open_store",
+]
 
 
 class Check(NamedTuple):
@@ -71,32 +87,48 @@ class RateLimitStore(Protocol):
         """Whether the store answers now."""
 
 
+class Opening(NamedTuple):
+    """What a rate limit store factory gets besides the URL: the section, and the logger."""
+
+    section: RateLimitsConfig
+    logger: Any
+
+
+#: The rate limit stores in the store registry; each factory imports its store's module.
+STORES: Capability[Opening, RateLimitStore] = Capability("rate_limits", "rate limits")
+
+
+@STORES.register("memory")
+def _memory(url: StoreURL, opening: Opening) -> RateLimitStore:
+    from bastion.ratelimit.stores.memory import MemoryStore
+
+    return MemoryStore()
+
+
+@STORES.register("sqlite", "postgres")
+def _in_memory_instead(url: StoreURL, opening: Opening) -> RateLimitStore:
+    # SQLite and PostgreSQL cannot decide in microseconds: with one of them as the
+    # top-level store, rate limits stay in memory (per process).
+    opening.logger.info(
+        "rate limits use the memory store",
+        reason=f"{url.kind} is not a rate limit store; set rate_limits.store to redis:// to share",
+    )
+    return _memory(url, opening)
+
+
+@STORES.register("redis")
+def _redis(url: StoreURL, opening: Opening) -> RateLimitStore:
+    from bastion.ratelimit.stores.redis import RedisStore
+
+    section = opening.section
+    return RedisStore(url.url, key_prefix=section.key_prefix, timeout_s=section.timeout.seconds)
+
+
 def open_store(config: Config, logger: Any) -> RateLimitStore:
     """The store the configuration names for rate limits.
 
-    ``rate_limits.store`` wins; else the top-level ``store`` if it is Redis or
-    memory. SQLite and PostgreSQL cannot decide in microseconds, so with those as
-    the top-level store rate limits stay in memory (per process).
+    ``rate_limits.store`` wins, else the top-level ``store``; a refusal names the key.
     """
     section = config.rate_limits
-    url = section.store or config.store
-    parsed = parse_store_url(url)
-    if parsed.kind == "redis":
-        try:
-            from bastion.ratelimit.stores.redis import RedisStore
-        except ImportError:
-            from bastion.config import ConfigError
-
-            where = "rate_limits.store" if section.store else "store"
-            reason = "Redis needs the redis extra: pip install 'bastion-guards[redis]'"
-            raise ConfigError([(where, reason)]) from None
-
-        return RedisStore(parsed.url, key_prefix=section.key_prefix, timeout_s=section.timeout.seconds)
-    from bastion.ratelimit.stores.memory import MemoryStore
-
-    if parsed.kind != "memory":
-        logger.info(
-            "rate limits use the memory store",
-            reason=f"{parsed.kind} is not a rate limit store; set rate_limits.store to redis:// to share",
-        )
-    return MemoryStore()
+    key = "rate_limits.store" if section.store else "store"
+    return STORES.open(section.store or config.store, Opening(section, logger), key=key)
