@@ -22,17 +22,34 @@ from tests.support import LogCapture, client
 ORDER = {"item": "book"}
 
 
-class InlineStore:
+class Hidden:
+    """Records in a memory store the guard never sees, and the log of the steps taken."""
+
+    def __init__(self) -> None:
+        self.records = MemoryStore()
+        self.steps: list[str] = []
+
+    async def renew(self, key: str, owner: str, lease_ms: int) -> bool:
+        return await self.records.renew(key, owner, lease_ms)
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def ping(self) -> bool:
+        return True
+
+
+class InlineStore(Hidden):
     """A store of its own that answers at once: only its ``*_now`` steps may be used."""
 
     kind = "inline"
     name = "idempotency:inline"
     sync = True
 
-    def __init__(self) -> None:
-        self.records = MemoryStore()
-        self.steps: list[str] = []
-        self.on_evict: Any = None
+    on_evict: Any = None
 
     def claim_now(
         self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
@@ -57,28 +74,12 @@ class InlineStore:
     async def release(self, *args: Any) -> bool:
         raise AssertionError("a sync store is called inline")
 
-    async def renew(self, key: str, owner: str, lease_ms: int) -> bool:
-        return await self.records.renew(key, owner, lease_ms)
 
-    async def start(self) -> None:
-        """Nothing to open."""
-
-    async def close(self) -> None:
-        """Nothing to close."""
-
-    async def ping(self) -> bool:
-        return True
-
-
-class AwaitedStore(WaitingStore):
+class AwaitedStore(WaitingStore, Hidden):
     """A store of its own that waits: its ``*_now`` steps refuse (:class:`WaitingStore`)."""
 
     kind = "awaited"
     name = "idempotency:awaited"
-
-    def __init__(self) -> None:
-        self.records = MemoryStore()
-        self.steps: list[str] = []
 
     async def claim(
         self, key: str, fingerprint: str, owner: str, lease_ms: int, ttl_ms: int, trace_id: str = ""
@@ -93,18 +94,6 @@ class AwaitedStore(WaitingStore):
     async def release(self, key: str, owner: str) -> bool:
         self.steps.append("release")
         return await self.records.release(key, owner)
-
-    async def renew(self, key: str, owner: str, lease_ms: int) -> bool:
-        return await self.records.renew(key, owner, lease_ms)
-
-    async def start(self) -> None:
-        """Nothing to open."""
-
-    async def close(self) -> None:
-        """Nothing to close."""
-
-    async def ping(self) -> bool:
-        return True
 
 
 async def exercise(store: InlineStore | AwaitedStore, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
