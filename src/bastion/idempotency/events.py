@@ -3,13 +3,16 @@
 Counted through :class:`bastion.observability.metrics.Tally`, the one way guards count on
 the request path: ``bastion_idempotency_events_total{event}`` and
 ``bastion_store_errors_total{store, operation}``. Every label set is named at start-up,
-so the exposition lists each series (at 0) before its first event.
+so the exposition lists each series (at 0) before its first event. Records a store
+drops to stay within a memory bound are counted through its ``on_evict``
+(``bastion_idempotency_evictions_total``; a store without such a bound never calls it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bastion.idempotency.stores import IdempotencyStore
 from bastion.observability.metrics import Metrics
 
 EVENTS = (
@@ -32,11 +35,11 @@ OPERATIONS = ("claim", "complete", "release", "renew")
 
 
 class Events:
-    """Counts the guard's events and its store's failures (and logs the latter)."""
+    """Counts the guard's events, its store's failures (and logs them) and the records its store evicts."""
 
     __slots__ = ("add", "error_slots", "logger", "slots", "store_errors", "store_kind")
 
-    def __init__(self, metrics: Metrics | None, store_kind: str, logger: Any) -> None:
+    def __init__(self, metrics: Metrics | None, store: IdempotencyStore, logger: Any) -> None:
         # Without metrics the counts go to a registry nobody reads: one way of counting.
         metrics = metrics if metrics is not None else Metrics(env={})
         events = metrics.tally(
@@ -52,8 +55,15 @@ class Events:
             ["store", "operation"],
         )
         #: Store step -> its slot in the store errors tally.
-        self.error_slots = {op: self.store_errors.slot(store_kind, "idempotency_" + op) for op in OPERATIONS}
-        self.store_kind = store_kind
+        self.error_slots = {op: self.store_errors.slot(store.kind, "idempotency_" + op) for op in OPERATIONS}
+        self.store_kind = store.kind
+        # Off the request path (a store with a memory bound drops records rarely): a plain counter.
+        evictions = metrics.counter(
+            "bastion_idempotency_evictions_total",
+            "Completed idempotency records the memory store dropped to stay under max_memory.",
+            [],
+        )
+        store.on_evict = evictions.inc
         self.logger = logger
 
     def count(self, event: str) -> None:

@@ -120,7 +120,7 @@ class IdempotencyGuard:
         # without a random draw per request.
         self._owner_prefix = os.urandom(8).hex() + ":"
         self._owner_seq = itertools.count()
-        self.events = Events(metrics, store.kind, logger)
+        self.events = Events(metrics, store, logger)
         #: Timeout, circuit breaker and open/closed for every call to a store that waits for I/O.
         policy = StorePolicy.from_settings(config)
         #: The leases of running handlers, renewed (a resource: it stops renewing at shutdown).
@@ -135,13 +135,6 @@ class IdempotencyGuard:
             events=self.events,
             logger=logger,
         )
-        if metrics is not None:
-            evictions = metrics.counter(
-                "bastion_idempotency_evictions_total",
-                "Completed idempotency records the memory store dropped to stay under max_memory.",
-                [],
-            )
-            store.on_evict = evictions.inc
 
     def admit(self, scope: Scope, ctx: RequestContext) -> bool:
         """Whether the request passes untouched: a method the guard never handles.
@@ -322,16 +315,19 @@ class IdempotencyGuard:
         try:
             await self.app(scope, receive, send_capturing)
         except Problem as problem:
-            if settled or capture.status or problem.status >= 500:
-                await self._abandon(settled, key, owner, ctx)
-                raise
-            await self._answer(problem, scope, ctx, send_capturing)
-        except BaseException:
-            await self._abandon(settled, key, owner, ctx)
+            if not (settled or capture.status or problem.status >= 500):
+                await self._answer(problem, scope, ctx, send_capturing)
+                return
+            if not settled:
+                await self._settle(key, owner, None, ctx)
             raise
-        else:
+        except BaseException:
+            if not settled:
+                await self._settle(key, owner, None, ctx)
+            raise
+        if not settled:
             # The application returned without finishing its response: nothing to store.
-            await self._abandon(settled, key, owner, ctx)
+            await self._settle(key, owner, None, ctx)
 
     async def _answer(self, problem: Problem, scope: Scope, ctx: RequestContext, send: Send) -> None:
         """Send a client error the handler raised as its response (so it is stored and replayed)."""
@@ -340,12 +336,13 @@ class IdempotencyGuard:
         await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
         await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
 
-    async def _abandon(self, settled: bool, key: str, owner: str, ctx: RequestContext) -> None:
-        """Release the claim of a request that ended without a whole response (unless settled)."""
-        if not settled:
-            step = self.records.settle(key, owner, None, ctx)
-            if step is not None:
-                await step
+    async def _settle(
+        self, key: str, owner: str, response: StoredResponse | None, ctx: RequestContext
+    ) -> None:
+        """Store ``response`` (``None``: release the claim), awaiting the store if it waits."""
+        step = self.records.settle(key, owner, response, ctx)
+        if step is not None:
+            await step
 
     async def _replay(self, response: StoredResponse, send: Send) -> None:
         headers = response.replay_headers(self.kept)
@@ -370,9 +367,7 @@ class IdempotencyGuard:
         capture = ResponseCapture(self.max_stored_bytes, self.kept)
         capture.start(rendered.status, rendered.headers)
         # Stored before it goes out, like any response: a retry at once gets the same answer.
-        step = self.records.settle(key, owner, capture.finish(rendered.body), ctx)
-        if step is not None:
-            await step
+        await self._settle(key, owner, capture.finish(rendered.body), ctx)
         await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
         await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
 
