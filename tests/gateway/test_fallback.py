@@ -26,6 +26,7 @@ from bastion.gateway.inprocess import AsgiTransport
 from bastion.gateway.server import build_gateway
 from bastion.gateway.serving import ServerLimits, uvicorn_options
 from tests.conftest import free_port
+from tests.gateway.conftest import Server
 from tests.gateway.upstream_app import app as upstream_app
 from tests.support import LogCapture
 
@@ -138,3 +139,30 @@ def test_problems_are_rendered(served: tuple[str, dict[str, Any]]) -> None:
         assert response.status_code == status
         assert response.headers["content-type"] == "application/problem+json"
         assert orjson.loads(response.content)["code"] == code
+
+
+async def test_an_aiohttp_outside_the_tested_range_sends_through_the_session(
+    monkeypatch: pytest.MonkeyPatch, upstream: Server
+) -> None:
+    import aiohttp
+
+    from bastion.gateway import upstream as upstream_module
+
+    monkeypatch.setattr(aiohttp, "__version__", "3.99.0")
+    problem = upstream_module.direct_path_problem()
+    assert problem is not None and "aiohttp 3.99.0 is outside the tested range" in problem
+    # What the import-time check leaves behind on such an aiohttp.
+    monkeypatch.setattr(upstream_module, "DIRECT_PATH_PROBLEM", problem)
+    logs = LogCapture()
+    app = build_gateway({"upstream": upstream.base, "store": "memory://"}, env={}, log_stream=logs)
+    assert app.proxy.transport.fallback_reason == problem
+    said = [r for r in logs.records() if r.get("event") == "upstream requests take the public path"]
+    assert len(said) == 1 and said[0]["reason"] == problem
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.example") as http:
+            got = await http.get("/echo/a")
+            posted = await http.post("/echo/b", content=b"hello")
+    finally:
+        await app.bastion.shutdown()
+    assert got.status_code == 200 and posted.json()["body_size"] == 5

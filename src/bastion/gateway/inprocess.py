@@ -45,7 +45,7 @@ class _Body:
 
     def at_eof(self) -> bool:
         """Whether the app sent its last chunk and all of it was read."""
-        return self._response.finished and self._response.chunks.empty()
+        return self._response.at_end()
 
 
 class AsgiResponse:
