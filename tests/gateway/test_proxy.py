@@ -1,4 +1,11 @@
-"""The proxy in-process (httpx ASGI transport) in front of the real Starlette upstream."""
+"""The proxy in-process (httpx ASGI transport), in front of the Starlette upstream.
+
+What is the proxy's own behaviour (headers rewritten and forwarded, errors and slow
+answers turned into problems, normalization, metrics) is tested with the upstream
+app called in process (:class:`~bastion.gateway.inprocess.AsgiTransport`); what needs
+sockets or aiohttp's client (automatic headers, compression, cookies, credentials,
+connection failures, readiness) against the real upstream server.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +19,32 @@ from typing import Any
 import httpx
 import pytest
 
+from bastion.config.gateway import GatewayConfig
+from bastion.gateway.inprocess import AsgiTransport
+from bastion.gateway.seam import UpstreamTransport
 from bastion.gateway.server import GatewayApp, build_gateway
 from tests.conftest import free_port
 from tests.gateway.conftest import Server
+from tests.gateway.upstream_app import app as upstream_app
 from tests.support import LogCapture
 
+#: The upstream URL of the in-process upstream (never connected to).
+IN_PROCESS = "http://upstream.test"
 
-def gateway(upstream: str, **config: Any) -> tuple[GatewayApp, LogCapture]:
+
+def gateway(
+    upstream: str, *, transport: UpstreamTransport | None = None, **config: Any
+) -> tuple[GatewayApp, LogCapture]:
     logs = LogCapture()
     settings: dict[str, Any] = {"upstream": upstream, "store": "memory://"}
     settings.update(config)
-    return build_gateway(settings, env={}, log_stream=logs), logs
+    return build_gateway(settings, env={}, log_stream=logs, transport=transport), logs
+
+
+def in_process(**config: Any) -> tuple[GatewayApp, LogCapture]:
+    """The gateway in front of the test upstream app, called in this process (no sockets)."""
+    transport = AsgiTransport(upstream_app, GatewayConfig(**config.get("gateway", {})))
+    return gateway(IN_PROCESS, transport=transport, **config)
 
 
 @asynccontextmanager
@@ -42,8 +64,8 @@ def headers_of(echo: dict[str, Any]) -> dict[str, list[str]]:
     return found
 
 
-async def test_method_raw_path_query_and_body_reach_the_upstream(upstream: Server) -> None:
-    app, _ = gateway(upstream.base)
+async def test_method_raw_path_query_and_body_reach_the_upstream() -> None:
+    app, _ = in_process()
     async with client(app) as http:
         response = await http.request("PATCH", "/echo/a%3Ab/caf%c3%a9?x=1&y=%20z&x=2", content=b"hello body")
     assert response.status_code == 200
@@ -55,8 +77,8 @@ async def test_method_raw_path_query_and_body_reach_the_upstream(upstream: Serve
     assert echo["body_size"] == len(b"hello body")
 
 
-async def test_headers_forwarded_hop_by_hop_dropped_and_trace_passed(upstream: Server) -> None:
-    app, _ = gateway(upstream.base)
+async def test_headers_forwarded_hop_by_hop_dropped_and_trace_passed() -> None:
+    app, _ = in_process()
     async with client(app) as http:
         response = await http.get(
             "/echo/h",
@@ -88,7 +110,7 @@ async def test_headers_forwarded_hop_by_hop_dropped_and_trace_passed(upstream: S
     assert got["x-forwarded-proto"] == ["http"]
     assert got["x-forwarded-host"] == ["api.example.com"]
     assert got["forwarded"] == ["for=203.0.113.7;proto=http;host=api.example.com"]
-    assert got["host"] == [upstream.base.removeprefix("http://")]
+    assert got["host"] == ["upstream.test"]
 
 
 async def test_repeated_headers_reach_the_upstream_in_order_after_host(upstream: Server) -> None:
@@ -118,8 +140,8 @@ async def test_the_upstream_gets_no_header_the_client_did_not_send(upstream: Ser
     assert response.json()["body_size"] == (len(body) if body else 0)
 
 
-async def test_forwarding_headers_from_an_untrusted_peer_are_replaced(upstream: Server) -> None:
-    app, _ = gateway(upstream.base)
+async def test_forwarding_headers_from_an_untrusted_peer_are_replaced() -> None:
+    app, _ = in_process()
     async with client(app) as http:
         response = await http.get(
             "/echo/h",
@@ -131,8 +153,8 @@ async def test_forwarding_headers_from_an_untrusted_peer_are_replaced(upstream: 
     assert got["x-forwarded-host"] == ["api.example.com"]
 
 
-async def test_forwarding_headers_from_a_trusted_proxy_are_extended(upstream: Server) -> None:
-    app, _ = gateway(upstream.base, clients={"trusted_proxies": ["203.0.113.0/24"]})
+async def test_forwarding_headers_from_a_trusted_proxy_are_extended() -> None:
+    app, _ = in_process(clients={"trusted_proxies": ["203.0.113.0/24"]})
     async with client(app) as http:
         response = await http.get(
             "/echo/h",
@@ -233,8 +255,10 @@ async def test_upstream_not_listening_is_a_502_problem() -> None:
     assert any(r.get("trace_id") == body["trace_id"] for r in logs.records())
 
 
-async def test_slow_upstream_is_a_504_problem(upstream: Server) -> None:
-    app, _ = gateway(upstream.base, gateway={"read_timeout": "300ms"})
+@pytest.mark.parametrize("pool", [False, True], ids=["in-process", "pool"])
+async def test_slow_upstream_is_a_504_problem(upstream: Server, pool: bool) -> None:
+    settings: dict[str, Any] = {"gateway": {"read_timeout": "300ms"}}
+    app, _ = gateway(upstream.base, **settings) if pool else in_process(**settings)
     async with client(app) as http:
         response = await http.get("/slow", params={"seconds": "3"})
     assert response.status_code == 504
@@ -253,9 +277,9 @@ async def test_slow_upstream_is_a_504_problem(upstream: Server) -> None:
     ],
 )
 async def test_normalize_upstream_replaces_error_pages(
-    upstream: Server, path: str, status: int, code: str, setting: bool | str
+    path: str, status: int, code: str, setting: bool | str
 ) -> None:
-    app, logs = gateway(upstream.base, errors={"normalize_upstream": setting})
+    app, logs = in_process(errors={"normalize_upstream": setting})
     async with client(app) as http:
         response = await http.get(path)
     assert response.status_code == status
@@ -272,15 +296,17 @@ async def test_normalize_upstream_replaces_error_pages(
         assert "secret-token-123" in originals[0]["upstream_body"]
 
 
-async def test_normalize_keeps_retry_after(upstream: Server) -> None:
-    app, _ = gateway(upstream.base, errors={"normalize_upstream": True})
+@pytest.mark.parametrize("pool", [False, True], ids=["in-process", "pool"])
+async def test_normalize_keeps_retry_after(upstream: Server, pool: bool) -> None:
+    settings: dict[str, Any] = {"errors": {"normalize_upstream": True}}
+    app, _ = gateway(upstream.base, **settings) if pool else in_process(**settings)
     async with client(app) as http:
         response = await http.get("/stack")
     assert response.headers["retry-after"] == "7"
 
 
-async def test_upstream_problems_and_successes_pass_through_normalization(upstream: Server) -> None:
-    app, _ = gateway(upstream.base, errors={"normalize_upstream": True})
+async def test_upstream_problems_and_successes_pass_through_normalization() -> None:
+    app, _ = in_process(errors={"normalize_upstream": True})
     async with client(app) as http:
         problem = await http.get("/problem")
         ok = await http.get("/echo/fine")
@@ -289,8 +315,8 @@ async def test_upstream_problems_and_successes_pass_through_normalization(upstre
     assert ok.status_code == 200
 
 
-async def test_without_normalization_error_pages_pass_through(upstream: Server) -> None:
-    app, _ = gateway(upstream.base)
+async def test_without_normalization_error_pages_pass_through() -> None:
+    app, _ = in_process()
     async with client(app) as http:
         response = await http.get("/missing")
     assert response.status_code == 404
@@ -306,10 +332,9 @@ async def test_health_and_ready(upstream: Server) -> None:
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
 
 
-async def test_ready_is_a_503_problem_when_a_store_is_unreachable(upstream: Server) -> None:
+async def test_ready_is_a_503_problem_when_a_store_is_unreachable() -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
-    app, _ = gateway(
-        upstream.base,
+    app, _ = in_process(
         rate_limits={"store": dead_redis, "rules": [{"name": "g", "key": "global", "limit": "100/second"}]},
     )
     async with client(app) as http:
@@ -319,8 +344,8 @@ async def test_ready_is_a_503_problem_when_a_store_is_unreachable(upstream: Serv
     assert ready.headers["retry-after"] == "5"
 
 
-async def test_metrics_stay_on_the_main_port_without_an_admin_port(upstream: Server) -> None:
-    app, _ = gateway(upstream.base)
+async def test_metrics_stay_on_the_main_port_without_an_admin_port() -> None:
+    app, _ = in_process()
     async with client(app) as http:
         await http.get("/_bastion/health")
         await http.get("/echo/m")
@@ -329,8 +354,8 @@ async def test_metrics_stay_on_the_main_port_without_an_admin_port(upstream: Ser
     assert "http_server_request_duration_seconds" in metrics.text
 
 
-async def test_metrics_leave_the_main_port_with_an_admin_port(upstream: Server) -> None:
-    app, _ = gateway(upstream.base, gateway={"admin_port": free_port()})
+async def test_metrics_leave_the_main_port_with_an_admin_port() -> None:
+    app, _ = in_process(gateway={"admin_port": free_port()})
     async with client(app) as http:
         metrics = await http.get("/metrics")
     assert metrics.status_code == 404

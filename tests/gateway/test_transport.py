@@ -231,15 +231,15 @@ def test_the_version_fence_refuses_a_uvicorn_of_another_release_or_shape(
     import uvicorn
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from bastion.gateway import transport
+    from bastion.gateway import uvicorn_fit
 
-    assert transport._shape_problem() is None  # the installed uvicorn is one the protocols fit
+    assert uvicorn_fit.shape_problem() is None  # the installed uvicorn is one the protocols fit
     for version in ("0.29.0", "1.0.0", "2024.1"):
         monkeypatch.setattr(uvicorn, "__version__", version)
-        assert transport._shape_problem() is not None, version
+        assert uvicorn_fit.shape_problem() is not None, version
     monkeypatch.undo()
     monkeypatch.delattr(HttpToolsProtocol, "_start_asgi_task")
-    assert "_start_asgi_task" in (transport._shape_problem() or "")
+    assert "_start_asgi_task" in (uvicorn_fit.shape_problem() or "")
     monkeypatch.undo()
     monkeypatch.setattr(RequestResponseCycle, "__init__", lambda self, transport, flow: None)
-    assert transport._shape_problem() == "uvicorn's httptools protocol takes other arguments"
+    assert uvicorn_fit.shape_problem() == "uvicorn's httptools protocol takes other arguments"

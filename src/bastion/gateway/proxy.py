@@ -1,10 +1,12 @@
 """The upstream side of the gateway: a streaming reverse proxy as an ASGI app.
 
-``ProxyApp`` sends each request to the upstream over a pool of keep-alive
-connections (one aiohttp ``ClientSession`` per process) and streams both bodies:
-a request body goes upstream as it arrives unless a guard already buffered it
-(validation, idempotency), and the response comes back chunk by chunk, so large
-downloads and server-sent events are never held in memory.
+``ProxyApp`` sends each request to the upstream through its transport
+(:mod:`bastion.gateway.seam`; by default a pool of keep-alive connections, one
+aiohttp ``ClientSession`` per process) and streams both bodies: a request body goes
+upstream as it arrives unless a guard already buffered it (validation, idempotency,
+:mod:`bastion.gateway.upload`), and the response comes back chunk by chunk
+(:mod:`bastion.gateway.relay`), so large downloads and server-sent events are never
+held in memory.
 
 Failures before the response starts are raised as problems for the boundary to
 render: ``502 UPSTREAM_UNAVAILABLE`` when the upstream cannot be reached or drops
@@ -19,42 +21,28 @@ here, and ``TRACE`` is refused unless ``routing.allow_trace`` is set.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 from yarl import URL
 
 from bastion import normalize
-from bastion.asgi import (
-    HANDSHAKE_KEY,
-    SCOPE_KEY,
-    ClientDisconnected,
-    Message,
-    Receive,
-    RequestContext,
-    Scope,
-    Send,
-)
+from bastion.asgi import HANDSHAKE_KEY, SCOPE_KEY, Message, Receive, RequestContext, Scope, Send
 from bastion.config import Config
 from bastion.config.gateway import GatewayConfig
-from bastion.gateway.headers import Forwarding, response_headers
+from bastion.gateway.headers import Forwarding
+from bastion.gateway.relay import ResponseRelay
+from bastion.gateway.seam import RequestBody, UpstreamTransport
+from bastion.gateway.upload import UploadState, has_body, stream_request
 from bastion.gateway.upstream import UpstreamClient
 from bastion.observability.otel import start_upstream_span
-from bastion.problems import (
-    BadRequest,
-    MethodNotAllowed,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-    request_instance,
-)
+from bastion.problems import BadRequest, MethodNotAllowed, UpstreamTimeout, UpstreamUnavailable
 from bastion.tracing import format_traceparent
 
 if TYPE_CHECKING:
-    from bastion.stack import Bastion
+    from bastion.context import GuardContext
 
 #: The methods the gateway forwards, for ``OPTIONS *`` and a refused ``TRACE``.
 _ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -67,8 +55,10 @@ _REACHABLE_FOR_S = 1.0
 class ProxyApp:
     """An ASGI app that forwards every request to ``upstream`` and streams the answer back.
 
-    It is also a bastion resource: its connection pool opens at start-up and closes at
-    shutdown. :meth:`attach` registers it with the :class:`~bastion.Bastion` around it.
+    Requests travel by ``transport`` (aiohttp's pool to ``upstream`` unless another is
+    given: :class:`~bastion.gateway.inprocess.AsgiTransport` calls an ASGI app in this
+    process). It is also a bastion resource: the transport opens at start-up and closes
+    at shutdown. :meth:`attach` registers it with the guard context around it.
     """
 
     name = "upstream"
@@ -84,6 +74,7 @@ class ProxyApp:
         normalize_upstream: normalize.NormalizePolicy = True,
         logger: Any = None,
         allow_trace: bool = False,
+        transport: UpstreamTransport | None = None,
     ) -> None:
         self.config = config if config is not None else GatewayConfig()
         url = URL(upstream.rstrip("/"))
@@ -109,18 +100,29 @@ class ProxyApp:
         self.forwarding = Forwarding(
             trusted_proxies, preserve_host=self.config.preserve_host, authorization=authorization
         )
-        #: ``errors.normalize_upstream``: which error responses become problems (5xx by default).
-        self.normalize_upstream = normalize_upstream
-        self.logger = logger
-        #: The connection pool and the way requests go over it.
-        self.client = UpstreamClient(self.config)
-        self._errors: Any = None
+        #: How requests reach the upstream (the connection pool, unless another was given).
+        self.transport: UpstreamTransport = (
+            transport if transport is not None else UpstreamClient(self.config)
+        )
+        #: What a failed upstream request raises.
+        self._failures: tuple[type[BaseException], ...] = (TimeoutError, *self.transport.errors)
+        #: Hands responses on to the client (and counts upstream errors).
+        self.relay = ResponseRelay(self.config, normalize_upstream, self._failures)
+        self.relay.logger = logger
         #: When the upstream was last tried for readiness, and whether it answered.
         self._reachable_at: tuple[float, bool] = (-_REACHABLE_FOR_S, False)
 
+    @property
+    def logger(self) -> Any:
+        """The structured logger (``None`` until :meth:`attach` or unless given)."""
+        return self.relay.logger
+
     @classmethod
-    def from_config(cls, config: Config) -> ProxyApp:
-        """The proxy for a whole bastion configuration (``upstream`` must be set)."""
+    def from_config(cls, config: Config, *, transport: UpstreamTransport | None = None) -> ProxyApp:
+        """The proxy for a whole bastion configuration (``upstream`` must be set).
+
+        ``transport`` replaces the connection pool (see :class:`ProxyApp`).
+        """
         if config.upstream is None:
             raise ValueError("the gateway needs an upstream URL (the upstream key or --upstream)")
         return cls(
@@ -129,52 +131,48 @@ class ProxyApp:
             trusted_proxies=config.clients.trusted_proxies,
             normalize_upstream=config.errors.normalize_upstream,
             allow_trace=config.routing.allow_trace,
+            transport=transport,
         )
 
-    def attach(self, bastion: Bastion) -> None:
-        """Share ``bastion``'s logger and metrics, and open and close with it."""
-        self.logger = bastion.logger
-        if bastion.metrics is not None:
-            self._errors = bastion.metrics.counter(
+    def attach(self, ctx: GuardContext) -> None:
+        """Share the guard context's logger and metrics, and open and close with it (``bastion.context``).
+
+        An upstream client that cannot take its direct path says why here, once at start.
+        """
+        self.relay.logger = ctx.logger
+        if ctx.metrics is not None:
+            self.relay.errors = ctx.metrics.tally(
                 "bastion_gateway_upstream_errors_total",
                 "Upstream requests that failed or whose error response was replaced, by kind.",
                 ["kind"],
             )
-        bastion.add_resource(self)
+        reason = self.transport.fallback_reason
+        if reason is not None:
+            ctx.logger.warning("upstream requests take the public path", reason=reason)
+        ctx.add_resource(self)
 
     # -- resource -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the upstream connection pool (idempotent)."""
-        await self.client.start()
+        """Open the transport: the upstream connection pool (idempotent)."""
+        await self.transport.start()
 
     async def close(self) -> None:
-        """Close the pool's connections."""
-        await self.client.close()
+        """Close the transport: the pool's connections."""
+        await self.transport.close()
 
     async def ping(self) -> bool:
-        """Whether the pool is open and the upstream accepts a TCP connection.
+        """Whether the transport is open and the upstream can be reached (a TCP connection for the pool).
 
-        The connection is opened and closed at once (no request is sent, the upstream's
-        own health is its business); the answer is kept for a second, so a readiness
-        probe polled by many load balancers costs one connection a second.
+        The answer is kept for a second, so a readiness probe polled by many load
+        balancers costs one connection a second.
         """
-        if self.client.closed:
+        if self.transport.closed:
             return False
         now = time.monotonic()
         if now - self._reachable_at[0] < _REACHABLE_FOR_S:
             return self._reachable_at[1]
-        host = self.upstream.host or ""
-        port = self.upstream.port or (443 if self.upstream.scheme == "https" else 80)
-        try:
-            async with asyncio.timeout(self.config.connect_timeout.seconds):
-                _, writer = await asyncio.open_connection(host, port)
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            reachable = True
-        except (OSError, TimeoutError):
-            reachable = False
+        reachable = await self.transport.reachable(self.upstream)
         self._reachable_at = (time.monotonic(), reachable)
         return reachable
 
@@ -198,25 +196,25 @@ class ProxyApp:
         )
         headers = self.upstream_headers(scope, ctx, traceparent=span.traceparent if span else None)
         body_done = True
-        state: _UploadState | None = None
-        data: Any = None
+        state: UploadState | None = None
+        data: RequestBody = None
         if ctx is not None and ctx.body is not None:
             data = ctx.body
             headers = [(k, v) for k, v in headers if k != "Content-Length"]
-        elif _has_body(scope):
+        elif has_body(scope):
             body_done = False
-            state = _UploadState()
-            data = _stream_request(receive, state)
+            state = UploadState()
+            data = stream_request(receive, state)
         try:
-            response = await self.client.send(method, url, headers, data)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            response = await self.transport.send(method, url, headers, data)
+        except self._failures as exc:
             if span is not None:
                 span.end(error=exc)
             if isinstance(exc, TimeoutError):
                 self._raise_timeout(exc, ctx)
             if state is not None and state.client_gone:
                 return  # the client left mid-upload: there is nobody to answer
-            self._count("unavailable")
+            self.relay.count("unavailable")
             if ctx is not None:
                 ctx.log["upstream_error"] = type(exc).__name__
             raise UpstreamUnavailable(
@@ -227,7 +225,7 @@ class ProxyApp:
         try:
             if state is not None:
                 body_done = state.finished
-            await self._respond(scope, ctx, response, receive, send, body_done=body_done)
+            await self.relay.respond(scope, ctx, response, receive, send, body_done=body_done)
         finally:
             response.release()
 
@@ -249,7 +247,8 @@ class ProxyApp:
     ) -> None:
         from bastion.gateway.websocket import proxy_websocket
 
-        session = await self.client.start()
+        # The pool's session; a transport that carries no WebSockets gives none.
+        session = await self.transport.start()
         await proxy_websocket(self, session, scope, receive, send, ctx)
 
     async def _answered_here(self, scope: Scope, method: str, send: Send) -> bool:
@@ -263,6 +262,10 @@ class ProxyApp:
         await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", _ALLOW.encode())]})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
+
+    def websocket_url(self, scope: Scope) -> URL:
+        """The upstream URL of a WebSocket session (``ws://`` or ``wss://``)."""
+        return self._url(scope, self._ws_base)
 
     def _url(self, scope: Scope, base: tuple[str, str]) -> URL:
         """The upstream URL: ``base``'s scheme and authority, the prefix, the request's path and query."""
@@ -307,169 +310,12 @@ class ProxyApp:
 
     def _raise_timeout(self, exc: TimeoutError, ctx: RequestContext | None) -> NoReturn:
         """Count an upstream timeout and raise the problem that says which one."""
-        self._count("timeout")
-        which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
+        self.relay.count("timeout")
+        which = "connect" if isinstance(exc, self.transport.connect_timeouts) else "read"
         limit = self.config.connect_timeout if which == "connect" else self.config.read_timeout
         if ctx is not None:
             ctx.log["upstream_error"] = f"{which} timeout"
         raise UpstreamTimeout(detail=f"The upstream API did not answer within {limit}.") from exc
-
-    async def _respond(
-        self,
-        scope: Scope,
-        ctx: RequestContext | None,
-        response: aiohttp.ClientResponse,
-        receive: Receive,
-        send: Send,
-        *,
-        body_done: bool,
-    ) -> None:
-        status = response.status
-        headers = response_headers(response.raw_headers)
-        if status >= 400 and ctx is not None:
-            media_type = normalize.content_type(headers)
-            if normalize.needs_normalizing(self.normalize_upstream, status, media_type):
-                await self._normalized(scope, ctx, response, status, headers, media_type, send)
-                return
-        content = response.content
-        try:
-            first = await content.readany()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            self._read_failed(exc, ctx)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        if content.at_eof():
-            await send({"type": "http.response.body", "body": first, "more_body": False})
-            return
-        if first:
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-        # A long response (a download, an event stream): stop reading the upstream as
-        # soon as the client goes away, or an endless stream would be read for nobody.
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive, response)) if body_done else None
-        try:
-            while True:
-                try:
-                    chunk = await content.readany()
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    if watcher is not None and watcher.done():
-                        return
-                    self._count("aborted")
-                    raise UpstreamUnavailable(detail="The upstream API broke off its response.") from exc
-                if content.at_eof():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                    return
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-
-    def _read_failed(self, exc: BaseException, ctx: RequestContext | None) -> NoReturn:
-        """The problem for a response head that came but whose body did not (counted)."""
-        if isinstance(exc, TimeoutError):
-            self._count("timeout")
-            if ctx is not None:
-                ctx.log["upstream_error"] = "read timeout"
-            raise UpstreamTimeout(
-                detail=f"The upstream API did not answer within {self.config.read_timeout}."
-            ) from exc
-        self._count("unavailable")
-        raise UpstreamUnavailable(detail="The upstream API broke off its response.") from exc
-
-    async def _normalized(
-        self,
-        scope: Scope,
-        ctx: RequestContext,
-        response: aiohttp.ClientResponse,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        media_type: bytes,
-        send: Send,
-    ) -> None:
-        limit = self.config.normalize_max_bytes
-        chunks: list[bytes] = []
-        size = 0
-        content = response.content
-        while size <= limit:
-            try:
-                chunk = await content.readany()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                self._read_failed(exc, ctx)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        body = b"".join(chunks)
-        truncated = size > limit or not content.at_eof()
-        if not normalize.replaces(self.normalize_upstream, status, media_type, body, complete=not truncated):
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-            return
-        problem, rendered = normalize.replacement(
-            status, headers, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=request_instance(scope)
-        )
-        ctx.problem_code = problem.code
-        ctx.log["upstream_status"] = status
-        self._count("normalized")
-        if self.logger is not None:
-            normalize.log_original(
-                self.logger, ctx.trace_id, status, media_type, body[:limit], truncated=truncated
-            )
-        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
-        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
-
-    def _count(self, kind: str) -> None:
-        if self._errors is not None:
-            self._errors.labels(kind).inc()
-
-
-class _UploadState:
-    """How far the streamed request body got."""
-
-    __slots__ = ("client_gone", "finished")
-
-    def __init__(self) -> None:
-        self.finished = False
-        self.client_gone = False
-
-
-async def _stream_request(receive: Receive, state: _UploadState) -> AsyncIterator[bytes]:
-    """The request body as it arrives, for aiohttp to send upstream (chunked when no length)."""
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "http.disconnect":
-            state.client_gone = True
-            # Raising (not returning) makes aiohttp abort the upstream connection, so the
-            # upstream never mistakes a cut-off body for a complete one.
-            raise ClientDisconnected
-        if kind != "http.request":
-            continue
-        chunk = message.get("body", b"")
-        more = message.get("more_body", False)
-        if chunk:
-            yield chunk
-        if not more:
-            state.finished = True
-            return
-
-
-async def _wait_for_disconnect(receive: Receive, response: aiohttp.ClientResponse) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            response.close()
-            return
-
-
-def _has_body(scope: Scope) -> bool:
-    length = None
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            length = value
-        elif key == b"transfer-encoding":
-            return True
-    # HTTP/1.1: a request with neither header has no body, whatever its method.
-    return length is not None and length.strip() not in (b"0", b"")
 
 
 def _quote_path(path: str) -> str:

@@ -25,6 +25,7 @@ from bastion.asgi import Message, Receive, Scope, Send
 from bastion.config import Config, ConfigError, load_config
 from bastion.config.gateway import GatewayConfig
 from bastion.gateway.proxy import ProxyApp
+from bastion.gateway.seam import UpstreamTransport
 from bastion.observability.logging import make_logger
 from bastion.problems import BadRequest, DependencyUnavailable, NotFound, Problem, render
 from bastion.routing.paths import canonicalize
@@ -200,12 +201,17 @@ async def _send_json(send: Send, status: int, data: dict[str, Any]) -> None:
 
 
 def build_gateway(
-    config: Config | str | os.PathLike[str] | None, *, tune_gc: bool = False, **bastion_options: Any
+    config: Config | str | os.PathLike[str] | None,
+    *,
+    tune_gc: bool = False,
+    transport: UpstreamTransport | None = None,
+    **bastion_options: Any,
 ) -> GatewayApp:
     """The gateway app for a configuration: operations endpoints, guards, proxy.
 
     ``tune_gc`` sets up the process's garbage collector at start-up (``gateway.gc_*``):
-    for the gateway's own worker processes only. ``bastion_options`` go to
+    for the gateway's own worker processes only. ``transport`` replaces the upstream
+    connection pool (:mod:`bastion.gateway.seam`). ``bastion_options`` go to
     :class:`~bastion.Bastion` (``env``, ``log_stream``).
     Raises :class:`~bastion.config.ConfigError` when ``upstream`` is missing.
     """
@@ -213,9 +219,9 @@ def build_gateway(
         config = load_config(config, env=bastion_options.get("env"))
     if config.upstream is None:
         raise ConfigError([("upstream", "the gateway needs the upstream API's URL (or --upstream)")])
-    proxy = ProxyApp.from_config(config)
+    proxy = ProxyApp.from_config(config, transport=transport)
     bastion = Bastion(proxy, config, **bastion_options)
-    proxy.attach(bastion)
+    proxy.attach(bastion.context)
     return GatewayApp(bastion, proxy, tune_gc=tune_gc)
 
 

@@ -14,10 +14,11 @@ added (:class:`bastion.gateway.transport.GuardedHttpProtocol`), configured from 
 - a request that is not HTTP/1.1 is ``400 BAD_REQUEST``, all as problems;
 - the open-file limit raised to its hard limit at start.
 
-Where the installed uvicorn does not have the shape the protocol was written against,
-:func:`uvicorn_options` falls back to uvicorn's public settings (keep-alive timeout,
-``limit_concurrency``, ``h11_max_incomplete_event_size``), which cover less; see
-docs/deployment.md.
+Where the installed uvicorn is not a release the protocol was tested on, or does not
+have the shape it was written against (:mod:`bastion.gateway.uvicorn_fit`),
+:func:`uvicorn_options` says so once, in the log, and falls back to uvicorn's public
+protocol and settings (keep-alive timeout, ``limit_concurrency``,
+``h11_max_incomplete_event_size``), which cover less; see docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -200,7 +201,12 @@ def uvicorn_options(limits: ServerLimits, *, coalesce: bool = False) -> dict[str
     try:
         from bastion.gateway.transport import GatewayHttpProtocol, GuardedHttpProtocol
     except ImportError as exc:
-        _log.warning("header and body timeouts are not enforced: %s", exc)
+        _log.warning(
+            "serving with uvicorn's own %s protocol, not bastion's (%s): header and body timeouts"
+            " are not enforced, heads are limited by uvicorn's settings only",
+            public_protocol(),
+            exc,
+        )
         options.update(
             http="auto",
             limit_concurrency=limits.max_connections,
@@ -213,3 +219,12 @@ def uvicorn_options(limits: ServerLimits, *, coalesce: bool = False) -> dict[str
     # process gets its own copy of the refusal log).
     options["http"] = functools.partial(protocol, limits=limits, refusals=RefusalLog())
     return options
+
+
+def public_protocol() -> str:
+    """The protocol uvicorn's ``http="auto"`` picks here: httptools where installed, else h11."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"

@@ -1,45 +1,28 @@
-"""One write per response, one check per response head: the gateway's HTTP protocol for uvicorn.
+"""bastion's HTTP protocols for uvicorn: the server's limits, and the gateway's writes and heads.
 
-uvicorn writes a response's head as soon as the app sends ``http.response.start``
-and its body on the next message: two system calls and two TCP segments for a
-small response that a proxy hands on whole. The gateway's protocol gives uvicorn
-a transport that gathers the writes made in one turn of the event loop and sends
-them together at the end of it, so a small proxied response costs one write.
-Nothing waits longer than that turn; closing or half-closing sends what is
-gathered first.
-
-uvicorn also checks every response header name and value with a regular
-expression of its own, two searches per header: a proxied response with the
-rate limit and trace headers has a dozen. The bytes those expressions reject do
-not depend on where one header ends and the next begins, so the gateway's cycle
-checks all the names at once and all the values at once, for the same bytes,
-and writes the head as uvicorn does; when something is refused, or out of the
-ordinary, uvicorn's own code runs and raises its own error.
+:class:`GatewayHttpProtocol` runs every connection over a
+:class:`~bastion.gateway.cycle.CoalescingTransport` (one write per event-loop
+turn) with the :class:`~bastion.gateway.cycle.GatewayResponseCycle` (one check per
+response head); see :mod:`bastion.gateway.cycle`.
 
 Both classes build on :class:`GuardedHttpProtocol`, uvicorn's httptools protocol with
 the limits of :mod:`bastion.gateway.serving` (head and body timeouts, head size,
 connection ceiling, problems for its own errors), which ``bastion demo`` serves with
 too. They subclass uvicorn's protocol and lean on its callbacks and attributes: the
-import checks their shape first and raises ``ImportError`` when it differs, so that
-the servers fall back to uvicorn's public settings.
+import checks uvicorn's release and shape first (:mod:`bastion.gateway.uvicorn_fit`)
+and raises ``ImportError`` when either is off, so that the servers fall back to
+uvicorn's public settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from itertools import chain
 from typing import Any
 
-import uvicorn
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from bastion.gateway.cycle import CoalescingTransport, GatewayResponseCycle
 from bastion.gateway.serving import (
     RefusalLog,
     ServerLimits,
@@ -51,185 +34,7 @@ from bastion.gateway.serving import (
 )
 from bastion.problems import Problem
 
-#: The uvicorn releases whose httptools protocol has the shape the classes here rely on.
-TESTED_UVICORN = ((0, 30), (1, 0))
-_HOOKS = (
-    "connection_made",
-    "connection_lost",
-    "data_received",
-    "on_message_begin",
-    "on_url",
-    "on_header",
-    "on_headers_complete",
-    "on_body",
-    "on_message_complete",
-    "send_400_response",
-    "_start_asgi_task",
-)
-_CYCLE_ARGUMENTS = {"transport", "flow", "message_event", "expect_100_continue", "keep_alive", "on_response"}
-
-
-def _shape_problem() -> str | None:
-    """What differs in the installed uvicorn from what the protocols here rely on, if anything."""
-    try:
-        version = tuple(int(part) for part in uvicorn.__version__.split(".")[:2])
-    except ValueError:
-        return f"uvicorn {uvicorn.__version__} has an unknown version scheme"
-    if not TESTED_UVICORN[0] <= version < TESTED_UVICORN[1]:
-        return f"uvicorn {uvicorn.__version__} is outside the tested range"
-    missing = [name for name in _HOOKS if not callable(getattr(HttpToolsProtocol, name, None))]
-    if missing:
-        return f"uvicorn's httptools protocol has no {', '.join(missing)}"
-    protocol = list(inspect.signature(HttpToolsProtocol.__init__).parameters)
-    cycle = inspect.signature(RequestResponseCycle.__init__).parameters
-    if (
-        protocol[:4] != ["self", "config", "server_state", "app_state"]
-        or not cycle.keys() >= _CYCLE_ARGUMENTS
-    ):
-        return "uvicorn's httptools protocol takes other arguments"
-    return None
-
-
-_SHAPE_PROBLEM = _shape_problem()
-if _SHAPE_PROBLEM is not None:
-    raise ImportError(_SHAPE_PROBLEM)
-
-#: Translation tables: 1 for each byte uvicorn's expressions refuse in a header name (but the
-#: newline, counted apart) or value, else 0.
-_NAME_REFUSED_BUT_LF = bytes(1 if HEADER_RE.match(bytes([b])) and b != 10 else 0 for b in range(256))
-_VALUE_REFUSED = bytes(1 if HEADER_VALUE_RE.match(bytes([b])) else 0 for b in range(256))
-
-
-class CoalescingTransport:
-    """Wraps a transport: writes made in one event-loop turn go out as one write."""
-
-    __slots__ = ("_buffer", "_loop", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._buffer: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data``; it is written when the current event-loop turn ends."""
-        if not data:
-            return
-        if not self._buffer:
-            self._loop.call_soon(self.flush)
-        self._buffer.append(bytes(data))
-
-    def writelines(self, chunks: Any) -> None:
-        """Queue every chunk, as :meth:`write` does."""
-        for chunk in chunks:
-            self.write(chunk)
-
-    def flush(self) -> None:
-        """Write what is queued now."""
-        if not self._buffer:
-            return
-        buffer = self._buffer
-        self._buffer = []
-        if self._transport.is_closing():
-            return
-        self._transport.write(buffer[0] if len(buffer) == 1 else b"".join(buffer))
-
-    def close(self) -> None:
-        """Write what is queued, then close."""
-        self.flush()
-        self._transport.close()
-
-    def write_eof(self) -> None:
-        """Write what is queued, then half-close."""
-        self.flush()
-        self._transport.write_eof()
-
-    def abort(self) -> None:
-        """Drop what is queued and close at once."""
-        self._buffer = []
-        self._transport.abort()
-
-    def is_closing(self) -> bool:
-        """Whether the connection is closing (asked after every response: no ``__getattr__`` detour)."""
-        return self._transport.is_closing()
-
-    def get_write_buffer_size(self) -> int:
-        """Bytes waiting to be written, queued here or in the transport."""
-        return sum(len(b) for b in self._buffer) + self._transport.get_write_buffer_size()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class GatewayResponseCycle(RequestResponseCycle):
-    """uvicorn's request/response cycle, with the response head checked in one pass per side.
-
-    The head is written here, as uvicorn writes it; everything else (the body, the
-    access log on, a refused header, a head with its own ``Transfer-Encoding`` or
-    ``Connection``, a message out of order) goes to uvicorn's own ``send``, which
-    raises its own errors. A property test holds the two to the same
-    bytes and states. (Writing the body here too saved 3,200 instructions per request
-    of 608,000: not worth a second copy of uvicorn's framing.)
-    """
-
-    async def send(self, message: Any) -> None:
-        """Send an ASGI message to the client."""
-        if (
-            self.response_started
-            or self.disconnected
-            or self.access_log
-            or message.get("type") != "http.response.start"
-        ):
-            await super().send(message)
-            return
-        if self.flow.write_paused:
-            await self.flow.drain()
-            if self.disconnected:
-                return
-        headers = self.default_headers + list(message.get("headers", []))
-        # The names joined by newlines and lowered, the values joined: one pass each in C
-        # (translation tables) finds any byte uvicorn refuses. A newline inside a name is
-        # refused too: it shows as one newline too many.
-        try:
-            names, values = zip(*headers, strict=True)  # pairs only, else ValueError
-            lowered = b"\n".join(names).lower()
-            refused = (
-                1 in lowered.translate(_NAME_REFUSED_BUT_LF)
-                or lowered.count(b"\n") != len(headers) - 1
-                or 1 in b"".join(values).translate(_VALUE_REFUSED)
-            )
-        except (TypeError, ValueError):  # no headers, or not pairs of bytes: uvicorn's loop says which
-            refused = True
-        if refused:
-            await super().send(message)
-            return
-        lowered_names = lowered.split(b"\n")
-        if b"transfer-encoding" in lowered_names or b"connection" in lowered_names:
-            # Framing or connection headers of the app's own: uvicorn's loop reads them. A
-            # proxied response never has them (both are hop-by-hop).
-            await super().send(message)
-            return
-        length = None
-        if b"content-length" in lowered_names:
-            try:
-                length = int(values[lowered_names.index(b"content-length")].decode())
-            except ValueError:  # uvicorn's loop raises its own error, in its own state
-                await super().send(message)
-                return
-        self.response_started = True
-        self.waiting_for_100_continue = False
-        status_code = message["status"]
-        content = [STATUS_LINE[status_code]]
-        if length is not None:
-            self.expected_content_length = length
-            self.chunked_encoding = False
-        content += (b"\r\n".join(map(b": ".join, zip(lowered_names, values, strict=True))), b"\r\n")
-        if not self.keep_alive:
-            content.append(b"connection: close\r\n")
-        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status_code not in (204, 304):
-            self.chunked_encoding = True
-            content.append(b"transfer-encoding: chunked\r\n")
-        content.append(b"\r\n")
-        self.transport.write(b"".join(content))
+__all__ = ["CoalescingTransport", "GatewayHttpProtocol", "GatewayResponseCycle", "GuardedHttpProtocol"]
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):

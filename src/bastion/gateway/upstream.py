@@ -25,14 +25,16 @@ body is not streamed.
 
 The session's layer measured 40,000 instructions per proxied GET (of about
 580,000 for the whole request, guards included; ``bench/gateway.py
---instructions``). Where the installed aiohttp lacks one of the pieces, or they
-take other arguments, the client sends through ``ClientSession.request`` instead:
-slower, with the same behaviour.
+--instructions``). Where the installed aiohttp is a release outside
+``TESTED_AIOHTTP``, lacks one of the pieces, or they take other arguments (checked
+once, at import), the client sends through ``ClientSession.request`` instead:
+slower, with the same behaviour; the proxy logs why once at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -45,6 +47,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from bastion.config.gateway import GatewayConfig
+from bastion.gateway.fence import outside_tested
+from bastion.gateway.seam import RequestBody
 
 # aiohttp would otherwise add its own: a client that sent no Accept-Encoding must not
 # get a compressed body (bodies pass through undecoded), nor the upstream a made-up agent.
@@ -130,53 +134,70 @@ class _RequestWithUrlHost(_UpstreamRequest):
         self.headers.extend(headers)
 
 
-def _response_parameters() -> dict[str, Any] | None:
-    """The arguments :meth:`UpstreamClient.send` gives the response parser, or ``None`` without the API.
+#: The aiohttp releases the direct path was checked on (3.11 to 3.14): outside them, the public one.
+TESTED_AIOHTTP = ((3, 11), (3, 15))
+#: The arguments :meth:`UpstreamClient.send` gives the response parser on the direct path.
+_RESPONSE_PARAMETERS: dict[str, Any] = {
+    "read_until_eof": True,
+    "auto_decompress": False,
+    "read_bufsize": READ_BUFSIZE,
+    "max_field_size": MAX_FIELD_SIZE,
+}
 
-    The direct path relies on three of aiohttp's methods taking these arguments;
-    checked once, against the installed aiohttp.
+
+def direct_path_problem() -> str | None:
+    """Why the installed aiohttp cannot take the direct path, or ``None`` when it can.
+
+    The direct path relies on aiohttp's release and on three of its methods taking
+    these arguments; checked once, at import.
     """
+    outside = outside_tested("aiohttp", aiohttp.__version__, TESTED_AIOHTTP)
+    if outside is not None:
+        return outside
     try:
         request = inspect.signature(aiohttp.ClientRequest.__init__).parameters
         connect = inspect.signature(aiohttp.BaseConnector.connect).parameters
         response = inspect.signature(ResponseHandler.set_response_params).parameters
     except (TypeError, ValueError):  # pragma: no cover - a C implementation, say
-        return None
+        return "aiohttp's request, connector or parser cannot be inspected"
     if not {"headers", "data", "loop", "timer", "session", "traces"} <= request.keys():
-        return None
+        return "aiohttp's ClientRequest takes other arguments"
     if list(connect) != ["self", "req", "traces", "timeout"]:
-        return None
-    wanted: dict[str, Any] = {
-        "read_until_eof": True,
-        "auto_decompress": False,
-        "read_bufsize": READ_BUFSIZE,
-        "max_field_size": MAX_FIELD_SIZE,
-    }
-    if not {"timer", "skip_payload", "read_timeout", *wanted} <= response.keys():
-        return None
+        return "aiohttp's BaseConnector.connect takes other arguments"
+    if not {"timer", "skip_payload", "read_timeout", *_RESPONSE_PARAMETERS} <= response.keys():
+        return "aiohttp's ResponseHandler.set_response_params takes other arguments"
     if not callable(getattr(aiohttp.ClientRequest, "send", None)) or not callable(
         getattr(aiohttp.ClientResponse, "start", None)
     ):
-        return None
+        return "aiohttp's ClientRequest.send or ClientResponse.start is missing"
     # The head's deadline turns the read timeout off and on again (_HeadDeadline).
     read_timeout = getattr(ResponseHandler, "read_timeout", None)
     if not isinstance(read_timeout, property) or read_timeout.fset is None:
-        return None
+        return "aiohttp's ResponseHandler.read_timeout cannot be set"
     if not all(callable(getattr(ResponseHandler, name, None)) for name in ("start_timeout", "set_exception")):
-        return None
-    return wanted
+        return "aiohttp's ResponseHandler has no start_timeout or set_exception"
+    if not callable(getattr(aiohttp.ClientRequest, "update_auto_headers", None)) or not callable(
+        getattr(aiohttp.ClientRequest, "update_headers", None)
+    ):
+        return "aiohttp's ClientRequest has no update_auto_headers or update_headers"
+    return None
 
 
-_RESPONSE_PARAMETERS = _response_parameters()
+#: Why the direct path is off in this process (``None``: it is on).
+DIRECT_PATH_PROBLEM = direct_path_problem()
 
 
 class UpstreamClient:
     """The gateway's connection pool to one upstream, and how requests are sent over it.
 
-    ``direct`` chooses :meth:`send`'s path: ``None`` (the default) takes the direct
-    one where the installed aiohttp allows it; ``False`` always goes through
-    ``ClientSession.request``.
+    It is the proxy's :class:`~bastion.gateway.seam.UpstreamTransport` for a real
+    upstream. ``direct`` chooses :meth:`send`'s path: ``None`` (the default) takes
+    the direct one where the installed aiohttp allows it; ``False`` always goes
+    through ``ClientSession.request``.
     """
+
+    errors: tuple[type[BaseException], ...] = (aiohttp.ClientError,)
+    connect_timeouts: tuple[type[BaseException], ...] = (aiohttp.ConnectionTimeoutError,)
 
     def __init__(self, config: GatewayConfig, *, direct: bool | None = None) -> None:
         self.config = config
@@ -184,11 +205,15 @@ class UpstreamClient:
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=config.connect_timeout.seconds, sock_read=read
         )
-        self._response_parameters = _RESPONSE_PARAMETERS if direct is not False else None
-        if direct and self._response_parameters is None:
-            raise RuntimeError("the installed aiohttp does not offer what the direct upstream path needs")
+        if direct and DIRECT_PATH_PROBLEM is not None:
+            raise RuntimeError(f"the direct upstream path is off: {DIRECT_PATH_PROBLEM}")
+        self._response_parameters = (
+            _RESPONSE_PARAMETERS if direct is not False and DIRECT_PATH_PROBLEM is None else None
+        )
         #: Whether requests skip ``ClientSession.request`` (see the module's docstring).
         self.direct = self._response_parameters is not None
+        #: Why they do not, when the installed aiohttp is the reason (logged once at start).
+        self.fallback_reason = DIRECT_PATH_PROBLEM if direct is None else None
         self._request_class: Callable[..., aiohttp.ClientRequest] = (
             _UpstreamRequest if config.preserve_host else _RequestWithUrlHost
         )
@@ -214,7 +239,9 @@ class UpstreamClient:
             connector=connector,
             timeout=self.timeout,
             auto_decompress=False,
-            request_class=_UpstreamRequest,
+            # aiohttp's own request class (WebSocket upgrades and the public path use it),
+            # told the automatic headers to leave out.
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
             # One session serves every client: a shared cookie jar would hand one client's
             # cookies to the next.
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -229,8 +256,27 @@ class UpstreamClient:
             await self.session.close()
             self.session = None
 
+    async def reachable(self, url: URL) -> bool:
+        """Whether the pool is open and the upstream accepts a TCP connection within ``connect_timeout``.
+
+        The connection is opened and closed at once: no request is sent, the
+        upstream's own health is its business.
+        """
+        if self.closed:
+            return False
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            async with asyncio.timeout(self.config.connect_timeout.seconds):
+                _, writer = await asyncio.open_connection(url.host or "", port)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        except (OSError, TimeoutError):
+            return False
+        return True
+
     async def send(
-        self, method: str, url: URL, headers: list[tuple[str, str]], data: Any
+        self, method: str, url: URL, headers: list[tuple[str, str]], data: RequestBody
     ) -> aiohttp.ClientResponse:
         """Send one request upstream; returns aiohttp's ``ClientResponse`` once its head has arrived.
 
@@ -256,7 +302,7 @@ class UpstreamClient:
             async with asyncio.timeout(self.config.connect_timeout.seconds + read):
                 return await pending
         deadline = _HeadDeadline(self._loop or asyncio.get_running_loop(), read) if read else None
-        if deadline is not None and not buffered:
+        if deadline is not None and not (data is None or isinstance(data, bytes)):
             data = deadline.stream(data)
         connector = session.connector
         assert connector is not None

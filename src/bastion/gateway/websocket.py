@@ -28,7 +28,7 @@ _INTERNAL_ERROR = 1011
 
 async def proxy_websocket(
     proxy: ProxyApp,
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession | None,
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -37,12 +37,13 @@ async def proxy_websocket(
     """Relay one WebSocket connection between the client (ASGI) and the upstream.
 
     ``ctx`` is the handshake's request context when it went through the guards: its
-    trace id goes upstream, and its status says how the handshake ended.
+    trace id goes upstream, and its status says how the handshake ended. Without a
+    ``session`` (a transport that carries no WebSockets) the upgrade is refused.
     """
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    if not proxy.config.websockets:
+    if not proxy.config.websockets or session is None:
         if ctx is not None:
             ctx.status = 403
         await send({"type": "websocket.close", "code": 1008})
@@ -56,7 +57,7 @@ async def proxy_websocket(
     ]
     try:
         upstream = await session.ws_connect(
-            proxy._url(scope, proxy._ws_base),
+            proxy.websocket_url(scope),
             headers=proxy.upstream_headers(scope, ctx, websocket=True),
             protocols=protocols,
             autoping=True,
