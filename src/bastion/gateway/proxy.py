@@ -42,7 +42,7 @@ from bastion.problems import BadRequest, MethodNotAllowed, UpstreamTimeout, Upst
 from bastion.tracing import format_traceparent
 
 if TYPE_CHECKING:
-    from bastion.context import GuardContext
+    from bastion.protocols import GuardContext
 
 #: The methods the gateway forwards, for ``OPTIONS *`` and a refused ``TRACE``.
 _ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -135,7 +135,7 @@ class ProxyApp:
         )
 
     def attach(self, ctx: GuardContext) -> None:
-        """Share the guard context's logger and metrics, and open and close with it (``bastion.context``).
+        """Share the guard context's logger and metrics, and open and close with it (``Bastion.context``).
 
         An upstream client that cannot take its direct path says why here, once at start.
         """
