@@ -27,7 +27,7 @@ from bastion.config import ClientsConfig
 from bastion.config.ratelimit import RateLimitsConfig
 from bastion.observability.metrics import Tally
 from bastion.problems import DependencyUnavailable, RateLimited
-from bastion.ratelimit.algorithms import retry_after_seconds
+from bastion.ratelimit.algorithms import Verdict, retry_after_seconds
 from bastion.ratelimit.plans import Plan, Plans, Tier
 from bastion.ratelimit.rules import CompiledRule, compile_rule, operation_extensions, operation_rule
 from bastion.ratelimit.stores import Check, Decision, RateLimitStore, open_store
@@ -160,18 +160,29 @@ class RateLimitGuard:
         admitted, verdicts = decision
         ctx.response_headers += tier.headers.render(verdicts, admitted)
         tally = self.decisions
-        allowed = tier.allowed
-        if tally is not None and not allowed:
-            allowed = tier.allowed = tuple(tally.slot(rule.name, "allowed") for rule in tier.rules)
+        if admitted and tally is not None:
+            allowed = tier.allowed
+            if not allowed:
+                allowed = tier.allowed = tuple(tally.slot(rule.name, "allowed") for rule in tier.rules)
+            # (Not zip(..., strict=True): a call with a keyword costs more than the loop.)
+            for i, verdict in enumerate(verdicts):
+                if verdict[0]:
+                    tally.add(allowed[i])
+        for verdict in verdicts:
+            if not verdict[0]:
+                # A rule said no: the request is refused unless only rules in shadow mode did.
+                self._refused(tier, ctx, verdicts, admitted)
+                break
+        return True
+
+    def _refused(self, tier: Tier, ctx: RequestContext, verdicts: list[Verdict], admitted: bool) -> None:
+        """Counts and log fields of the rules that said no; raises unless the request is admitted."""
+        tally = self.decisions
         limited: list[str] = []
         retry_us = 0
-        for i, verdict in enumerate(verdicts):
+        for rule, verdict in zip(tier.rules, verdicts, strict=True):
             if verdict[0]:
-                # A rule whose "yes" was overruled by another rule let nothing through.
-                if admitted and tally is not None:
-                    tally.add(allowed[i])
                 continue
-            rule = tier.rules[i]
             if rule.shadow:
                 if tally is not None:
                     tally.count(rule.name, "shadow_limited")
@@ -193,7 +204,6 @@ class RateLimitGuard:
                 headers={"Retry-After": str(seconds)},
                 extensions={"policies": limited},
             )
-        return True
 
     def _store_error(self, operation: str, exc: BaseException) -> None:
         if self.store_errors is not None:

@@ -247,10 +247,7 @@ class MemoryStore:
                 verdict = self.hit(check[0], limit, check[2])
                 return _new(Decision, (verdict[0] or check[3], [verdict]))
             return self._decide_general(checks, request_id)
-        for check in checks:
-            if check[1].algorithm not in _SIMPLE:
-                return self._decide_general(checks, request_id)
-        return self._decide_simple(checks)
+        return self._decide_simple(checks, request_id)
 
     def _decide_general(self, checks: Sequence[Check], request_id: str) -> Decision:
         """:meth:`decide_now` for any rules: a verdict per check, then the admitting ones recorded."""
@@ -273,10 +270,11 @@ class MemoryStore:
                         self._commit(tables[i], entries[i], check, verdicts[i], now, request_id)
         return Decision(ok, verdicts)
 
-    def _decide_simple(self, checks: Sequence[Check]) -> Decision:
+    def _decide_simple(self, checks: Sequence[Check], request_id: str) -> Decision:
         """:meth:`decide_now` for rules whose state is one value each (GCRA and the windows).
 
-        The same answers as the general step (a property test holds the two together),
+        A rule of another kind, met before anything is written, hands the request to the
+        general step. The same answers as the general step (a property test holds the two together),
         with GCRA (the default) decided inline, in differences from ``now`` as :meth:`hit`
         does, and each admitting rule's state written straight into its entry.
         """
@@ -309,7 +307,10 @@ class MemoryStore:
                 else:
                     verdict = _new(Verdict, (True, now + wait, (tau - wait) // limit.emission_us, wait, 0))
             else:
-                verdict = _SIMPLE[limit.algorithm](entry[0] if entry is not None else None, now, cost, limit)
+                decide = _SIMPLE.get(limit.algorithm)
+                if decide is None:
+                    return self._decide_general(checks, request_id)
+                verdict = decide(entry[0] if entry is not None else None, now, cost, limit)
             verdicts.append(verdict)
             if verdict[0]:
                 admitting.append((table, entry, key, verdict[1]))
