@@ -238,15 +238,23 @@ class MemoryStore:
 
         The cheapest step that gives the answer is taken here, once for every caller: one
         rule whose state is a single value is a :meth:`hit`; several such rules, the
-        step for them (:meth:`_decide_simple`); any other set, the general step.
+        step for them (:meth:`_decide_simple`); any other set, the general step
+        (:meth:`_decide_general`, here without its lists for a single rule).
         """
         if len(checks) == 1:
             check = checks[0]
             limit = check[1]
             if limit.algorithm in _SIMPLE:
                 verdict = self.hit(check[0], limit, check[2])
-                return _new(Decision, (verdict[0] or check[3], [verdict]))
-            return self._decide_general(checks, request_id)
+            else:
+                # The general step for one rule, without its lists.
+                now = _monotonic_ns() // 1000 if self.clock is None else self.clock()
+                table = self._tables.get(limit) or self._table(limit)
+                entry = table.entries.get(check.key)
+                verdict = self._verdict(entry, now, check, request_id)
+                if verdict.allowed:
+                    self._commit(table, entry, check, verdict, now, request_id)
+            return _new(Decision, (verdict[0] or check[3], [verdict]))
         return self._decide_simple(checks, request_id)
 
     def _decide_general(self, checks: Sequence[Check], request_id: str) -> Decision:
