@@ -328,15 +328,15 @@ async def test_a_store_that_never_answers_is_bounded_and_broken_by_the_shared_st
 
     rule = compile_rule(RuleConfig(name="g", key="global", limit="5/minute"))  # type: ignore[arg-type]
     breaker = CircuitBreaker(2, 30.0)
-    guard = RateLimitGuard(ok_app, [rule], Frozen(), on_store_error="closed", breaker=breaker)  # type: ignore[arg-type]
-    assert isinstance(guard.policy, StorePolicy) and guard.policy.breaker is breaker
+    policy = StorePolicy(timeout_s=0.05, fail_closed=True, breaker=breaker)
+    guard = RateLimitGuard(ok_app, [rule], Frozen(), policy=policy)  # type: ignore[arg-type]
+    assert guard.policy is policy
     guard.policy.outer_timeout_s = 0.05
     answers = []
     for _ in range(3):
         started = time.monotonic()
         try:
-            assert await guard._decide([], "r") is None
-            guard._unavailable(_Ctx())  # type: ignore[arg-type]
+            await guard(_scope(), _receive, _send)
         except DependencyUnavailable as exc:
             answers.append(exc.headers["Retry-After"])
         assert time.monotonic() - started < 1.0
@@ -346,6 +346,16 @@ async def test_a_store_that_never_answers_is_bounded_and_broken_by_the_shared_st
     assert int(answers[1]) >= 29
 
 
-class _Ctx:
-    def __init__(self) -> None:
-        self.log: dict[str, Any] = {}
+def _scope() -> dict[str, Any]:
+    from bastion.asgi import SCOPE_KEY, RequestContext
+
+    ctx = RequestContext("t" * 32, "s" * 16, "r", route="/", client_id="c1")
+    return {"type": "http", "method": "GET", "path": "/", "headers": [], SCOPE_KEY: ctx}
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b""}
+
+
+async def _send(message: Any) -> None:
+    pass

@@ -16,8 +16,8 @@ from bastion.asgi import RequestContext, Scope
 from bastion.config.ratelimit import RuleConfig
 from bastion.ratelimit.algorithms import CONCURRENCY, Limit
 from bastion.ratelimit.headers import policy_member
+from bastion.validation.openapi import HTTP_METHODS
 
-HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 OPERATION_EXTENSION = "x-bastion-rate-limit"
 # Store keys longer than this are hashed: header values can be long and Redis keys should not be.
 _MAX_KEY = 200

@@ -34,8 +34,7 @@ from bastion.ratelimit.algorithms import (
 )
 from bastion.ratelimit.stores import Check, Decision, admitted
 
-#: Algorithms whose state is a single value, replaced on admission (see ``MemoryStore.hit``).
-SIMPLE_ALGORITHMS = frozenset({GCRA, FIXED_WINDOW, SLIDING_WINDOW})
+# Algorithms whose state is a single value, replaced on admission (see ``MemoryStore.hit``).
 _SIMPLE: dict[int, Callable[[Any, int, int, Limit], Verdict]] = {
     GCRA: gcra,
     FIXED_WINDOW: fixed_window,
@@ -44,10 +43,6 @@ _SIMPLE: dict[int, Callable[[Any, int, int, Limit], Verdict]] = {
 
 _new = tuple.__new__
 
-#: The fields of a :class:`Check` as a plain tuple.
-SimpleCheck = tuple[str, Limit, int, bool]
-#: The fields of a :class:`Verdict` as a plain tuple.
-RawVerdict = tuple[bool, Any, int, int, int]
 _monotonic_ns = time.monotonic_ns
 
 # Entries looked at per insertion: more than one, so that tables shrink after a burst of new keys.
@@ -239,27 +234,32 @@ class MemoryStore:
         return _new(Verdict, (True, state, limit.limit - used, reset, 0))
 
     def decide_now(self, checks: Sequence[Check], request_id: str) -> Decision:
-        """Decide every check at once; nothing is recorded unless the request is admitted."""
-        if len(checks) > 1:
-            for check in checks:
-                if check.limit.algorithm not in _SIMPLE:
-                    break
-            else:
-                ok, raw, _ = self._decide_simple(checks)
-                return _new(Decision, (ok, [_new(Verdict, verdict) for verdict in raw]))
-        now = _monotonic_ns() // 1000 if self.clock is None else self.clock()
+        """Decide every check at once; nothing is recorded unless the request is admitted.
+
+        The cheapest step that gives the answer is taken here, once for every caller: one
+        rule whose state is a single value is a :meth:`hit`; several such rules, the
+        step for them (:meth:`_decide_simple`); any other set, the general step
+        (:meth:`_decide_general`, here without its lists for a single rule).
+        """
         if len(checks) == 1:
             check = checks[0]
-            limit = check.limit
+            limit = check[1]
             if limit.algorithm in _SIMPLE:
-                verdict = self.hit(check.key, limit, check.cost)
-                return Decision(verdict.allowed or check.shadow, [verdict])
-            table = self._tables.get(limit) or self._table(limit)
-            entry = table.entries.get(check.key)
-            verdict = self._verdict(entry, now, check, request_id)
-            if verdict.allowed:
-                self._commit(table, entry, check, verdict, now, request_id)
-            return Decision(verdict.allowed or check.shadow, [verdict])
+                verdict = self.hit(check[0], limit, check[2])
+            else:
+                # The general step for one rule, without its lists.
+                now = _monotonic_ns() // 1000 if self.clock is None else self.clock()
+                table = self._tables.get(limit) or self._table(limit)
+                entry = table.entries.get(check.key)
+                verdict = self._verdict(entry, now, check, request_id)
+                if verdict.allowed:
+                    self._commit(table, entry, check, verdict, now, request_id)
+            return _new(Decision, (verdict[0] or check[3], [verdict]))
+        return self._decide_simple(checks, request_id)
+
+    def _decide_general(self, checks: Sequence[Check], request_id: str) -> Decision:
+        """:meth:`decide_now` for any rules: a verdict per check, then the admitting ones recorded."""
+        now = _monotonic_ns() // 1000 if self.clock is None else self.clock()
         tables = []
         entries = []
         verdicts = []
@@ -278,23 +278,20 @@ class MemoryStore:
                         self._commit(tables[i], entries[i], check, verdicts[i], now, request_id)
         return Decision(ok, verdicts)
 
-    def _decide_simple(self, checks: Sequence[SimpleCheck]) -> tuple[bool, list[RawVerdict], bool]:
+    def _decide_simple(self, checks: Sequence[Check], request_id: str) -> Decision:
         """:meth:`decide_now` for rules whose state is one value each (GCRA and the windows).
 
-        ``checks`` are :class:`Check` fields, as a Check or a plain tuple. Returns whether
-        the request is admitted, the verdicts (:class:`Verdict` fields, as plain tuples:
-        the guard reads them by index), and whether every rule allowed the request.
-
-        The same answers as the general path (a property test holds the two together),
+        A rule of another kind, met before anything is written, hands the request to the
+        general step. The same answers as the general step (a property test holds the two together),
         with GCRA (the default) decided inline, in differences from ``now`` as :meth:`hit`
         does, and each admitting rule's state written straight into its entry.
         """
         clock = self.clock
         now = _monotonic_ns() // 1000 if clock is None else clock()
         tables = self._tables
-        verdicts: list[RawVerdict] = []
+        verdicts: list[Verdict] = []
         admitting = []
-        ok = unanimous = True
+        ok = True
         for key, limit, cost, shadow in checks:
             table = tables.get(limit)
             if table is None:
@@ -313,18 +310,20 @@ class MemoryStore:
                 tau = limit.tau_us
                 if wait > tau:
                     remaining = (tau - ahead) // limit.emission_us
-                    verdict: RawVerdict = (False, tat, remaining if remaining > 0 else 0, ahead, wait - tau)
+                    remaining = remaining if remaining > 0 else 0
+                    verdict = _new(Verdict, (False, tat, remaining, ahead, wait - tau))
                 else:
-                    verdict = (True, now + wait, (tau - wait) // limit.emission_us, wait, 0)
+                    verdict = _new(Verdict, (True, now + wait, (tau - wait) // limit.emission_us, wait, 0))
             else:
-                verdict = _SIMPLE[limit.algorithm](entry[0] if entry is not None else None, now, cost, limit)
+                decide = _SIMPLE.get(limit.algorithm)
+                if decide is None:
+                    return self._decide_general(checks, request_id)
+                verdict = decide(entry[0] if entry is not None else None, now, cost, limit)
             verdicts.append(verdict)
             if verdict[0]:
                 admitting.append((table, entry, key, verdict[1]))
-            else:
-                unanimous = False
-                if not shadow:
-                    ok = False
+            elif not shadow:
+                ok = False
         if ok:
             # Known keys first: refreshed, they cannot be swept away by a new key's insertion.
             added = None
@@ -340,7 +339,7 @@ class MemoryStore:
             if added is not None:
                 for table, _, key, state in added:
                     table.add(key, [state, now + table.ttl_us], now)
-        return ok, verdicts, unanimous
+        return _new(Decision, (ok, verdicts))
 
     async def decide(self, checks: Sequence[Check], request_id: str) -> Decision:
         """The same as :meth:`decide_now`, for callers that treat every store alike."""
