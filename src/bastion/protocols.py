@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from bastion.observability.metrics import Metrics
 
 
+#: The HTTP methods that name operations in an OpenAPI path item (lower case, as there).
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
 class Resource(Protocol):
     """Something bastion opens at start-up and closes at shutdown (a store, a client pool)."""
 

@@ -212,7 +212,11 @@ async def test_hostile_bodies(spec_path: Path, body: bytes, content_type: str, e
     ],
 )
 async def test_hostile_bodies_cost_linear_time(spec_path: Path, make: Any) -> None:
-    """Eight times the input costs far less than 64 times the time (best of three each)."""
+    """Eight times the input costs far less than 64 times the time (best of five each).
+
+    CPU time of this process, not the clock: other processes on a busy machine take the
+    CPU away for a while, which the clock counts and this does not.
+    """
     app = Bastion(
         Recorder(),
         {
@@ -228,12 +232,12 @@ async def test_hostile_bodies_cost_linear_time(spec_path: Path, make: Any) -> No
         body = make(n).encode()
         times = []
         async with client(app) as http:
-            for _ in range(3):
-                start = time.perf_counter()
+            for _ in range(5):
+                start = time.process_time()
                 response = await http.post(
                     "/things", content=body, headers={"content-type": "application/json"}
                 )
-                times.append(time.perf_counter() - start)
+                times.append(time.process_time() - start)
                 assert response.status_code < 500
                 assert len(response.content) <= MAX_PROBLEM_BYTES
         return min(times)

@@ -21,7 +21,7 @@ import yaml
 from bastion.check.yamltree import MAX_DEPTH as MAX_DEPTH
 from bastion.check.yamltree import Path_ as Path_
 from bastion.check.yamltree import TreeBuilder, check_aliases
-from bastion.validation.openapi import HTTP_METHODS
+from bastion.protocols import HTTP_METHODS
 
 try:  # pragma: no branch - the C loader ships with PyYAML wheels
     _Loader: Any = yaml.CSafeLoader

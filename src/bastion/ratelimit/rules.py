@@ -14,9 +14,9 @@ from typing import Any
 
 from bastion.asgi import RequestContext, Scope
 from bastion.config.ratelimit import RuleConfig
+from bastion.protocols import HTTP_METHODS
 from bastion.ratelimit.algorithms import CONCURRENCY, Limit
 from bastion.ratelimit.headers import policy_member
-from bastion.validation.openapi import HTTP_METHODS
 
 OPERATION_EXTENSION = "x-bastion-rate-limit"
 # Store keys longer than this are hashed: header values can be long and Redis keys should not be.

@@ -23,7 +23,8 @@ from urllib.parse import unquote, urlsplit
 import orjson
 import yaml
 
-HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+from bastion.protocols import HTTP_METHODS
+
 #: Keywords whose value names another document that a resolver would load.
 REFERENCE_KEYWORDS = ("$ref", "$schema", "$dynamicRef", "$recursiveRef")
 #: Meta-schemas jsonschema-rs carries itself (a ``$schema`` naming one loads nothing).
