@@ -42,6 +42,22 @@ class _Done:
 DONE: Awaitable[None] = _Done()
 
 
+#: Headers that belong to one connection and never cross a proxy.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
 class RequestContext:
     """What bastion knows about one request, shared by the guards through the scope.
 

@@ -15,22 +15,7 @@ import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from bastion.asgi import Headers
-
-#: Headers that belong to one connection and never cross a proxy.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
+from bastion.asgi import HOP_BY_HOP, Headers
 
 # Request headers the gateway sets itself (the forwarding ones are handled apart).
 _REPLACED_UPSTREAM = frozenset({b"host", b"traceparent", b"x-request-id", b"expect", b"content-length"})

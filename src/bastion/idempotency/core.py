@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import orjson
 
+from bastion.asgi import HOP_BY_HOP
+
 #: SHA-256, looked up once: record keys and fingerprints take one per request each.
 _sha256 = hashlib.sha256
 
@@ -24,24 +26,13 @@ MAX_KEY_LENGTH = 255
 #: Response headers never stored nor replayed: hop-by-hop headers, ``Date`` (the replay has
 #: its own) and headers that belong to one caller (a cookie or an authentication challenge
 #: or answer handed to another caller would be a session or credential leak).
-NOT_STORED_HEADERS = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"set-cookie",
-        b"authentication-info",
-        b"www-authenticate",
-        b"date",
-    }
-)
+NOT_STORED_HEADERS = HOP_BY_HOP | {
+    b"trailers",
+    b"set-cookie",
+    b"authentication-info",
+    b"www-authenticate",
+    b"date",
+}
 
 #: Names cached per filter at most: names past the bound (an application minting header
 #: names) are worked out each time.
