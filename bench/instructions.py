@@ -5,10 +5,11 @@
 The clock on a shared 2-core machine moves by 2x between runs; instruction counts
 do not. Each scenario runs in its own Python process under valgrind's callgrind,
 twice: once with a warm-up only, once with the warm-up and ``--requests`` more
-requests. The difference, divided by ``--requests``, is what one request costs,
-start-up and warm-up excluded. Requests go in-process through the ASGI app (the
-same driver as bench/chain.py), built with bastion's public API only, so the
-table compares like with like across versions of the code.
+requests, both with ``PYTHONHASHSEED=0``. The difference, divided by
+``--requests``, is what one request costs, start-up and warm-up excluded.
+Requests go in-process through the ASGI app (the same driver as bench/chain.py),
+built with bastion's public API only, so the table compares like with like
+across versions of the code.
 
 Scenarios (the rows of the before/after table in docs/performance.md):
 
@@ -149,6 +150,8 @@ async def drive(name: str, requests: int) -> None:
 def count(name: str, requests: int) -> int:
     """Total user-space instructions of one child run."""
     out = Path(tempfile.mkdtemp(prefix="bastion-callgrind-")) / "callgrind.out"
+    # A fixed hash seed: string hashing, and with it dict and set layouts, the same on every run.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
     subprocess.run(
         [
             "valgrind",
@@ -163,6 +166,7 @@ def count(name: str, requests: int) -> int:
         ],
         check=True,
         capture_output=True,
+        env=env,
     )
     for line in out.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
