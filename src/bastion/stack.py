@@ -8,6 +8,8 @@ The chain is built once, from one :class:`~bastion.config.Config`, outermost fir
 A capability whose configuration gives it nothing to do adds no guard at all.
 Stores and other resources open on the ASGI lifespan start-up, or on the first
 request when the server sends no lifespan events, and close on shutdown.
+:meth:`Bastion.reload` builds a whole new chain from a new configuration and swaps
+it in between requests (:mod:`bastion.control`; docs/reload.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
 from bastion.boundary import BoundaryGuard
 from bastion.clients import ClientIdentifier
 from bastion.config import Config, load_config
+from bastion.control.generation import Generation, close_all, open_all
+from bastion.control.reload import ReloadLog
 from bastion.handshakes import guard_handshake
 from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
@@ -92,6 +96,7 @@ class Bastion:
 
     ``config`` is a path to a YAML file, a mapping, a :class:`Config`, or ``None``
     for the defaults; environment variables (``BASTION_...``) override it.
+    :meth:`reload` replaces the configuration while requests are served.
     """
 
     def __init__(
@@ -105,54 +110,102 @@ class Bastion:
         self.app = app
         #: WebSocket handshakes go through the guards when the app relays them itself.
         self._guards_handshakes = bool(getattr(app, "guards_handshakes", False))
-        self.config = load_config(config, env=env)
-        self.logger = make_logger(self.config.logging.level, log_stream)
-        self.metrics = Metrics() if self.config.metrics.enabled else None
-        #: Who sent a request, worked out by the guards that ask (``clients`` in the configuration).
-        self.clients = ClientIdentifier(self.config.clients)
-        self.resources: list[Resource] = []
+        #: Where :meth:`reload` without an argument reads the configuration again.
+        self._source = config
+        self._env = env
+        first = load_config(config, env=env)
+        # The logger and the metrics registry live as long as the instance: a reload keeps
+        # every counter (logging and metrics settings apply at the next start).
+        self.logger = make_logger(first.logging.level, log_stream)
+        self.metrics = Metrics() if first.metrics.enabled else None
+        self._log_stream = log_stream
+        self._reloads = ReloadLog(self.logger, self.metrics)
+        #: Resources registered on the instance rather than by a guard builder (the
+        #: gateway's upstream pool): opened once, kept across reloads.
+        self._own: list[Resource] = []
+        self._retiring: set[asyncio.Task[None]] = set()
         self._started = False
-        self._start_lock: asyncio.Lock | None = None
-        if self.config.errors.framework_adapters:
+        self._lock: asyncio.Lock | None = None
+        if first.errors.framework_adapters:
             install_problem_handlers(app)
-        #: What the guard builders see of this instance (see :class:`bastion.protocols.GuardContext`).
-        self.context = BuildContext(
-            self.config,
+        self._generation = self._build(first)
+
+    def _build(self, config: Config) -> Generation:
+        """A complete chain for ``config``; raises (changing nothing) when it cannot be built."""
+        resources: list[Resource] = []
+        clients = ClientIdentifier(config.clients)
+        context = BuildContext(
+            config,
             logger=self.logger,
             metrics=self.metrics,
-            clients=self.clients,
-            application=app,
-            resources=self.resources,
-            compile_description=lambda: compile_configured(self.config, self.logger),
+            clients=clients,
+            application=self.app,
+            resources=resources,
+            compile_description=lambda: compile_configured(config, self.logger),
         )
-        inner: ASGIApp = app
+        inner: ASGIApp = self.app
         for build in _capability_builders():
-            guard = build(inner, self.context)
+            guard = build(inner, context)
             if guard is not None:
                 inner = guard
-        self._chain = BoundaryGuard(
+        chain = BoundaryGuard(
             inner,
-            type_base=self.config.errors.type_base,
+            type_base=config.errors.type_base,
             metrics=self.metrics,
-            metrics_path=self.config.metrics.path,
+            metrics_path=config.metrics.path,
             logger=self.logger,
-            clients=self.clients,
-            access_log=AccessLog(log_stream) if self.config.logging.access else None,
-            observability=self.config.observability,
-            application=app,
-            normalize_upstream=self.config.errors.normalize_upstream,
+            clients=clients,
+            access_log=AccessLog(self._log_stream) if config.logging.access else None,
+            observability=config.observability,
+            application=self.app,
+            normalize_upstream=config.errors.normalize_upstream,
         )
+        # What is registered once the chain is built (``add_resource``, the gateway's
+        # proxy attaching to ``context``) belongs to the instance, not to this generation.
+        context.resources = self._own
+        return Generation(config, context, chain, resources)
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (the one new requests run under)."""
+        return self._generation.config
+
+    @property
+    def context(self) -> BuildContext:
+        """What the guard builders of the configuration in force saw (see :class:`BuildContext`)."""
+        context: BuildContext = self._generation.context
+        return context
+
+    @property
+    def clients(self) -> ClientIdentifier:
+        """Who sent a request, worked out as the configuration in force says (``clients``)."""
+        return self.context.clients
+
+    @property
+    def resources(self) -> list[Resource]:
+        """Every resource in force: the guards' stores, then those registered on the instance."""
+        return [*self._generation.resources, *self._own]
+
+    @property
+    def _chain(self) -> ASGIApp:
+        return self._generation.chain
 
     def add_resource(self, resource: Resource) -> None:
-        """Register a resource to open at start-up and close at shutdown."""
-        self.resources.append(resource)
+        """Register a resource to open at start-up and close at shutdown (kept across reloads)."""
+        self._own.append(resource)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             if not self._started:
                 await self.startup()
-            await self._chain(scope, receive, send)
+            # Read once: the request ends on the chain it started on, whatever reloads meanwhile.
+            generation = self._generation
+            generation.enter()
+            try:
+                await generation.chain(scope, receive, send)
+            finally:
+                generation.leave()
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         elif kind == "websocket" and self._guards_handshakes:
@@ -160,45 +213,86 @@ class Bastion:
         else:
             await self.app(scope, receive, send)
 
-    def http_chain(self) -> ASGIApp | None:
-        """The guard chain for HTTP requests once every resource is open, else ``None``.
+    def http_generation(self) -> Generation | None:
+        """The generation new HTTP requests run on once every resource is open, else ``None``.
 
         For a server of bastion's own (the gateway) to call the chain without
-        :meth:`__call__`'s coroutine in between; anyone else calls the instance.
+        :meth:`__call__`'s coroutine in between: it calls ``enter()`` right away, then
+        the generation's ``chain``, then ``leave()`` however the chain ends.
+        Anyone else calls the instance.
         """
-        return self._chain if self._started else None
+        return self._generation if self._started else None
+
+    def _lock_now(self) -> asyncio.Lock:
+        # Created on first use, inside the event loop that serves.
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def reload(self, config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> bool:
+        """Replace the configuration, between requests; ``True`` when the new one is in force.
+
+        ``config`` is what :class:`Bastion` takes; without it, the configuration is read
+        again from where it first came from (the file, plus the environment). The new
+        chain is built, its description compiled and its stores opened before anything
+        changes: on any problem the configuration in force stays, every problem is
+        logged and ``bastion_config_reloads_total{result="error"}`` counts it. Requests
+        in flight finish under the configuration they started with; the old stores close
+        once they have. Reloads run one at a time.
+        """
+        async with self._lock_now():
+            try:
+                new = load_config(self._source if config is None else config, env=self._env)
+                generation = self._build(new)
+                if self._started:
+                    await generation.open(self.logger)
+            except Exception as exc:
+                self._reloads.failed(exc)
+                return False
+            old, self._generation = self._generation, generation
+            if self._started:
+                self._retire(old)
+            self._reloads.succeeded(old.config, new)
+            return True
+
+    def _retire(self, old: Generation) -> None:
+        """Close ``old``'s resources once the requests that started on it have ended."""
+
+        async def close_when_finished() -> None:
+            try:
+                await old.finished()
+            finally:
+                # Also when shutdown cancels the wait: the resources close either way.
+                await old.close(self.logger)
+
+        task = asyncio.get_running_loop().create_task(close_when_finished())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def startup(self) -> None:
         """Open every resource (idempotent; concurrent callers wait for one start)."""
         if self._started:
             return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
+        async with self._lock_now():
             if self._started:
                 return
-            opened: list[Resource] = []
-            try:
-                for resource in self.resources:
-                    await resource.start()
-                    opened.append(resource)
-            except BaseException:
-                for resource in reversed(opened):
-                    await resource.close()
-                raise
+            await open_all(self.resources, self.logger)
             self._started = True
             self.logger.debug("bastion started", resources=[r.name for r in self.resources])
 
     async def shutdown(self) -> None:
-        """Close every resource, in reverse order of opening."""
+        """Close every resource, in reverse order of opening (a retired chain's too)."""
         if not self._started:
             return
         self._started = False
-        for resource in reversed(self.resources):
-            try:
-                await resource.close()
-            except Exception as exc:
-                self.logger.error("closing resource failed", resource=resource.name, exc_info=exc)
+        retiring = list(self._retiring)
+        if retiring:
+            # The server has drained its requests by now; a retired chain still waiting closes anyway.
+            _, waiting = await asyncio.wait(retiring, timeout=1)
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*retiring, return_exceptions=True)
+        await close_all(self.resources, self.logger)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         startup_failed = False
