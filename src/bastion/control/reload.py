@@ -1,13 +1,15 @@
 """What a reload says: the log lines and ``bastion_config_reloads_total{result}``.
 
 A refused reload logs every problem of the new configuration or description, one
-line each, and keeps the configuration in force. A reload that changes a setting
+line each, and keeps the configuration in force. Each line names the process
+(``pid``): with ``--workers N`` every worker says it reloaded. A reload that changes a setting
 only a start applies (the logger, the metrics registry, the server's own settings)
 says which, since those stay as they were until the next start.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bastion.config import Config, ConfigError
@@ -34,7 +36,9 @@ class ReloadLog:
     def failed(self, exc: Exception) -> None:
         """The new configuration was refused: log each problem; the one in force stays."""
         for where, reason in problems_of(exc):
-            self.logger.error("reload refused: the configuration in force stays", key=where, reason=reason)
+            self.logger.error(
+                "reload refused: the configuration in force stays", key=where, reason=reason, pid=os.getpid()
+            )
         if self.tally is not None:
             self.tally.count("error")
 
@@ -42,9 +46,13 @@ class ReloadLog:
         """The new configuration is in force: say so, and name what it changed that waits for a start."""
         waiting = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
         if waiting:
-            self.logger.warning("reloaded; these sections apply at the next start", sections=waiting)
+            self.logger.warning(
+                "configuration reloaded; these sections apply at the next start",
+                sections=waiting,
+                pid=os.getpid(),
+            )
         else:
-            self.logger.info("configuration reloaded")
+            self.logger.info("configuration reloaded", pid=os.getpid())
         if self.tally is not None:
             self.tally.count("ok")
 
