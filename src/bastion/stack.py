@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping
-from typing import IO, Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import IO, Any, TypeVar
 
 from bastion.adapters import install_problem_handlers
 from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +34,7 @@ from bastion.routing.description import compile_configured
 
 #: A capability's builder: given the app it wraps and the build context, its guard or None.
 GuardBuilder = Callable[[ASGIApp, GuardContext], ASGIApp | None]
+R = TypeVar("R", bound=Resource)
 
 
 def _capability_builders() -> list[GuardBuilder]:
@@ -64,6 +65,7 @@ class BuildContext:
         application: ASGIApp,
         resources: list[Resource],
         compile_description: Callable[[], CompiledDescription | None],
+        inherited: Mapping[Hashable, Resource] | None = None,
     ) -> None:
         self.config = config
         self.logger = logger
@@ -74,10 +76,32 @@ class BuildContext:
         self._compile = compile_description
         self._description: CompiledDescription | None = None
         self._compiled = False
+        self._inherited = inherited or {}
+        #: The resources :meth:`shared` handed out, by key (the next reload inherits them).
+        self.shared_resources: dict[Hashable, Resource] = {}
 
     def add_resource(self, resource: Resource) -> None:
         """Open ``resource`` at start-up and close it at shutdown."""
         self.resources.append(resource)
+
+    def shared(self, key: Hashable, open_resource: Callable[[], R]) -> R:
+        """The resource ``key`` names, kept across reloads (``key``: what makes two the same,
+        such as the capability, the store's URL and the settings that shape the store).
+
+        The configuration in force before a reload hands over its own, open and with its
+        state (memory counters, pools); otherwise ``open_resource()`` makes one, which is
+        registered like :meth:`add_resource`'s.
+        """
+        resource = self._inherited.get(key)
+        if resource is None:
+            resource = open_resource()
+            self.add_resource(resource)
+        self.shared_resources[key] = resource
+        return resource  # type: ignore[return-value]
+
+    def carried(self) -> list[Resource]:
+        """The resources :meth:`shared` took over from the configuration before."""
+        return [r for key, r in self.shared_resources.items() if self._inherited.get(key) is r]
 
     def description(self) -> CompiledDescription | None:
         """The compiled OpenAPI description, loaded and compiled on first use and kept.
@@ -124,14 +148,19 @@ class Bastion:
         #: gateway's upstream pool): opened once, kept across reloads.
         self._own: list[Resource] = []
         self._retiring: set[asyncio.Task[None]] = set()
+        #: Generations retired whose resources are not closed yet.
+        self._retired: set[Generation] = set()
         self._started = False
         self._lock: asyncio.Lock | None = None
         if first.errors.framework_adapters:
             install_problem_handlers(app)
         self._generation = self._build(first)
 
-    def _build(self, config: Config) -> Generation:
-        """A complete chain for ``config``; raises (changing nothing) when it cannot be built."""
+    def _build(self, config: Config, before: Generation | None = None) -> Generation:
+        """A complete chain for ``config``; raises (changing nothing) when it cannot be built.
+
+        The shared resources of ``before`` (the generation in force) pass on to it.
+        """
         resources: list[Resource] = []
         clients = ClientIdentifier(config.clients)
         context = BuildContext(
@@ -142,6 +171,7 @@ class Bastion:
             application=self.app,
             resources=resources,
             compile_description=lambda: compile_configured(config, self.logger),
+            inherited=before.context.shared_resources if before is not None else None,
         )
         inner: ASGIApp = self.app
         for build in _capability_builders():
@@ -163,7 +193,7 @@ class Bastion:
         # What is registered once the chain is built (``add_resource``, the gateway's
         # proxy attaching to ``context``) belongs to the instance, not to this generation.
         context.resources = self._own
-        return Generation(config, context, chain, resources)
+        return Generation(config, context, chain, resources, context.carried())
 
     @property
     def config(self) -> Config:
@@ -243,7 +273,7 @@ class Bastion:
         async with self._lock_now():
             try:
                 new = load_config(self._source if config is None else config, env=self._env)
-                generation = self._build(new)
+                generation = self._build(new, self._generation)
                 if self._started:
                     await generation.open(self.logger)
             except Exception as exc:
@@ -256,14 +286,17 @@ class Bastion:
             return True
 
     def _retire(self, old: Generation) -> None:
-        """Close ``old``'s resources once the requests that started on it have ended."""
+        """Close ``old``'s resources once the requests that started on it have ended
+        (those a generation still in use shares stay open)."""
+        self._retired.add(old)
 
         async def close_when_finished() -> None:
             try:
                 await old.finished()
             finally:
                 # Also when shutdown cancels the wait: the resources close either way.
-                await old.close(self.logger)
+                self._retired.discard(old)
+                await old.close(self.logger, keep=[self._generation, *self._retired])
 
         task = asyncio.get_running_loop().create_task(close_when_finished())
         self._retiring.add(task)

@@ -3,7 +3,8 @@
 A request takes the current generation once, at its start, and runs to its end on
 that generation's chain, whatever reloads happen meanwhile. A reload builds a new
 generation, opens its resources, and swaps one reference; the old generation is
-*retired*: its resources close once the last request that started on it has ended.
+*retired*: its resources close once the last request that started on it has ended,
+except those a generation still in use shares (:meth:`bastion.stack.BuildContext.shared`).
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ if TYPE_CHECKING:
 class Generation:
     """A guard chain, the configuration and resources it was built from, and its requests in flight."""
 
-    __slots__ = ("_idle", "active", "chain", "config", "context", "resources")
+    __slots__ = ("_idle", "active", "chain", "config", "context", "fresh", "resources")
 
-    def __init__(self, config: Config, context: Any, chain: ASGIApp, resources: list[Resource]) -> None:
+    def __init__(
+        self, config: Config, context: Any, chain: ASGIApp, fresh: list[Resource], carried: list[Resource]
+    ) -> None:
         self.config = config
         #: The build context its guard builders saw (a :class:`bastion.stack.BuildContext`).
         self.context = context
         self.chain = chain
-        #: What the builders registered: opened before the generation serves, closed after it.
-        self.resources = resources
+        #: What the builders registered anew: opened before the generation serves.
+        self.fresh = fresh
+        #: Every resource the chain uses: the fresh ones and those carried over, already open.
+        self.resources = [*fresh, *carried]
         #: Requests that started on this generation and have not ended.
         self.active = 0
         self._idle: asyncio.Event | None = None
@@ -52,12 +57,13 @@ class Generation:
         await self._idle.wait()
 
     async def open(self, logger: Any) -> None:
-        """Open every resource in order; on a failure close those opened and raise."""
-        await open_all(self.resources, logger)
+        """Open the fresh resources in order; on a failure close those opened and raise."""
+        await open_all(self.fresh, logger)
 
-    async def close(self, logger: Any) -> None:
-        """Close every resource, in reverse order of opening; a failure is logged, not raised."""
-        await close_all(self.resources, logger)
+    async def close(self, logger: Any, keep: list[Generation]) -> None:
+        """Close every resource none of ``keep`` uses, in reverse order; a failure is logged, not raised."""
+        used = {id(resource) for generation in keep for resource in generation.resources}
+        await close_all([r for r in self.resources if id(r) not in used], logger)
 
 
 async def open_all(resources: list[Resource], logger: Any) -> None:

@@ -85,7 +85,11 @@ class Reloader:
         self._task = self._loop.create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop the task (a reload that runs is cancelled: the configuration in force stays)."""
+        """Stop the task (a reload that runs is cancelled: the configuration in force stays).
+
+        A SIGHUP after this (the loop closing) only sets the flag: it does nothing more.
+        """
+        self._loop = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
