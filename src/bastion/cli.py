@@ -146,6 +146,9 @@ def gateway(
         bool,
         typer.Option(help="Start several workers even on a per-process store (each keeps its own limits)."),
     ] = False,
+    watch: Annotated[
+        bool, typer.Option(help="Reload when the configuration or OpenAPI file changes (as SIGHUP does).")
+    ] = False,
 ) -> None:
     """Run a reverse proxy that applies every guard in front of an existing HTTP API."""
     from bastion.gateway.server import run_gateway
@@ -158,6 +161,7 @@ def gateway(
         workers=workers,
         admin_port=admin_port,
         allow_per_process_state=allow_per_process_state,
+        watch=watch,
     )
 
 

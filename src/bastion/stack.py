@@ -8,20 +8,24 @@ The chain is built once, from one :class:`~bastion.config.Config`, outermost fir
 A capability whose configuration gives it nothing to do adds no guard at all.
 Stores and other resources open on the ASGI lifespan start-up, or on the first
 request when the server sends no lifespan events, and close on shutdown.
+:meth:`Bastion.reload` builds a whole new chain from a new configuration and swaps
+it in between requests (:mod:`bastion.control`; docs/reload.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping
-from typing import IO, Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import IO, Any, TypeVar
 
 from bastion.adapters import install_problem_handlers
 from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
 from bastion.boundary import BoundaryGuard
 from bastion.clients import ClientIdentifier
 from bastion.config import Config, load_config
+from bastion.control.generation import Generation, close_all, open_all
+from bastion.control.reload import ReloadLog
 from bastion.handshakes import guard_handshake
 from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
@@ -30,6 +34,7 @@ from bastion.routing.description import compile_configured
 
 #: A capability's builder: given the app it wraps and the build context, its guard or None.
 GuardBuilder = Callable[[ASGIApp, GuardContext], ASGIApp | None]
+R = TypeVar("R", bound=Resource)
 
 
 def _capability_builders() -> list[GuardBuilder]:
@@ -60,6 +65,7 @@ class BuildContext:
         application: ASGIApp,
         resources: list[Resource],
         compile_description: Callable[[], CompiledDescription | None],
+        inherited: Mapping[Hashable, Resource] | None = None,
     ) -> None:
         self.config = config
         self.logger = logger
@@ -70,10 +76,32 @@ class BuildContext:
         self._compile = compile_description
         self._description: CompiledDescription | None = None
         self._compiled = False
+        self._inherited = inherited or {}
+        #: The resources :meth:`shared` handed out, by key (the next reload inherits them).
+        self.shared_resources: dict[Hashable, Resource] = {}
 
     def add_resource(self, resource: Resource) -> None:
         """Open ``resource`` at start-up and close it at shutdown."""
         self.resources.append(resource)
+
+    def shared(self, key: Hashable, open_resource: Callable[[], R]) -> R:
+        """The resource ``key`` names, kept across reloads (``key``: what makes two the same,
+        such as the capability, the store's URL and the settings that shape the store).
+
+        The configuration in force before a reload hands over its own, open and with its
+        state (memory counters, pools); otherwise ``open_resource()`` makes one, which is
+        registered like :meth:`add_resource`'s.
+        """
+        resource = self._inherited.get(key)
+        if resource is None:
+            resource = open_resource()
+            self.add_resource(resource)
+        self.shared_resources[key] = resource
+        return resource  # type: ignore[return-value]
+
+    def carried(self) -> list[Resource]:
+        """The resources :meth:`shared` took over from the configuration before."""
+        return [r for key, r in self.shared_resources.items() if self._inherited.get(key) is r]
 
     def description(self) -> CompiledDescription | None:
         """The compiled OpenAPI description, loaded and compiled on first use and kept.
@@ -92,6 +120,7 @@ class Bastion:
 
     ``config`` is a path to a YAML file, a mapping, a :class:`Config`, or ``None``
     for the defaults; environment variables (``BASTION_...``) override it.
+    :meth:`reload` replaces the configuration while requests are served.
     """
 
     def __init__(
@@ -105,54 +134,108 @@ class Bastion:
         self.app = app
         #: WebSocket handshakes go through the guards when the app relays them itself.
         self._guards_handshakes = bool(getattr(app, "guards_handshakes", False))
-        self.config = load_config(config, env=env)
-        self.logger = make_logger(self.config.logging.level, log_stream)
-        self.metrics = Metrics() if self.config.metrics.enabled else None
-        #: Who sent a request, worked out by the guards that ask (``clients`` in the configuration).
-        self.clients = ClientIdentifier(self.config.clients)
-        self.resources: list[Resource] = []
+        #: Where :meth:`reload` without an argument reads the configuration again.
+        self._source = config
+        self._env = env
+        first = load_config(config, env=env)
+        # The logger and the metrics registry live as long as the instance: a reload keeps
+        # every counter (logging and metrics settings apply at the next start).
+        self.logger = make_logger(first.logging.level, log_stream)
+        self.metrics = Metrics() if first.metrics.enabled else None
+        self._log_stream = log_stream
+        self._reloads = ReloadLog(self.logger, self.metrics)
+        #: Resources registered on the instance rather than by a guard builder (the
+        #: gateway's upstream pool): opened once, kept across reloads.
+        self._own: list[Resource] = []
+        self._retiring: set[asyncio.Task[None]] = set()
+        #: Generations retired whose resources are not closed yet.
+        self._retired: set[Generation] = set()
         self._started = False
-        self._start_lock: asyncio.Lock | None = None
-        if self.config.errors.framework_adapters:
+        self._lock: asyncio.Lock | None = None
+        if first.errors.framework_adapters:
             install_problem_handlers(app)
-        #: What the guard builders see of this instance (see :class:`bastion.protocols.GuardContext`).
-        self.context = BuildContext(
-            self.config,
+        self._generation = self._build(first)
+
+    def _build(self, config: Config, before: Generation | None = None) -> Generation:
+        """A complete chain for ``config``; raises (changing nothing) when it cannot be built.
+
+        The shared resources of ``before`` (the generation in force) pass on to it.
+        """
+        resources: list[Resource] = []
+        clients = ClientIdentifier(config.clients)
+        context = BuildContext(
+            config,
             logger=self.logger,
             metrics=self.metrics,
-            clients=self.clients,
-            application=app,
-            resources=self.resources,
-            compile_description=lambda: compile_configured(self.config, self.logger),
+            clients=clients,
+            application=self.app,
+            resources=resources,
+            compile_description=lambda: compile_configured(config, self.logger),
+            inherited=before.context.shared_resources if before is not None else None,
         )
-        inner: ASGIApp = app
+        inner: ASGIApp = self.app
         for build in _capability_builders():
-            guard = build(inner, self.context)
+            guard = build(inner, context)
             if guard is not None:
                 inner = guard
-        self._chain = BoundaryGuard(
+        chain = BoundaryGuard(
             inner,
-            type_base=self.config.errors.type_base,
+            type_base=config.errors.type_base,
             metrics=self.metrics,
-            metrics_path=self.config.metrics.path,
+            metrics_path=config.metrics.path,
             logger=self.logger,
-            clients=self.clients,
-            access_log=AccessLog(log_stream) if self.config.logging.access else None,
-            observability=self.config.observability,
-            application=app,
-            normalize_upstream=self.config.errors.normalize_upstream,
+            clients=clients,
+            access_log=AccessLog(self._log_stream) if config.logging.access else None,
+            observability=config.observability,
+            application=self.app,
+            normalize_upstream=config.errors.normalize_upstream,
         )
+        # What is registered once the chain is built (``add_resource``, the gateway's
+        # proxy attaching to ``context``) belongs to the instance, not to this generation.
+        context.resources = self._own
+        return Generation(config, context, chain, resources, context.carried())
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (the one new requests run under)."""
+        return self._generation.config
+
+    @property
+    def context(self) -> BuildContext:
+        """What the guard builders of the configuration in force saw (see :class:`BuildContext`)."""
+        context: BuildContext = self._generation.context
+        return context
+
+    @property
+    def clients(self) -> ClientIdentifier:
+        """Who sent a request, worked out as the configuration in force says (``clients``)."""
+        return self.context.clients
+
+    @property
+    def resources(self) -> list[Resource]:
+        """Every resource in force: the guards' stores, then those registered on the instance."""
+        return [*self._generation.resources, *self._own]
+
+    @property
+    def _chain(self) -> ASGIApp:
+        return self._generation.chain
 
     def add_resource(self, resource: Resource) -> None:
-        """Register a resource to open at start-up and close at shutdown."""
-        self.resources.append(resource)
+        """Register a resource to open at start-up and close at shutdown (kept across reloads)."""
+        self._own.append(resource)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             if not self._started:
                 await self.startup()
-            await self._chain(scope, receive, send)
+            # Read once: the request ends on the chain it started on, whatever reloads meanwhile.
+            generation = self._generation
+            generation.enter()
+            try:
+                await generation.chain(scope, receive, send)
+            finally:
+                generation.leave()
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         elif kind == "websocket" and self._guards_handshakes:
@@ -160,45 +243,89 @@ class Bastion:
         else:
             await self.app(scope, receive, send)
 
-    def http_chain(self) -> ASGIApp | None:
-        """The guard chain for HTTP requests once every resource is open, else ``None``.
+    def http_generation(self) -> Generation | None:
+        """The generation new HTTP requests run on once every resource is open, else ``None``.
 
         For a server of bastion's own (the gateway) to call the chain without
-        :meth:`__call__`'s coroutine in between; anyone else calls the instance.
+        :meth:`__call__`'s coroutine in between: it calls ``enter()`` right away, then
+        the generation's ``chain``, then ``leave()`` however the chain ends.
+        Anyone else calls the instance.
         """
-        return self._chain if self._started else None
+        return self._generation if self._started else None
+
+    def _lock_now(self) -> asyncio.Lock:
+        # Created on first use, inside the event loop that serves.
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def reload(self, config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> bool:
+        """Replace the configuration, between requests; ``True`` when the new one is in force.
+
+        ``config`` is what :class:`Bastion` takes; without it, the configuration is read
+        again from where it first came from (the file, plus the environment). The new
+        chain is built, its description compiled and its stores opened before anything
+        changes: on any problem the configuration in force stays, every problem is
+        logged and ``bastion_config_reloads_total{result="error"}`` counts it. Requests
+        in flight finish under the configuration they started with; the old stores close
+        once they have. Reloads run one at a time.
+        """
+        async with self._lock_now():
+            try:
+                new = load_config(self._source if config is None else config, env=self._env)
+                generation = self._build(new, self._generation)
+                if self._started:
+                    await generation.open(self.logger)
+            except Exception as exc:
+                self._reloads.failed(exc)
+                return False
+            old, self._generation = self._generation, generation
+            if self._started:
+                self._retire(old)
+            self._reloads.succeeded(old.config, new)
+            return True
+
+    def _retire(self, old: Generation) -> None:
+        """Close ``old``'s resources once the requests that started on it have ended
+        (those a generation still in use shares stay open)."""
+        self._retired.add(old)
+
+        async def close_when_finished() -> None:
+            try:
+                await old.finished()
+            finally:
+                # Also when shutdown cancels the wait: the resources close either way.
+                self._retired.discard(old)
+                await old.close(self.logger, keep=[self._generation, *self._retired])
+
+        task = asyncio.get_running_loop().create_task(close_when_finished())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def startup(self) -> None:
         """Open every resource (idempotent; concurrent callers wait for one start)."""
         if self._started:
             return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
+        async with self._lock_now():
             if self._started:
                 return
-            opened: list[Resource] = []
-            try:
-                for resource in self.resources:
-                    await resource.start()
-                    opened.append(resource)
-            except BaseException:
-                for resource in reversed(opened):
-                    await resource.close()
-                raise
+            await open_all(self.resources, self.logger)
             self._started = True
             self.logger.debug("bastion started", resources=[r.name for r in self.resources])
 
     async def shutdown(self) -> None:
-        """Close every resource, in reverse order of opening."""
+        """Close every resource, in reverse order of opening (a retired chain's too)."""
         if not self._started:
             return
         self._started = False
-        for resource in reversed(self.resources):
-            try:
-                await resource.close()
-            except Exception as exc:
-                self.logger.error("closing resource failed", resource=resource.name, exc_info=exc)
+        retiring = list(self._retiring)
+        if retiring:
+            # The server has drained its requests by now; a retired chain still waiting closes anyway.
+            _, waiting = await asyncio.wait(retiring, timeout=1)
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*retiring, return_exceptions=True)
+        await close_all(self.resources, self.logger)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         startup_failed = False

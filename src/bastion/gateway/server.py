@@ -7,6 +7,8 @@ processes on one port; each builds its app from the configuration file named in
 ``BASTION_CONFIG`` (plus the ``BASTION_...`` overrides the command line sets), so
 every worker runs the same configuration. SIGTERM stops accepting connections,
 lets requests in flight finish within ``gateway.drain_timeout``, then exits.
+SIGHUP (and with ``--watch`` a changed file) reloads the configuration and the
+OpenAPI description in every worker, without a restart (docs/reload.md).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 from bastion.asgi import Message, Receive, Scope, Send
 from bastion.config import Config, ConfigError, load_config
 from bastion.config.gateway import GatewayConfig
+from bastion.control.watch import Reloader
 from bastion.gateway.proxy import ProxyApp
 from bastion.gateway.seam import UpstreamTransport
 from bastion.observability.logging import make_logger
@@ -36,14 +39,20 @@ from bastion.validation.compile import check_description
 HEALTH_PATH = "/_bastion/health"
 READY_PATH = "/_bastion/ready"
 CONFIG_ENV = "BASTION_CONFIG"
+#: Set (to ``1``) when ``--watch`` asks every worker to reload on a changed file.
+WATCH_ENV = "BASTION_CONFIG_WATCH"
 _PING_TIMEOUT = 2.0
 
 
 class GatewayApp:
     """The gateway's ASGI app: operations endpoints first, then bastion around the proxy."""
 
-    def __init__(self, bastion: Bastion, proxy: ProxyApp, *, tune_gc: bool = False) -> None:
+    def __init__(
+        self, bastion: Bastion, proxy: ProxyApp, *, tune_gc: bool = False, reloader: Reloader | None = None
+    ) -> None:
         self.bastion = bastion
+        #: Reloads the configuration on SIGHUP (and ``--watch``) while the app serves.
+        self.reloader = reloader
         #: Whether start-up tunes this process's garbage collector (``gateway.gc_*``): the
         #: gateway's own worker processes do; an app embedded in another process does not.
         self.tune_gc = tune_gc
@@ -80,12 +89,17 @@ class GatewayApp:
             if path == self.hidden_metrics_path:
                 await self._send_problem(NotFound(), path, send)
                 return
-            # Once started, the guard chain itself: one coroutine fewer per request.
-            chain = self.bastion.http_chain()
-            if chain is not None:
-                await chain(scope, receive, send)
+            # Once started, the guard chain itself: one coroutine fewer per request. The
+            # generation is read once: the request ends under the configuration it began with.
+            generation = self.bastion.http_generation()
+            if generation is not None:
+                generation.enter()
+                try:
+                    await generation.chain(scope, receive, send)
+                finally:
+                    generation.leave()
                 return
-        elif kind == "lifespan" and (self.admin is not None or self.tune_gc):
+        elif kind == "lifespan" and (self.admin is not None or self.tune_gc or self.reloader is not None):
             await self._lifespan(scope, receive, send)
             return
         await self.bastion(scope, receive, send)
@@ -148,13 +162,17 @@ class GatewayApp:
             )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """bastion's lifespan, with the admin server and the collector's tuning around it."""
+        """bastion's lifespan, with the admin server, the reloader and the collector's tuning around it."""
         admin = self.admin
+        reloader = self.reloader
 
         async def receive_and_stop_admin() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.shutdown" and admin is not None:
-                await admin.stop()
+            if message["type"] == "lifespan.shutdown":
+                if reloader is not None:
+                    await reloader.stop()
+                if admin is not None:
+                    await admin.stop()
             return message
 
         async def send_and_start_admin(message: Message) -> None:
@@ -165,6 +183,8 @@ class GatewayApp:
                     except OSError as exc:
                         await send({"type": "lifespan.startup.failed", "message": f"admin port: {exc}"})
                         return
+                if reloader is not None:
+                    reloader.start()
                 if self.tune_gc:
                     tune_gc(self.config.gateway)
                     # Once per worker, off the start-up path: a store or upstream that is down
@@ -226,8 +246,22 @@ def build_gateway(
 
 
 def app_from_environment() -> GatewayApp:
-    """The factory each uvicorn worker calls: the configuration file in ``BASTION_CONFIG``."""
-    return build_gateway(os.environ.get(CONFIG_ENV), tune_gc=True)
+    """The factory each uvicorn worker calls: the configuration file in ``BASTION_CONFIG``.
+
+    The worker reloads that file (and the environment) on SIGHUP, and with ``--watch``
+    (``BASTION_CONFIG_WATCH``) when it or the OpenAPI description changes.
+    """
+    path = os.environ.get(CONFIG_ENV)
+    gateway = build_gateway(path, tune_gc=True)
+    bastion = gateway.bastion
+
+    def files() -> list[str]:
+        openapi = bastion.config.openapi
+        return [name for name in (path, openapi) if name]
+
+    # Made now, before start-up: from here on a SIGHUP reloads instead of ending the worker.
+    gateway.reloader = Reloader(lambda: bastion.reload(path), files, watch=os.environ.get(WATCH_ENV) == "1")
+    return gateway
 
 
 def run_gateway(
@@ -239,17 +273,17 @@ def run_gateway(
     workers: int | None = None,
     admin_port: int | None = None,
     allow_per_process_state: bool = False,
+    watch: bool = False,
 ) -> None:
     """Serve the gateway with uvicorn until SIGTERM or SIGINT (what ``bastion gateway`` runs).
 
     Every line it writes to standard error is JSON, uvicorn's own included; the client
-    connections get the limits of :mod:`bastion.gateway.serving`.
+    connections get the limits of :mod:`bastion.gateway.serving`. SIGHUP reloads the
+    configuration in every worker; so does, with ``watch``, a change to its files.
     """
     import logging.config
 
-    import uvicorn
-
-    from bastion.gateway.serving import ServerLimits, raise_open_files_limit, uvicorn_options
+    from bastion.gateway.serving import ServerLimits, raise_open_files_limit, serve, uvicorn_options
     from bastion.observability.logging import server_log_config
 
     log_config = server_log_config("warning")
@@ -271,6 +305,10 @@ def run_gateway(
     for name, value in overrides.items():
         if value is not None:
             os.environ[name] = str(value)
+    if watch:
+        os.environ[WATCH_ENV] = "1"
+    else:
+        os.environ.pop(WATCH_ENV, None)
     config = load_config(os.environ.get(CONFIG_ENV))
     if config.upstream is None:
         raise ConfigError([("upstream", "the gateway needs the upstream API's URL (or --upstream)")])
@@ -296,7 +334,7 @@ def run_gateway(
     logger.info(listening_line(config), listen=f"http://{settings.host}:{settings.port}")
     if shared_state_problems:
         logger.warning("per-process state with several workers", problems=dict(shared_state_problems))
-    uvicorn.run(
+    serve(
         "bastion.gateway.server:app_from_environment",
         factory=True,
         host=settings.host,

@@ -19,18 +19,34 @@ have the shape it was written against (:mod:`bastion.gateway.uvicorn_fit`),
 :func:`uvicorn_options` says so once, in the log, and falls back to uvicorn's public
 protocol and settings (keep-alive timeout, ``limit_concurrency``,
 ``h11_max_incomplete_event_size``), which cover less; see docs/deployment.md.
+
+With ``--workers N``, uvicorn's supervisor answers SIGHUP by replacing each worker
+with a new process (its connections, requests and counters go with it), where
+bastion's workers reload in place (:mod:`bastion.control.watch`):
+:class:`ForwardingSupervisor` sends SIGHUP on to every started worker instead. It
+leans on the supervisor's ``handle_hup`` hook and its ``processes`` (each with
+``pid`` and ``is_ready``); :func:`supervisor_problem` checks them and the release,
+and elsewhere :func:`serve` runs ``uvicorn.run`` as it is and says so (SIGHUP then
+restarts the workers, as uvicorn does).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import os
 import resource
+import signal
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
 from bastion.config.gateway import GatewayConfig
+from bastion.gateway.fence import outside_tested
 from bastion.problems import (
     BadRequest,
     HeadersTooLarge,
@@ -46,6 +62,11 @@ from bastion.tracing import format_traceparent, new_span_id, new_trace_id
 RESERVED_DESCRIPTORS = 128
 #: The lowest connection ceiling start-up lowers ``max_connections`` to.
 MIN_CONNECTIONS = 16
+
+#: The uvicorn releases :class:`ForwardingSupervisor` was tested on (0.55, up to 0.56 not included).
+SUPERVISOR_TESTED_UVICORN = ((0, 55), (0, 56))
+#: How long the supervisor waits for a worker to say whether it has started, in seconds.
+READY_TIMEOUT = 1.0
 
 _log = logging.getLogger("uvicorn.error")
 
@@ -228,3 +249,54 @@ def public_protocol() -> str:
     except ImportError:
         return "h11"
     return "httptools"
+
+
+def supervisor_problem() -> str | None:
+    """What differs in the installed uvicorn from what :class:`ForwardingSupervisor` needs, if anything."""
+    from uvicorn.supervisors.multiprocess import Process
+
+    outside = outside_tested("uvicorn", uvicorn.__version__, SUPERVISOR_TESTED_UVICORN)
+    if outside is not None:
+        return outside
+    if not callable(getattr(Multiprocess, "handle_hup", None)):
+        return "uvicorn's supervisor has no handle_hup"
+    pid = getattr(Process, "pid", None)
+    if not callable(getattr(Process, "is_ready", None)) or not isinstance(pid, property):
+        return "uvicorn's worker processes have no is_ready or pid"
+    if list(inspect.signature(Multiprocess.__init__).parameters) != ["self", "config", "sockets"]:
+        return "uvicorn's supervisor takes other arguments"
+    return None
+
+
+class ForwardingSupervisor(Multiprocess):
+    """uvicorn's supervisor, except that SIGHUP goes on to every started worker (which reloads)."""
+
+    def handle_hup(self) -> None:
+        """Forward SIGHUP to each worker that has started; restart none."""
+        for process in list(self.processes):
+            # A worker still starting reads the file as it starts; one that has started
+            # has its SIGHUP handler installed (a SIGHUP would otherwise end it).
+            pid = process.pid
+            if pid is not None and process.is_ready(timeout=READY_TIMEOUT):
+                try:
+                    os.kill(pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    continue
+
+
+def serve(app: str, **options: Any) -> None:
+    """``uvicorn.run(app, **options)``, with :class:`ForwardingSupervisor` over several workers."""
+    if options.get("workers", 1) <= 1:
+        uvicorn.run(app, **options)
+        return
+    problem = supervisor_problem()
+    if problem is not None:
+        _log.warning("SIGHUP restarts the workers instead of reloading them in place (%s)", problem)
+        uvicorn.run(app, **options)
+        return
+    config = uvicorn.Config(app, **options)
+    sock = config.bind_socket()
+    try:
+        ForwardingSupervisor(config, sockets=[sock]).run()
+    finally:
+        sock.close()
