@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from bastion.asgi import ASGIApp
@@ -30,6 +30,10 @@ class Resource(Protocol):
 
     async def ping(self) -> bool:
         """Whether the resource is reachable now (for readiness checks)."""
+
+
+#: A resource a guard builder shares across reloads (:meth:`GuardContext.shared`).
+R = TypeVar("R", bound=Resource)
 
 
 class Admitting(Protocol):
@@ -129,6 +133,11 @@ class GuardContext(Protocol):
 
     def add_resource(self, resource: Resource) -> None:
         """Open ``resource`` at start-up and close it at shutdown."""
+
+    def shared(self, key: Hashable, open_resource: Callable[[], R]) -> R:
+        """The resource ``key`` names, handed over across reloads (a store with its state and
+        pool), else ``open_resource()`` registered like :meth:`add_resource`'s. ``key`` holds
+        what makes two the same: the capability, the store's URL and the settings that shape it."""
 
     def description(self) -> CompiledDescription | None:
         """The compiled OpenAPI description, ``None`` when none is configured (compiled once)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Hashable, Mapping
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from bastion.adapters import install_problem_handlers
 from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -29,12 +29,11 @@ from bastion.control.reload import ReloadLog
 from bastion.handshakes import guard_handshake
 from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
-from bastion.protocols import CompiledDescription, GuardContext, Resource
+from bastion.protocols import CompiledDescription, GuardContext, R, Resource
 from bastion.routing.description import compile_configured
 
 #: A capability's builder: given the app it wraps and the build context, its guard or None.
 GuardBuilder = Callable[[ASGIApp, GuardContext], ASGIApp | None]
-R = TypeVar("R", bound=Resource)
 
 
 def _capability_builders() -> list[GuardBuilder]:

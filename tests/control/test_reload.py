@@ -203,9 +203,5 @@ async def test_an_idempotency_record_made_before_a_reload_replays_after_it(tmp_p
     assert await _replays_after_a_reload(f"sqlite:///{tmp_path / 'keys.db'}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="memory stores are per chain until the guard builders share them across reloads (docs/reload.md)",
-)
 async def test_a_memory_idempotency_record_made_before_a_reload_replays_after_it() -> None:
     assert await _replays_after_a_reload("memory://")

@@ -384,8 +384,9 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     if not config.enabled:
         return None
     url = parse_store_url(config.store or ctx.config.store)
-    store = open_store(url, config)
-    ctx.add_resource(store)
+    # Kept across reloads (records and pools) while what shapes the store is unchanged.
+    shape = (url.url, config.table, config.key_prefix, config.timeout.ms, config.max_memory)
+    store = ctx.shared(("idempotency", *shape), lambda: open_store(url, config))
     guard = IdempotencyGuard(
         app,
         config,
