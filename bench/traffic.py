@@ -129,6 +129,7 @@ def run(config: dict[str, Any], paid_keys: list[str], args: argparse.Namespace) 
         path, method = ("/login", "POST") if rng.random() < 0.02 else ("/orders", "GET")
         for k in range(burst):
             clock.now = int(t * US) + k * 50_000
+            observed.tick()
             scope = {
                 "type": "http",
                 "method": method,

@@ -69,32 +69,44 @@ class Observed:
         """``(rate, clients)`` ascending: kept peaks above every dropped one exactly, the rest estimated.
 
         With nothing dropped, every client is a kept peak. Otherwise the clients at or
-        below the largest dropped peak are the register's (by bucket middle), scaled to the
-        number of distinct clients the register counts.
+        below the largest dropped peak come from the register: a slot holds the largest
+        bucket of the Poisson(``load``) clients hashed to it, so the clients' distribution
+        ``F`` is recovered from the slots' ``G`` by ``F = ln(1 + G (e^load - 1)) / load``,
+        then scaled to the distinct clients the register counts.
         """
         counted: dict[float, float] = {}
         tail = [peak for peak in self.peaks.values() if peak > self.dropped_peak]
         for peak in tail:
             counted[float(peak)] = counted.get(float(peak), 0) + 1
         if self.dropped_peak:
-            low: dict[float, int] = {}
+            slots: dict[int, int] = {}
             for value in self.register:
-                if value and bucket_value(value - 1) <= self.dropped_peak:
-                    middle = bucket_value(value - 1)
-                    low[middle] = low.get(middle, 0) + 1
-            slots = sum(low.values())
-            clients = max(self.distinct() - len(tail), 0)
-            for middle, n in low.items():
-                counted[middle] = counted.get(middle, 0) + n * clients / slots
+                if value:
+                    slots[value - 1] = slots.get(value - 1, 0) + 1
+            load = self.load()
+            total = sum(slots.values())
+            below = share = 0.0
+            low: dict[float, float] = {}
+            for bucket in sorted(slots):
+                below += slots[bucket] / total
+                clients_below = math.log1p(below * math.expm1(load)) / load
+                if bucket_value(bucket) <= self.dropped_peak:
+                    low[bucket_value(bucket)] = clients_below - share
+                share = clients_below
+            scale = max(self.distinct() - len(tail), 0) / (sum(low.values()) or 1)
+            for middle, fraction in low.items():
+                counted[middle] = counted.get(middle, 0) + fraction * scale
         return sorted(counted.items())
+
+    def load(self) -> float:
+        """Clients per register slot, by linear counting."""
+        return math.log(REGISTER_SLOTS / max(self.register.count(0), 1))
 
     def distinct(self) -> int:
         """Distinct clients: exact with nothing dropped, else by linear counting over the register."""
         if not self.dropped_peak:
             return len(self.peaks)
-        empty = self.register.count(0)
-        estimate = REGISTER_SLOTS * math.log(REGISTER_SLOTS / max(empty, 1))
-        return max(len(self.peaks), round(estimate))
+        return max(len(self.peaks), round(REGISTER_SLOTS * self.load()))
 
     def refused(self, limit: int) -> float:
         """Clients whose peak passed ``limit``: exact when ``limit >= dropped_peak``."""

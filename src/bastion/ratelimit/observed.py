@@ -26,7 +26,10 @@ admitted or not: the demand, not what the limit let through.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import hashlib
 import math
 import os
 import time
@@ -35,7 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from bastion.config.ratelimit import KEY_PARTS
-from bastion.ratelimit.algorithms import CONCURRENCY
+from bastion.ratelimit.algorithms import CONCURRENCY, US_PER_SECOND
 from bastion.units import Rate
 
 if TYPE_CHECKING:
@@ -70,10 +73,12 @@ def bucket_value(bucket: int) -> float:
     return float(2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING))
 
 
-def _largest(counts: dict[str, int], keep: int) -> tuple[dict[str, int], list[tuple[str, int]]]:
-    """The ``keep`` largest entries, and the others."""
-    ranked = sorted(counts.items(), key=lambda item: item[1], reverse=True)
-    return dict(ranked[:keep]), ranked[keep:]
+def _drop_smallest(counts: dict[str, int], keep: int) -> list[tuple[str, int]]:
+    """Keep the ``keep`` largest entries of ``counts``; the others, removed, largest first."""
+    dropped = sorted(counts.items(), key=lambda item: item[1], reverse=True)[keep:]
+    for client, _count in dropped:
+        del counts[client]
+    return dropped
 
 
 class RateSketch:
@@ -94,7 +99,7 @@ class RateSketch:
         "register",
         "rule",
         "tier",
-        "window",
+        "window_end",
         "window_error",
     )
 
@@ -110,7 +115,8 @@ class RateSketch:
         self.period_us = period_us
         self.keep = keep
         self.how = _GLOBAL if parts == ("global",) else _CLIENT if parts == ("client",) else _GENERAL
-        self.window = -1
+        #: When the current window ends (microseconds on the clock; see :meth:`tick`).
+        self.window_end = 0
         self.counts: dict[str, int] = {}
         #: The largest count dropped from this window's counts (newcomers start there).
         self.floor = 0
@@ -144,14 +150,8 @@ class RateSketch:
                 values.append(client)
         return "|".join(values)
 
-    def add(self, client: str, cost: int, now: int) -> None:
-        """Count ``cost`` for ``client`` at ``now`` (microseconds)."""
-        window = now // self.period_us
-        if window != self.window:
-            if self.first_us < 0:
-                self.first_us = now
-            self.roll(window)
-        self.last_us = now
+    def add(self, client: str, cost: int) -> None:
+        """Count ``cost`` for ``client`` in the current window."""
         counts = self.counts
         count = counts.get(client)
         if count is None:
@@ -160,16 +160,24 @@ class RateSketch:
             count = self.floor
         counts[client] = count + cost
 
-    def roll(self, window: int) -> None:
-        """End the current window: its counts fold into the peaks."""
-        fold(self.counts.items(), self.peaks, self.register)
-        self._bound_peaks()
-        self.counts = {}
+    def tick(self, now: int) -> None:
+        """Note the time (microseconds): a window that has ended folds into the peaks."""
+        if now < self.window_end:
+            return
+        counts = self.counts
+        if counts:
+            if self.first_us < 0:
+                self.first_us = self.window_end - self.period_us
+            self.last_us = self.window_end
+            fold(counts.items(), self.peaks, self.register)
+            self._bound_peaks()
+            # Cleared in place: the recording loop holds this very dict.
+            counts.clear()
         self.floor = 0
-        self.window = window
+        self.window_end = (now // self.period_us + 1) * self.period_us
 
     def _shrink_window(self) -> None:
-        self.counts, dropped = _largest(self.counts, self.keep)
+        dropped = _drop_smallest(self.counts, self.keep)
         # A dropped count is a lower bound on that client's window: keep it as a peak candidate.
         self.floor = max(self.floor, dropped[0][1])
         self.window_error = max(self.window_error, self.floor)
@@ -178,20 +186,24 @@ class RateSketch:
 
     def _bound_peaks(self) -> None:
         if len(self.peaks) > 2 * self.keep:
-            self.peaks, dropped = _largest(self.peaks, self.keep)
+            dropped = _drop_smallest(self.peaks, self.keep)
             self.dropped_peak = max(self.dropped_peak, dropped[0][1])
 
-    def snapshot(self) -> dict[str, Any]:
-        """This sketch as JSON-ready data, the current window counted in (nothing is changed)."""
+    def snapshot(self, now: int) -> dict[str, Any]:
+        """This sketch as JSON-ready data at ``now``, the current window counted in (nothing is changed)."""
         peaks = dict(self.peaks)
         register = bytearray(self.register)
         fold(self.counts.items(), peaks, register)
+        first, last = self.first_us, self.last_us
+        if self.counts:
+            first = first if first >= 0 else self.window_end - self.period_us
+            last = now
         return {
             "rule": self.rule,
             "tier": self.tier,
             "limit": self.limit,
             "period_ms": self.period_us // 1000,
-            "seconds": max(0, self.last_us - self.first_us) / 1e6 if self.first_us >= 0 else 0.0,
+            "seconds": max(0, last - first) / 1e6 if first >= 0 else 0.0,
             "peaks": peaks,
             "dropped_peak": self.dropped_peak,
             "window_error": self.window_error,
@@ -200,8 +212,13 @@ class RateSketch:
 
 
 def register_slot(client: str) -> int:
-    """The register slot of a client: a hash that is the same in every process."""
-    return zlib.crc32(client.encode("utf-8", "surrogateescape")) & (REGISTER_SLOTS - 1)
+    """The register slot of a client: a hash that is the same in every process.
+
+    (Not CRC-32: it is linear, and ids such as ``ip:10.0.0.1``, ``ip:10.0.0.2`` then
+    share slots more often than chance, which skews the count of distinct clients.)
+    """
+    digest = hashlib.blake2b(client.encode("utf-8", "surrogateescape"), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & (REGISTER_SLOTS - 1)
 
 
 def fold(counts: Iterable[tuple[str, int]], peaks: dict[str, int], register: bytearray) -> None:
@@ -215,7 +232,7 @@ def fold(counts: Iterable[tuple[str, int]], peaks: dict[str, int], register: byt
             register[slot] = value
 
 
-def encode_register(register: bytes) -> str:
+def encode_register(register: bytes | bytearray) -> str:
     """A register as compact text for JSON."""
     return base64.b64encode(zlib.compress(bytes(register))).decode("ascii")
 
@@ -243,9 +260,12 @@ def observable(rule: CompiledRule) -> bool:
 class RateObservations:
     """Every sketch of one rate limit guard, found per plan tier on its first request.
 
-    ``clock`` gives microseconds (default: the monotonic clock); tests and the traffic
-    bench pass a fake one to play a week in a minute. It is also a resource of the
-    guard's bastion (``name`` ``rate-limit-observations``), so the admin port finds it.
+    Recording reads no clock: windows end on :meth:`tick`, which a task calls every
+    ``TICK_S`` seconds (a twentieth of the shortest period, at most a second) once the
+    resource has started. ``clock`` gives microseconds (default: the monotonic clock);
+    tests and the traffic bench pass a fake one and call :meth:`tick` themselves, to
+    play a week in a minute. It is a resource of the guard's bastion (``name``
+    ``rate-limit-observations``), which is how the admin port finds it.
     """
 
     name = "rate-limit-observations"
@@ -255,23 +275,43 @@ class RateObservations:
         self.keep = keep
         #: ``(rule, tier or None)`` -> its sketch.
         self.sketches: dict[tuple[str, str | None], RateSketch] = {}
-        #: A plan's tier -> the sketches and costs of its observed rules.
-        self.by_tier: dict[Tier, tuple[tuple[RateSketch, int], ...]] = {}
+        #: A plan's tier -> per observed rule: the sketch, its counts, the cost, and the key
+        #: when constant (``"*"``), ``None`` when the client id, ``""`` when worked out per request.
+        self.by_tier: dict[Tier, tuple[tuple[RateSketch, dict[str, int], int, str | None], ...]] = {}
+        self._ticker: asyncio.Task[None] | None = None
 
     def record(self, tier: Tier, ctx: RequestContext) -> None:
         """Count one request that the rules of ``tier`` decided (admitted or not)."""
         found = self.by_tier.get(tier)
         if found is None:
-            if len(self.by_tier) >= _MAX_TIERS:
-                # Plans of raw paths come and go (see Plans.find): forget theirs, not the sketches.
-                self.by_tier.clear()
-            found = self.by_tier[tier] = self._sketches_of(tier, ctx.tier)
-        clock = self.clock
-        now = _monotonic_ns() // 1000 if clock is None else clock()
-        for sketch, cost in found:
-            sketch.add(sketch.key(ctx), cost, now)
+            found = self._sketches_of(tier, ctx.tier)
+        # Every decision runs this: a client seen earlier in the window costs a dictionary
+        # lookup and store per rule; a new one goes through ``add`` (which bounds the counts).
+        for sketch, counts, cost, key in found:
+            if key is None:
+                key = ctx.client_id or sketch.key(ctx)
+            elif not key:
+                key = sketch.key(ctx)
+            count = counts.get(key)
+            if count is None:
+                sketch.add(key, cost)
+            else:
+                counts[key] = count + cost
 
-    def _sketches_of(self, tier: Tier, name: str | None) -> tuple[tuple[RateSketch, int], ...]:
+    def now(self) -> int:
+        """The clock, in microseconds."""
+        return _monotonic_ns() // 1000 if self.clock is None else self.clock()
+
+    def tick(self) -> None:
+        """End every window that is over by now."""
+        now = self.now()
+        for sketch in list(self.sketches.values()):
+            sketch.tick(now)
+
+    def _sketches_of(self, tier: Tier, name: str | None) -> tuple[Any, ...]:
+        if len(self.by_tier) >= _MAX_TIERS:
+            # Plans of raw paths come and go (see Plans.find): forget theirs, not the sketches.
+            self.by_tier.clear()
         found = []
         for rule, _key, limit, cost, _shadow in tier.parts:
             if not observable(rule):
@@ -282,23 +322,41 @@ class RateObservations:
             if sketch is None:
                 rate = str(Rate(limit.limit, limit.period_us // 1000))
                 sketch = RateSketch(rule.name, own, rule.parts, rate, limit.period_us, self.keep)
+                sketch.tick(self.now())
                 self.sketches[(rule.name, own)] = sketch
-            found.append((sketch, cost))
-        return tuple(found)
+            key = "*" if sketch.how == _GLOBAL else None if sketch.how == _CLIENT else ""
+            found.append((sketch, sketch.counts, cost, key))
+        self.by_tier[tier] = result = tuple(found)
+        return result
 
     def snapshot(self) -> dict[str, Any]:
         """Every sketch as JSON-ready data (the ``--from`` file and the admin endpoint's body)."""
+        self.tick()
+        now = self.now()
         return {
             "format": FORMAT,
             "process": os.getpid(),
-            "sketches": [sketch.snapshot() for sketch in self.sketches.values()],
+            "sketches": [sketch.snapshot(now) for sketch in self.sketches.values()],
         }
 
+    async def _ticking(self) -> None:
+        while True:
+            shortest = min((s.period_us for s in self.sketches.values()), default=US_PER_SECOND)
+            await asyncio.sleep(min(shortest / 20, US_PER_SECOND) / US_PER_SECOND)
+            self.tick()
+
     async def start(self) -> None:
-        """Nothing to open."""
+        """Start ending windows on time."""
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._ticking())
 
     async def close(self) -> None:
-        """Nothing to close."""
+        """Stop the ticks."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
 
     async def ping(self) -> bool:
         """Always reachable: it lives in the process."""
