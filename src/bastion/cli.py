@@ -1,4 +1,4 @@
-"""The ``bastion`` command line: demo, gateway, lint, probe, config check and keys hash."""
+"""The ``bastion`` command line: demo, gateway, lint, probe, config check, keys hash and limits suggest."""
 
 from __future__ import annotations
 
@@ -118,6 +118,43 @@ def keys_hash(
         typer.echo("the key is empty", err=True)
         raise typer.Exit(2)
     typer.echo(key_digest(raw))
+
+
+limits_app = typer.Typer(help="Work with rate limits.", no_args_is_help=True)
+app.add_typer(limits_app, name="limits")
+
+
+@limits_app.command("suggest")
+def limits_suggest(
+    source: Annotated[
+        list[Path] | None, typer.Option("--from", help="Observations saved as JSON (repeatable; merged).")
+    ] = None,
+    url: Annotated[
+        list[str] | None, typer.Option(help="A gateway's admin port, http://127.0.0.1:PORT (repeatable).")
+    ] = None,
+    percentile: Annotated[float, typer.Option(help="The client percentile to allow.")] = 99.0,
+    headroom: Annotated[float, typer.Option(help="The factor above that percentile.")] = 1.5,
+    format: Annotated[str, typer.Option("--format", help="table, yaml, json or admin.")] = "table",
+    config: Annotated[
+        Path | None, typer.Option(help="bastion.yaml: the yaml snippet is its whole rate_limits section.")
+    ] = None,
+) -> None:
+    """Suggest rate limits from each client's observed peak rate, per rule and tier."""
+    from bastion.control.suggest import run_suggest
+
+    try:
+        text = run_suggest(
+            source or [],
+            url or [],
+            percentile=percentile,
+            headroom=headroom,
+            format=format,
+            config=config,
+        )
+    except ValueError as exc:
+        typer.echo(f"bastion limits suggest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(text, nl=False)
 
 
 @app.command()

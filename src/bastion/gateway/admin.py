@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from bastion.gateway.server import HEALTH_PATH, READY_PATH
+from bastion.ratelimit.observed import OBSERVED_PATH, observed_snapshot
 
 if TYPE_CHECKING:
     from bastion.gateway.server import GatewayApp
@@ -32,7 +33,13 @@ class AdminServer:
         app.router.add_get(READY_PATH, self._ready)
         if self.gateway.bastion.metrics is not None:
             app.router.add_get(self.gateway.config.metrics.path, self._metrics)
+        app.router.add_get(OBSERVED_PATH, self._observed)
         return app
+
+    async def _observed(self, _request: web.Request) -> web.Response:
+        """This worker's observed client rates, for ``bastion limits suggest --url``."""
+        body = observed_snapshot(self.gateway.bastion.resources)
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def start(self) -> None:
         """Listen on the admin port."""

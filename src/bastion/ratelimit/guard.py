@@ -28,6 +28,7 @@ from bastion.config.ratelimit import RateLimitsConfig
 from bastion.observability.metrics import Tally
 from bastion.problems import DependencyUnavailable, RateLimited
 from bastion.ratelimit.algorithms import Verdict, retry_after_seconds
+from bastion.ratelimit.observed import RateObservations
 from bastion.ratelimit.plans import Plan, Plans, Tier
 from bastion.ratelimit.rules import CompiledRule, compile_rule, operation_extensions, operation_rule
 from bastion.ratelimit.stores import Check, Decision, RateLimitStore, open_store
@@ -57,8 +58,11 @@ class RateLimitGuard:
         logger: Any = None,
         metrics: Metrics | None = None,
         clients: ClientIdentifier | None = None,
+        observed: RateObservations | None = None,
     ) -> None:
         self.app = app
+        #: Each client's peak rate per rule and tier, for ``bastion limits suggest``.
+        self.observed = observed if observed is not None else RateObservations()
         #: Identifies the client when a rule needs it (default: the default ``clients`` settings).
         self.clients = clients if clients is not None else ClientIdentifier(ClientsConfig())
         self.store = store
@@ -149,6 +153,7 @@ class RateLimitGuard:
         ``None`` (the store did not answer) answers by the policy: ``503`` when closed,
         else ``False`` and the request goes on unprotected.
         """
+        self.observed.record(tier, ctx)
         if decision is None:
             ctx.log["rate_limit"] = "store_unavailable"
             if self.policy.fail_closed:
@@ -285,6 +290,8 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
         raise ConfigError(problems, config.openapi or "openapi")
     store = open_store(config, ctx.logger)
     ctx.add_resource(store)
+    observed = RateObservations()
+    ctx.add_resource(observed)
     return RateLimitGuard(
         app,
         rules,
@@ -295,4 +302,5 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
         headers=section.headers,
         logger=ctx.logger,
         metrics=ctx.metrics,
+        observed=observed,
     )
