@@ -58,6 +58,7 @@ GUARD_COUNTERS: dict[str, tuple[str, ...]] = {
     "bastion_store_errors_total": ("store", "operation"),
     "bastion_response_validation_failures_total": ("operation", "code"),
     "bastion_gateway_upstream_errors_total": ("kind",),
+    "bastion_shadow_refusals_total": ("guard", "code"),
 }
 
 _INDEX_SEGMENT = re.compile(r"/\d+(?=/|$)")
