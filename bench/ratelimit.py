@@ -236,6 +236,15 @@ def asgi_apps() -> dict[str, Any]:
         env={},
         log_stream=io.BytesIO(),
     )
+    shadow_rule = Bastion(
+        starlette(),
+        {
+            **quiet,
+            "rate_limits": {"rules": [{"name": "per-client", "limit": f"{HUGE}/second", "mode": "shadow"}]},
+        },
+        env={},
+        log_stream=io.BytesIO(),
+    )
     demo_rules = Bastion(
         starlette(),
         {
@@ -256,6 +265,7 @@ def asgi_apps() -> dict[str, Any]:
         "slowapi (1 limit)": slow,
         "bastion, no rules": no_rules,
         "bastion, 1 rule": one_rule,
+        "bastion, 1 rule in shadow mode": shadow_rule,
         "bastion, demo rules (2 match)": demo_rules,
     }
 

@@ -21,16 +21,21 @@ SPECS = Path(__file__).parent / "specs"
 CHECKOUT = SPECS / "checkout.yaml"
 
 
-async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answers 200 with what it saw: the body, and the route bastion found."""
-    if scope["type"] != "http":
-        return
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body, as an application reads it."""
     body = b""
     while True:
         message = await receive()
         body += message.get("body", b"")
         if not message.get("more_body"):
-            break
+            return body
+
+
+async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers 200 with what it saw: the body, and the route bastion found."""
+    if scope["type"] != "http":
+        return
+    body = await read_body(receive)
     ctx = scope.get(SCOPE_KEY)
     seen = {
         "body": body.decode("latin-1"),

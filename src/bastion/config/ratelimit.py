@@ -24,6 +24,12 @@ def parse_match(entry: str) -> tuple[str, str]:
     return (found.group(1) or "*").upper(), found.group(2)
 
 
+def check_enforcement(mode: str, enforce_percent: int | None) -> None:
+    """Refuse ``enforce_percent`` with ``mode: shadow`` (for rules and validation alike)."""
+    if mode == "shadow" and enforce_percent is not None:
+        raise ValueError("enforce_percent applies to mode enforce; mode shadow enforces no client")
+
+
 class RuleConfig(Section):
     """One rate limit rule: who it counts (``key``), what it applies to (``match``), how much."""
 
@@ -54,7 +60,14 @@ class RuleConfig(Section):
     any tier is a configuration error."""
     mode: Literal["enforce", "shadow"] = "enforce"
     """`enforce` rejects requests over the limit with `429`; `shadow` decides, counts
-    (`outcome="shadow_limited"`) and logs, but never rejects: for trying a rule on real traffic."""
+    (`outcome="shadow_limited"`) and logs, but never rejects: for trying a rule on real traffic.
+    The application sees a shadow refusal as `Bastion-Would-Refuse: RATE_LIMITED`."""
+    enforce_percent: int | None = Field(default=None, ge=0, le=100)
+    """With `mode: enforce`, the share of clients (`0` to `100`) the rule refuses; the other
+    clients are decided in shadow mode. A client's share is stable: a hash of its client id
+    (the `client` key part's value) puts it in one of 100 buckets, the same for every rule
+    and for validation, and buckets below the percentage are enforced. Unset: `100`. Not
+    allowed with `mode: shadow`, which enforces no client."""
     lease: DurationField = Duration(60_000)
     """`concurrency` only: a slot not released within this time frees itself (a process that died
     holding it). Requests that run longer than the lease lose their slot early."""
@@ -96,6 +109,7 @@ class RuleConfig(Section):
     def _consistent(self) -> RuleConfig:
         if self.burst is not None and self.algorithm != "gcra":
             raise ValueError("burst applies only to the gcra algorithm")
+        check_enforcement(self.mode, self.enforce_percent)
         for tier, rate in {"": self.limit, **self.tiers}.items():
             capacity = self.capacity_for(tier or None)
             if self.cost > capacity:

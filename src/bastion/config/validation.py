@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bastion._model import Section
+from bastion.config.ratelimit import check_enforcement
 from bastion.units import ByteSize
 
 
@@ -26,6 +27,16 @@ class ValidationConfig(Section):
     enabled: bool = True
     """`false` keeps routing (404/405, route labels) but checks nothing. Validation needs an
     `openapi` description either way."""
+    mode: Literal["enforce", "shadow"] = "enforce"
+    """`enforce` refuses invalid requests; `shadow` checks, counts and logs them but lets them
+    through to the application, with `Bastion-Would-Refuse: <CODE>`. Security refusals stay
+    enforced in shadow mode: `413 PAYLOAD_TOO_LARGE`, `400 MALFORMED_BODY`,
+    `400 AMBIGUOUS_REQUEST` and the `415` of a charset or `Content-Encoding` (see
+    docs/validation.md). An operation's `x-bastion-validation` replaces this setting."""
+    enforce_percent: int | None = Field(default=None, ge=0, le=100)
+    """With `mode: enforce`, the share of clients (`0` to `100`) whose invalid requests are
+    refused; the others are checked in shadow mode. Stable per client, by the same hash of the
+    client id as rate limit rules use. Unset: `100`. Not allowed with `mode: shadow`."""
     reject_unknown_fields: bool = True
     """Close objects that declare `properties` but say nothing about `additionalProperties`, so
     unknown body fields are `NOT_ALLOWED`; `x-bastion-unknown-fields: allow` opens one again."""
@@ -49,3 +60,8 @@ class ValidationConfig(Section):
     """URL prefixes and paths (relative to the description's folder) that the description may
     refer to besides its own folder (`$ref`, `$schema`). Nothing else is fetched or read."""
     responses: ResponseValidationConfig = Field(default_factory=ResponseValidationConfig)
+
+    @model_validator(mode="after")
+    def _enforcement(self) -> ValidationConfig:
+        check_enforcement(self.mode, self.enforce_percent)
+        return self

@@ -10,7 +10,8 @@ Served by the boundary under ``observability.dashboard.path`` when enabled:
 
 Each data response carries rates and latency quantiles over the last few seconds
 (:mod:`bastion.observability.window`), so the page shows them on its first paint, and
-the latest 5xx responses and top clients (:mod:`bastion.observability.recent`). Only loopback
+the latest 5xx responses and top clients (:mod:`bastion.observability.recent`), and refusals
+decided live against those decided in shadow mode (:func:`refusals`). Only loopback
 clients that came without forwarding headers may open it, unless ``allow_remote``
 is set; a configured token is required on the page and the data in every case.
 """
@@ -135,11 +136,12 @@ def snapshot(families: list[Metric], *, hidden_routes: Iterable[str] = ()) -> di
             if klass in ("4xx", "5xx"):
                 row[klass] += value
     top_routes = sorted(routes.values(), key=lambda row: -row["count"])[:_MAX_ROWS]
+    problems = _by(_labelled(families, "bastion_problems_total"), "code")
     return {
         "time": time.time(),
         "requests": {"total": total, **by_class, "429": rate_limited},
         "routes": top_routes,
-        "problems": _by(_labelled(families, "bastion_problems_total"), "code"),
+        "problems": problems,
         "rate_limits": _rows(_labelled(families, "bastion_rate_limit_decisions_total"), "rule", "outcome"),
         "idempotency": _by(_labelled(families, "bastion_idempotency_events_total"), "event"),
         "validation": _rows(_labelled(families, "bastion_validation_failures_total"), "operation", "code"),
@@ -148,7 +150,25 @@ def snapshot(families: list[Metric], *, hidden_routes: Iterable[str] = ()) -> di
         ),
         "store_errors": _by(_labelled(families, "bastion_store_errors_total"), "store", "operation"),
         "upstream_errors": _by(_labelled(families, "bastion_gateway_upstream_errors_total"), "kind"),
+        "refusals": refusals(_labelled(families, "bastion_shadow_refusals_total"), problems),
     }
+
+
+def refusals(shadow: list[tuple[dict[str, str], float]], problems: dict[str, float]) -> list[dict[str, Any]]:
+    """Live against shadow refusals, per guard and code that has refused in shadow mode.
+
+    ``live`` is every problem response of the code (whichever guard answered it),
+    ``shadow`` the refusals decided in shadow mode, which the application served.
+    """
+    return [
+        {
+            "guard": row["guard"],
+            "code": row["code"],
+            "live": problems.get(row["code"], 0.0),
+            "shadow": row["count"],
+        }
+        for row in _rows(shadow, "guard", "code")
+    ]
 
 
 def window_counts(

@@ -59,6 +59,7 @@ GUARD_COUNTERS: dict[str, tuple[str, ...]] = {
     "bastion_response_validation_failures_total": ("operation", "code"),
     "bastion_gateway_upstream_errors_total": ("kind",),
     "bastion_config_reloads_total": ("result",),
+    "bastion_shadow_refusals_total": ("guard", "code"),
 }
 
 _INDEX_SEGMENT = re.compile(r"/\d+(?=/|$)")

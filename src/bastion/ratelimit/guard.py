@@ -25,6 +25,7 @@ from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, S
 from bastion.clients import ClientIdentifier
 from bastion.config import ClientsConfig
 from bastion.config.ratelimit import RateLimitsConfig
+from bastion.enforcement import ShadowRefusals, error_reason, strip_forged
 from bastion.observability.metrics import Tally
 from bastion.problems import DependencyUnavailable, RateLimited
 from bastion.ratelimit.algorithms import Verdict, retry_after_seconds
@@ -77,6 +78,8 @@ class RateLimitGuard:
             unverified_keys=self.clients.believes_any_key,
         )
         self.logger = logger
+        #: Counts refusals decided in shadow mode and names them to the application.
+        self.shadow_refusals = ShadowRefusals("rate_limit", metrics)
         self._ids = itertools.count()
         self._id_prefix = os.urandom(6).hex() + "-"
         #: Decisions by ``(rule, outcome)`` and failed store calls (``None`` without metrics).
@@ -101,21 +104,32 @@ class RateLimitGuard:
         rules hold no slots for the length of the response. A rejection raises its
         problem. ``False`` means nothing was decided yet.
         """
-        plan = self.plans.find(scope, ctx)
+        plans = self.plans
+        if plans.watching:
+            strip_forged(scope, ctx)
+        plan = plans.find(scope, ctx)
         if not plan.rules:
             return True
         if not self.sync or plan.concurrency:
             return False
         tier, checks, request_id = self._checks(plan, scope, ctx)
         self._decide_now(tier, checks, request_id, ctx)
+        if plan.watching:
+            self.shadow_refusals.mark(scope, ctx)
         return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
-        plan = self.plans.find(scope, ctx)
+        plans = self.plans
+        if plans.watching:
+            strip_forged(scope, ctx)
+        plan = plans.find(scope, ctx)
         if plan.rules:
             tier, checks, request_id = self._checks(plan, scope, ctx)
-            if await self._decide(tier, checks, request_id, ctx) and plan.concurrency:
+            decided = await self._decide(tier, checks, request_id, ctx)
+            if plan.watching:
+                self.shadow_refusals.mark(scope, ctx)
+            if decided and plan.concurrency:
                 await self._hold(checks, request_id, scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -185,12 +199,15 @@ class RateLimitGuard:
         tally = self.decisions
         limited: list[str] = []
         retry_us = 0
+        # The client's bucket, when a rule enforces only some clients (else unused).
+        bucket = tier.bucket(ctx) if tier.split else 0
         for rule, verdict in zip(tier.rules, verdicts, strict=True):
             if verdict[0]:
                 continue
-            if rule.shadow:
+            if rule.shadows(bucket):
                 if tally is not None:
                     tally.count(rule.name, "shadow_limited")
+                self.shadow_refusals.count(RateLimited.code_default, ctx)
                 ctx.log.setdefault("rate_limit_shadow", []).append(rule.name)
                 if self.logger is not None:
                     self.logger.info(
@@ -258,13 +275,6 @@ class RateLimitGuard:
                     await asyncio.shield(release())
 
 
-def _reason(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in errors())
-    return str(exc)
-
-
 def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     """The rate limit guard for the configuration, or ``None`` when no rule could ever apply."""
     from bastion.config import ConfigError
@@ -285,7 +295,7 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
             operation_rules[(method, template)] = operation_rule(method, template, value)
         except (ValueError, TypeError) as exc:
             where = f"paths.{template}.{method.lower()}.x-bastion-rate-limit"
-            problems.append((where, _reason(exc)))
+            problems.append((where, error_reason(exc)))
     if problems:
         raise ConfigError(problems, config.openapi or "openapi")
     store = open_store(config, ctx.logger)

@@ -13,6 +13,7 @@ from typing import Any
 
 from bastion.asgi import RequestContext, Scope
 from bastion.clients import KEY_ID_PREFIX
+from bastion.enforcement import client_bucket, enforcement_id
 from bastion.ratelimit.algorithms import CONCURRENCY, SLIDING_LOG, Limit
 from bastion.ratelimit.headers import HeaderSet
 from bastion.ratelimit.rules import OPERATION_EXTENSION, CompiledRule, by_ip, operation_rule
@@ -36,12 +37,22 @@ def _key_plan(rule: CompiledRule) -> str | None:
 class Tier:
     """A plan's rules at one client tier: what each request's checks are made of, and the header bytes."""
 
-    __slots__ = ("allowed", "headers", "parts", "rules")
+    __slots__ = ("allowed", "headers", "keys_believed", "parts", "rules", "split")
 
     def __init__(
-        self, rules: tuple[CompiledRule, ...], tier: str | None, *, draft: bool, legacy: bool
+        self,
+        rules: tuple[CompiledRule, ...],
+        tier: str | None,
+        *,
+        draft: bool,
+        legacy: bool,
+        keys_believed: bool = False,
     ) -> None:
         self.rules = rules
+        #: Whether a rule enforces only a share of clients (each request's checks then depend on its client).
+        self.split = any(rule.percent is not None for rule in rules)
+        #: Whether any API key is believed (see :func:`bastion.enforcement.enforcement_id`).
+        self.keys_believed = keys_believed
         limits = [rule.limit_for(tier) for rule in rules]
         #: Per rule: the rule, its key plan (see :func:`_key_plan`), limit, cost and shadow flag.
         self.parts: tuple[tuple[CompiledRule, str | None, Limit, int, bool], ...] = tuple(
@@ -66,18 +77,44 @@ class Tier:
             elif not key:
                 key = rule.prefix + client_id  # type: ignore[operator]  # checked above
             checks.append(_new(Check, (key, limit, cost, shadow)))
+        if self.split:
+            # (Apart from the loop above, so that rules that enforce every client pay nothing for it.)
+            bucket = self.bucket(ctx)
+            checks = [
+                check._replace(shadow=rule.shadows(bucket)) if rule.percent is not None else check
+                for check, rule in zip(checks, self.rules, strict=True)
+            ]
         return checks
+
+    def bucket(self, ctx: RequestContext) -> int:
+        """The request's client bucket, which says who the rules with ``enforce_percent`` enforce."""
+        return client_bucket(enforcement_id(ctx, self.keys_believed))
 
 
 class Plan:
     """The rules that apply to one ``(method, route)``, found once and reused."""
 
-    __slots__ = ("concurrency", "draft", "legacy", "needs_id", "rules", "tiers", "unverified")
+    __slots__ = (
+        "concurrency",
+        "draft",
+        "keys_believed",
+        "legacy",
+        "needs_id",
+        "rules",
+        "tiers",
+        "unverified",
+        "watching",
+    )
 
-    def __init__(self, rules: tuple[CompiledRule, ...], *, draft: bool, legacy: bool) -> None:
+    def __init__(
+        self, rules: tuple[CompiledRule, ...], *, draft: bool, legacy: bool, keys_believed: bool = False
+    ) -> None:
         self.rules = rules
         self.draft = draft
         self.legacy = legacy
+        self.keys_believed = keys_believed
+        #: Whether a rule may decide in shadow mode (``mode: shadow`` or ``enforce_percent``).
+        self.watching = any(rule.watches for rule in rules)
         #: Whether a rule holds slots until the response ends.
         self.concurrency = any(rule.concurrency for rule in rules)
         #: Whether the store needs the request named: concurrency leases and sliding-log entries.
@@ -100,7 +137,9 @@ class Plan:
         """The rules at ``tier`` (made once per tier)."""
         found = self.tiers.get(tier)
         if found is None:
-            found = self.tiers[tier] = Tier(self.rules, tier, draft=self.draft, legacy=self.legacy)
+            found = self.tiers[tier] = Tier(
+                self.rules, tier, draft=self.draft, legacy=self.legacy, keys_believed=self.keys_believed
+            )
         return found
 
 
@@ -126,6 +165,9 @@ class Plans:
         self.unverified_keys = unverified_keys
         self.plans: dict[tuple[str, str], Plan] = {}
         self.path_plans = 0
+        #: Whether any rule may decide in shadow mode, so that requests are cleared of a
+        #: client-sent ``Bastion-Would-Refuse`` (see :func:`bastion.enforcement.strip_forged`).
+        self.watching = any(rule.watches for rule in (*rules, *operation_rules.values()))
 
     def find(self, scope: Scope, ctx: RequestContext) -> Plan:
         """The plan of a request: by its route template, or by its raw path when it has none."""
@@ -157,10 +199,14 @@ class Plans:
                 op_rule = self.operation_rules[(method, route)] = operation_rule(method, route, value)
         if op_rule is not None:
             rules.append(op_rule)
-        plan = Plan(tuple(rules), draft=self.draft, legacy=self.legacy)
-        if self.unverified_keys:
+        believed = self.unverified_keys
+        plan = Plan(tuple(rules), draft=self.draft, legacy=self.legacy, keys_believed=believed)
+        if believed:
             companions = tuple(c for c in map(by_ip, rules) if c is not None)
             if companions:
-                plan.unverified = Plan((*rules, *companions), draft=self.draft, legacy=self.legacy)
+                plan.unverified = Plan(
+                    (*rules, *companions), draft=self.draft, legacy=self.legacy, keys_believed=believed
+                )
+        self.watching = self.watching or plan.watching
         self.plans[(method, route)] = plan
         return plan

@@ -14,6 +14,7 @@ from typing import Any
 
 from bastion.asgi import RequestContext, Scope
 from bastion.config.ratelimit import RuleConfig
+from bastion.enforcement import enforced_share, in_shadow
 from bastion.protocols import HTTP_METHODS
 from bastion.ratelimit.algorithms import CONCURRENCY, Limit
 from bastion.ratelimit.headers import policy_member
@@ -34,6 +35,7 @@ class CompiledRule:
     #: ``(method, template)`` pairs; empty means every request. ``*`` matches any method.
     matches: frozenset[tuple[str, str]]
     cost: int
+    #: Whether the rule refuses no client (``mode: shadow``, or ``enforce_percent: 0``).
     shadow: bool
     default: Limit
     #: tier -> limit, for tiers with their own rate.
@@ -42,11 +44,23 @@ class CompiledRule:
     policies: Mapping[Limit, str]
     #: The start of every store key of this rule.
     prefix: str
+    #: The share of clients enforced when only some are (``enforce_percent`` 1 to 99), else ``None``.
+    percent: int | None = None
 
     @property
     def concurrency(self) -> bool:
         """Whether this rule holds slots until the response ends."""
         return self.default.algorithm == CONCURRENCY
+
+    @property
+    def watches(self) -> bool:
+        """Whether the rule may decide in shadow mode (``mode: shadow`` or ``enforce_percent``)."""
+        return self.shadow or self.percent is not None
+
+    def shadows(self, bucket: int) -> bool:
+        """Whether the rule only watches a client in ``bucket`` (see :mod:`bastion.enforcement`)."""
+        percent = self.percent
+        return self.shadow or (percent is not None and in_shadow(percent, bucket))
 
     def applies(self, method: str, route: str) -> bool:
         """Whether the rule covers ``method route``."""
@@ -144,16 +158,18 @@ def compile_rule(config: RuleConfig, *, matches: Iterable[tuple[str, str]] | Non
     tiers = {tier: limit_of(tier) for tier in config.tiers}
     policies = {limit: policy_member(config.name, limit) for limit in (default, *tiers.values())}
     found = config.match_entries() if matches is None else list(matches)
+    share = enforced_share(config.mode, config.enforce_percent)
     return CompiledRule(
         name=config.name,
         parts=tuple(config.key_parts()),
         matches=frozenset(found),
         cost=config.cost,
-        shadow=config.mode == "shadow",
+        shadow=share == 0,
         default=default,
         tiers=tiers,
         policies=policies,
         prefix=config.name + "|",
+        percent=share if 0 < share < 100 else None,
     )
 
 
@@ -161,7 +177,7 @@ def operation_rule(method: str, template: str, value: Any) -> CompiledRule:
     """The rule an operation declares with ``x-bastion-rate-limit``.
 
     The value is a rate (``5/minute``) or a mapping of rule settings (``limit``,
-    ``burst``, ``key``, ``algorithm``, ``cost``, ``mode``, ``tiers``). The rule is
+    ``burst``, ``key``, ``algorithm``, ``cost``, ``mode``, ``enforce_percent``, ``tiers``). The rule is
     named ``METHOD /template`` and, unless its ``key`` says otherwise, counts per
     client and per operation.
     """

@@ -6,6 +6,10 @@ It runs after rate limiting (no body is read for a 429) and before idempotency
 A compressed body (``gzip``, ``deflate``) is decoded under the same limit, and
 what goes inward is what was checked: the decoded bytes, with the headers saying
 so. A request the router did not match to an operation passes untouched.
+
+An operation in shadow mode (or a client outside its ``enforce_percent``) is checked
+as usual, but a refusal that may be shadowed (:func:`bastion.validation.modes.shadowable`)
+is logged, counted and named to the application in ``Bastion-Would-Refuse`` instead.
 """
 
 from __future__ import annotations
@@ -24,13 +28,24 @@ from bastion.asgi import (
     read_request_body,
     replay_body,
 )
+from bastion.clients import ClientIdentifier
+from bastion.config import ClientsConfig
+from bastion.enforcement import (
+    ShadowRefusals,
+    client_bucket,
+    enforced_share,
+    enforcement_id,
+    in_shadow,
+    strip_forged,
+)
 from bastion.problems import Problem, ValidationFailed
 from bastion.validation.bodies import content_coding, decode_content
+from bastion.validation.modes import operation_shares, shadowable
 from bastion.validation.operation import CompiledOperation
 from bastion.validation.responses import ResponseSchemas, recording_send
 
 if TYPE_CHECKING:
-    from bastion.observability.metrics import Tally
+    from bastion.observability.metrics import Metrics, Tally
     from bastion.protocols import GuardContext
 
 
@@ -50,7 +65,12 @@ def _summary(entries: list[dict[str, Any]]) -> str:
 
 
 class ValidationGuard:
-    """Rejects requests that break their operation's description, with every error at once."""
+    """Rejects requests that break their operation's description, with every error at once.
+
+    ``share`` is the percentage of clients enforced (``validation.mode`` and
+    ``enforce_percent``; 0 is shadow mode), ``shares`` that of each operation that sets
+    its own, by ``(METHOD, template)``.
+    """
 
     def __init__(
         self,
@@ -61,6 +81,10 @@ class ValidationGuard:
         response_rate: float = 0.0,
         response_failures: Tally | None = None,
         logger: Any = None,
+        share: int = 100,
+        shares: dict[tuple[str, str], int] | None = None,
+        clients: ClientIdentifier | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -70,9 +94,19 @@ class ValidationGuard:
         self.response_rate = response_rate
         self.response_failures = response_failures
         self.logger = logger
+        self.share = share
+        self.shares = dict(shares or {})
+        #: Whether any operation may let an invalid request through (then a client-sent
+        #: ``Bastion-Would-Refuse`` is removed from every request).
+        self.watching = share < 100 or any(value < 100 for value in self.shares.values())
+        #: Identifies the client when an ``enforce_percent`` needs it.
+        self.clients = clients if clients is not None else ClientIdentifier(ClientsConfig())
+        self.shadow_refusals = ShadowRefusals("validation", metrics)
 
     def admit(self, scope: Scope, ctx: RequestContext) -> bool:
         """Check a request without a body to read here; ``False`` when there is one (or a shadow check)."""
+        if self.watching:
+            strip_forged(scope, ctx)
         operation = ctx.operation
         if type(operation) is not CompiledOperation:
             return True
@@ -83,6 +117,8 @@ class ValidationGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
+        if self.watching:
+            strip_forged(scope, ctx)
         operation = ctx.operation
         if type(operation) is not CompiledOperation:
             await self.app(scope, receive, send)
@@ -135,19 +171,58 @@ class ValidationGuard:
         body: bytes | None,
         content_type: bytes | None,
     ) -> None:
-        """Raise the problem for an invalid request, every field error in it."""
+        """Raise the problem for an invalid request, every field error in it (unless only watched)."""
         try:
             entries = operation.check(
                 ctx.path_params, scope.get("query_string", b""), scope["headers"], body, content_type
             )
         except Problem as problem:
             self._count(operation, problem.code)
+            if shadowable(problem, operation, body, content_type) and self._watched(operation, scope, ctx):
+                self._let_through(operation, problem.code, problem.detail, [], scope, ctx)
+                return
             raise
         if entries:
             if self.failures is not None:
                 for entry in entries:
                     self._count(operation, entry["code"])
-            raise ValidationFailed(_summary(entries), errors=entries)
+            summary = _summary(entries)
+            if self._watched(operation, scope, ctx):
+                self._let_through(operation, ValidationFailed.code_default, summary, entries, scope, ctx)
+                return
+            raise ValidationFailed(summary, errors=entries)
+
+    def _watched(self, operation: CompiledOperation, scope: Scope, ctx: RequestContext) -> bool:
+        """Whether the operation only watches this request's client (shadow mode, or outside the share)."""
+        share = self.shares.get((operation.method, operation.template), self.share)
+        if share >= 100:
+            return False
+        clients = self.clients
+        clients.fill(scope, ctx)
+        return in_shadow(share, client_bucket(enforcement_id(ctx, clients.believes_any_key)))
+
+    def _let_through(
+        self,
+        operation: CompiledOperation,
+        code: str,
+        detail: str | None,
+        entries: list[dict[str, Any]],
+        scope: Scope,
+        ctx: RequestContext,
+    ) -> None:
+        """Log, count and name a refusal decided in shadow mode; the request goes on."""
+        ctx.log["validation_shadow"] = code
+        if self.logger is not None:
+            self.logger.warning(
+                "request refused in shadow mode",
+                operation=operation.label,
+                code=code,
+                detail=detail,
+                errors=entries,
+                trace_id=ctx.trace_id,
+                client=ctx.client_id,
+            )
+        self.shadow_refusals.record(code, scope, ctx)
 
     def _shadow(self, operation: CompiledOperation, schemas: ResponseSchemas, send: Send) -> Send:
         def report(status: int, entries: list[dict[str, Any]]) -> None:
@@ -176,7 +251,12 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     config = ctx.config
     if config.openapi is None or not config.validation.enabled:
         return None
-    ctx.description()  # compile at start-up, so a broken description stops it
+    from bastion.config import ConfigError
+
+    shares, problems = operation_shares(ctx.description())  # compiled now, so a broken one stops start-up
+    if problems:
+        raise ConfigError(problems, config.openapi)
+    section = config.validation
     failures = None
     if ctx.metrics is not None:
         failures = ctx.metrics.tally(
@@ -199,4 +279,8 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
         response_rate=responses.sample_rate if responses.enabled else 0.0,
         response_failures=response_failures,
         logger=ctx.logger,
+        share=enforced_share(section.mode, section.enforce_percent),
+        shares=shares,
+        clients=ctx.clients,
+        metrics=ctx.metrics,
     )
