@@ -34,6 +34,7 @@ from bastion.asgi import (
 )
 from bastion.clients import ClientIdentifier
 from bastion.config.observability import ObservabilityConfig
+from bastion.enforcement import WOULD_REFUSE
 from bastion.observability.dashboard import Dashboard
 from bastion.observability.logging import AccessLog
 from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics
@@ -112,6 +113,7 @@ class BoundaryGuard:
         # across a service, so the common path is kept to the statements it needs.
         started_at = perf_counter()
         incoming_trace = incoming_request_id = content_length = None
+        forged = False
         for key, value in scope["headers"]:
             if key == b"traceparent":
                 incoming_trace = value
@@ -119,6 +121,11 @@ class BoundaryGuard:
                 incoming_request_id = value
             elif key == b"content-length":
                 content_length = value
+            elif key == WOULD_REFUSE:
+                forged = True
+        if forged:
+            # Only bastion's guards name refusals decided in shadow mode to the application.
+            scope["headers"] = [pair for pair in scope["headers"] if pair[0] != WOULD_REFUSE]
         method = scope["method"]
         if method not in _KNOWN_METHODS:
             method = "_OTHER"

@@ -9,8 +9,8 @@ operation: raising a percentage only ever adds clients.
 
 A refusal decided in shadow mode is counted in ``bastion_shadow_refusals_total``
 and named to the application in the ``Bastion-Would-Refuse`` request header
-(:meth:`ShadowRefusals.record`). A client-sent header of that name is removed
-(:func:`strip_forged`) by each guard that may write one, so it cannot be forged.
+(:meth:`ShadowRefusals.record`). The boundary removes a client-sent header of that
+name from every request (:class:`bastion.boundary.BoundaryGuard`), so it cannot be forged.
 """
 
 from __future__ import annotations
@@ -71,17 +71,6 @@ def client_bucket(client_id: str) -> int:
     """The client's bucket, 0 to 99: a hash of its id, the same in every process and restart."""
     digest = hashlib.blake2b(client_id.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % 100
-
-
-def strip_forged(scope: Scope, ctx: RequestContext) -> None:
-    """Remove a client-sent ``Bastion-Would-Refuse`` (unless a guard before wrote the one there)."""
-    if _LOG_KEY in ctx.log:
-        return
-    headers = scope["headers"]
-    for key, _ in headers:
-        if key == WOULD_REFUSE:
-            scope["headers"] = [pair for pair in headers if pair[0] != WOULD_REFUSE]
-            return
 
 
 class ShadowRefusals:

@@ -185,6 +185,15 @@ async def test_forged_header_is_removed(tmp_path: Path) -> None:
     assert unknown.status_code == 404
 
 
+async def test_forged_header_is_removed_when_everything_enforces(tmp_path: Path) -> None:
+    bastion, _ = build(tmp_path, spec())
+    forged = {"Bastion-Would-Refuse": "RATE_LIMITED"}
+    async with client(bastion) as http:
+        valid = await http.post("/orders", json={"quantity": 2}, headers=forged)
+    assert valid.status_code == 200
+    assert would_refuse(valid) == []
+
+
 async def test_both_guards_name_their_codes_in_one_header(tmp_path: Path) -> None:
     rule = {"name": "watch", "limit": "1/minute", "mode": "shadow"}
     bastion, _ = build(tmp_path, spec(), validation={"mode": "shadow"}, rate_limits={"rules": [rule]})

@@ -25,7 +25,7 @@ from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, S
 from bastion.clients import ClientIdentifier
 from bastion.config import ClientsConfig
 from bastion.config.ratelimit import RateLimitsConfig
-from bastion.enforcement import ShadowRefusals, error_reason, strip_forged
+from bastion.enforcement import ShadowRefusals, error_reason
 from bastion.observability.metrics import Tally
 from bastion.problems import DependencyUnavailable, RateLimited
 from bastion.ratelimit.algorithms import Verdict, retry_after_seconds
@@ -105,8 +105,6 @@ class RateLimitGuard:
         problem. ``False`` means nothing was decided yet.
         """
         plans = self.plans
-        if plans.watching:
-            strip_forged(scope, ctx)
         plan = plans.find(scope, ctx)
         if not plan.rules:
             return True
@@ -121,8 +119,6 @@ class RateLimitGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         plans = self.plans
-        if plans.watching:
-            strip_forged(scope, ctx)
         plan = plans.find(scope, ctx)
         if plan.rules:
             tier, checks, request_id = self._checks(plan, scope, ctx)

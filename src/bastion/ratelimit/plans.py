@@ -165,9 +165,6 @@ class Plans:
         self.unverified_keys = unverified_keys
         self.plans: dict[tuple[str, str], Plan] = {}
         self.path_plans = 0
-        #: Whether any rule may decide in shadow mode, so that requests are cleared of a
-        #: client-sent ``Bastion-Would-Refuse`` (see :func:`bastion.enforcement.strip_forged`).
-        self.watching = any(rule.watches for rule in (*rules, *operation_rules.values()))
 
     def find(self, scope: Scope, ctx: RequestContext) -> Plan:
         """The plan of a request: by its route template, or by its raw path when it has none."""
@@ -207,6 +204,5 @@ class Plans:
                 plan.unverified = Plan(
                     (*rules, *companions), draft=self.draft, legacy=self.legacy, keys_believed=believed
                 )
-        self.watching = self.watching or plan.watching
         self.plans[(method, route)] = plan
         return plan

@@ -36,7 +36,6 @@ from bastion.enforcement import (
     enforced_share,
     enforcement_id,
     in_shadow,
-    strip_forged,
 )
 from bastion.problems import Problem, ValidationFailed
 from bastion.validation.bodies import content_coding, decode_content
@@ -96,17 +95,12 @@ class ValidationGuard:
         self.logger = logger
         self.share = share
         self.shares = dict(shares or {})
-        #: Whether any operation may let an invalid request through (then a client-sent
-        #: ``Bastion-Would-Refuse`` is removed from every request).
-        self.watching = share < 100 or any(value < 100 for value in self.shares.values())
         #: Identifies the client when an ``enforce_percent`` needs it.
         self.clients = clients if clients is not None else ClientIdentifier(ClientsConfig())
         self.shadow_refusals = ShadowRefusals("validation", metrics)
 
     def admit(self, scope: Scope, ctx: RequestContext) -> bool:
         """Check a request without a body to read here; ``False`` when there is one (or a shadow check)."""
-        if self.watching:
-            strip_forged(scope, ctx)
         operation = ctx.operation
         if type(operation) is not CompiledOperation:
             return True
@@ -117,8 +111,6 @@ class ValidationGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
-        if self.watching:
-            strip_forged(scope, ctx)
         operation = ctx.operation
         if type(operation) is not CompiledOperation:
             await self.app(scope, receive, send)
