@@ -166,11 +166,6 @@ async def _over_the_limit(tmp_path: Path, config: dict[str, Any], *, reload: boo
     return statuses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="memory stores are per chain until the guard builders share them across reloads, and the"
-    " memory rate limit store keys its tables by compiled limit object (docs/reload.md)",
-)
 async def test_memory_rate_limit_counters_survive_a_reload(tmp_path: Path) -> None:
     config = limits("6/minute")
     assert await _over_the_limit(tmp_path, config, reload=True) == await _over_the_limit(

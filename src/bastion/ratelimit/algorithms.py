@@ -35,6 +35,13 @@ ALGORITHM_CODES = {
 US_PER_SECOND = 1_000_000
 
 
+#: Limits built so far, by their numbers: equal numbers give the one object, so a store
+#: keyed by limit (identity) keeps its state when a reload compiles the rules again.
+_BUILT: dict[tuple[int, int, int, int], Limit] = {}
+#: Past this many distinct limits, new ones are not kept (their state lasts one configuration).
+_MAX_BUILT = 10_000
+
+
 # Identity equality: a limit is a dictionary key on the hot path, and a generated
 # __hash__ over six fields costs more than the decision it looks up.
 @dataclass(frozen=True, slots=True, eq=False)
@@ -62,9 +69,16 @@ class Limit:
         if limit < 1 or period_us < 1:
             raise ValueError("a limit needs at least one request and a non-empty period")
         capacity = burst if burst is not None else limit
+        numbers = (code, limit, period_us, capacity)
+        found = _BUILT.get(numbers)
+        if found is not None:
+            return found
         # Rounding the emission interval up makes the limit a hair stricter, never looser.
         emission = -(-period_us // limit)
-        return cls(code, limit, period_us, capacity, emission, emission * capacity)
+        built = cls(code, limit, period_us, capacity, emission, emission * capacity)
+        if len(_BUILT) < _MAX_BUILT:
+            _BUILT[numbers] = built
+        return built
 
     @property
     def quota(self) -> int:

@@ -294,8 +294,9 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
             problems.append((where, error_reason(exc)))
     if problems:
         raise ConfigError(problems, config.openapi or "openapi")
-    store = open_store(config, ctx.logger)
-    ctx.add_resource(store)
+    # Kept across reloads (counters, pools) while what shapes the store is unchanged.
+    shape = (section.store or config.store, section.key_prefix, section.timeout.ms)
+    store = ctx.shared(("rate_limits", *shape), lambda: open_store(config, ctx.logger))
     observed = RateObservations()
     ctx.add_resource(observed)
     return RateLimitGuard(
