@@ -192,6 +192,7 @@
     fill("table-validation", data.validation, ["operation", "code", "count"]);
     fill("table-problems", entries(data.problems, "code"), ["code", "count"]);
     fill("table-ratelimits", data.rate_limits, ["rule", "outcome", "count"]);
+    fill("table-refusals", data.refusals || [], ["guard", "code", "live", "shadow"]);
     var dependencies = entries(data.store_errors, "source").map(function (row) {
       row.source = "store " + row.source;
       return row;
