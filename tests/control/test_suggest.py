@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -14,12 +15,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from bastion import Bastion
 from bastion.cli import app
 from bastion.config import load_config
 from bastion.control.suggest import readable
 from bastion.ratelimit.observed import FORMAT, RateSketch
 from tests.conftest import free_port
+from tests.control.conftest import serving
 from tests.gateway.conftest import ROOT, clean_env, start_gateway, start_upstream
+from tests.support import LogCapture
 
 MINUTE_US = 60_000_000
 CONFIG = {
@@ -179,14 +183,20 @@ def test_a_gateway_serves_its_observations_to_suggest(tmp_path: Path) -> None:
         upstream.stop()
 
 
+def _child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def test_the_traffic_bench_quick_mode_feeds_suggest(tmp_path: Path) -> None:
-    started = time.monotonic()
+    # CPU time of the bench, not the clock: a busy machine stretches the clock, not the work.
+    started = _child_cpu_seconds()
     subprocess.run(
         [sys.executable, str(ROOT / "bench" / "traffic.py"), "--quick", "--out", "observed.json",
          "--write-config", "bastion.yaml"],
         cwd=tmp_path, env=clean_env(), check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    assert time.monotonic() - started < 10
+    assert _child_cpu_seconds() - started < 10
     result = suggest("--from", str(tmp_path / "observed.json"), "--format", "json")
     found = {(s["rule"], s["tier"]): s for s in json.loads(result.output)}
     assert set(found) == {("global", None), ("per-client", None), ("per-client", "paid"), ("login", None)}
@@ -197,3 +207,35 @@ def test_the_traffic_bench_quick_mode_feeds_suggest(tmp_path: Path) -> None:
     )
     base = yaml.safe_load(config_path.read_text())
     load_config({**base, **yaml.safe_load(snippet.output)}, env={})
+
+
+async def test_the_suggested_snippet_goes_into_force_with_a_reload(tmp_path: Path) -> None:
+    """The operator's loop: a week of traffic, ``limits suggest``, the snippet in the file, a reload."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "traffic.py"), "--quick", "--out", "observed.json",
+         "--write-config", "bastion.yaml"],
+        cwd=tmp_path, env=clean_env(), check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    config_path = tmp_path / "bastion.yaml"
+    observed = str(tmp_path / "observed.json")
+    found = {
+        (s["rule"], s["tier"]): s for s in json.loads(suggest("--from", observed, "--format", "json").output)
+    }
+    snippet = suggest("--from", observed, "--format", "yaml", "--config", str(config_path)).output
+    base = yaml.safe_load(config_path.read_text())
+    base.pop("upstream")  # in front of an app here, not a gateway
+    config_path.write_text(yaml.safe_dump(base))
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    bastion = Bastion(echo, config_path, env={}, log_stream=LogCapture())
+    async with serving(bastion) as http:
+        before = (await http.get("/x")).headers["ratelimit-policy"]
+        config_path.write_text(yaml.safe_dump({**base, **yaml.safe_load(snippet)}))
+        assert await bastion.reload(config_path)
+        after = (await http.get("/x")).headers["ratelimit-policy"]
+    assert '"global";q=1000' in before
+    assert f'"global";q={found[("global", None)]["suggested_limit"]}' in after
+    assert f'"per-client";q={found[("per-client", None)]["suggested_limit"]}' in after
