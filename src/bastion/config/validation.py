@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from bastion._model import Section
 from bastion.config.ratelimit import check_enforcement
@@ -19,6 +20,83 @@ class ResponseValidationConfig(Section):
     are logged and counted, never altered."""
     sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)
     """The share of responses checked, from `0.0` to `1.0` (`0.01`: one in a hundred)."""
+
+
+def _moment(value: Any) -> Any:
+    """A date (``2027-06-30``) or a datetime (``2027-06-30T12:00:00Z``); without a zone, UTC.
+
+    A string with a time is a datetime even at midnight, so that ``T00:00:00Z`` does not
+    become the end of that day. A datetime without a zone is UTC, as YAML says.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.fromisoformat(text) if len(text) > 10 else date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO date (2027-06-30) or datetime") from None
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+#: A date (meaning the end of that day, UTC) or a datetime.
+Moment = Annotated[date | datetime, BeforeValidator(_moment)]
+
+
+class RelaxMatchConfig(Section):
+    """Which requests a relaxation applies to: every key given must match (at least one)."""
+
+    tier: str | None = None
+    """The client's tier (`clients.keys[].tier`, or `clients.default_tier`)."""
+    client: str | None = None
+    """The name of the client's API key (`clients.keys[].name`); needs a key list."""
+    header: str | None = None
+    """A request header and its exact value, `"API-Version: 2023-01-01"` (name in any case)."""
+    path_prefix: str | None = None
+    """The start of the request path, `/v1/`."""
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str | None) -> str | None:
+        if value is not None:
+            name, colon, wanted = value.partition(":")
+            if not colon or not name.strip() or not wanted.strip():
+                raise ValueError('a header match is "Name: value"')
+        return value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _path_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("a path prefix starts with /")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> RelaxMatchConfig:
+        if self.tier is None and self.client is None and self.header is None and self.path_prefix is None:
+            raise ValueError(
+                "an empty match would relax every request: give tier, client, header or path_prefix"
+            )
+        return self
+
+
+class RelaxConfig(Section):
+    """A relaxation of validation for some clients, until a date, announced in response headers."""
+
+    match: RelaxMatchConfig
+    """Which requests it applies to; the first entry that matches a request wins."""
+    relax: Literal["shadow", "allow-unknown-fields"]
+    """`shadow` checks matching requests in shadow mode (security refusals stay enforced);
+    `allow-unknown-fields` lets unknown body fields through and refuses every other error."""
+    until: Moment
+    """When the entry stops relaxing by itself: a date (the end of that day, UTC) or a datetime
+    (`2027-06-30T12:00:00Z`; without a zone, UTC). Matching requests are then checked as usual."""
+    sunset: Moment | None = None
+    """The `Sunset` header's date (RFC 8594). Unset: `until`."""
+    deprecated: Moment | None = None
+    """The `Deprecation` header's date (RFC 9745). Unset: when the configuration was loaded."""
+    link: str | None = Field(default=None, pattern=r"^https?://[!#-;=?-~]+$")
+    """A page about the migration, sent as `Link: <URL>; rel="deprecation"` and `rel="sunset"`."""
 
 
 class ValidationConfig(Section):
@@ -60,6 +138,10 @@ class ValidationConfig(Section):
     """URL prefixes and paths (relative to the description's folder) that the description may
     refer to besides its own folder (`$ref`, `$schema`). Nothing else is fetched or read."""
     responses: ResponseValidationConfig = Field(default_factory=ResponseValidationConfig)
+    relax: list[RelaxConfig] = Field(default_factory=list)
+    """Relaxed validation for legacy clients, each entry until a date (see docs/validation.md).
+    Matching responses carry `Deprecation` and `Sunset` headers. The first match wins; an
+    entry past its `until` is skipped."""
 
     @model_validator(mode="after")
     def _enforcement(self) -> ValidationConfig:

@@ -10,6 +10,9 @@ so. A request the router did not match to an operation passes untouched.
 An operation in shadow mode (or a client outside its ``enforce_percent``) is checked
 as usual, but a refusal that may be shadowed (:func:`bastion.validation.modes.shadowable`)
 is logged, counted and named to the application in ``Bastion-Would-Refuse`` instead.
+A ``validation.relax`` entry that matches the request (:mod:`bastion.validation.relax`)
+does the same for its clients, or lets their unknown fields through, and announces it
+in the response headers.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from bastion.problems import Problem, ValidationFailed
 from bastion.validation.bodies import content_coding, decode_content
 from bastion.validation.modes import operation_shares, shadowable
 from bastion.validation.operation import CompiledOperation
+from bastion.validation.relax import Relaxation, RelaxTable
 from bastion.validation.responses import ResponseSchemas, recording_send
 
 if TYPE_CHECKING:
@@ -68,7 +72,8 @@ class ValidationGuard:
 
     ``share`` is the percentage of clients enforced (``validation.mode`` and
     ``enforce_percent``; 0 is shadow mode), ``shares`` that of each operation that sets
-    its own, by ``(METHOD, template)``.
+    its own, by ``(METHOD, template)``. ``relax`` holds the ``validation.relax`` entries
+    (``None`` without any), ``max_errors`` is ``validation.max_errors``.
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class ValidationGuard:
         shares: dict[tuple[str, str], int] | None = None,
         clients: ClientIdentifier | None = None,
         metrics: Metrics | None = None,
+        relax: RelaxTable | None = None,
+        max_errors: int = 50,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -98,6 +105,8 @@ class ValidationGuard:
         #: Identifies the client when an ``enforce_percent`` needs it.
         self.clients = clients if clients is not None else ClientIdentifier(ClientsConfig())
         self.shadow_refusals = ShadowRefusals("validation", metrics)
+        self.relax = relax
+        self.max_errors = max_errors
 
     def admit(self, scope: Scope, ctx: RequestContext) -> bool:
         """Check a request without a body to read here; ``False`` when there is one (or a shadow check)."""
@@ -164,28 +173,37 @@ class ValidationGuard:
         content_type: bytes | None,
     ) -> None:
         """Raise the problem for an invalid request, every field error in it (unless only watched)."""
+        relaxed = self.relax.apply(scope, ctx) if self.relax is not None else None
         try:
             entries = operation.check(
                 ctx.path_params, scope.get("query_string", b""), scope["headers"], body, content_type
             )
         except Problem as problem:
             self._count(operation, problem.code)
-            if shadowable(problem, operation, body, content_type) and self._watched(operation, scope, ctx):
+            if shadowable(problem, operation, body, content_type) and self._watched(
+                operation, scope, ctx, relaxed
+            ):
                 self._let_through(operation, problem.code, problem.detail, [], scope, ctx)
                 return
             raise
+        if entries and relaxed is not None:
+            entries = relaxed.remaining(entries, self.max_errors)
         if entries:
             if self.failures is not None:
                 for entry in entries:
                     self._count(operation, entry["code"])
             summary = _summary(entries)
-            if self._watched(operation, scope, ctx):
+            if self._watched(operation, scope, ctx, relaxed):
                 self._let_through(operation, ValidationFailed.code_default, summary, entries, scope, ctx)
                 return
             raise ValidationFailed(summary, errors=entries)
 
-    def _watched(self, operation: CompiledOperation, scope: Scope, ctx: RequestContext) -> bool:
+    def _watched(
+        self, operation: CompiledOperation, scope: Scope, ctx: RequestContext, relaxed: Relaxation | None
+    ) -> bool:
         """Whether the operation only watches this request's client (shadow mode, or outside the share)."""
+        if relaxed is not None and relaxed.shadow:
+            return True
         share = self.shares.get((operation.method, operation.template), self.share)
         if share >= 100:
             return False
@@ -275,4 +293,6 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
         shares=shares,
         clients=ctx.clients,
         metrics=ctx.metrics,
+        relax=RelaxTable(section.relax, ctx.clients, logger=ctx.logger) if section.relax else None,
+        max_errors=section.max_errors,
     )
