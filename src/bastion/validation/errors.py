@@ -18,6 +18,11 @@ import orjson
 from bastion.validation.coerce import index_order
 from bastion.validation.openapi import escape_token
 
+#: The ``detail`` of an unknown object member's entry, which tells it from the other
+#: ``NOT_ALLOWED`` ones (a ``false`` schema, a query parameter the operation does not
+#: have): ``validation.relax`` with ``allow-unknown-fields`` lets only these through.
+UNKNOWN_FIELD = "is not a known field"
+
 #: Where an entry is: the members of the instance the combined validator checks.
 LOCATIONS = ("path", "query", "header", "cookie", "body")
 _LOCATION_RANK = {name: rank for rank, name in enumerate(LOCATIONS)}
@@ -161,7 +166,7 @@ def _describe(
         return [_entry("PATTERN_MISMATCH", path, "could not be checked against its pattern in time", names)]
     if keyword in ("additionalProperties", "unevaluatedProperties"):
         return [
-            _entry("NOT_ALLOWED", [*path, name], "is not a known field", names)
+            _entry("NOT_ALLOWED", [*path, name], UNKNOWN_FIELD, names)
             for name in islice(kind.unexpected, room)
         ]
     if keyword == "falseSchema":

@@ -30,14 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import Headers, RequestContext, Scope
 from bastion.clients import KEY_ID_PREFIX, ClientIdentifier
+from bastion.validation.errors import UNKNOWN_FIELD
 
 if TYPE_CHECKING:
     from bastion.config.validation import RelaxConfig
-
-#: The ``detail`` of an unknown object member's entry (``bastion.validation.errors``),
-#: which tells it from the other ``NOT_ALLOWED`` ones (a ``false`` schema, a query
-#: parameter the operation does not have), which stay refused.
-UNKNOWN_FIELD = "is not a known field"
 
 
 def _instant(moment: date, *, end_of_day: bool) -> float:
