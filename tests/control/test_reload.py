@@ -200,3 +200,19 @@ async def test_an_idempotency_record_made_before_a_reload_replays_after_it(tmp_p
 
 async def test_a_memory_idempotency_record_made_before_a_reload_replays_after_it() -> None:
     assert await _replays_after_a_reload("memory://")
+
+
+async def test_observed_rates_outlive_a_reload_that_changes_the_limit() -> None:
+    """Applying a suggestion (a new limit, same rule and period) keeps what was observed."""
+    from bastion.ratelimit.observed import observed_snapshot
+
+    bastion = Bastion(App(), limits("600/minute"), env={}, log_stream=LogCapture())
+    async with serving(bastion) as http:
+        for _ in range(5):
+            await http.get("/x")
+        assert await bastion.reload(limits("300/minute"))
+        await http.get("/x")
+        (sketch,) = observed_snapshot(bastion.resources)["sketches"]
+    assert sketch["limit"] == "300/minute"
+    # The five requests before the reload and the one after, in one window of one record.
+    assert sketch["peaks"] == {"*": 6}

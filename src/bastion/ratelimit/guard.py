@@ -297,8 +297,8 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     # Kept across reloads (counters, pools) while what shapes the store is unchanged.
     shape = (section.store or config.store, section.key_prefix, section.timeout.ms)
     store = ctx.shared(("rate_limits", *shape), lambda: open_store(config, ctx.logger))
-    observed = RateObservations()
-    ctx.add_resource(observed)
+    # One record for the process: observations outlive a reload (such as one applying a suggestion).
+    observed = ctx.shared(("rate_limits", "observed"), RateObservations)
     return RateLimitGuard(
         app,
         rules,

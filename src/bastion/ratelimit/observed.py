@@ -274,7 +274,7 @@ class RateObservations:
         self.clock = clock
         self.keep = keep
         #: ``(rule, tier or None)`` -> its sketch.
-        self.sketches: dict[tuple[str, str | None], RateSketch] = {}
+        self.sketches: dict[tuple[str, str | None, int, tuple[str, ...]], RateSketch] = {}
         #: A plan's tier -> per observed rule: the sketch, its counts, the cost, and the key
         #: when constant (``"*"``), ``None`` when the client id, ``""`` when worked out per request.
         self.by_tier: dict[Tier, tuple[tuple[RateSketch, dict[str, int], int, str | None], ...]] = {}
@@ -318,12 +318,15 @@ class RateObservations:
                 continue
             # Tiers without a rate of their own share the rule's limit, and so its sketch.
             own = name if name is not None and name in rule.tiers else None
-            sketch = self.sketches.get((rule.name, own))
+            # Keyed by what the peaks are measured over: a reload that changes only the
+            # limit (applying a suggestion) keeps the record, and names the new limit.
+            rate = str(Rate(limit.limit, limit.period_us // 1000))
+            sketch = self.sketches.get((rule.name, own, limit.period_us, rule.parts))
             if sketch is None:
-                rate = str(Rate(limit.limit, limit.period_us // 1000))
                 sketch = RateSketch(rule.name, own, rule.parts, rate, limit.period_us, self.keep)
                 sketch.tick(self.now())
-                self.sketches[(rule.name, own)] = sketch
+                self.sketches[(rule.name, own, limit.period_us, rule.parts)] = sketch
+            sketch.limit = rate
             key = "*" if sketch.how == _GLOBAL else None if sketch.how == _CLIENT else ""
             found.append((sketch, sketch.counts, cost, key))
         self.by_tier[tier] = result = tuple(found)
