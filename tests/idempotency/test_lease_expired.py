@@ -157,7 +157,9 @@ async def test_a_table_of_an_earlier_version_gets_the_trace_id_columns(
             await conn.execute(f"INSERT INTO {table} VALUES ('old', 'fp', 0, 'o', 0, 9999999999999)")
         finally:
             await conn.close()
-    store = open_store(url, IdempotencyConfig.model_validate(store_settings))
+    # The first claim runs on a just-migrated table: a generous timeout, so that a busy
+    # machine is not mistaken for a store that failed (the default is 250 ms).
+    store = open_store(url, IdempotencyConfig.model_validate({**store_settings, "timeout": "5s"}))
     await store.start()
     try:
         # A claim of the old version's, lease long expired: taken over, its trace id unknown.
