@@ -35,7 +35,7 @@ from bastion.asgi import (
 from bastion.clients import ClientIdentifier
 from bastion.config.observability import ObservabilityConfig
 from bastion.enforcement import WOULD_REFUSE
-from bastion.observability.dashboard import Dashboard
+from bastion.observability.dashboard import Dashboard, Panel
 from bastion.observability.logging import AccessLog
 from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics
 from bastion.observability.otel import ServerSpan, build_tracer
@@ -76,6 +76,7 @@ class BoundaryGuard:
         observability: ObservabilityConfig | None = None,
         application: ASGIApp | None = None,
         normalize_upstream: normalize.NormalizePolicy = True,
+        panel: Panel | None = None,
     ) -> None:
         self.app = app
         #: ``errors.normalize_upstream``: which of the application's error responses become problems.
@@ -106,7 +107,9 @@ class BoundaryGuard:
             if metrics is None:
                 logger.warning("observability.dashboard needs metrics.enabled; the dashboard is off")
             else:
-                self.dashboard = Dashboard(observability.dashboard, metrics, self.metrics_path, clients)
+                self.dashboard = Dashboard(
+                    observability.dashboard, metrics, self.metrics_path, clients, panel
+                )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # This runs on every request: each line below is paid for in microseconds
@@ -206,7 +209,7 @@ class BoundaryGuard:
                 ctx.route = path
                 await self._serve_metrics(scope, send_with_headers)
             elif self.dashboard is not None and self.dashboard.handles(path):
-                await self.dashboard.handle(scope, ctx, send_with_headers)
+                await self.dashboard.handle(scope, ctx, send_with_headers, receive)
             else:
                 app = self.after_admitting
                 for admit, guard in self.admitting:

@@ -17,20 +17,25 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Hashable, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bastion.adapters import install_problem_handlers
 from bastion.asgi import ASGIApp, Message, Receive, Scope, Send
 from bastion.boundary import BoundaryGuard
 from bastion.clients import ClientIdentifier
 from bastion.config import Config, load_config
+from bastion.control.changes import Changes, apply_changes
 from bastion.control.generation import Generation, close_all, open_all
+from bastion.control.panel import ControlPanel
 from bastion.control.reload import ReloadLog
 from bastion.handshakes import guard_handshake
 from bastion.observability.logging import AccessLog, make_logger
 from bastion.observability.metrics import Metrics
 from bastion.protocols import CompiledDescription, GuardContext, R, Resource
 from bastion.routing.description import compile_configured
+
+if TYPE_CHECKING:
+    from bastion.control.admin import AdminControl
 
 #: A capability's builder: given the app it wraps and the build context, its guard or None.
 GuardBuilder = Callable[[ASGIApp, GuardContext], ASGIApp | None]
@@ -137,6 +142,10 @@ class Bastion:
         self._source = config
         self._env = env
         first = load_config(config, env=env)
+        #: The configuration of the file (and the environment) alone, before admin changes.
+        self.file_config = first
+        #: The admin changes laid over it (see :mod:`bastion.control.changes`).
+        self._changes: Changes = {}
         # The logger and the metrics registry live as long as the instance: a reload keeps
         # every counter (logging and metrics settings apply at the next start).
         self.logger = make_logger(first.logging.level, log_stream)
@@ -154,6 +163,13 @@ class Bastion:
         if first.errors.framework_adapters:
             install_problem_handlers(app)
         self._generation = self._build(first)
+        #: The admin layer's keeper, when the configuration has an admin API or store.
+        self.admin: AdminControl | None = None
+        if first.admin.listen is not None or first.admin.store is not None:
+            from bastion.control.admin import AdminControl
+
+            self.admin = AdminControl(self)
+            self.add_resource(self.admin)
 
     def _build(self, config: Config, before: Generation | None = None) -> Generation:
         """A complete chain for ``config``; raises (changing nothing) when it cannot be built.
@@ -188,6 +204,7 @@ class Bastion:
             observability=config.observability,
             application=self.app,
             normalize_upstream=config.errors.normalize_upstream,
+            panel=ControlPanel(self),
         )
         # What is registered once the chain is built (``add_resource``, the gateway's
         # proxy attaching to ``context``) belongs to the instance, not to this generation.
@@ -262,27 +279,60 @@ class Bastion:
         """Replace the configuration, between requests; ``True`` when the new one is in force.
 
         ``config`` is what :class:`Bastion` takes; without it, the configuration is read
-        again from where it first came from (the file, plus the environment). The new
-        chain is built, its description compiled and its stores opened before anything
-        changes: on any problem the configuration in force stays, every problem is
-        logged and ``bastion_config_reloads_total{result="error"}`` counts it. Requests
-        in flight finish under the configuration they started with; the old stores close
-        once they have. Reloads run one at a time.
+        again from where it first came from (the file, plus the environment). The admin
+        changes in force are laid over it again. The new chain is built, its description
+        compiled and its stores opened before anything changes: on any problem the
+        configuration in force stays, every problem is logged and
+        ``bastion_config_reloads_total{result="error"}`` counts it. Requests in flight
+        finish under the configuration they started with; the old stores close once they
+        have. Reloads run one at a time.
         """
+        source = self._source if config is None else config
+        return await self._reload(lambda: load_config(source, env=self._env))
+
+    async def apply_admin_changes(self, changes: Changes, *, starting: bool = False) -> bool:
+        """Lay ``changes`` (every admin change, as the store holds them) over the file's
+        configuration and reload as :meth:`reload` does, without reading the file again.
+
+        ``starting``: called by :meth:`startup`, which holds the reload lock already.
+        """
+        self._changes = changes
+        return await self._reload(lambda: self.file_config, starting=starting)
+
+    def check_admin_changes(self, changes: Changes) -> None:
+        """Raise what a reload would refuse if ``changes`` replaced the admin changes in force
+        (the configuration is validated and its chain built, then thrown away)."""
+        self._build(self._layered(self.file_config, changes), self._generation)
+
+    def _layered(self, file: Config, changes: Changes) -> Config:
+        """``file`` with the admin ``changes`` laid over it."""
+        if not changes:
+            return file
+        return load_config(apply_changes(file, changes), env={})
+
+    async def _reload(self, read_file: Callable[[], Config], *, starting: bool = False) -> bool:
+        if starting:
+            return await self._swap(read_file, opened=True)
         async with self._lock_now():
-            try:
-                new = load_config(self._source if config is None else config, env=self._env)
-                generation = self._build(new, self._generation)
-                if self._started:
-                    await generation.open(self.logger)
-            except Exception as exc:
-                self._reloads.failed(exc)
-                return False
-            old, self._generation = self._generation, generation
-            if self._started:
-                self._retire(old)
-            self._reloads.succeeded(old.config, new)
-            return True
+            return await self._swap(read_file, opened=self._started)
+
+    async def _swap(self, read_file: Callable[[], Config], *, opened: bool) -> bool:
+        """Build the new generation and put it in force (``opened``: the resources in force are open)."""
+        try:
+            file = read_file()
+            new = self._layered(file, self._changes)
+            generation = self._build(new, self._generation)
+            if opened:
+                await generation.open(self.logger)
+        except Exception as exc:
+            self._reloads.failed(exc)
+            return False
+        self.file_config = file
+        old, self._generation = self._generation, generation
+        if opened:
+            self._retire(old)
+        self._reloads.succeeded(old.config, new)
+        return True
 
     def _retire(self, old: Generation) -> None:
         """Close ``old``'s resources once the requests that started on it have ended
@@ -309,6 +359,10 @@ class Bastion:
             if self._started:
                 return
             await open_all(self.resources, self.logger)
+            if self.admin is not None:
+                # The admin changes apply before the first request (the lock is held: no
+                # request runs, and the reload they make does not take it again).
+                await self.admin.sync(starting=True)
             self._started = True
             self.logger.debug("bastion started", resources=[r.name for r in self.resources])
 

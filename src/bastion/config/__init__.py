@@ -9,6 +9,7 @@ A bad configuration raises :class:`ConfigError`, which lists every problem with
 its key path and the reason; nothing starts with a configuration that has one.
 """
 
+from bastion.config.admin import AdminConfig
 from bastion.config.clients import ApiKey, ClientsConfig, read_keys_file
 from bastion.config.loading import ENV_PREFIX, load_config, read_yaml
 from bastion.config.model import (
@@ -22,6 +23,7 @@ from bastion.config.model import (
 
 __all__ = [
     "ENV_PREFIX",
+    "AdminConfig",
     "ApiKey",
     "ClientsConfig",
     "Config",

@@ -188,7 +188,16 @@ def _resolve_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     keys_file = clients.get("keys_file") if isinstance(clients, dict) else None
     if isinstance(clients, dict) and isinstance(keys_file, str) and not Path(keys_file).is_absolute():
         resolved["clients"] = {**clients, "keys_file": str(base_dir / keys_file)}
-    for section in (resolved, resolved.get("idempotency"), resolved.get("rate_limits")):
+    admin = resolved.get("admin")
+    token_file = admin.get("token_file") if isinstance(admin, dict) else None
+    if isinstance(admin, dict) and isinstance(token_file, str) and not Path(token_file).is_absolute():
+        resolved["admin"] = {**admin, "token_file": str(base_dir / token_file)}
+    for section in (
+        resolved,
+        resolved.get("idempotency"),
+        resolved.get("rate_limits"),
+        resolved.get("admin"),
+    ):
         if isinstance(section, dict):
             url = section.get("store")
             if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bastion._model import Section
+from bastion.config.admin import AdminConfig, check_admin_store
 from bastion.config.check import LintConfig
 from bastion.config.clients import ClientsConfig
 from bastion.config.gateway import GatewayConfig
@@ -100,6 +101,7 @@ class Config(Section):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     @field_validator("store")
     @classmethod
@@ -113,6 +115,19 @@ class Config(Section):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _admin_store(self) -> Config:
+        if self.admin.listen is not None and self.admin.store is None:
+            try:
+                check_admin_store(self.store)
+            except ValueError as exc:
+                raise ValueError(f"admin.store: unset, it is the top-level store, and {exc}") from None
+        return self
+
+    def admin_store(self) -> str:
+        """The store that keeps admin changes (``admin.store``, else the top-level ``store``)."""
+        return self.admin.store or self.store
 
 
 class ConfigError(Exception):

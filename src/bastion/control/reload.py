@@ -19,7 +19,7 @@ from bastion.validation.openapi import OpenAPIError
 #: The counter of reloads, by result (``ok``, ``error``).
 RELOADS = "bastion_config_reloads_total"
 #: Configuration sections a reload cannot apply: they take effect at the next start.
-RESTART_ONLY = ("logging", "metrics", "upstream", "gateway")
+RESTART_ONLY = ("logging", "metrics", "upstream", "gateway", "admin")
 
 
 class ReloadLog:

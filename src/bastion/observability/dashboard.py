@@ -24,19 +24,19 @@ import ipaddress
 import time
 from collections.abc import Iterable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 import orjson
 from prometheus_client.core import Metric
 
-from bastion.asgi import Headers, RequestContext, Scope, Send, send_bytes
+from bastion.asgi import ASGIApp, Headers, Receive, RequestContext, Scope, Send, send_bytes
 from bastion.config.observability import DashboardConfig
 from bastion.observability.http_metrics import DURATION_NAME
 from bastion.observability.metrics import Metrics
 from bastion.observability.recent import RecentRequests
 from bastion.observability.window import QUANTILES, Key, Sample, SlidingWindow, histogram_quantile
-from bastion.problems import MethodNotAllowed, NotFound, Unauthorized
+from bastion.problems import Forbidden, MethodNotAllowed, NotFound, Unauthorized
 
 if TYPE_CHECKING:
     from bastion.clients import ClientIdentifier
@@ -229,6 +229,17 @@ def _is_loopback(scope: Scope) -> bool:
         return False
 
 
+class Panel(Protocol):
+    """The configuration side of the dashboard (:class:`bastion.control.panel.ControlPanel`)."""
+
+    @property
+    def admin(self) -> ASGIApp | None:
+        """The admin app that takes the page's changes, or ``None`` (no controls)."""
+
+    def data(self) -> dict[str, Any]:
+        """The rules in force, the suggested limits, and whether the page has controls."""
+
+
 class Dashboard:
     """Serves the dashboard's page, assets and data for one bastion instance."""
 
@@ -238,8 +249,12 @@ class Dashboard:
         metrics: Metrics,
         metrics_path: str | None,
         clients: ClientIdentifier | None = None,
+        panel: Panel | None = None,
     ) -> None:
         self.config = config
+        self.panel = panel
+        #: Where the page's changes go: ``{path}/admin/v1/...`` is the admin API's ``/v1/...``.
+        self.admin_prefix = config.path + "/admin"
         self.metrics = metrics
         self.path = config.path
         self.prefix = config.path + "/"
@@ -282,6 +297,7 @@ class Dashboard:
             **windowed(seconds, increase),
             **self.recent.snapshot(),
             "refresh_ms": self.config.refresh.ms,
+            **(self.panel.data() if self.panel is not None else {}),
         }
 
     def handles(self, path: str) -> bool:
@@ -308,13 +324,16 @@ class Dashboard:
             offered = values[0].encode() if values else None
         return offered is not None and hmac.compare_digest(offered, self._token)
 
-    async def handle(self, scope: Scope, ctx: RequestContext, send: Send) -> None:
+    async def handle(self, scope: Scope, ctx: RequestContext, send: Send, receive: Receive) -> None:
         """Answer one request under the dashboard path (or raise the problem that refuses it)."""
         path = scope["path"]
         ctx.route = path if path in self._hidden else self.prefix + "*"
         if not self._allowed_peer(scope):
             # Look like any unknown path: a refused client learns nothing, not even that it exists.
             raise NotFound
+        if path.startswith(self.admin_prefix + "/"):
+            await self._relay(scope, receive, send)
+            return
         if scope["method"] not in ("GET", "HEAD"):
             raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
         asset = self._assets.get(path)
@@ -329,6 +348,14 @@ class Dashboard:
             await self._send(scope, send, *self._assets[path])
             return
         await self._send(scope, send, b"application/json", orjson.dumps(self.data()))
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand a control request to the admin API (its token, validation and audit apply)."""
+        admin = self.panel.admin if self.panel is not None else None
+        if admin is None:
+            raise Forbidden("the dashboard's controls need the admin API with admin.token_file")
+        path = scope["path"][len(self.admin_prefix) :]
+        await admin({**scope, "path": path, "raw_path": path.encode(), "root_path": ""}, receive, send)
 
     async def _send(self, scope: Scope, send: Send, content_type: bytes, body: bytes) -> None:
         headers: Headers = [
