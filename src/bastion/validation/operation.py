@@ -30,6 +30,7 @@ from bastion.validation.bodies import (
 from bastion.validation.coerce import Guide
 from bastion.validation.params import Parameter, cookie_pairs, group_query, is_missing, parse_query
 from bastion.validation.responses import ResponseSchemas
+from bastion.validation.ruleplan import RulePlan
 
 
 def _ambiguous(place: str, name: str) -> AmbiguousRequest:
@@ -54,6 +55,8 @@ class BodyMedia:
     kind: str
     guide: Guide
     validator: Any = None
+    #: The ``x-bastion-rules`` that apply in bodies of this type, evaluated once the schema passed.
+    rules: RulePlan | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -170,6 +173,8 @@ class CompiledOperation:
             instance["cookie"] = self._cookies(headers, found)
         validator = self.params_validator
         names: Mapping[str, str] = {}
+        rules: RulePlan | None = None
+        value: Any = None
         if self.media:
             chosen = self.select_media(content_type, not body)
             if chosen is None:
@@ -192,8 +197,14 @@ class CompiledOperation:
                 if target.validator is not None and kind != OTHER:
                     instance["body"] = value
                     validator = target.validator
+                    rules = target.rules
+        collected: list[dict[str, Any]] = []
         if validator is not None and not validator.is_valid(instance):
             collected = errors.collect(validator.iter_errors(instance), names, options.max_errors)
+        if rules is not None and not any(e["in"] == "body" for e in (*found, *collected)):
+            # Business rules read only a body that passed its schema: their types hold.
+            found.extend(rules.evaluate(value, options.max_errors))
+        if collected:
             if not found:
                 return collected  # already sorted and capped
             found.extend(collected)
