@@ -29,10 +29,22 @@ SUITE: list[tuple[str, Any, Any]] = [
     ("self.start < self.end", BOOKING, True),
     ("self.start < self.end", {"start": "2024-05-03", "end": "2024-05-01"}, False),
     ("self.start < self.end", {"start": "2024-05-01", "end": "2024-05-01"}, False),
-    ("timestamp(self.s) < timestamp(self.e)", {"s": "2024-05-01T10:00:00+02:00", "e": "2024-05-01T09:00:00Z"}, True),
-    ("timestamp(self.s) < timestamp(self.e)", {"s": "2024-05-01T10:00:00Z", "e": "2024-05-01T09:00:00+02:00"}, False),
+    (
+        "timestamp(self.s) < timestamp(self.e)",
+        {"s": "2024-05-01T10:00:00+02:00", "e": "2024-05-01T09:00:00Z"},
+        True,
+    ),
+    (
+        "timestamp(self.s) < timestamp(self.e)",
+        {"s": "2024-05-01T10:00:00Z", "e": "2024-05-01T09:00:00+02:00"},
+        False,
+    ),
     ("timestamp(self.s)", {"s": "yesterday"}, "error"),
-    ("timestamp(self.e) - timestamp(self.s) <= duration('720h')", {"s": "2024-05-01T00:00:00Z", "e": "2024-05-20T00:00:00Z"}, True),
+    (
+        "timestamp(self.e) - timestamp(self.s) <= duration('720h')",
+        {"s": "2024-05-01T00:00:00Z", "e": "2024-05-20T00:00:00Z"},
+        True,
+    ),
     ("!has(self.coupon) || self.amount >= 1000", ORDER, True),
     ("!has(self.coupon) || self.amount >= 1000", {**ORDER, "amount": 10}, False),
     ("!has(self.coupon) || self.amount >= 1000", {"amount": 10}, True),
@@ -116,6 +128,29 @@ def _per_call(action: Callable[[], Any], rounds: int) -> float:
     return (time.process_time() - started) / rounds * 1e6
 
 
+def _row(name: str, compile_: Callable[[str], Any], run: Callable[[Any, Any], Any], big: Any) -> str:
+    wrong = []
+    for rule, value, expected in SUITE:
+        try:
+            program = compile_(rule)
+        except Exception:
+            wrong.append(f"{rule} (no compile)")
+            continue
+        got = _outcome(run, program, value)
+        if got != expected:
+            wrong.append(f"{rule} -> {got}")
+    source = "self.start < self.end && self.guests <= 4"
+    compile_us = _per_call(lambda: compile_(source), 200)
+    program = compile_(source)
+    eval_us = _per_call(lambda: run(program, BOOKING), 2000)
+    every = compile_("self.items.all(i, i.quantity <= 10)")
+    big_ms = _per_call(lambda: run(every, big), 5) / 1000
+    return (
+        f"| {name} | {len(SUITE) - len(wrong)}/{len(SUITE)} | {'; '.join(wrong) or '-'} "
+        f"| {compile_us:.1f} | {eval_us:.1f} | {big_ms:.1f} |"
+    )
+
+
 def main() -> None:
     """Print the comparison table."""
     big = {"items": [{"sku": f"S-{n}", "quantity": n % 10} for n in range(5_000)]}
@@ -123,26 +158,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, factory in LIBRARIES.items():
         compile_, run = factory()
-        wrong = []
-        for rule, value, expected in SUITE:
-            try:
-                program = compile_(rule)
-            except Exception:
-                wrong.append(f"{rule} (no compile)")
-                continue
-            got = _outcome(run, program, value)
-            if got != expected:
-                wrong.append(f"{rule} -> {got}")
-        source = "self.start < self.end && self.guests <= 4"
-        compile_us = _per_call(lambda source=source: compile_(source), 200)
-        program = compile_(source)
-        eval_us = _per_call(lambda program=program: run(program, BOOKING), 2000)
-        every = compile_("self.items.all(i, i.quantity <= 10)")
-        big_ms = _per_call(lambda every=every: run(every, big), 5) / 1000
-        print(
-            f"| {name} | {len(SUITE) - len(wrong)}/{len(SUITE)} | {'; '.join(wrong) or '-'} "
-            f"| {compile_us:.1f} | {eval_us:.1f} | {big_ms:.1f} |"
-        )
+        print(_row(name, compile_, run, big))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,9 @@ def compile_description(description: Description, config: Config, logger: Any = 
     translator = SchemaTranslator(description, reject_unknown_fields=validation.reject_unknown_fields)
     plans = rule_plans(description)
     pending = [
-        _prepare(description, translator, template, method, item, operation, options, idempotency_header, plans)
+        _prepare(
+            description, translator, template, method, item, operation, options, idempotency_header, plans
+        )
         for template, method, item, operation in description.operations()
     ]
     response_schemas = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from bastion.validation import errors
@@ -154,20 +155,26 @@ class RulePlans:
     """Every rule of a description compiled once, and the plans of the body schemas.
 
     Raises :class:`~bastion.validation.rules.RuleError` for the first rule that
-    cannot be used, or a rule where it would not be applied.
+    cannot be used (or adds each to ``problems`` when given), and :meth:`plan` for a
+    rule where it would not be applied.
     """
 
-    def __init__(self, document: Mapping[str, Any]) -> None:
+    def __init__(self, document: Mapping[str, Any], problems: list[RuleError] | None = None) -> None:
         self.document = document
         self.compiler = RuleCompiler()
         #: The compiled rules by the pointer of the schema carrying them.
         self.rules: dict[str, list[Rule]] = {}
         for at, schema in rule_sites(document):
-            self.rules[at] = self.compiler.compile_all(
-                schema[RULES_KEY],
-                f"{at}/{RULES_KEY}",
-                lambda path, schema=schema: field_schema(document, schema, path),
-            )
+            try:
+                self.rules[at] = self.compiler.compile_all(
+                    schema[RULES_KEY],
+                    f"{at}/{RULES_KEY}",
+                    partial(field_schema, document, schema),
+                )
+            except RuleError as exc:
+                if problems is None:
+                    raise
+                problems.append(exc)  # the linter reports every broken rule, not the first
         self._nodes: dict[str, Node] = {}
         self._reaches: dict[str, bool] = {}
 
@@ -180,7 +187,8 @@ class RulePlans:
         if root not in live:
             return None
         for node in live:
-            node.properties = {k: kept for k, v in node.properties.items() if (kept := _keep(v, live))}
+            # A declared property stays, empty, so additionalProperties never applies to it.
+            node.properties = {k: _keep(v, live) for k, v in node.properties.items()}
             node.additional = _keep(node.additional, live)
             node.items = _keep(node.items, live)
             node.prefix = [_keep(v, live) for v in node.prefix]
@@ -306,10 +314,11 @@ class RulePlan:
             current, path, nodes = stack.pop()
             nodes = _expand(nodes)
             self._check(current, path, nodes, entries)
+            # Reversed, so values are visited in document order and a cut keeps the first ones.
             if isinstance(current, dict):
-                stack.extend(_members(current, path, nodes))
+                stack.extend(reversed(list(_members(current, path, nodes))))
             elif isinstance(current, list):
-                stack.extend(_elements(current, path, nodes))
+                stack.extend(reversed(list(_elements(current, path, nodes))))
         entries.sort(key=errors.sort_key)
         return entries[:limit]
 
@@ -340,14 +349,14 @@ def _members(
         for key, child in value.items():
             below: list[Node] = []
             for node in nodes:
-                below.extend(node.properties[key] if key in node.properties else node.additional)
+                below.extend(node.properties.get(key, node.additional))
             if below:
                 yield child, (*path, key), below
         return
     wanted: dict[str, list[Node]] = {}
     for node in nodes:
         for name, below in node.properties.items():
-            if name in value:
+            if below and name in value:
                 wanted.setdefault(name, []).extend(below)
     for name, below in wanted.items():
         yield value[name], (*path, name), below

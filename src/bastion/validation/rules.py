@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cel_expr_python import cel
+from cel_expr_python import cel  # type: ignore[import-untyped]
 
 from bastion.validation.openapi import unescape_token
 
@@ -156,10 +156,12 @@ class RuleCompiler:
         try:
             program = self.env.compile(source)
         except Exception as exc:
-            raise RuleError(at + "/rule", f"the rule {source!r} does not compile: {_compile_reason(exc)}") from None
+            raise RuleError(
+                at + "/rule", f"the rule {source!r} does not compile: {_compile_reason(exc)}"
+            ) from None
         kind = program.return_type()
         if kind != cel.Type.BOOL and kind != cel.Type.DYN:
-            raise RuleError(at + "/rule", f"the rule {source!r} gives a {kind.name()}, not a boolean")
+            raise RuleError(at + "/rule", f"the rule {source!r} gives {kind.name().lower()}, not a boolean")
         problem = cost_problem(source, locate)
         if problem is not None:
             raise RuleError(at + "/rule", f"the rule {source!r} {problem}")
@@ -213,7 +215,12 @@ def cost_problem(source: str, locate: Locate) -> str | None:
     macros: list[tuple[int, int, set[str]]] = []  # (body start, body end, own variables)
     for index in range(1, len(tokens) - 1):
         kind, text = tokens[index]
-        if kind == "ident" and text in _MACROS and tokens[index - 1][1] == "." and tokens[index + 1][1] == "(":
+        if (
+            kind == "ident"
+            and text in _MACROS
+            and tokens[index - 1][1] == "."
+            and tokens[index + 1][1] == "("
+        ):
             end, commas = _closing(tokens, index + 1)
             if not commas:
                 continue
