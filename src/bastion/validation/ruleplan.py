@@ -165,16 +165,9 @@ class RulePlans:
         #: The compiled rules by the pointer of the schema carrying them.
         self.rules: dict[str, list[Rule]] = {}
         for at, schema in rule_sites(document):
-            try:
-                self.rules[at] = self.compiler.compile_all(
-                    schema[RULES_KEY],
-                    f"{at}/{RULES_KEY}",
-                    partial(field_schema, document, schema),
-                )
-            except RuleError as exc:
-                if problems is None:
-                    raise
-                problems.append(exc)  # the linter reports every broken rule, not the first
+            self.rules[at] = self.compiler.compile_all(
+                schema[RULES_KEY], f"{at}/{RULES_KEY}", partial(field_schema, document, schema), problems
+            )
         self._nodes: dict[str, Node] = {}
         self._reaches: dict[str, bool] = {}
 

@@ -124,15 +124,30 @@ class RuleCompiler:
         """The bindings a rule is evaluated with: ``self`` is ``value``."""
         return self.env.Activation({"self": value})
 
-    def compile_all(self, raw: Any, at: str, locate: Locate) -> list[Rule]:
+    def compile_all(
+        self, raw: Any, at: str, locate: Locate, problems: list[RuleError] | None = None
+    ) -> list[Rule]:
         """The rules of a schema's ``x-bastion-rules`` value found at pointer ``at``.
 
         ``locate`` gives the schema ``self.a.b`` names (the reference tokens) or
-        ``None``, for the cost check. Raises :class:`RuleError`.
+        ``None``, for the cost check. Raises :class:`RuleError` for the first rule
+        that cannot be used, or adds each to ``problems`` when given.
         """
         if not isinstance(raw, list):
-            raise RuleError(at, f"{RULES_KEY} must be a list of {{rule, message, code, field}}")
-        return [self.compile_one(entry, f"{at}/{index}", locate) for index, entry in enumerate(raw)]
+            error = RuleError(at, f"{RULES_KEY} must be a list of {{rule, message, code, field}}")
+            raw = []
+            if problems is None:
+                raise error
+            problems.append(error)
+        compiled: list[Rule] = []
+        for index, entry in enumerate(raw):
+            try:
+                compiled.append(self.compile_one(entry, f"{at}/{index}", locate))
+            except RuleError as error:
+                if problems is None:
+                    raise
+                problems.append(error)  # the linter reports every broken rule, not the first
+        return compiled
 
     def compile_one(self, entry: Any, at: str, locate: Locate) -> Rule:
         """One rule entry, compiled and checked; :class:`RuleError` names what is wrong."""
