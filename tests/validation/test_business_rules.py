@@ -635,3 +635,33 @@ async def test_rule_suite_through_the_gateway_matches_the_middleware(gateway: st
             assert_failure(failed.json()["errors"], n, reason)
             same = await local.post("/upload", json={f"r{n}": bad})
             assert same.json()["errors"] == failed.json()["errors"]
+
+
+def test_a_broken_rule_stops_the_middleware_and_config_check(tmp_path: Path) -> None:
+    from bastion.validation.compile import check_file
+
+    schema = {"type": "object", "properties": {"a": INT}, "x-bastion-rules": rule("self.a >")}
+    spec = write_spec(tmp_path, spec_with(body=schema))
+    with pytest.raises(OpenAPIError, match=r"x-bastion-rules/0/rule: the rule 'self.a >' does not compile"):
+        behind_bastion(spec)
+    config = tmp_path / "bastion.yaml"
+    config.write_text(f"openapi: {spec}\nstore: memory://\n")
+    [(key, message)] = check_file(config)
+    assert key == "openapi"
+    assert "/schema/x-bastion-rules/0/rule: the rule 'self.a >' does not compile" in message
+
+
+async def test_an_unknown_field_does_not_skip_the_rules(tmp_path: Path) -> None:
+    body = {"type": "object", "properties": {"a": INT}, "x-bastion-rules": rule("self.a > 0")}
+    spec = write_spec(tmp_path, spec_with(body=body))
+    api = compile_spec(spec_with(body=body))
+    entries = check_body(api, {"a": 0, "extra": 1})
+    assert [(e["code"], e["pointer"]) for e in entries] == [("RULE_FAILED", ""), ("NOT_ALLOWED", "/extra")]
+    relax = [{"match": {"header": "API-Version: 1"}, "relax": "allow-unknown-fields", "until": "2999-01-01"}]
+    app, _ = behind_bastion(spec, validation={"relax": relax})
+    async with client(app) as http:
+        refused = await http.post("/things", json={"a": 0, "extra": 1}, headers={"API-Version": "1"})
+        passed = await http.post("/things", json={"a": 1, "extra": 1}, headers={"API-Version": "1"})
+    assert refused.status_code == 422
+    assert [e["code"] for e in refused.json()["errors"]] == ["RULE_FAILED"]
+    assert passed.status_code == 200

@@ -37,6 +37,18 @@ def _ambiguous(place: str, name: str) -> AmbiguousRequest:
     return AmbiguousRequest(detail=f"the {place} {errors.cut(name)!r} has more than one reading")
 
 
+def _schema_held(found: list[dict[str, Any]], collected: list[dict[str, Any]], limit: int) -> bool:
+    """Whether a body passed its schema, but for unknown members, so business rules may read it.
+
+    The declared types hold then. Unknown members do not stop the rules: a client
+    that ``validation.relax`` lets send them must not skip the rules by sending one.
+    A list cut at ``limit`` may hide another error, so it stops them.
+    """
+    if len(collected) >= limit:
+        return False
+    return not any(e["in"] == "body" and e["detail"] != errors.UNKNOWN_FIELD for e in (*found, *collected))
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """The validation settings a compiled operation applies."""
@@ -201,8 +213,7 @@ class CompiledOperation:
         collected: list[dict[str, Any]] = []
         if validator is not None and not validator.is_valid(instance):
             collected = errors.collect(validator.iter_errors(instance), names, options.max_errors)
-        if rules is not None and not any(e["in"] == "body" for e in (*found, *collected)):
-            # Business rules read only a body that passed its schema: their types hold.
+        if rules is not None and _schema_held(found, collected, options.max_errors):
             found.extend(rules.evaluate(value, options.max_errors))
         if collected:
             if not found:
