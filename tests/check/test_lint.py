@@ -294,8 +294,9 @@ def test_business_rules_compile_refuses_a_rule_under_one_of() -> None:
     text = (RULE_FIXTURES / "business-rules-compile" / "pass.yaml").read_text()
     text = text.replace(
         "              $ref: '#/components/schemas/NewOrder'",
-        "              oneOf:\n              - $ref: '#/components/schemas/NewOrder'\n              - type: string\n"
-        "                maxLength: 8",
+        "              oneOf:\n"
+        "              - $ref: '#/components/schemas/NewOrder'\n"
+        "              - {type: string, maxLength: 8}",
         1,
     )
     found = [f for f in lint_text(text).findings if f.rule == "business-rules-compile"]
