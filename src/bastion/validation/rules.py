@@ -67,6 +67,7 @@ _REASONS = (
     ("duration", "a value is not a duration"),
 )
 
+#: Finds the schema of ``self.<names>`` for the cost check (``None`` when it is not declared).
 Locate = Callable[[list[str]], Any]
 
 
