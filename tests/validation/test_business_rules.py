@@ -194,8 +194,8 @@ SUITE: list[tuple[str, dict[str, Any], Any, Any, str]] = [
 ]
 
 
-def suite_spec() -> dict[str, Any]:
-    """``POST /upload``: a body whose member ``rN`` carries the suite's rule N."""
+def suite_spec(path: str = "/upload") -> dict[str, Any]:
+    """``POST path``: a body whose member ``rN`` carries the suite's rule N."""
     schemas = {
         f"R{n}": {
             "type": "object",
@@ -208,7 +208,7 @@ def suite_spec() -> dict[str, Any]:
         "type": "object",
         "properties": {f"r{n}": {"$ref": f"#/components/schemas/R{n}"} for n in range(len(SUITE))},
     }
-    return spec_with(body=body, schemas=schemas, path="/upload")
+    return spec_with(body=body, schemas=schemas, path=path)
 
 
 CASES = [(n, good, bad, reason) for n, (_, _, good, bad, reason) in enumerate(SUITE)]
@@ -607,33 +607,45 @@ def test_evaluation_never_raises_for_a_body_that_passed_its_schema(open_api: Any
 # -- the gateway ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from tests.gateway.conftest import start_gateway, start_upstream
+#: The upstreams behind the gateway: the route the suite is posted to, and its answer.
+UPSTREAMS = {"starlette": ("/upload", 200), "express": ("/orders", 201)}
 
-    workdir = tmp_path_factory.mktemp("rules-gateway")
-    spec = write_spec(workdir, suite_spec())
-    upstream = start_upstream(workdir)
-    server = start_gateway(workdir, {"upstream": upstream.base, "openapi": str(spec), "store": "memory://"})
+
+@pytest.fixture(scope="module", params=sorted(UPSTREAMS))
+def gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, int]]:
+    """The gateway with the suite in front of the Starlette test upstream, and of Express where node is."""
+    from tests.gateway.conftest import start_express, start_gateway, start_upstream
+
+    path, status = UPSTREAMS[request.param]
+    workdir = tmp_path_factory.mktemp(f"rules-{request.param}")
+    spec = write_spec(workdir, suite_spec(path))
+    upstream = start_upstream(workdir) if request.param == "starlette" else start_express(workdir)
     try:
-        yield server.base
-    finally:
+        server = start_gateway(
+            workdir, {"upstream": upstream.base, "openapi": str(spec), "store": "memory://"}
+        )
+        yield server.base, path, status
         server.stop()
+    finally:
         upstream.stop()
 
 
 @pytest.mark.e2e
-async def test_rule_suite_through_the_gateway_matches_the_middleware(gateway: str, tmp_path: Path) -> None:
-    app, _ = behind_bastion(write_spec(tmp_path, suite_spec()))
-    async with client(app) as local, httpx.AsyncClient(base_url=gateway, timeout=10) as remote:
+async def test_rule_suite_through_the_gateway_matches_the_middleware(
+    gateway: tuple[str, str, int], tmp_path: Path
+) -> None:
+    base, path, status = gateway
+    app, _ = behind_bastion(write_spec(tmp_path, suite_spec(path)))
+    async with client(app) as local, httpx.AsyncClient(base_url=base, timeout=10) as remote:
         for n, good, bad, reason in CASES:
-            passed = await remote.post("/upload", json={f"r{n}": good})
-            assert passed.status_code == 200, (SUITE[n][0], passed.text)
-            assert passed.json()["path"] == "/upload"  # it reached the upstream
-            failed = await remote.post("/upload", json={f"r{n}": bad})
+            passed = await remote.post(path, json={f"r{n}": good})
+            assert passed.status_code == status, (SUITE[n][0], passed.text)  # it reached the upstream
+            failed = await remote.post(path, json={f"r{n}": bad})
             assert failed.status_code == 422, (SUITE[n][0], failed.text)
             assert_failure(failed.json()["errors"], n, reason)
-            same = await local.post("/upload", json={f"r{n}": bad})
+            same = await local.post(path, json={f"r{n}": bad})
             assert same.json()["errors"] == failed.json()["errors"]
 
 
