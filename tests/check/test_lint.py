@@ -276,3 +276,31 @@ def test_loading_pauses_the_garbage_collector_and_restores_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_business_rules_compile_reports_every_broken_rule_at_its_pointer() -> None:
+    result = lint_file(RULE_FIXTURES / "business-rules-compile" / "fail.yaml")
+    found = sorted((f.pointer, f.message) for f in result.findings if f.rule == "business-rules-compile")
+    assert [pointer for pointer, _ in found] == [
+        "/components/schemas/NewOrder/x-bastion-rules/0/rule",
+        "/components/schemas/NewOrder/x-bastion-rules/1/rule",
+    ]
+    assert "does not compile" in found[0][1]
+    assert "linear in the size of the body" in found[1][1]
+    assert all(f.line is not None for f in result.findings if f.rule == "business-rules-compile")
+
+
+def test_business_rules_compile_refuses_a_rule_under_one_of() -> None:
+    text = (RULE_FIXTURES / "business-rules-compile" / "pass.yaml").read_text()
+    text = text.replace(
+        "              $ref: '#/components/schemas/NewOrder'",
+        "              oneOf:\n"
+        "              - $ref: '#/components/schemas/NewOrder'\n"
+        "              - {type: string, maxLength: 8}",
+        1,
+    )
+    found = [f for f in lint_text(text).findings if f.rule == "business-rules-compile"]
+    assert [f.pointer for f in found] == [
+        "/paths/~1orders/post/requestBody/content/application~1json/schema/oneOf"
+    ]
+    assert "under oneOf is not applied" in found[0].message

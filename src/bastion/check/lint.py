@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bastion.check.document import Document, ParseError, load_file, load_text, no_gc
 from bastion.check.findings import Finding, FindingSink, Suppressed, reaches
+from bastion.check.rules.business_rules import check_business_rules
 from bastion.check.rules.catalog import PITFALLS, RULES
 from bastion.check.rules.operations import OperationRules
 from bastion.config.check import LintConfig
@@ -70,6 +71,7 @@ def lint_document(
             sink.add("spec-aliases", (), doc.alias_problem)
         with no_gc():
             operations = OperationRules(doc, sink).run()
+            check_business_rules(doc, sink)
     order = {p: i for i, p in enumerate(PITFALLS)}
     rank = {"error": 0, "warning": 1, "info": 2}
     findings = sorted(sink.findings, key=lambda f: (order[f.pitfall], rank[f.severity], f.line or 0, f.rule))

@@ -39,6 +39,13 @@ CREATE TABLE IF NOT EXISTS charges (
     amount INTEGER NOT NULL,
     currency TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bookings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL,
+    start_date TEXT NOT NULL,
+    end_date TEXT NOT NULL,
+    guests INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     email TEXT NOT NULL,
@@ -59,7 +66,7 @@ class InvalidCredentials(Problem):
 
 
 class DemoDatabase:
-    """The demo's SQLite database: orders, charges and users."""
+    """The demo's SQLite database: orders, charges, users and bookings."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +153,22 @@ def create_demo_app(data_dir: Path, *, payment_delay: float = 0.3) -> Starlette:
         )
         return _json({"id": user_id, "email": body["email"], "age": body["age"], "name": body["name"]}, 201)
 
+    async def create_booking(request: Request) -> Response:
+        # bastion has checked the schema and the rule `self.start < self.end`.
+        body = orjson.loads(await request.body())
+        booking = {
+            "room": body["room"],
+            "start": body["start"],
+            "end": body["end"],
+            "guests": body.get("guests", 1),
+        }
+        booking_id = await asyncio.to_thread(
+            db.insert,
+            "INSERT INTO bookings (room, start_date, end_date, guests) VALUES (?, ?, ?, ?)",
+            (booking["room"], booking["start"], booking["end"], booking["guests"]),
+        )
+        return _json({"id": booking_id, **booking}, 201)
+
     async def login(request: Request) -> Response:
         body = orjson.loads(await request.body())
         # The demo knows one account; anything else is a failed login.
@@ -165,6 +188,7 @@ def create_demo_app(data_dir: Path, *, payment_delay: float = 0.3) -> Starlette:
             Route("/orders", create_order, methods=["POST"]),
             Route("/orders/{id:int}", get_order, methods=["GET"]),
             Route("/users", create_user, methods=["POST"]),
+            Route("/bookings", create_booking, methods=["POST"]),
             Route("/login", login, methods=["POST"]),
             Route("/reports/daily", daily_report, methods=["GET"]),
         ],

@@ -29,6 +29,8 @@ from bastion.validation.openapi import Description, load_description, pointer_of
 from bastion.validation.operation import BodyMedia, CompiledOperation, Options
 from bastion.validation.params import Parameter
 from bastion.validation.responses import ResponseSchemas
+from bastion.validation.ruleplan import RulePlans
+from bastion.validation.rules import RuleError
 from bastion.validation.schemas import DEFS_URI, SchemaTranslator, View
 
 #: The fancy-regex backtracking limit for patterns the linear engine cannot run.
@@ -76,8 +78,11 @@ def compile_description(description: Description, config: Config, logger: Any = 
     idempotency_header = config.idempotency.header.lower()
     with_responses = validation.responses.enabled
     translator = SchemaTranslator(description, reject_unknown_fields=validation.reject_unknown_fields)
+    plans = rule_plans(description)
     pending = [
-        _prepare(description, translator, template, method, item, operation, options, idempotency_header)
+        _prepare(
+            description, translator, template, method, item, operation, options, idempotency_header, plans
+        )
         for template, method, item, operation in description.operations()
     ]
     response_schemas = [
@@ -125,6 +130,15 @@ def compile_description(description: Description, config: Config, logger: Any = 
     )
 
 
+def rule_plans(description: Description) -> RulePlans:
+    """Every ``x-bastion-rules`` of the description compiled, or ``OpenAPIError`` naming the first
+    that cannot be."""
+    try:
+        return RulePlans(description.document)
+    except RuleError as exc:
+        raise description.error(exc.pointer, exc.reason) from None
+
+
 def _compile(description: Description, schema: dict[str, Any], registry: Any, at: str) -> tuple[Any, bool]:
     common: dict[str, Any] = {
         "registry": registry,
@@ -162,6 +176,7 @@ def _prepare(
     operation: Mapping[str, Any],
     options: Options,
     idempotency_header: str,
+    plans: RulePlans,
 ) -> _Pending:
     at = pointer_of("paths", template, method.lower())
     extensions = _extensions(item, operation)
@@ -230,7 +245,13 @@ def _prepare(
             guide = Guide(description, [(schema, media_at + "/schema")] if schema is not None else [])
             if kind != "json":
                 guide.warm(options.max_depth // 4)  # form and multipart values are coerced along it
-            compiled.add_media(BodyMedia(declared=media, kind=kind, guide=guide))
+            rules = None
+            if schema is not None and (kind != OTHER or "*" in media):
+                try:
+                    rules = plans.plan(schema, media_at + "/schema")
+                except RuleError as exc:
+                    raise description.error(exc.pointer, exc.reason) from None
+            compiled.add_media(BodyMedia(declared=media, kind=kind, guide=guide, rules=rules))
             if schema is not None and (kind != OTHER or "*" in media):
                 body_schema = translator.translate(schema, media_at + "/schema", view)
                 schemas[media] = _combined(locations, body_schema)

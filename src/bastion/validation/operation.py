@@ -30,10 +30,23 @@ from bastion.validation.bodies import (
 from bastion.validation.coerce import Guide
 from bastion.validation.params import Parameter, cookie_pairs, group_query, is_missing, parse_query
 from bastion.validation.responses import ResponseSchemas
+from bastion.validation.ruleplan import RulePlan
 
 
 def _ambiguous(place: str, name: str) -> AmbiguousRequest:
     return AmbiguousRequest(detail=f"the {place} {errors.cut(name)!r} has more than one reading")
+
+
+def _schema_held(found: list[dict[str, Any]], collected: list[dict[str, Any]], limit: int) -> bool:
+    """Whether a body passed its schema, but for unknown members, so business rules may read it.
+
+    The declared types hold then. Unknown members do not stop the rules: a client
+    that ``validation.relax`` lets send them must not skip the rules by sending one.
+    A list cut at ``limit`` may hide another error, so it stops them.
+    """
+    if len(collected) >= limit:
+        return False
+    return not any(e["in"] == "body" and e["detail"] != errors.UNKNOWN_FIELD for e in (*found, *collected))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,8 @@ class BodyMedia:
     kind: str
     guide: Guide
     validator: Any = None
+    #: The ``x-bastion-rules`` that apply in bodies of this type, evaluated once the schema passed.
+    rules: RulePlan | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -170,6 +185,8 @@ class CompiledOperation:
             instance["cookie"] = self._cookies(headers, found)
         validator = self.params_validator
         names: Mapping[str, str] = {}
+        rules: RulePlan | None = None
+        value: Any = None
         if self.media:
             chosen = self.select_media(content_type, not body)
             if chosen is None:
@@ -192,8 +209,13 @@ class CompiledOperation:
                 if target.validator is not None and kind != OTHER:
                     instance["body"] = value
                     validator = target.validator
+                    rules = target.rules
+        collected: list[dict[str, Any]] = []
         if validator is not None and not validator.is_valid(instance):
             collected = errors.collect(validator.iter_errors(instance), names, options.max_errors)
+        if rules is not None and _schema_held(found, collected, options.max_errors):
+            found.extend(rules.evaluate(value, options.max_errors))
+        if collected:
             if not found:
                 return collected  # already sorted and capped
             found.extend(collected)

@@ -131,6 +131,15 @@ _ALL = (
         "so bastion can validate the body.",
     ),
     Rule(
+        "business-rules-compile",
+        "validation",
+        "error",
+        "Every x-bastion-rules entry is a CEL expression over self that compiles, gives a boolean, "
+        "costs time linear in the body, and sits where it is applied (not under oneOf or anyOf).",
+        "Fix the rule as the message says (see docs/validation.md, Business rules); bastion refuses "
+        "to start with a rule it cannot compile or bound.",
+    ),
+    Rule(
         "parameter-typed",
         "validation",
         "error",
