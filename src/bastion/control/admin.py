@@ -17,7 +17,6 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bastion.config import load_config
 from bastion.config.admin import read_tokens, split_listen
 from bastion.control.admin_api import DESCRIPTION, AdminAPI, entry_view
 from bastion.control.change_stores import STORES
@@ -227,4 +226,5 @@ def _described(api: AdminAPI, level: str) -> Any:
         "logging": {"level": level, "access": False},
         "validation": {"max_body_bytes": "256KiB"},
     }
-    return Bastion(api, load_config(settings, env={}))
+    # env={}: the BASTION_... variables configure the instance being administered, not this one.
+    return Bastion(api, settings, env={})

@@ -202,8 +202,83 @@
     })).filter(function (row) { return row.count > 0; });
     fill("table-dependencies", dependencies, ["source", "count"]);
     fill("table-routes", data.routes, ["method", "route", "count", "4xx", "5xx"]);
+    rules(data);
     updates += 1;
     body.setAttribute("data-updates", String(updates));
+  }
+
+  function rules(data) {
+    if (!data.rules) return;
+    fill("table-rules", data.rules.map(function (rule) {
+      return {
+        rule: rule.name,
+        mode: rule.mode,
+        percent: rule.enforce_percent === null ? 100 : rule.enforce_percent,
+        limit: rule.limit,
+        tiers: Object.keys(rule.tiers).map(function (t) { return t + ": " + rule.tiers[t]; }).join(", "),
+        layer: rule.layer
+      };
+    }), ["rule", "mode", "percent", "limit", "tiers", "layer"], "no rule");
+    fill("table-suggestions", (data.suggestions || []).map(function (s) {
+      return {
+        rule: s.rule, tier: s.tier || "\u2013", current: s.current, clients: s.clients,
+        p50: s.p50, p95: s.p95, p99: s.p99, max: s.max, suggested: s.suggested, refused: s.refused
+      };
+    }), ["rule", "tier", "current", "clients", "p50", "p95", "p99", "max", "suggested", "refused"],
+    "no traffic observed yet");
+    if (data.suggest_at) {
+      document.getElementById("suggest-note").textContent = "from this process's observed client rates: p" +
+        data.suggest_at.percentile + " \u00d7 " + data.suggest_at.headroom + " headroom";
+    }
+    var controls = document.getElementById("controls");
+    controls.hidden = !data.controls;
+    var select = document.getElementById("control-rule");
+    var names = data.rules.map(function (rule) { return rule.name; });
+    if (select.getAttribute("data-names") !== names.join("\n")) {
+      select.textContent = "";
+      names.forEach(function (name) {
+        var option = document.createElement("option");
+        option.value = option.textContent = name;
+        select.appendChild(option);
+      });
+      select.setAttribute("data-names", names.join("\n"));
+    }
+  }
+
+  function control(event) {
+    event.preventDefault();
+    var result = document.getElementById("control-result");
+    var field = document.getElementById("control-field").value;
+    var value = document.getElementById("control-value").value.trim();
+    var change = {};
+    change[field] = field === "enforce_percent" ? parseInt(value, 10) : value;
+    var rule = document.getElementById("control-rule").value;
+    result.className = "note";
+    result.textContent = "sending\u2026";
+    fetch(base + "admin/v1/rules/" + encodeURIComponent(rule), {
+      method: "PATCH",
+      headers: {
+        "Content-Type": "application/json",
+        Authorization: "Bearer " + document.getElementById("control-token").value
+      },
+      body: JSON.stringify(change),
+      cache: "no-store",
+      credentials: "omit"
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) {
+          var reasons = (body.errors || []).map(function (e) { return e.reason || e.detail || e.code; });
+          throw new Error((body.detail || body.title || "HTTP " + response.status) +
+            (reasons.length ? ": " + reasons.join("; ") : ""));
+        }
+        result.className = "note ok";
+        result.textContent = rule + ": " + field + " is now " + body.entry[field] + " (admin version " +
+          body.change.version + ")";
+      });
+    }).catch(function (error) {
+      result.className = "note down";
+      result.textContent = error.message;
+    });
   }
 
   function setStatus(text, ok) {
@@ -232,6 +307,7 @@
       });
   }
 
+  document.getElementById("control-form").addEventListener("submit", control);
   Object.keys(history).forEach(draw);
   poll();
 })();
