@@ -70,8 +70,11 @@ class BuildContext:
         resources: list[Resource],
         compile_description: Callable[[], CompiledDescription | None],
         inherited: Mapping[Hashable, Resource] | None = None,
+        file_config: Config | None = None,
     ) -> None:
         self.config = config
+        #: The file's configuration, before admin changes (what the description is compiled from).
+        self.file_config = config if file_config is None else file_config
         self.logger = logger
         self.metrics = metrics
         self.clients = clients
@@ -171,11 +174,25 @@ class Bastion:
             self.admin = AdminControl(self)
             self.add_resource(self.admin)
 
-    def _build(self, config: Config, before: Generation | None = None) -> Generation:
+    def _build(
+        self, config: Config, before: Generation | None = None, *, file: Config | None = None
+    ) -> Generation:
         """A complete chain for ``config``; raises (changing nothing) when it cannot be built.
 
         The shared resources of ``before`` (the generation in force) pass on to it.
+        ``file`` is the configuration of the file that ``config`` lays admin changes over
+        (``config`` itself when there are none): the OpenAPI description is compiled from
+        it, so a generation built from the same file object (an admin change) reuses the
+        description ``before`` compiled rather than loading it again.
         """
+        file = config if file is None else file
+        source = file
+
+        def compile_description() -> CompiledDescription | None:
+            return compile_configured(source, self.logger)
+
+        if before is not None and before.context.file_config is file:
+            compile_description = before.context.description
         resources: list[Resource] = []
         clients = ClientIdentifier(config.clients)
         context = BuildContext(
@@ -185,8 +202,9 @@ class Bastion:
             clients=clients,
             application=self.app,
             resources=resources,
-            compile_description=lambda: compile_configured(config, self.logger),
+            compile_description=compile_description,
             inherited=before.context.shared_resources if before is not None else None,
+            file_config=file,
         )
         inner: ASGIApp = self.app
         for build in _capability_builders():
@@ -302,7 +320,7 @@ class Bastion:
     def check_admin_changes(self, changes: Changes) -> None:
         """Raise what a reload would refuse if ``changes`` replaced the admin changes in force
         (the configuration is validated and its chain built, then thrown away)."""
-        self._build(self._layered(self.file_config, changes), self._generation)
+        self._build(self._layered(self.file_config, changes), self._generation, file=self.file_config)
 
     def _layered(self, file: Config, changes: Changes) -> Config:
         """``file`` with the admin ``changes`` laid over it."""
@@ -321,7 +339,7 @@ class Bastion:
         try:
             file = read_file()
             new = self._layered(file, self._changes)
-            generation = self._build(new, self._generation)
+            generation = self._build(new, self._generation, file=file)
             if opened:
                 await generation.open(self.logger)
         except Exception as exc:

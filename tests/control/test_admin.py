@@ -275,3 +275,32 @@ def test_settings_refused_at_load(tmp_path: Path) -> None:
         assert expected in str(caught.value), (config, str(caught.value))
     loaded = load_config({"admin": {"listen": "9181"}}, env={})
     assert loaded.admin.listen == "9181"
+
+
+async def test_an_admin_change_reuses_the_compiled_description(tmp_path: Path) -> None:
+    spec = {
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {"/": {"get": {"responses": {"200": {"description": "ok"}}}}},
+    }
+    (tmp_path / "openapi.yaml").write_text(orjson.dumps(spec).decode())
+    config = settings(tmp_path, f"sqlite:///{tmp_path}/admin.db")
+    config["openapi"] = "openapi.yaml"
+    path = tmp_path / "bastion.yaml"
+    write_config(path, config)
+    log = io.BytesIO()
+
+    def compiled() -> int:
+        lines = [orjson.loads(line) for line in log.getvalue().splitlines()]
+        return sum(1 for line in lines if line["event"] == "openapi description compiled")
+
+    async with running(path, log) as bastion, admin_client(bastion) as admin:
+        assert await statuses(bastion, 1) == [200]
+        before = compiled()
+        assert (await admin.patch("/v1/rules/api", json={"limit": "1/minute"})).status_code == 200
+        assert await statuses(bastion, 2) == [200, 429]
+        assert compiled() == before
+        # A reload of the file compiles it again (the description may have changed with it).
+        assert await bastion.reload()
+        assert await statuses(bastion, 1) == [429]
+        assert compiled() == before + 1
