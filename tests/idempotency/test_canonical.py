@@ -202,6 +202,13 @@ def test_nesting_depth_is_exact(value: Any) -> None:
 # -- the canonical form, spelled out ---------------------------------------------------------
 
 
+@settings(max_examples=500, deadline=None)
+@given(numbers, st.randoms(use_true_random=False))
+def test_the_quick_paths_write_numbers_as_the_general_rule_does(value: Any, rnd: random.Random) -> None:
+    text = spell_number(value, rnd)
+    assert canonical(f"[{text}]".encode()) == f"[{canonical_number(text)}]".encode()
+
+
 @pytest.mark.parametrize(
     ("text", "form"),
     [
@@ -321,6 +328,15 @@ def test_repeated_member_names_never_share_a_fingerprint_with_either_reading() -
     assert repeated != fp(b'{"a": 2}')  # the reading that keeps the last
     assert repeated != fp(b'{"a": 2, "a": 1}')
     assert repeated != fp(b'{"a":1,"a":2}')  # byte for byte, like any body with no canonical form
+
+
+def test_colons_that_only_look_escaped_do_not_hide_or_invent_a_repeated_name() -> None:
+    # "\\u003a" is a backslash and "u003a", not a colon: the quick count is fooled, the exact
+    # reading is not.
+    assert canonical(b'{"a": "\\\\u003a", "b": 1}') == b'{"a":"\\\\u003a","b":1}'
+    assert canonical(b'{"a": "\\\\u003a", "a": 1}') is None
+    assert canonical(b'{"a": "\\u003a", "b": {"c": 1, "c": 1}}') is None
+    assert canonical(b'{"\\u003a": ":"}') == b'{":":":"}'
 
 
 def test_a_byte_order_mark_is_another_request() -> None:

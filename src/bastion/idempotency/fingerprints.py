@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from bastion.idempotency.canonical import NotCanonical, canonical_value, dumps, parse_pointer, selection
+from bastion.idempotency.canonical import NotCanonical, parse_pointer, read, selection
 
 if TYPE_CHECKING:
     from bastion.protocols import CompiledDescription
@@ -73,12 +73,13 @@ def fingerprint(
     """
     if body and is_json(content_type):
         try:
-            value = canonical_value(body)
-            if fields is not None:
-                return _fields_fingerprint(method, path, query, selection(value, fields))
-            body = dumps(value)
+            value, form = read(body)
         except NotCanonical:
             pass
+        else:
+            if fields is not None:
+                return _fields_fingerprint(method, path, query, selection(value, fields))
+            body = form
     return raw_fingerprint(method, path, query, content_type, body)
 
 
