@@ -9,6 +9,7 @@ from bastion.check.document import Document, Path_, iter_operations
 __all__ = ["OperationRules", "deref"]
 from bastion.check.findings import FindingSink
 from bastion.check.rules.schemas import SchemaWalker, deref
+from bastion.idempotency.fingerprints import FIELDS_EXTENSION, parse_fields
 
 UNSAFE_METHODS = ("post", "patch")
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -130,6 +131,12 @@ class OperationRules:
                     f"{label} documents neither 409 nor 422 for an idempotency key reused "
                     "with another request",
                 )
+        if FIELDS_EXTENSION in op:
+            try:
+                parse_fields(op[FIELDS_EXTENSION])
+            except ValueError as exc:
+                where = (*path, FIELDS_EXTENSION)
+                self.sink.add("idempotency-fingerprint-fields", where, f"{label}: {FIELDS_EXTENSION} {exc}")
         if not codes & {"500", "5XX", "default"}:
             self.sink.add(
                 "error-500-documented",
