@@ -79,6 +79,27 @@ async def test_a_record_stored_with_the_raw_fingerprint_is_still_replayed(tmp_pa
     assert app.executions == 1
 
 
+async def test_a_lost_claim_stored_with_the_raw_fingerprint_is_taken_over(tmp_path: Path) -> None:
+    database = tmp_path / "idempotency.db"
+    app = OrdersApp()
+    bastion, logs = guarded(app, {"store": f"sqlite:///{database}", "table": "idem_lost"})
+    async with client(bastion) as http:
+        await http.post("/orders", content=ORDER, headers=key("order-1"))
+        with sqlite3.connect(database) as conn:
+            # As a process of the earlier version leaves a claim when it dies mid-request.
+            legacy = raw_fingerprint("POST", "/orders", b"", b"application/json", ORDER)
+            lost = "state = 0, owner = 'gone', lease_until = 0, status = NULL"
+            conn.execute(f"UPDATE idem_lost SET fingerprint = ?, {lost}", (legacy,))
+        retry = await http.post("/orders", content=ORDER, headers=key("order-1"))
+        replay = await http.post("/orders", content=ORDER, headers=key("order-1"))
+    await bastion.shutdown()
+    assert retry.status_code == 201 and "idempotent-replayed" not in retry.headers
+    assert replay.headers["idempotent-replayed"] == "true" and replay.content == retry.content
+    assert app.executions == 2
+    events = [r.get("idempotency") for r in logs.records() if r.get("event") == "request"]
+    assert events == ["claimed", "lease_expired", "replayed"]
+
+
 async def test_repeated_member_names_are_compared_byte_for_byte() -> None:
     app = OrdersApp()
     bastion, _ = guarded(app, {})

@@ -44,6 +44,7 @@ from bastion.idempotency.core import (
     ClaimResult,
     HeaderFilter,
     KeyFormatError,
+    State,
     StatusPolicy,
     decide,
     match_bare_key,
@@ -235,6 +236,15 @@ class IdempotencyGuard:
             legacy = raw_fingerprint(method, path, query, bytes(content_type), body)
             if legacy == result.fingerprint:
                 request_fp = legacy
+                if result.state is State.IN_PROGRESS:
+                    # Claimed again under the record's own fingerprint, so that a lease that ran
+                    # out (its process died) can be taken over.
+                    result = await self.records.claim(key, request_fp, owner, ctx)
+                    if result is None:
+                        ctx.log["idempotency"] = "unprotected"
+                        self.events.count("unprotected")
+                        await self.app(scope, receive, send)
+                        return
                 action = decide(result, request_fp)
         if action is Action.IN_PROGRESS and self.wait_s > 0:
             result, action = await self._wait(key, request_fp, owner, ctx, result, action)
