@@ -81,7 +81,9 @@ def spell_number(value: int | Decimal, rnd: random.Random) -> str:
     """One of the many spellings of a number's value."""
     sign, digits, exponent = Decimal(value).as_tuple()
     assert isinstance(exponent, int)
-    text = "".join(map(str, digits)).lstrip("0") or "0"
+    text = "".join(map(str, digits)).lstrip("0")
+    if not text:  # zero: a JSON number has no leading zeros
+        return ("-" if sign else "") + rnd.choice(["0", "0.0", "0.000", "0e7", "0E-2", "0.0e+3"])
     zeros = rnd.randint(0, 3)
     text += "0" * zeros
     exponent -= zeros
