@@ -19,7 +19,6 @@ from bastion.idempotency.canonical import (
     canonical_number,
     canonical_value,
     nesting_depth,
-    parse_pointer,
     resolve,
 )
 from bastion.idempotency.fingerprints import (
@@ -29,6 +28,7 @@ from bastion.idempotency.fingerprints import (
     parse_fields,
     raw_fingerprint,
 )
+from bastion.jsonpointer import parse_pointer
 
 JSON = b"application/json"
 

@@ -224,23 +224,6 @@ def canonical(body: bytes) -> bytes | None:
         return None
 
 
-def parse_pointer(pointer: str) -> tuple[str, ...]:
-    """The reference tokens of an RFC 6901 JSON pointer (``"/a~1b/0"`` is ``("a/b", "0")``).
-
-    Raises :class:`ValueError` for a string that is not a pointer: one not empty and
-    not starting with ``/``, or with a ``~`` not followed by ``0`` or ``1``.
-    """
-    if pointer == "":
-        return ()
-    if not pointer.startswith("/"):
-        raise ValueError(f"{pointer!r} is not a JSON pointer: it must be empty or start with '/'")
-    tokens = pointer[1:].split("/")
-    for token in tokens:
-        if re.search(r"~(?![01])", token):
-            raise ValueError(f"{pointer!r} is not a JSON pointer: '~' must be followed by 0 or 1")
-    return tuple(t.replace("~1", "/").replace("~0", "~") for t in tokens)
-
-
 def resolve(value: Any, tokens: Sequence[str]) -> Any:
     """What the pointer ``tokens`` finds in ``value``; :data:`ABSENT` when nothing is there."""
     for token in tokens:

@@ -13,7 +13,8 @@ import hashlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from bastion.idempotency.canonical import NotCanonical, parse_pointer, read, selection
+from bastion.idempotency.canonical import NotCanonical, read, selection
+from bastion.jsonpointer import Pointers, parse_pointer_list
 
 if TYPE_CHECKING:
     from bastion.protocols import CompiledDescription
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 FIELDS_EXTENSION = "x-bastion-idempotency-fingerprint"
 
 #: The parsed pointers of one operation's ``x-bastion-idempotency-fingerprint``.
-Fields = tuple[tuple[str, ...], ...]
+Fields = Pointers
 
 _sha256 = hashlib.sha256
 
@@ -101,14 +102,7 @@ def _fields_fingerprint(method: str, path: str, query: bytes, chosen: bytes) -> 
 def parse_fields(value: Any) -> Fields:
     """The pointers of an ``x-bastion-idempotency-fingerprint`` value (a non-empty list of
     RFC 6901 JSON pointers); :class:`ValueError` saying what is wrong otherwise."""
-    if not isinstance(value, list) or not value:
-        raise ValueError("must be a non-empty list of JSON pointers, for example [/amount, /items]")
-    fields = []
-    for item in value:
-        if not isinstance(item, str):
-            raise ValueError(f"{item!r} is not a JSON pointer (a string such as /amount)")
-        fields.append(parse_pointer(item))
-    return tuple(fields)
+    return parse_pointer_list(value)
 
 
 def operation_fields(
