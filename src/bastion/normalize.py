@@ -41,6 +41,8 @@ _KEPT_ON_REPLACEMENT = frozenset(
         b"x-ratelimit-reset",
         b"set-cookie",
         b"vary",
+        # A stored 5xx (idempotency.store_statuses) replayed: the client learns it did not run again.
+        b"idempotent-replayed",
     }
 )
 

@@ -19,11 +19,11 @@ from bastion.idempotency.core import (
     StatusPolicy,
     StoredResponse,
     decide,
-    fingerprint,
     may_claim,
     parse_key,
     record_key,
 )
+from bastion.idempotency.fingerprints import fingerprint
 from bastion.idempotency.requirements import RequiredRoutes
 
 printable = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=255)
@@ -101,7 +101,7 @@ def test_fingerprint_covers_method_path_query_type_and_body() -> None:
         fingerprint("POST", "/orders/1", b"a=1", b"application/json", b"{}"),
         fingerprint("POST", "/orders", b"a=2", b"application/json", b"{}"),
         fingerprint("POST", "/orders", b"a=1", b"text/plain", b"{}"),
-        fingerprint("POST", "/orders", b"a=1", b"application/json", b"{ }"),
+        fingerprint("POST", "/orders", b"a=1", b"application/json", b"[]"),
     ]
     assert base == fingerprint("POST", "/orders", b"a=1", b"application/json", b"{}")
     assert len(set(variants) | {base}) == 6

@@ -90,8 +90,12 @@ class IdempotencyConfig(Section):
     records are dropped (a retry of one runs again) and counted in
     `bastion_idempotency_evictions_total`; claims in flight are never dropped."""
     store_statuses: list[str] = Field(default_factory=lambda: ["2xx", "4xx"])
-    """Responses stored for replay: status classes (`2xx`, `3xx`, `4xx`) or exact codes such as
-    `201`. A 5xx is never stored; a response not stored releases the key."""
+    """Responses stored for replay: status classes (`2xx`, `3xx`, `4xx`, `5xx`) or exact codes
+    from 200 to 599 such as `201` or `500`. A response not stored releases the key, so a retry
+    runs again: the default leaves out 5xx (a retry after a server error may succeed); add
+    `5xx` (or `500`) to answer every retry with the stored server error instead, as Stripe does.
+    An exception from the handler is never stored (a client error problem it raises is
+    rendered and stored as a 4xx)."""
     max_stored_bytes: ByteSize = 1024 * 1024
     """The largest response body kept (`1MiB`, `65536`). A larger one still completes the
     record, but its replay has an empty body and `Idempotent-Body-Omitted: true`."""
@@ -141,8 +145,8 @@ class IdempotencyConfig(Section):
     @classmethod
     def _status_classes(cls, value: list[str]) -> list[str]:
         for entry in value:
-            if not (entry in {"2xx", "3xx", "4xx"} or (entry.isdigit() and 200 <= int(entry) < 500)):
+            if not (entry in {"2xx", "3xx", "4xx", "5xx"} or (entry.isdigit() and 200 <= int(entry) < 600)):
                 raise ValueError(
-                    f"{entry!r} is not a storable status; use 2xx, 3xx, 4xx or a status below 500"
+                    f"{entry!r} is not a storable status; use 2xx, 3xx, 4xx, 5xx or a status from 200 to 599"
                 )
         return value

@@ -1,4 +1,7 @@
-"""The sans-I/O core of idempotency: keys, fingerprints, records, decisions and response capture.
+"""The sans-I/O core of idempotency: keys, records, decisions and response capture.
+
+(Fingerprints, the other half of what a request is compared by, are in
+:mod:`bastion.idempotency.fingerprints`.)
 
 Nothing here does I/O or reads a clock; the guard and the stores do. Every rule
 that decides what a request gets (claim, replay, mismatch, in progress) lives
@@ -17,7 +20,7 @@ import orjson
 
 from bastion.asgi import HOP_BY_HOP
 
-#: SHA-256, looked up once: record keys and fingerprints take one per request each.
+#: SHA-256, looked up once: record keys take one per request.
 _sha256 = hashlib.sha256
 
 #: The longest key accepted, in characters (after unquoting an RFC 8941 string).
@@ -166,24 +169,6 @@ def record_key(client_id: str, method: str, operation: str, key: str, caller: st
     return _sha256(text.encode()).hexdigest()
 
 
-def fingerprint(method: str, path: str, query: bytes, content_type: bytes, body: bytes) -> str:
-    """SHA-256 over what makes two requests the same request: method, path, query, Content-Type, body."""
-    # The lengths first, then the parts (as UTF-8), in one formatting step.
-    text = b"%d,%d,%d,%d,%d;%b%b%b%b%b" % (
-        len(method),
-        len(path),
-        len(query),
-        len(content_type),
-        len(body),
-        method.encode(),
-        path.encode(),
-        query,
-        content_type,
-        body,
-    )
-    return _sha256(text).hexdigest()
-
-
 class StoredResponse(NamedTuple):
     """A completed request's response as kept in a store.
 
@@ -302,7 +287,7 @@ def may_claim(
 
 
 class StatusPolicy:
-    """Which statuses are stored (``store_statuses``: ``2xx``, ``4xx``, ``201``, ...)."""
+    """Which statuses are stored (``store_statuses``: ``2xx``, ``4xx``, ``5xx``, ``201``, ``503``, ...)."""
 
     __slots__ = ("statuses",)
 
@@ -311,10 +296,10 @@ class StatusPolicy:
         classes = frozenset(int(e[0]) for e in entries if e.endswith("xx"))
         exact = frozenset(int(e) for e in entries if e.isdigit())
         #: Every storable status, worked out once: a request pays one set lookup.
-        self.statuses = frozenset(s for s in range(500) if s // 100 in classes or s in exact)
+        self.statuses = frozenset(s for s in range(100, 600) if s // 100 in classes or s in exact)
 
     def storable(self, status: int) -> bool:
-        """Whether a response with ``status`` is kept for replay (5xx never is)."""
+        """Whether a response with ``status`` is kept for replay."""
         return status in self.statuses
 
 

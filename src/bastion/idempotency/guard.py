@@ -4,16 +4,18 @@ It is the innermost guard, just around the application, so nothing rejected by a
 outer guard (rate limits, validation) is ever stored. For a request with a key:
 
 1. The key is parsed (RFC 8941 string or bare token) and scoped to the client and
-   the operation; the request is fingerprinted (method, path, query, Content-Type, body).
+   the operation; the request is fingerprinted (method, path, query, Content-Type, body:
+   :mod:`bastion.idempotency.fingerprints`).
 2. The store claims the record atomically. A completed record with the same
    fingerprint is replayed (``Idempotent-Replayed: true``); a different fingerprint
    is ``IDEMPOTENCY_KEY_REUSED``; a request still running is
    ``IDEMPOTENCY_REQUEST_IN_PROGRESS`` (or, with ``wait``, awaited and replayed).
-3. The owner runs the application. Every response message is forwarded at once
-   and copied on the way; before the last one goes out, the response is stored
-   (statuses in ``store_statuses``) or the claim is released (5xx, an exception),
-   always checked against the owner token. While the handler runs, the lease is
-   renewed every quarter lease, so only a dead or stalled process loses its claim.
+3. The owner runs the application (:mod:`bastion.idempotency.execution`). Every
+   response message is forwarded at once and copied on the way; before the last one
+   goes out, the response is stored (statuses in ``store_statuses``) or the claim is
+   released (any other status, an exception), always checked against the owner token.
+   While the handler runs, the lease is renewed every quarter lease, so only a dead or
+   stalled process loses its claim.
 """
 
 from __future__ import annotations
@@ -21,14 +23,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import (
     SCOPE_KEY,
     ASGIApp,
     ClientDisconnected,
-    Message,
     Receive,
     RequestContext,
     Scope,
@@ -44,16 +44,16 @@ from bastion.idempotency.core import (
     ClaimResult,
     HeaderFilter,
     KeyFormatError,
-    ResponseCapture,
+    State,
     StatusPolicy,
-    StoredResponse,
     decide,
-    fingerprint,
     match_bare_key,
     parse_key,
     record_key,
 )
 from bastion.idempotency.events import Events
+from bastion.idempotency.execution import Execution
+from bastion.idempotency.fingerprints import Fields, described_fields, fields_of, fingerprint, raw_fingerprint
 from bastion.idempotency.leases import Leases
 from bastion.idempotency.records import Records
 from bastion.idempotency.requirements import OFF, REQUIRED, Requirements
@@ -64,10 +64,7 @@ from bastion.problems import (
     IdempotencyKeyInvalid,
     IdempotencyKeyMissing,
     IdempotencyKeyReused,
-    IdempotencyOutcomeUnknown,
     IdempotencyRequestInProgress,
-    Problem,
-    render,
 )
 from bastion.stores import StorePolicy, parse_store_url
 
@@ -94,8 +91,11 @@ class IdempotencyGuard:
         metrics: Metrics | None = None,
         clients: ClientIdentifier | None = None,
         scope: CallerScope | None = None,
+        fields: dict[tuple[str, str], Fields] | None = None,
     ) -> None:
         self.app = app
+        #: The fields of operations whose fingerprint is restricted, by ``(METHOD, template)``.
+        self.fields = fields or {}
         #: Scopes keys to the caller's credentials (default: a secret derived from the store's name).
         self.scope = scope if scope is not None else CallerScope.from_config(config, store.name)
         #: Scopes keys to the client (default: the default ``clients`` settings).
@@ -110,11 +110,6 @@ class IdempotencyGuard:
         self.mismatch_status = config.on_mismatch
         #: ``on_lease_expired: refuse``: a claim taken over from a lost attempt is not run again.
         self.refuse_lost = config.on_lease_expired == "refuse"
-        #: Which response headers are stored and replayed.
-        self.kept = HeaderFilter(config.never_replay_headers)
-        #: The statuses stored for replay.
-        self.storable = StatusPolicy(config.store_statuses).statuses
-        self.max_stored_bytes = config.max_stored_bytes
         self.max_body_bytes = max_body_bytes
         # Owner tokens: a random per-process prefix and a counter, unique across processes
         # without a random draw per request.
@@ -133,6 +128,17 @@ class IdempotencyGuard:
             ttl_ms=config.ttl.ms,
             leases=self.leases,
             events=self.events,
+            logger=logger,
+        )
+        #: Runs the application as a claim's owner, stores its response, replays stored ones.
+        self.execution = Execution(
+            app,
+            records=self.records,
+            leases=self.leases,
+            events=self.events,
+            kept=HeaderFilter(config.never_replay_headers),
+            statuses=StatusPolicy(config.store_statuses),
+            max_stored_bytes=config.max_stored_bytes,
             logger=logger,
         )
 
@@ -206,14 +212,17 @@ class IdempotencyGuard:
             self.clients.fill(scope, ctx)
         path = scope["path"]
         key = record_key(ctx.client_id or "", method, ctx.route or path, idem_key, self.scope.of(headers))
-        request_fp = fingerprint(method, path, scope.get("query_string", b""), bytes(content_type), body)
+        query = scope.get("query_string", b"")
+        request_fp = fingerprint(
+            method, path, query, bytes(content_type), body, fields_of(self.fields, ctx.operation)
+        )
         owner = self._owner_prefix + str(next(self._owner_seq))
         # The claim, then what to do with the request.
         result = await self.records.claim(key, request_fp, owner, ctx)
         if result is CLAIMED:  # a new key: the common case, with nothing to decide
             ctx.log["idempotency"] = "claimed"
             self.events.count("claimed")
-            await self._run(scope, receive, send, ctx, key, owner)
+            await self.execution.run(scope, receive, send, ctx, key, owner)
             return
         if result is None:  # store down and on_store_error is open
             ctx.log["idempotency"] = "unprotected"
@@ -221,6 +230,22 @@ class IdempotencyGuard:
             await self.app(scope, receive, send)
             return
         action = decide(result, request_fp)
+        if action is Action.MISMATCH:
+            # A record stored before JSON bodies were read canonically has the fingerprint of
+            # the body's bytes: the same bytes are still the same request.
+            legacy = raw_fingerprint(method, path, query, bytes(content_type), body)
+            if legacy == result.fingerprint:
+                request_fp = legacy
+                if result.state is State.IN_PROGRESS:
+                    # Claimed again under the record's own fingerprint, so that a lease that ran
+                    # out (its process died) can be taken over.
+                    result = await self.records.claim(key, request_fp, owner, ctx)
+                    if result is None:
+                        ctx.log["idempotency"] = "unprotected"
+                        self.events.count("unprotected")
+                        await self.app(scope, receive, send)
+                        return
+                action = decide(result, request_fp)
         if action is Action.IN_PROGRESS and self.wait_s > 0:
             result, action = await self._wait(key, request_fp, owner, ctx, result, action)
             if result is None:
@@ -232,18 +257,18 @@ class IdempotencyGuard:
                 self.events.count("lease_expired")
                 ctx.log["idempotency"] = "lease_expired"
                 if self.refuse_lost:
-                    await self._refuse(result.lost_trace_id, scope, send, ctx, key, owner)
+                    await self.execution.refuse(result.lost_trace_id, scope, send, ctx, key, owner)
                     return
             else:
                 ctx.log["idempotency"] = "claimed"
             self.events.count("claimed")
-            await self._run(scope, receive, send, ctx, key, owner)
+            await self.execution.run(scope, receive, send, ctx, key, owner)
             return
         ctx.log["idempotency"] = action.value
         self.events.count(action.value)
         if action is Action.REPLAY:
             assert result.response is not None
-            await self._replay(result.response, send)
+            await self.execution.replay(result.response, send)
         elif action is Action.MISMATCH:
             raise IdempotencyKeyReused(
                 detail="this key was used with a different request; use a new key for a new operation",
@@ -281,102 +306,6 @@ class IdempotencyGuard:
             action = decide(current, request_fp)
         return current, action
 
-    async def _run(
-        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, key: str, owner: str
-    ) -> None:
-        """Run the application as the claim's owner; settle the claim before its last chunk goes out."""
-        capture = ResponseCapture(self.max_stored_bytes, self.kept)
-        storable = self.storable
-        self.leases.hold(owner, key)
-        settled = False  # completed or released: the record is no longer this request's to change
-
-        # A plain function that copies each message and hands back the awaitable of the real
-        # ``send``: no coroutine of its own per message.
-        def send_capturing(message: Message) -> Awaitable[None]:
-            nonlocal settled
-            kind = message["type"]
-            if kind == "http.response.start":
-                capture.start(message["status"], message.get("headers") or ())
-            elif kind == "http.response.body":
-                if message.get("more_body", False) or settled:
-                    capture.body(message.get("body", b""))
-                else:
-                    # The last chunk: store the response (or release the claim) before it goes
-                    # out, so a client that has it all and retries at once gets the replay.
-                    settled = True
-                    response = (
-                        capture.finish(message.get("body", b"")) if capture.status in storable else None
-                    )
-                    step = self.records.settle(key, owner, response, ctx)
-                    if step is not None:
-                        return _then_send(step, send, message)
-            return send(message)
-
-        try:
-            await self.app(scope, receive, send_capturing)
-        except Problem as problem:
-            if not (settled or capture.status or problem.status >= 500):
-                await self._answer(problem, scope, ctx, send_capturing)
-                return
-            if not settled:
-                await self._settle(key, owner, None, ctx)
-            raise
-        except BaseException:
-            if not settled:
-                await self._settle(key, owner, None, ctx)
-            raise
-        if not settled:
-            # The application returned without finishing its response: nothing to store.
-            await self._settle(key, owner, None, ctx)
-
-    async def _answer(self, problem: Problem, scope: Scope, ctx: RequestContext, send: Send) -> None:
-        """Send a client error the handler raised as its response (so it is stored and replayed)."""
-        rendered = render(problem, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=scope["path"])
-        ctx.problem_code = problem.code
-        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
-        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
-
-    async def _settle(
-        self, key: str, owner: str, response: StoredResponse | None, ctx: RequestContext
-    ) -> None:
-        """Store ``response`` (``None``: release the claim), awaiting the store if it waits."""
-        step = self.records.settle(key, owner, response, ctx)
-        if step is not None:
-            await step
-
-    async def _replay(self, response: StoredResponse, send: Send) -> None:
-        headers = response.replay_headers(self.kept)
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body, "more_body": False})
-
-    async def _refuse(
-        self, lost_trace_id: str, scope: Scope, send: Send, ctx: RequestContext, key: str, owner: str
-    ) -> None:
-        """Answer ``IDEMPOTENCY_OUTCOME_UNKNOWN`` for a key whose earlier attempt was lost, and
-        store that answer as the key's response: every later retry gets it too, none runs."""
-        ctx.log["idempotency"] = "outcome_unknown"
-        ctx.log["lost_trace_id"] = lost_trace_id
-        self.events.count("outcome_unknown")
-        self.logger.warning("idempotency outcome unknown: refused to run again", lost_trace_id=lost_trace_id)
-        problem = IdempotencyOutcomeUnknown(
-            detail="an earlier attempt with this key stopped while it ran; it is not run again",
-            extensions={"lost_trace_id": lost_trace_id},
-        )
-        rendered = render(problem, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=scope["path"])
-        ctx.problem_code = problem.code
-        capture = ResponseCapture(self.max_stored_bytes, self.kept)
-        capture.start(rendered.status, rendered.headers)
-        # Stored before it goes out, like any response: a retry at once gets the same answer.
-        await self._settle(key, owner, capture.finish(rendered.body), ctx)
-        await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
-        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
-
-
-async def _then_send(step: Awaitable[None], send: Send, message: Message) -> None:
-    """Await the store ``step``, then send ``message`` (the last chunk goes out after the store)."""
-    await step
-    await send(message)
-
 
 def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     """The idempotency guard for the configuration, or ``None`` when it has nothing to do."""
@@ -393,6 +322,7 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
         store,
         clients=ctx.clients,
         scope=CallerScope.from_config(config, url.url),
+        fields=described_fields(ctx.description(), ctx.config.openapi or "openapi"),
         max_body_bytes=ctx.config.validation.max_body_bytes,
         logger=ctx.logger,
         metrics=ctx.metrics,

@@ -190,6 +190,15 @@ _ALL = (
         "Rename one of the operations; generated clients need unique names.",
     ),
     Rule(
+        "idempotency-fingerprint-fields",
+        "description",
+        "error",
+        "x-bastion-idempotency-fingerprint is a non-empty list of JSON pointers (RFC 6901).",
+        "Write the body fields that make two requests the same, such as "
+        "`x-bastion-idempotency-fingerprint: [/amount, /currency]`; bastion refuses to start with "
+        "any other value.",
+    ),
+    Rule(
         "lint-ignore-valid",
         "description",
         "warning",

@@ -9,9 +9,12 @@ from bastion.check.document import Document, Path_, iter_operations
 __all__ = ["OperationRules", "deref"]
 from bastion.check.findings import FindingSink
 from bastion.check.rules.schemas import SchemaWalker, deref
+from bastion.jsonpointer import parse_pointer_list
 
 UNSAFE_METHODS = ("post", "patch")
 IDEMPOTENCY_HEADER = "idempotency-key"
+#: The extension that restricts an operation's idempotency fingerprint to some body fields.
+FIELDS_EXTENSION = "x-bastion-idempotency-fingerprint"
 PROBLEM_MEDIA = "application/problem+json"
 PROBLEM_MEMBERS = ("type", "title", "status", "detail")
 RATE_LIMIT_HEADERS = (
@@ -130,6 +133,12 @@ class OperationRules:
                     f"{label} documents neither 409 nor 422 for an idempotency key reused "
                     "with another request",
                 )
+        if FIELDS_EXTENSION in op:
+            try:
+                parse_pointer_list(op[FIELDS_EXTENSION])
+            except ValueError as exc:
+                where = (*path, FIELDS_EXTENSION)
+                self.sink.add("idempotency-fingerprint-fields", where, f"{label}: {FIELDS_EXTENSION} {exc}")
         if not codes & {"500", "5XX", "default"}:
             self.sink.add(
                 "error-500-documented",
