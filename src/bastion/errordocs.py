@@ -101,7 +101,7 @@ def _page(
         "",
         "This page is generated from the code (`python -m bastion.errordocs`); a test fails when",
         "it is stale. `bastion errors docs --app module:app` writes it with an application's own",
-        "codes added: those of its `Problem` subclasses, and those it passes as `code=\"...\"` to",
+        'codes added: those of its `Problem` subclasses, and those it passes as `code="..."` to',
         "bastion's problem classes (read from its source), each marked with where it is defined.",
         "",
         "## Problem codes",
