@@ -105,12 +105,28 @@ def test_a_bad_app_is_one_line_and_exit_2(target: str, message: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_an_app_that_fails_to_import_says_so(tmp_path: Path) -> None:
-    (tmp_path / "brokenapp.py").write_text("raise RuntimeError('no database configured')\n")
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("raise RuntimeError('no database configured')\n", "RuntimeError: no database configured"),
+        ("import nosuchdependency\n", "it needs 'nosuchdependency', which is not installed"),
+    ],
+)
+def test_an_app_that_fails_to_import_says_why(tmp_path: Path, source: str, message: str) -> None:
+    (tmp_path / "brokenapp.py").write_text(source)
     result = bastion_cli("errors", "docs", "--app", "brokenapp:app", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "importing 'brokenapp' failed: RuntimeError: no database configured" in result.stderr
+    assert result.stderr.startswith("bastion errors docs: importing 'brokenapp' failed: ")
+    assert message in result.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "folder" / "errors.md"
+    result = bastion_cli("errors", "docs", "--output", str(target))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"bastion errors docs: cannot write {target}: ")
 
 
 def test_only_literal_codes_on_bastions_problem_classes_are_read() -> None:

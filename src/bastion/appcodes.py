@@ -55,7 +55,14 @@ def load_target(target: str) -> tuple[object, str]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise AppError(f"cannot import {module_name!r}: {exc} (run from the folder that holds it)") from None
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise AppError(
+                f"cannot import {module_name!r}: {exc} (run from the folder that holds it)"
+            ) from None
+        raise AppError(
+            f"importing {module_name!r} failed: it needs {missing!r}, which is not installed"
+        ) from None
     except Exception as exc:
         raise AppError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     value: object = module

@@ -180,8 +180,12 @@ def errors_docs(
         raise typer.Exit(2) from None
     if output is None:
         typer.echo(text, nl=False)
-    else:
+        return
+    try:
         output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"bastion errors docs: cannot write {output}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
