@@ -134,7 +134,7 @@ async def test_a_null_docs_url_sends_no_link() -> None:
         ("https://x/{code", BASE, "a brace stands only around a placeholder"),
         ("https://x/}", BASE, "a brace stands only around a placeholder"),
         ("https://x/{code} docs", BASE, "is not a URI reference"),
-        ("{type_base}#{slug}", "https://x/<errors>/", "is not a URI reference"),
+        ("{type_base}#{slug}", "https://x/<errors>/", "errors.type_base 'https://x/<errors>/' cannot stand"),
         ("", BASE, "is not a URI reference"),
         ('https://x/"{code}"', BASE, "is not a URI reference"),
         ("https://x/ü/{code}", BASE, "is not a URI reference"),

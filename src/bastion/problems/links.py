@@ -37,15 +37,22 @@ def check_docs_url(template: str, type_base: str) -> str:
         fields = list(Formatter().parse(template))
     except ValueError as exc:
         raise ValueError(f"{exc} (a brace stands only around a placeholder)") from None
+    names = set()
     for _, name, spec, conversion in fields:
         if name is None:
             continue
+        names.add(name)
         if name not in PLACEHOLDERS:
             raise ValueError(
                 f"unknown placeholder {{{name}}}; use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
             )
         if spec or conversion:
             raise ValueError(f"placeholder {{{name}}} takes no format or conversion")
+    if "type_base" in names and type_base and not _URI_REFERENCE.fullmatch(type_base):
+        raise ValueError(
+            f"errors.type_base {type_base!r} cannot stand in a link (it holds a space, a quote, an angle"
+            " bracket, a control or a non-ASCII character): fix it, or use a docs_url without {type_base}"
+        )
     example = template.format(code=_SAMPLE_CODE, slug=code_slug(_SAMPLE_CODE), type_base=type_base)
     if not _URI_REFERENCE.fullmatch(example):
         raise ValueError(
