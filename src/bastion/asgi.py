@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
-from bastion.problems import PayloadTooLarge
+from bastion.problems import PayloadTooLarge, ProblemLinks
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -92,7 +92,7 @@ class RequestContext:
         span_id: str,
         request_id: str,
         trace_flags: str = "01",
-        type_base: str = "",
+        type_base: str | ProblemLinks = "",
         *,
         route: str | None = None,
         operation_id: str | None = None,
@@ -108,7 +108,8 @@ class RequestContext:
         self.span_id = span_id
         self.request_id = request_id
         self.trace_flags = trace_flags
-        #: ``errors.type_base``, so that code outside the guards renders the same problems.
+        #: ``errors.type_base`` (with ``docs_url``), so that code outside the guards renders the
+        #: same problems.
         self.type_base = type_base
         #: The route template (``/orders/{id}``) once routing found it.
         self.route = route

@@ -39,7 +39,14 @@ from bastion.observability.dashboard import Dashboard, Panel
 from bastion.observability.logging import AccessLog
 from bastion.observability.metrics import UNMATCHED_ROUTE, Metrics
 from bastion.observability.otel import ServerSpan, build_tracer
-from bastion.problems import PROBLEM_CONTENT_TYPE, InternalError, Problem, render, request_instance
+from bastion.problems import (
+    PROBLEM_CONTENT_TYPE,
+    InternalError,
+    Problem,
+    ProblemLinks,
+    render,
+    request_instance,
+)
 from bastion.routing.paths import canonicalize
 from bastion.tracing import TRACE_ID, parse_traceparent, valid_request_id
 
@@ -67,7 +74,7 @@ class BoundaryGuard:
         self,
         app: ASGIApp,
         *,
-        type_base: str,
+        type_base: str | ProblemLinks,
         metrics: Metrics | None,
         metrics_path: str | None,
         logger: Any,

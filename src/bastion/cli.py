@@ -1,4 +1,5 @@
-"""The ``bastion`` command line: demo, gateway, lint, probe, config check, keys hash and limits suggest."""
+"""The ``bastion`` command line: demo, gateway, lint, probe, config check, keys hash, limits suggest
+and errors docs."""
 
 from __future__ import annotations
 
@@ -155,6 +156,36 @@ def limits_suggest(
         typer.echo(f"bastion limits suggest: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(text, nl=False)
+
+
+errors_app = typer.Typer(help="Work with error codes.", no_args_is_help=True)
+app.add_typer(errors_app, name="errors")
+
+
+@errors_app.command("docs")
+def errors_docs(
+    target: Annotated[
+        str | None, typer.Option("--app", help="module:attribute of the application: add its own codes.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the reference here.")] = None,
+) -> None:
+    """Write the error-code reference (Markdown): bastion's codes, and with --app the application's."""
+    from bastion.appcodes import AppError, render_app_reference
+    from bastion.errordocs import render_markdown
+
+    try:
+        text = render_markdown() if target is None else render_app_reference(target)
+    except AppError as exc:
+        typer.echo(f"bastion errors docs: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"bastion errors docs: cannot write {output}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

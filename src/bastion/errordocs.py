@@ -1,7 +1,10 @@
 """Generates ``docs/errors.md`` from the error-code registry, so the page cannot go stale.
 
 Run ``python -m bastion.errordocs > docs/errors.md``; a test fails when the file
-differs from what this prints.
+differs from what this prints. Each code's row carries the anchor ``#{slug}`` (the
+code in kebab-case), which the default ``errors.docs_url`` links every problem to.
+``bastion errors docs --app module:app`` writes the same page with an application's
+own codes added (:mod:`bastion.appcodes`).
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from collections.abc import Iterable
 
 import bastion
-from bastion.problems import FIELD_CODES, error_codes
+from bastion.problems import FIELD_CODES, ErrorCode, code_slug, error_codes
 
 # Modules that are not bastion's own API (the demo registers codes of its own).
 _SKIP = ("bastion.demo", "bastion.__main__")
@@ -28,17 +32,57 @@ def _import_all() -> None:
             continue
 
 
+def bastion_codes() -> list[ErrorCode]:
+    """Every problem code bastion itself answers with, sorted by status then code."""
+    _import_all()
+    return [
+        entry
+        for entry in error_codes()
+        if entry.module.startswith("bastion.") and not entry.module.startswith(_SKIP)
+    ]
+
+
+def anchor(code: str) -> str:
+    """The HTML anchor that marks ``code``'s row: ``#{slug}`` of the default ``errors.docs_url``."""
+    return f'<a id="{code_slug(code)}"></a>'
+
+
+def _row(entry: ErrorCode, source: str | None) -> str:
+    cells = [f"{anchor(entry.code)}`{entry.code}`", str(entry.status), entry.meaning, entry.action]
+    if source is not None:
+        cells.append(source)
+    return "| " + " | ".join(cells) + " |"
+
+
 def render_markdown() -> str:
     """The whole ``docs/errors.md`` page."""
-    _import_all()
+    return _page("# Error codes", [], ((entry, None) for entry in bastion_codes()), sources=False)
+
+
+def render_reference(title: str, intro: list[str], entries: Iterable[tuple[ErrorCode, str]]) -> str:
+    """The page with a ``source`` column: each entry beside who defines it (bastion, the application)."""
+    return _page(title, intro, entries, sources=True)
+
+
+def _page(
+    title: str, intro: list[str], entries: Iterable[tuple[ErrorCode, str | None]], *, sources: bool
+) -> str:
     lines = [
-        "# Error codes",
+        title,
         "",
+        *intro,
         "Every error bastion answers is an RFC 9457 problem (`application/problem+json`) with a",
         "stable `code`, a `trace_id` equal to the response's `traceparent` trace id and",
         "`X-Request-ID` (unless the client sent its own request id), and, for validation errors,",
         "field-level `errors[]`. The `type` is `errors.type_base` followed by the code in",
         "kebab-case. Branch on `code`, never on `title` or `detail`.",
+        "",
+        'Every problem also carries `Link: <URL>; rel="describedby"`, the page that documents its',
+        "code: `errors.docs_url` with `{code}`, `{slug}` (the code in kebab-case) and `{type_base}`",
+        "filled in. The default, `{type_base}#{slug}`, is the code's row below: each row has the",
+        "anchor `#{slug}`. The body has no member for it: `type` already names the code's",
+        "documentation (RFC 9457, section 3.1.1), and the link is where the Idempotency-Key draft",
+        "puts it; clients that read only the body find the same row from `type`'s last segment.",
         "",
         "A problem never echoes client input beyond a bounded, escaped form: `instance` is the",
         "raw request path with control characters, spaces and non-ASCII percent-encoded, at most",
@@ -56,17 +100,16 @@ def render_markdown() -> str:
         "the client.",
         "",
         "This page is generated from the code (`python -m bastion.errordocs`); a test fails when",
-        "it is stale.",
+        "it is stale. `bastion errors docs --app module:app` writes it with an application's own",
+        'codes added: those of its `Problem` subclasses, and those it passes as `code="..."` to',
+        "bastion's problem classes (read from its source), each marked with where it is defined.",
         "",
         "## Problem codes",
         "",
-        "| code | status | meaning | what the client should do |",
-        "|---|---|---|---|",
+        "| code | status | meaning | what the client should do |" + (" source |" if sources else ""),
+        "|---|---|---|---|" + ("---|" if sources else ""),
     ]
-    for entry in error_codes():
-        if not entry.module.startswith("bastion.") or entry.module.startswith(_SKIP):
-            continue
-        lines.append(f"| `{entry.code}` | {entry.status} | {entry.meaning} | {entry.action} |")
+    lines.extend(_row(entry, source) for entry, source in entries)
     lines += [
         "",
         "## Field codes in `errors[]`",

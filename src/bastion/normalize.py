@@ -19,7 +19,14 @@ from typing import Any, Literal
 import orjson
 
 from bastion.asgi import Headers, Message
-from bastion.problems import PROBLEM_CONTENT_TYPE, Problem, RenderedProblem, problem_for_status, render
+from bastion.problems import (
+    PROBLEM_CONTENT_TYPE,
+    Problem,
+    ProblemLinks,
+    RenderedProblem,
+    problem_for_status,
+    render,
+)
 
 #: The values of ``errors.normalize_upstream``: ``True`` (5xx), ``"all"`` (4xx and 5xx), ``False``.
 NormalizePolicy = bool | Literal["all"]
@@ -103,7 +110,7 @@ def replacement(
     status: int,
     original_headers: Headers,
     *,
-    type_base: str,
+    type_base: str | ProblemLinks,
     trace_id: str,
     instance: str | None,
     source: str = "upstream API",

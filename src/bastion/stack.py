@@ -213,7 +213,7 @@ class Bastion:
                 inner = guard
         chain = BoundaryGuard(
             inner,
-            type_base=config.errors.type_base,
+            type_base=config.errors.problem_links(),
             metrics=self.metrics,
             metrics_path=config.metrics.path,
             logger=self.logger,

@@ -185,7 +185,8 @@ def test_the_first_paint_shows_rates_latency_errors_and_clients(browser: Any, sl
         "  .filter(t => t.scrollWidth > t.parentElement.clientWidth).map(t => t.id);"
         "return {page: document.documentElement.scrollWidth - window.innerWidth, tables: wide};"
     )
-    assert overflow == {"page": 0, "tables": []}
+    # (Negative when a vertical scroll bar takes its width from the viewport: no overflow either.)
+    assert overflow["page"] <= 0 and overflow["tables"] == [], overflow
     cell = browser.execute_script(
         "const td = Array.from(document.querySelectorAll('#table-validation td'))"
         "  .find(td => td.title === arguments[0]);"

@@ -40,7 +40,7 @@ async def test_concurrency_limits_requests_in_flight_and_releases_when_done(make
         blocked = await http.get("/fast")
         assert blocked.status_code == 429
         assert blocked.headers["retry-after"] == "1"
-        assert parse_headers(blocked)["policy"]["inflight"] == {"q": 1}
+        assert parse_headers(blocked)["policy"]["inflight"] == {"q": 1, "qu": "concurrent-requests"}
         gate.set()
         assert (await first).status_code == 200
         assert (await http.get("/fast")).status_code == 200

@@ -1,4 +1,9 @@
-"""Header bytes and counts: one renderer for every decision, whatever the store."""
+"""Header bytes and counts: one renderer for every decision, whatever the store.
+
+``RateLimit-Policy`` and ``RateLimit`` are held to the draft (draft-ietf-httpapi-ratelimit-headers,
+revision 10's text) written out plainly below, and parsed with ``http_sf`` to prove every value is
+a valid Structured Fields List.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import http_sf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.config.ratelimit import RuleConfig
-from bastion.ratelimit.algorithms import CONCURRENCY, Limit, Verdict
-from bastion.ratelimit.headers import HeaderSet, policy_member
+from bastion.ratelimit.algorithms import CONCURRENCY, GCRA, Limit, Verdict
+from bastion.ratelimit.headers import HeaderSet
 from bastion.ratelimit.plans import Plan
 from bastion.ratelimit.rules import compile_rule
 
@@ -26,6 +32,16 @@ RATELIMIT_HEADERS = (b"ratelimit-policy", b"ratelimit", b"x-ratelimit-limit", b"
 
 def seconds(us: int) -> int:
     return -(-us // 1_000_000) if us > 0 else 0
+
+
+def policy(name: str, limit: Limit) -> str:
+    """One ``RateLimit-Policy`` member: quota, and the window in whole seconds (at least 1), or
+    for a concurrency limit the quota unit instead (it has no window)."""
+    if limit.algorithm == CONCURRENCY:
+        return f'"{name}";q={limit.limit};qu="concurrent-requests"'
+    quota = limit.burst if limit.algorithm == GCRA else limit.limit
+    window_us = limit.tau_us if limit.algorithm == GCRA else limit.period_us
+    return f'"{name}";q={quota};w={max(1, seconds(window_us))}'
 
 
 def reference(
@@ -57,8 +73,8 @@ def reference(
             tightest = i
     headers = []
     if mode in ("both", "draft"):
-        policy = ", ".join(policy_member(n, limit) for n, limit in zip(names, limits, strict=True))
-        headers += [(b"ratelimit-policy", policy.encode()), (b"ratelimit", ", ".join(members).encode())]
+        policies = ", ".join(policy(n, limit) for n, limit in zip(names, limits, strict=True))
+        headers += [(b"ratelimit-policy", policies.encode()), (b"ratelimit", ", ".join(members).encode())]
     if mode in ("both", "legacy"):
         headers += [
             (b"x-ratelimit-limit", str(limits[tightest].quota).encode()),
@@ -110,7 +126,28 @@ def test_rendered_bytes_are_the_conventions_for_every_decision(
         rule_names, rule_limits, costs, draft=mode in ("both", "draft"), legacy=mode in ("both", "legacy")
     )
     expected = reference(rule_names, rule_limits, costs, given_verdicts, admitted, mode)
-    assert list(headers.render(given_verdicts, admitted)) == expected
+    rendered = list(headers.render(given_verdicts, admitted))
+    assert rendered == expected
+    if mode in ("both", "draft"):
+        assert_valid_fields(dict(rendered), rule_names, rule_limits)
+
+
+def assert_valid_fields(headers: dict[bytes, bytes], names: list[str], limits: list[Limit]) -> None:
+    """Both fields parse as Structured Fields Lists of sf-string items with the draft's parameters."""
+    policies = http_sf.parse(headers[b"ratelimit-policy"], tltype="list")
+    current = http_sf.parse(headers[b"ratelimit"], tltype="list")
+    assert [item for item, _ in policies] == names
+    assert [item for item, _ in current] == names
+    for (_, params), (_, now), limit in zip(policies, current, limits, strict=True):
+        assert isinstance(params["q"], int) and params["q"] >= 0
+        assert isinstance(now["r"], int) and now["r"] >= 0
+        assert "pk" not in params and "pk" not in now
+        if limit.algorithm == CONCURRENCY:
+            assert set(params) == {"q", "qu"} and params["qu"] == "concurrent-requests"
+            assert set(now) == {"r"}
+        else:
+            assert set(params) == {"q", "w"} and isinstance(params["w"], int) and params["w"] >= 1
+            assert set(now) == {"r", "t"} and isinstance(now["t"], int) and now["t"] >= 0
 
 
 def rule(name: str, limit: str, algorithm: str = "gcra", **extra: Any) -> Any:
@@ -267,7 +304,18 @@ CASES: dict[
         ],
         "both",
         {},
-        [(200, pairs(b'"g";q=100;w=60, "c";q=1', b'"g";r=99;t=1, "c";r=0', b"1", b"0", b"0"))],
+        [
+            (
+                200,
+                pairs(
+                    b'"g";q=100;w=60, "c";q=1;qu="concurrent-requests"',
+                    b'"g";r=99;t=1, "c";r=0',
+                    b"1",
+                    b"0",
+                    b"0",
+                ),
+            )
+        ],
     ),
     "no headers": ([{"name": "per-client", "limit": "1/minute"}], "none", {}, [(200, []), (429, [])]),
 }

@@ -41,7 +41,10 @@ def relax(match: dict[str, str], kind: str = "shadow", until: str = FUTURE, **ex
 
 
 def notice(response: httpx.Response) -> dict[str, str | None]:
-    return {name: response.headers.get(name) for name in ("deprecation", "sunset", "link")}
+    """The notice headers; of `Link`, the deprecation and sunset links (not a problem's describedby)."""
+    links = [link for link in response.headers.get_list("link") if not link.endswith('rel="describedby"')]
+    found = {name: response.headers.get(name) for name in ("deprecation", "sunset")}
+    return {**found, "link": ", ".join(links) or None}
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bastion._model import Section
 from bastion.config.admin import AdminConfig, check_admin_store
@@ -15,6 +15,7 @@ from bastion.config.idempotency import IdempotencyConfig
 from bastion.config.observability import ObservabilityConfig
 from bastion.config.ratelimit import RateLimitsConfig
 from bastion.config.validation import ValidationConfig
+from bastion.problems.links import DEFAULT_DOCS_URL, ProblemLinks, check_docs_url
 from bastion.stores import parse_store_url
 
 
@@ -23,6 +24,12 @@ class ErrorsConfig(Section):
 
     type_base: str = "https://bastion.dev/errors/"
     """Prefix of every problem's `type` URI; the code in kebab-case follows it."""
+    docs_url: str | None = DEFAULT_DOCS_URL
+    """Where each code is documented: every problem carries `Link: <URL>; rel="describedby"`
+    with this template filled in. Placeholders: `{code}` (`IDEMPOTENCY_KEY_REUSED`), `{slug}`
+    (`idempotency-key-reused`, the anchor of the code in docs/errors.md and in the reference
+    `bastion errors docs` writes) and `{type_base}`. The result must be a URI reference (no
+    spaces, quotes, braces or angle brackets once filled in). `null`: no link."""
     normalize_upstream: bool | Literal["all"] = True
     """Replace an error response whose body is not a problem (an HTML error page, a stack
     trace) with a problem of the same status and the trace id; the original body (up to
@@ -32,6 +39,18 @@ class ErrorsConfig(Section):
     framework_adapters: bool = True
     """When bastion wraps a Starlette or FastAPI app directly, render its `HTTPException` and
     `RequestValidationError` as problems (without echoing input values)."""
+
+    @field_validator("docs_url")
+    @classmethod
+    def _docs_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        type_base = info.data.get("type_base")
+        return check_docs_url(value, type_base if isinstance(type_base, str) else "")
+
+    def problem_links(self) -> ProblemLinks:
+        """``type_base`` and ``docs_url`` ready for rendering: build once, pass as ``type_base``."""
+        return ProblemLinks(self.type_base, self.docs_url)
 
 
 class MetricsConfig(Section):

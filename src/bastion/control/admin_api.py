@@ -29,7 +29,7 @@ import orjson
 from bastion.asgi import Receive, Scope, Send
 from bastion.control.changes import CONSUMER, RULE, Change, Op, layers
 from bastion.control.reload import problems_of
-from bastion.problems import Conflict, MethodNotAllowed, NotFound, Problem, Unauthorized
+from bastion.problems import ConfigRejected, Conflict, MethodNotAllowed, NotFound, Unauthorized
 
 if TYPE_CHECKING:
     from bastion.control.admin import AdminControl
@@ -38,19 +38,6 @@ PREFIX = "/v1"
 _COLLECTIONS = {"rules": RULE, "consumers": CONSUMER}
 #: Attempts at a write when another write came first (each one validated again).
 _WRITE_ATTEMPTS = 5
-
-
-class ConfigRejected(Problem):
-    """422 The admin change would make an invalid configuration."""
-
-    status = 422
-    code_default = "CONFIG_REJECTED"
-    title_default = "Configuration change rejected"
-    meaning = (
-        "An admin API change would make a configuration bastion cannot run (an unknown rule in a "
-        "consumer's limits, a bad rate, a tier that fits no request). errors[] names each key and reason."
-    )
-    action = "Fix the change as each error says; nothing was changed."
 
 
 #: The admin API's OpenAPI description, shipped in the package.

@@ -79,7 +79,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, store: str | None = None
     data_dir = Path(".bastion-demo").resolve()
     app = build_demo(data_dir, store)
     config = app.config
-    limits = ServerLimits.from_config(config.gateway, config.errors.type_base).within_open_files(
+    limits = ServerLimits.from_config(config.gateway, config.errors.problem_links()).within_open_files(
         raise_open_files_limit(), reserved=0
     )
     shown_host = f"[{host}]" if ":" in host else host

@@ -58,7 +58,7 @@ class GatewayApp:
         self.tune_gc = tune_gc
         self.proxy = proxy
         self.config: Config = bastion.config
-        self.type_base = self.config.errors.type_base
+        self.type_base = self.config.errors.problem_links()
         admin_port = self.config.gateway.admin_port
         # With an admin port, metrics are served there only, not to every client.
         self.hidden_metrics_path = (
@@ -323,7 +323,7 @@ def run_gateway(
 
         if not os.environ.get(ENV_VAR):
             prepare_multiprocess_dir()
-    limits = ServerLimits.from_config(settings, config.errors.type_base).within_open_files(
+    limits = ServerLimits.from_config(settings, config.errors.problem_links()).within_open_files(
         raise_open_files_limit(), reserved=settings.pool_size
     )
     # The address is tried first, so a port in use is one clear error, and "listening" is

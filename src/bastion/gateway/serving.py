@@ -51,6 +51,7 @@ from bastion.problems import (
     BadRequest,
     HeadersTooLarge,
     Problem,
+    ProblemLinks,
     RequestTimeout,
     TooManyConnections,
     render,
@@ -81,11 +82,11 @@ class ServerLimits:
     max_header_bytes: int
     max_headers: int
     max_connections: int
-    #: ``errors.type_base``, for the problems the server answers itself.
-    type_base: str
+    #: ``errors.type_base`` and ``docs_url``, for the problems the server answers itself.
+    type_base: str | ProblemLinks
 
     @classmethod
-    def from_config(cls, settings: GatewayConfig, type_base: str) -> ServerLimits:
+    def from_config(cls, settings: GatewayConfig, type_base: str | ProblemLinks) -> ServerLimits:
         """The limits the ``gateway`` section configures."""
         return cls(
             header_timeout=settings.header_timeout.seconds,
@@ -182,7 +183,7 @@ def invalid_request() -> Problem:
 
 
 def problem_response(
-    problem: Problem, type_base: str, default_headers: list[tuple[bytes, bytes]] | None = None
+    problem: Problem, type_base: str | ProblemLinks, default_headers: list[tuple[bytes, bytes]] | None = None
 ) -> bytes:
     """The whole HTTP/1.1 response (head and body) for a problem the server answers on its own.
 

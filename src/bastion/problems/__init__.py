@@ -6,7 +6,8 @@ branch on; the ``type`` URI is derived from it and ``errors.type_base``.
 
 The package holds the registry (:mod:`~bastion.problems.codes`), the base class
 (:mod:`~bastion.problems.base`), the catalogue of problem classes
-(:mod:`~bastion.problems.catalogue`) and rendering (:mod:`~bastion.problems.rendering`);
+(:mod:`~bastion.problems.catalogue`), documentation links (:mod:`~bastion.problems.links`)
+and rendering (:mod:`~bastion.problems.rendering`);
 import every name from ``bastion.problems``.
 """
 
@@ -18,6 +19,7 @@ from bastion.problems.catalogue import (
     ApiKeyInvalid,
     BadRequest,
     ClientError,
+    ConfigRejected,
     Conflict,
     DependencyUnavailable,
     Forbidden,
@@ -53,6 +55,12 @@ from bastion.problems.codes import (
     register_code,
     type_uri,
 )
+from bastion.problems.links import (
+    DEFAULT_DOCS_URL,
+    ProblemLinks,
+    check_docs_url,
+    code_slug,
+)
 from bastion.problems.rendering import (
     MAX_BODY_BYTES,
     MAX_INSTANCE_CHARS,
@@ -66,6 +74,7 @@ from bastion.problems.rendering import (
 )
 
 __all__ = [
+    "DEFAULT_DOCS_URL",
     "FIELD_CODES",
     "MAX_BODY_BYTES",
     "MAX_INSTANCE_CHARS",
@@ -76,6 +85,7 @@ __all__ = [
     "ApiKeyInvalid",
     "BadRequest",
     "ClientError",
+    "ConfigRejected",
     "Conflict",
     "DependencyUnavailable",
     "ErrorCode",
@@ -92,6 +102,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "Problem",
+    "ProblemLinks",
     "RateLimited",
     "RenderedProblem",
     "RequestTimeout",
@@ -102,6 +113,8 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "ValidationFailed",
+    "check_docs_url",
+    "code_slug",
     "error_code",
     "error_codes",
     "escape_instance",

@@ -218,6 +218,19 @@ class ValidationFailed(Problem):
     action = "Fix every listed field; do not retry unchanged."
 
 
+class ConfigRejected(Problem):
+    """422 The admin change would make an invalid configuration."""
+
+    status = 422
+    code_default = "CONFIG_REJECTED"
+    title_default = "Configuration change rejected"
+    meaning = (
+        "An admin API change would make a configuration bastion cannot run (an unknown rule in a "
+        "consumer's limits, a bad rate, a tier that fits no request). errors[] names each key and reason."
+    )
+    action = "Fix the change as each error says; nothing was changed."
+
+
 class RateLimited(Problem):
     """429 Too many requests."""
 

@@ -78,6 +78,10 @@ FIELD_CODES: dict[str, str] = {
     "NOT_ALLOWED": "A field that the schema does not declare (unknown fields are rejected).",
     "ENUM_MISMATCH": "The value is not one of the allowed values.",
     "INVALID": "The value breaks another rule of its schema; the detail says which.",
+    "RULE_FAILED": (
+        "A business rule of the description (`x-bastion-rules`, a CEL expression) does not hold; the"
+        " entry names the rule and its message. A description may give a rule its own code instead."
+    ),
     "CONTROL_CHARACTER": (
         "A string or parameter value holds a NUL or another C0 control character (other than"
         " tab, CR and LF) where its schema or parameter does not allow them"

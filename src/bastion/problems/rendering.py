@@ -11,6 +11,7 @@ from urllib.parse import quote, quote_from_bytes
 import orjson
 
 from bastion.problems.base import Problem
+from bastion.problems.links import ProblemLinks, links_of
 
 PROBLEM_CONTENT_TYPE = b"application/problem+json"
 
@@ -166,7 +167,7 @@ _LAST_RESORT_CHARS = 256
 def render(
     problem: Problem,
     *,
-    type_base: str,
+    type_base: str | ProblemLinks,
     trace_id: str,
     instance: str | None,
     extra_headers: Iterable[tuple[bytes, bytes]] = (),
@@ -178,9 +179,14 @@ def render(
     escaped (:func:`escape_instance`), names and pointers in ``errors[]`` cut to
     :data:`MAX_NAME_CHARS`, other text to :data:`MAX_TEXT_CHARS`, and the body to
     :data:`MAX_BODY_BYTES`.
+
+    ``type_base`` is ``errors.type_base``, or better the :class:`ProblemLinks` built once
+    from the ``errors`` settings: every problem carries ``Link: <docs>; rel="describedby"``
+    for its code (the default link for a plain string), rendered once per code.
     """
+    links = links_of(type_base)
     body = problem.to_dict(
-        type_base=type_base,
+        type_base=links.type_base,
         trace_id=trace_id,
         instance=escape_instance(instance) if instance is not None else None,
     )
@@ -194,6 +200,9 @@ def render(
         (b"content-length", str(len(data)).encode()),
         (b"cache-control", b"no-store"),
     ]
+    link = links.link_header(problem.code)
+    if link is not None:
+        headers.append(link)
     headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers.items())
     headers.extend(extra_headers)
     return RenderedProblem(problem.status, headers, data)

@@ -1,15 +1,19 @@
 """Rate limit response headers: the IETF draft's structured fields and the legacy trio.
 
 ``RateLimit-Policy`` and ``RateLimit`` follow draft-ietf-httpapi-ratelimit-headers
-(revision 11): each is a Structured Fields List whose members are the policy name
-as an sf-string, with Integer parameters::
+(the text of revision 10): each is a Structured Fields List whose members are the
+policy name as an sf-string (the rule's name), with parameters::
 
-    RateLimit-Policy: "per-client";q=20;w=12, "login";q=5;w=60
-    RateLimit: "per-client";r=19;t=1, "login";r=4;t=60
+    RateLimit-Policy: "per-client";q=20;w=12, "login";q=5;w=60, "uploads";q=4;qu="concurrent-requests"
+    RateLimit: "per-client";r=19;t=1, "login";r=4;t=60, "uploads";r=3
 
 ``q`` is the quota, ``w`` the window in seconds, ``r`` the quota remaining and
-``t`` the seconds until the quota is whole again (concurrency limits have no
-``t``). ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``
+``t`` the seconds until the quota is whole again. A concurrency limit has no window
+and no reset; its quota is in ``qu="concurrent-requests"`` (the draft's registered
+unit; the others count in the default unit, ``requests``, which is left out). No
+``pk`` (partition key) is sent: the partition is the client itself (or its address,
+or everyone), which the client knows, and a digest of it would only cost work per
+response. ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``
 (delta seconds) describe the most constrained rule: the one with the least quota
 left (the later reset on a tie).
 
@@ -28,11 +32,20 @@ _new = tuple.__new__
 Header = tuple[bytes, bytes]
 
 
+#: The quota unit (``qu``) of a concurrency limit: requests in flight at once.
+CONCURRENT_REQUESTS = "concurrent-requests"
+
+
 def policy_member(name: str, limit: Limit) -> str:
-    """One member of ``RateLimit-Policy`` (constant for a rule and tier: computed once)."""
-    window = limit.window_s
+    """One member of ``RateLimit-Policy`` (constant for a rule and tier: computed once).
+
+    ``name`` is a rule name: printable ASCII without quotes or backslashes (the
+    configuration refuses others), so it stands in an sf-string as it is.
+    """
     member = f'"{name}";q={limit.quota}'
-    return member if window is None else f"{member};w={window}"
+    if limit.algorithm == CONCURRENCY:
+        return f'{member};qu="{CONCURRENT_REQUESTS}"'
+    return f"{member};w={limit.window_s}"
 
 
 def _member_template(name: str, limit: Limit) -> str:
