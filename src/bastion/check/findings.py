@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bastion.catalog import RULES, SEVERITY_RANK, UNIGNORABLE, Pitfall, Severity
 from bastion.check.document import Document, Path_, json_path, pointer
-from bastion.check.rules.catalog import RULES, SEVERITY_RANK, UNIGNORABLE, Pitfall, Severity
 
 #: The extension that silences rules on an operation, or on the whole description at its root.
 IGNORE_KEY = "x-bastion-lint-ignore"

@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.catalog import PITFALLS, RULES
 from bastion.check.findings import Finding, Suppressed, reaches
 from bastion.check.lint import LintResult
 from bastion.check.results import PROBE_PITFALLS, ProbeResult
-from bastion.check.rules.catalog import PITFALLS, RULES
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 _STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "dim"}
