@@ -105,6 +105,8 @@ class CompiledOperation:
     query_params: list[Parameter] = field(default_factory=list)
     header_params: dict[bytes, Parameter] = field(default_factory=dict)
     cookie_params: list[Parameter] = field(default_factory=list)
+    #: The query parameters that declare a coercion (``x-bastion-lenient``), whose values are rewritten.
+    relaxing_query: list[Parameter] = field(default_factory=list)
     #: The compiled response schemas, when response validation is on.
     responses: ResponseSchemas | None = None
     #: The common spellings of the declared media types, parsed once (``application/json``).
@@ -141,6 +143,8 @@ class CompiledOperation:
             self.path_params.append(parameter)
         elif parameter.location == "query":
             self.query_params.append(parameter)
+            if parameter.relaxes:
+                self.relaxing_query.append(parameter)
         elif parameter.location == "header":
             self.header_params[parameter.name.lower().encode("latin-1")] = parameter
         else:
@@ -304,10 +308,8 @@ class CompiledOperation:
                             "detail": "is not a parameter of this operation",
                         }
                     )
-        if rewrite is not None:
-            relaxing = [p for p in self.query_params if p.relaxes]
-            if relaxing:
-                rewrite.query_string = rewrite_query(query_string, relaxing)
+        if rewrite is not None and self.relaxing_query:
+            rewrite.query_string = rewrite_query(query_string, self.relaxing_query)
         return values
 
     def _headers(
