@@ -79,7 +79,11 @@ SPEC: dict[str, Any] = {
                     }
                 },
                 "responses": {"200": {"description": "ok"}},
-            }
+            },
+            "get": {  # no body: checked without waiting for anything (the guard's admit)
+                "parameters": [{"name": "flag", "in": "query", "schema": LENIENT_BOOL}],
+                "responses": {"200": {"description": "ok"}},
+            },
         },
         "/free": {
             "post": {
@@ -249,6 +253,16 @@ async def test_parameters_are_rewritten_in_the_query_headers_and_cookies(tmp_pat
             "/things?tags=green", content=b"{}", headers={"content-type": "application/json"}
         )
         assert answer.status_code == 422
+
+
+@MODES
+async def test_a_request_without_a_body_is_rewritten_too(tmp_path: Path, mode: str) -> None:
+    async with serving(tmp_path, mode) as http:
+        answer = await http.get("/things?flag=%20nO&x=1")
+        assert answer.status_code == 422  # no trim declared
+        answer = await http.get("/things?x=%41&flag=nO")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["query"] == "x=%41&flag=false"
 
 
 @MODES

@@ -125,7 +125,7 @@ class ValidationGuard:
         if operation.has_body or self.response_rate:
             return False
         rewrite = self._check(operation, ctx, scope, None, None)
-        if rewrite:
+        if rewrite is not None and rewrite:
             _rewrite_scope(scope, rewrite)
         return True
 
@@ -147,7 +147,7 @@ class ValidationGuard:
             except ClientDisconnected:
                 return  # nobody is left to answer
         rewrite = self._check(operation, ctx, scope, body, content_type)
-        if rewrite:
+        if rewrite is not None and rewrite:
             # What goes inward is what was checked: the values as the declared coercions made them.
             scope = {**scope}
             _rewrite_scope(scope, rewrite)
@@ -191,11 +191,11 @@ class ValidationGuard:
         scope: Scope,
         body: bytes | None,
         content_type: bytes | None,
-    ) -> Rewrite:
+    ) -> Rewrite | None:
         """Raise the problem for an invalid request, every field error in it (unless only watched);
-        the request as its declared coercions rewrite it."""
+        the request as its declared coercions rewrite it (``None`` when it declares none)."""
         relaxed = self.relax.apply(scope, ctx) if self.relax is not None else None
-        rewrite = Rewrite()
+        rewrite = Rewrite() if operation.relaxes else None
         try:
             entries = operation.check(
                 ctx.path_params, scope.get("query_string", b""), scope["headers"], body, content_type, rewrite
@@ -206,7 +206,7 @@ class ValidationGuard:
                 operation, scope, ctx, relaxed
             ):
                 self._let_through(operation, problem.code, problem.detail, [], scope, ctx)
-                return Rewrite()
+                return None
             raise
         if entries and relaxed is not None:
             entries = relaxed.remaining(entries, self.max_errors)

@@ -77,6 +77,11 @@ class BodyMedia:
     validator: Any = None
     #: The ``x-bastion-rules`` that apply in bodies of this type, evaluated once the schema passed.
     rules: RulePlan | None = None
+    #: Whether a schema of the body declares a coercion (``x-bastion-lenient``).
+    relaxes: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.relaxes = self.guide.reaches_lenient
 
 
 @dataclass(slots=True, eq=False)
@@ -107,6 +112,8 @@ class CompiledOperation:
     cookie_params: list[Parameter] = field(default_factory=list)
     #: The query parameters that declare a coercion (``x-bastion-lenient``), whose values are rewritten.
     relaxing_query: list[Parameter] = field(default_factory=list)
+    #: Whether a parameter or a body of the operation declares a coercion (the request may be rewritten).
+    relaxes: bool = False
     #: The compiled response schemas, when response validation is on.
     responses: ResponseSchemas | None = None
     #: The common spellings of the declared media types, parsed once (``application/json``).
@@ -129,6 +136,7 @@ class CompiledOperation:
     def add_media(self, body: BodyMedia) -> None:
         """Register a media type the operation accepts."""
         self.media.append(body)
+        self.relaxes = self.relaxes or body.relaxes
         if "*" not in body.declared:
             for spelling in (
                 body.declared,
@@ -139,6 +147,7 @@ class CompiledOperation:
 
     def add_parameter(self, parameter: Parameter) -> None:
         """Register a compiled parameter under its location."""
+        self.relaxes = self.relaxes or parameter.relaxes
         if parameter.location == "path":
             self.path_params.append(parameter)
         elif parameter.location == "query":
@@ -224,7 +233,7 @@ class CompiledOperation:
                 value = self._parse_body(kind, target, media, body or b"")
                 if kind == JSON and controls.json_may_have(body or b""):
                     found.extend(controls.body_entries(value, target.guide, options.max_errors))
-                if target.guide.reaches_lenient:
+                if target.relaxes:
                     value = self._relax_body(kind, target.guide, value, body or b"", rewrite)
                 if target.validator is not None and kind != OTHER:
                     instance["body"] = value
