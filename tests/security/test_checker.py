@@ -258,3 +258,17 @@ def test_terminal_safe_leaves_no_control_character(text: str) -> None:
     clean = terminal_safe(text)
     assert not any((ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F for c in clean)
     assert terminal_safe(clean) == clean
+
+
+@pytest.mark.parametrize("text", [billion_laughs(), SELF_REFERENCE], ids=["billion-laughs", "self-reference"])
+def test_start_up_refuses_an_alias_bomb_or_cycle_at_once(tmp_path: Path, text: str) -> None:
+    from bastion.config import load_config
+    from bastion.validation.compile import check_description
+    from bastion.validation.openapi import OpenAPIError
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    started = time.process_time()
+    with pytest.raises(OpenAPIError, match="alias"):
+        check_description(load_config({"openapi": str(spec)}, env={}))
+    assert time.process_time() - started < 2.0

@@ -18,9 +18,10 @@ from typing import Any, BinaryIO
 
 import yaml
 
+from bastion.aliases import check_aliases
 from bastion.check.yamltree import MAX_DEPTH as MAX_DEPTH
 from bastion.check.yamltree import Path_ as Path_
-from bastion.check.yamltree import TreeBuilder, check_aliases
+from bastion.check.yamltree import TreeBuilder
 from bastion.protocols import HTTP_METHODS
 
 try:  # pragma: no branch - the C loader ships with PyYAML wheels

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 import yaml
 
+from bastion.aliases import check_aliases
 from bastion.protocols import HTTP_METHODS
 
 #: Keywords whose value names another document that a resolver would load.
@@ -319,6 +320,10 @@ def _parse(raw: bytes, source: str) -> Any:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             reason = getattr(exc, "problem", None) or "syntax error"
             raise OpenAPIError(source, "", f"not valid YAML{where}: {reason}") from None
+        # Before anything walks it: an alias bomb or an alias cycle is refused, not expanded.
+        problem, _ = check_aliases(data)
+        if problem is not None:
+            raise OpenAPIError(source, "", problem)
     return data
 
 
