@@ -1,0 +1,237 @@
+"""The admin API in front of ``bastion gateway --workers 4``, under load.
+
+A change made through any worker's admin listener reaches every worker (each proven by
+the connection it answers on), fails no request, and leaves the rate limit counters as
+they were: a key never gets more than its limit across the reloads a change makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis
+
+from tests.conftest import POSTGRES_URL, free_port, require_service
+from tests.control.conftest import children, load, reloads_by_worker, wait_for_reloads
+from tests.gateway.conftest import Server, start_gateway, start_upstream
+
+pytestmark = [pytest.mark.e2e, pytest.mark.redis]
+
+WORKERS = 4
+ACME_KEY = "acme-key"
+ACME = hashlib.sha256(ACME_KEY.encode()).hexdigest()
+GLOBEX = hashlib.sha256(b"globex-key").hexdigest()
+#: How long after the admin API answered the last worker must answer under the new limit.
+APPLIED_WITHIN_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_upstream(tmp_path_factory.mktemp("upstream"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its Redis keys are deleted afterwards."""
+    name = f"bastion-test-admin-gw-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{{{name}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def admin_store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str | None]:
+    """Where the admin changes are kept: ``None`` for the top-level store (Redis), or a
+    PostgreSQL schema of this test's own (rate limits cannot be kept there)."""
+    if request.param == "redis":
+        yield None
+        return
+    require_service("postgres", POSTGRES_URL, 5432)
+    schema = f"bastion_test_admin_gw_{uuid.uuid4().hex[:8]}"
+
+    async def run(statement: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f"CREATE SCHEMA {schema}"))
+    try:
+        # asyncpg hands query parameters it does not know to the server as settings.
+        yield f"{POSTGRES_URL}?search_path={schema}"
+    finally:
+        asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def gateway_config(
+    upstream: Server, redis_url: str, prefix: str, rules: list[dict[str, Any]], admin_store: str | None = None
+) -> dict[str, Any]:
+    """Rate limits and idempotency on Redis, two known consumers and the admin API on loopback."""
+    admin: dict[str, Any] = {"listen": f"127.0.0.1:{free_port()}", "key_prefix": f"{prefix}-admin"}
+    if admin_store is not None:
+        admin["store"] = admin_store
+    return {
+        "upstream": upstream.base,
+        "store": redis_url,
+        "clients": {
+            "keys": [
+                {"sha256": ACME, "name": "acme", "tier": "free"},
+                {"sha256": GLOBEX, "name": "globex", "tier": "free"},
+            ]
+        },
+        "rate_limits": {"key_prefix": prefix, "timeout": "2s", "rules": rules},
+        "idempotency": {"key_prefix": f"{prefix}-idem"},
+        "admin": admin,
+    }
+
+
+def server_socket_inode(port: int, client_port: int) -> str:
+    """The inode of the gateway's end of the loopback connection from ``client_port``."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.rsplit(":", 1)[1], 16) == port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+            return fields[9]
+    raise AssertionError(f"no connection from port {client_port} to {port} in /proc/net/tcp")
+
+
+def worker_of(response: httpx.Response, port: int, workers: set[int]) -> int:
+    """The worker process that answered ``response``: the one holding its connection's socket."""
+    client_port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
+    socket = f"socket:[{server_socket_inode(port, client_port)}]"
+    for pid in workers:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == socket:
+                    return pid
+    raise AssertionError(f"no worker of {sorted(workers)} holds {socket}")
+
+
+@contextlib.asynccontextmanager
+async def one_connection_per_worker(
+    gateway: Server, headers: dict[str, str]
+) -> AsyncIterator[dict[int, httpx.AsyncClient]]:
+    """A client per worker process, each with one kept connection that worker answers on."""
+    workers = children(gateway.process.pid)
+    pinned: dict[int, httpx.AsyncClient] = {}
+    try:
+        # The kernel hands each new connection to any worker: a bounded number of tries.
+        for _ in range(100):
+            tries = [
+                httpx.AsyncClient(
+                    base_url=gateway.base,
+                    headers=headers,
+                    timeout=10,
+                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                )
+                for _ in range(WORKERS)
+            ]
+            responses = await asyncio.gather(*(c.get("/count", params={"name": "pin"}) for c in tries))
+            for client, response in zip(tries, responses, strict=True):
+                pid = worker_of(response, gateway.port, workers)
+                if pid in pinned:
+                    await client.aclose()
+                else:
+                    pinned[pid] = client
+            if len(pinned) == WORKERS:
+                break
+        assert len(pinned) == WORKERS, (
+            f"connections reached only workers {sorted(pinned)} of {sorted(workers)}"
+        )
+        yield pinned
+    finally:
+        for client in pinned.values():
+            await client.aclose()
+
+
+def policy(response: httpx.Response) -> str:
+    """The ``RateLimit-Policy`` of ``response`` without its window: ``"api";q=N``."""
+    return response.headers.get("ratelimit-policy", "").split(";w=")[0]
+
+
+def test_a_raised_quota_reaches_every_worker_within_a_second_under_load(
+    upstream: Server, redis_url: str, prefix: str, admin_store: str | None, tmp_path: Path
+) -> None:
+    rules = [
+        {
+            "name": "api",
+            "match": "GET /count",
+            "limit": "100000/hour",
+            "tiers": {"free": "100000/hour", "paid": "200000/hour"},
+        }
+    ]
+    config = gateway_config(upstream, redis_url, prefix, rules, admin_store)
+    gateway = start_gateway(tmp_path, config, workers=WORKERS)
+    headers = {"X-API-Key": ACME_KEY}
+    try:
+        before = reloads_by_worker(gateway)
+
+        async def run() -> tuple[list[int], list[str], dict[int, float], float]:
+            async with one_connection_per_worker(gateway, headers) as pinned:
+                for client in pinned.values():
+                    assert policy(await client.get("/count", params={"name": "before"})) == '"api";q=100000'
+                done = asyncio.Event()
+                traffic = asyncio.create_task(load(gateway.base, done, headers=headers, most=5000))
+                try:
+                    # The load runs a while before the change, and until every worker applied it.
+                    await asyncio.sleep(0.5)
+                    async with httpx.AsyncClient(base_url=f"http://{config['admin']['listen']}") as admin:
+                        changed = await admin.patch(
+                            f"/v1/consumers/{ACME}", json={"tier": "paid"}, timeout=10
+                        )
+                    answered, answered_at = time.monotonic(), time.time()
+                    assert changed.status_code == 200, changed.text
+                    assert changed.json()["entry"]["tier"] == "paid"
+                    applied: dict[int, float] = {}
+                    for _ in range(500):
+                        for pid, client in pinned.items():
+                            if pid in applied:
+                                continue
+                            response = await client.get("/count", params={"name": "probe"})
+                            assert worker_of(response, gateway.port, set(pinned)) == pid
+                            if policy(response) == '"api";q=200000':
+                                applied[pid] = time.monotonic() - answered
+                        if len(applied) == WORKERS:
+                            break
+                        await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.2)
+                finally:
+                    done.set()
+                    statuses, errors = await traffic
+            return statuses, errors, applied, answered_at
+
+        statuses, errors, applied, answered_at = asyncio.run(run())
+        # Each of the four processes answered under the new limit, and is still the one serving.
+        assert len(applied) == WORKERS and set(applied) <= children(gateway.process.pid), applied
+        # Every worker says it reloaded, once: the change alone, no restart.
+        wait_for_reloads(gateway, before, WORKERS)
+        logged = {
+            line["pid"]: round(line["ts"] - answered_at, 3)
+            for line in gateway.log_lines()
+            if str(line.get("event", "")).startswith("configuration reloaded")
+        }
+        print(f"applied after the admin answer (s), by worker: seen {applied}, logged {logged}")
+        assert max(applied.values()) <= APPLIED_WITHIN_S, applied
+        assert not errors, errors[:5]
+        assert len(statuses) > 100 and set(statuses) == {200}, sorted(set(statuses))
+    finally:
+        gateway.stop()
