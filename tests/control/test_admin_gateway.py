@@ -145,7 +145,8 @@ async def one_connection_per_worker(
                 )
                 for _ in range(WORKERS)
             ]
-            responses = await asyncio.gather(*(c.get("/count", params={"name": "pin"}) for c in tries))
+            # A path no rule counts: pinning spends nothing.
+            responses = await asyncio.gather(*(c.get("/echo/pin") for c in tries))
             for client, response in zip(tries, responses, strict=True):
                 pid = worker_of(response, gateway.port, workers)
                 if pid in pinned:
@@ -233,5 +234,116 @@ def test_a_raised_quota_reaches_every_worker_within_a_second_under_load(
         assert max(applied.values()) <= APPLIED_WITHIN_S, applied
         assert not errors, errors[:5]
         assert len(statuses) > 100 and set(statuses) == {200}, sorted(set(statuses))
+    finally:
+        gateway.stop()
+
+
+async def hammer(
+    client: httpx.AsyncClient, done: asyncio.Event, statuses: list[int], errors: list[str]
+) -> None:
+    """Requests on ``client`` one after another until ``done`` (bounded: 20000)."""
+    for _ in range(20_000):
+        if done.is_set():
+            return
+        try:
+            statuses.append((await client.get("/count", params={"name": "hammer"})).status_code)
+        except httpx.HTTPError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+
+async def until(predicate: Any, what: str, seconds: float = 10.0) -> None:
+    """Wait (bounded, polling every 20 ms) until ``predicate()`` is true."""
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{what} did not happen within {seconds} s")
+
+
+@pytest.mark.parametrize(("algorithm", "period"), [("sliding_log", "hour"), ("gcra", "day")])
+def test_no_request_over_the_limit_across_admin_changes_under_load(
+    upstream: Server, redis_url: str, prefix: str, tmp_path: Path, algorithm: str, period: str
+) -> None:
+    # Exact within the test's span: a sliding log counts every admission of the last hour,
+    # and GCRA with a burst of L per day gives one more only after 86400 / L seconds.
+    limit = 1000
+    rules = [
+        {"name": "api", "match": "GET /count", "limit": f"{limit}/{period}", "algorithm": algorithm},
+        {"name": "other", "match": "GET /limited", "limit": "1000/hour"},
+    ]
+    config = gateway_config(upstream, redis_url, prefix, rules)
+    # Without access lines the log holds what the test reads: reloads and audit lines.
+    config["logging"] = {"access": False}
+    config["admin"]["poll_interval"] = "200ms"
+    gateway = start_gateway(tmp_path, config, workers=WORKERS)
+    headers = {"X-API-Key": ACME_KEY}
+    # Unrelated rules, another consumer and another tier of the rule that counts: each change
+    # reloads every worker while the key's counter must carry on as it was.
+    changes: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("PATCH", "/v1/rules/other", {"limit": "500/hour"}),
+        ("PATCH", f"/v1/consumers/{GLOBEX}", {"tier": "paid"}),
+        ("PATCH", "/v1/rules/api", {"tiers": {"paid": f"{limit * 10}/{period}"}}),
+        ("PUT", "/v1/rules/extra", {"match": "GET /limited", "limit": "5/minute"}),
+        ("DELETE", "/v1/rules/other/override", None),
+        ("DELETE", f"/v1/consumers/{GLOBEX}/override", None),
+    ]
+    try:
+
+        async def run() -> tuple[list[int], list[str], list[int]]:
+            statuses: list[int] = []
+            errors: list[str] = []
+            admitted_at_change: list[int] = []
+            async with (
+                one_connection_per_worker(gateway, headers) as pinned,
+                httpx.AsyncClient(base_url=f"http://{config['admin']['listen']}", timeout=10) as admin,
+            ):
+                per_worker: dict[int, list[int]] = {pid: [] for pid in pinned}
+                done = asyncio.Event()
+                traffic = asyncio.create_task(load(gateway.base, done, headers=headers, most=20_000))
+                workers = [
+                    asyncio.create_task(hammer(client, done, per_worker[pid], errors))
+                    for pid, client in pinned.items()
+                ]
+
+                async def change(method: str, path: str, body: dict[str, Any] | None) -> None:
+                    before = reloads_by_worker(gateway)
+                    answer = await admin.request(method, path, json=body)
+                    assert answer.status_code == 200, answer.text
+                    await asyncio.to_thread(wait_for_reloads, gateway, before, WORKERS)
+                    admitted_at_change.append(traffic_statuses().count(200))
+
+                def traffic_statuses() -> list[int]:
+                    return [s for seen in per_worker.values() for s in seen]
+
+                try:
+                    for method, path, body in changes[:3]:
+                        await change(method, path, body)
+                    # The key is spent on every worker before the last changes.
+                    await until(
+                        lambda: all(429 in seen for seen in per_worker.values()), "a 429 on every worker"
+                    )
+                    for method, path, body in changes[3:]:
+                        await change(method, path, body)
+                    sent = {pid: len(seen) for pid, seen in per_worker.items()}
+                    await until(
+                        lambda: all(len(seen) >= sent[pid] + 20 for pid, seen in per_worker.items()),
+                        "20 requests on every worker after the last change",
+                    )
+                finally:
+                    done.set()
+                    loaded, load_errors = await traffic
+                    await asyncio.gather(*workers)
+            statuses.extend(loaded)
+            statuses.extend(traffic_statuses())
+            return statuses, errors + load_errors, admitted_at_change
+
+        statuses, errors, admitted_at_change = asyncio.run(run())
+        print(
+            f"{algorithm}: {len(statuses)} requests; admitted on the pinned connections "
+            f"when each change was in force everywhere: {admitted_at_change}"
+        )
+        assert not errors, errors[:5]
+        assert set(statuses) == {200, 429}, sorted(set(statuses))
+        assert statuses.count(200) == limit
     finally:
         gateway.stop()
