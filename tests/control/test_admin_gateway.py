@@ -22,6 +22,8 @@ import httpx
 import pytest
 import redis
 
+from bastion.control.change_stores import RedisChangeStore
+from bastion.control.changes import CONSUMER, Change
 from tests.conftest import POSTGRES_URL, free_port, require_service
 from tests.control.conftest import children, load, reloads_by_worker, wait_for_reloads
 from tests.gateway.conftest import Server, start_gateway, start_upstream
@@ -345,5 +347,113 @@ def test_no_request_over_the_limit_across_admin_changes_under_load(
         assert not errors, errors[:5]
         assert set(statuses) == {200, 429}, sorted(set(statuses))
         assert statuses.count(200) == limit
+    finally:
+        gateway.stop()
+
+
+@contextlib.asynccontextmanager
+async def relay(port: int, target: str) -> AsyncIterator[None]:
+    """Loopback ``port`` forwarded to the Redis server at ``target``, from now until the end."""
+    parts = httpx.URL(target)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(parts.host, parts.port or 6379)
+        writers.extend((writer, up_writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(connected, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+
+
+def test_workers_that_start_without_the_admin_store_apply_its_changes_once_it_answers(
+    upstream: Server, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    rules = [{"name": "api", "match": "GET /count", "limit": "100000/hour", "tiers": {"paid": "200000/hour"}}]
+    store_port = free_port()
+    config = gateway_config(upstream, redis_url, prefix, rules, f"redis://127.0.0.1:{store_port}/0")
+    config["logging"] = {"access": False}
+
+    async def seed() -> None:
+        # A change made before the workers start, kept where they cannot reach it yet.
+        store = RedisChangeStore(redis_url, config["admin"]["key_prefix"])
+        try:
+            change = Change(CONSUMER, ACME, "patch", {"tier": "paid"}, "ops", time.time())
+            assert await store.write(change, expected=0) == 1
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    gateway = start_gateway(tmp_path, config, workers=WORKERS)
+    headers = {"X-API-Key": ACME_KEY}
+    try:
+
+        async def run() -> tuple[list[int], list[str], dict[int, float]]:
+            async with one_connection_per_worker(gateway, headers) as pinned:
+                for client in pinned.values():
+                    # The file's configuration applies, and the worker says it is not ready.
+                    assert policy(await client.get("/count", params={"name": "x"})) == '"api";q=100000'
+                    ready = await client.get("/_bastion/ready")
+                    assert ready.status_code == 503 and "admin" in ready.json()["unreachable"], ready.text
+                async with httpx.AsyncClient(base_url=f"http://{config['admin']['listen']}") as admin:
+                    refused = await admin.patch(f"/v1/consumers/{ACME}", json={"tier": "free"}, timeout=10)
+                # A change cannot be kept meanwhile: the store's 503, not an internal error.
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["code"] == "DEPENDENCY_UNAVAILABLE"
+                assert refused.headers["retry-after"] == "5"
+                assert "nothing was changed" in refused.json()["detail"]
+                done = asyncio.Event()
+                traffic = asyncio.create_task(load(gateway.base, done, headers=headers, most=5000))
+                applied: dict[int, float] = {}
+                try:
+                    async with relay(store_port, redis_url):
+                        reachable = time.monotonic()
+
+                        async def every_worker_applied() -> bool:
+                            for pid, client in pinned.items():
+                                if pid not in applied:
+                                    response = await client.get("/count", params={"name": "probe"})
+                                    if policy(response) == '"api";q=200000':
+                                        applied[pid] = time.monotonic() - reachable
+                            return len(applied) == WORKERS
+
+                        for _ in range(500):
+                            if await every_worker_applied():
+                                break
+                            await asyncio.sleep(0.02)
+                        for client in pinned.values():
+                            assert (await client.get("/_bastion/ready")).status_code == 200
+                        async with httpx.AsyncClient(base_url=f"http://{config['admin']['listen']}") as admin:
+                            version = (await admin.get("/v1/config", timeout=10)).json()["admin_version"]
+                        assert version == 1, "the refused change was kept"
+                finally:
+                    done.set()
+                    statuses, errors = await traffic
+            return statuses, errors, applied
+
+        statuses, errors, applied = asyncio.run(run())
+        print(f"applied after the store answered (s), by worker: {applied}")
+        assert len(applied) == WORKERS, applied
+        unreachable = [
+            line
+            for line in gateway.log_lines()
+            if line["event"].startswith("admin store unreachable at start")
+        ]
+        assert len(unreachable) == WORKERS, unreachable
+        assert not errors, errors[:5]
+        assert statuses and set(statuses) == {200}, sorted(set(statuses))
     finally:
         gateway.stop()
