@@ -279,10 +279,11 @@ def test_no_request_over_the_limit_across_admin_changes_under_load(
     config["admin"]["poll_interval"] = "200ms"
     gateway = start_gateway(tmp_path, config, workers=WORKERS)
     headers = {"X-API-Key": ACME_KEY}
-    # Unrelated rules, another consumer and another tier of the rule that counts: each change
-    # reloads every worker while the key's counter must carry on as it was.
+    # An unrelated rule (its limit and mode, then back), a new rule, another consumer and another
+    # tier of the rule that counts: each change reloads every worker while the key's counter
+    # must carry on as it was.
     changes: list[tuple[str, str, dict[str, Any] | None]] = [
-        ("PATCH", "/v1/rules/other", {"limit": "500/hour"}),
+        ("PATCH", "/v1/rules/other", {"limit": "500/hour", "mode": "shadow"}),
         ("PATCH", f"/v1/consumers/{GLOBEX}", {"tier": "paid"}),
         ("PATCH", "/v1/rules/api", {"tiers": {"paid": f"{limit * 10}/{period}"}}),
         ("PUT", "/v1/rules/extra", {"match": "GET /limited", "limit": "5/minute"}),
