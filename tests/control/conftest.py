@@ -82,10 +82,12 @@ async def load(
     path: str = "/count",
     headers: dict[str, str] | None = None,
     most: int = 100_000,
+    statuses: list[int] | None = None,
 ) -> tuple[list[int], list[str]]:
     """Requests from 8 concurrent clients (fresh connections and kept ones) until ``done`` is set
-    (or each client sent ``most``): the statuses and the errors."""
-    statuses: list[int] = []
+    (or each client sent ``most``): the statuses (also added to ``statuses`` as they come, for a
+    caller that watches the progress) and the errors."""
+    statuses = [] if statuses is None else statuses
     errors: list[str] = []
 
     async def one_client(n: int) -> None:
