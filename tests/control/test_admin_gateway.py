@@ -8,12 +8,10 @@ they were: a key never gets more than its limit across the reloads a change make
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +24,17 @@ import redis
 from bastion.control.change_stores import STORES
 from bastion.control.changes import CONSUMER, Change
 from tests.conftest import POSTGRES_URL, free_port, require_service
-from tests.control.conftest import children, load, reloads_by_worker, wait_for_reloads
+from tests.control.conftest import (
+    children,
+    hammer,
+    load,
+    one_connection_per_worker,
+    relay,
+    reloads_by_worker,
+    until,
+    wait_for_reloads,
+    worker_of,
+)
 from tests.gateway.conftest import Server, start_gateway, start_upstream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -60,7 +68,7 @@ def prefix(redis_url: str) -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(params=["redis", "postgres"])
+@pytest.fixture(params=["redis", pytest.param("postgres", marks=pytest.mark.postgres)])
 def admin_store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str | None]:
     """Where the admin changes are kept: ``None`` for the top-level store (Redis), or a
     PostgreSQL schema of this test's own (rate limits cannot be kept there)."""
@@ -104,84 +112,14 @@ def gateway_config(
         "rate_limits": {"key_prefix": prefix, "timeout": "2s", "rules": rules},
         "idempotency": {"key_prefix": f"{prefix}-idem"},
         "admin": admin,
+        # The connections pinned to the workers wait while the others are found.
+        "gateway": {"client_keepalive_timeout": "60s"},
     }
-
-
-def server_socket_inode(port: int, client_port: int) -> str:
-    """The inode of the gateway's end of the loopback connection from ``client_port``."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote = fields[1], fields[2]
-        if int(local.rsplit(":", 1)[1], 16) == port and int(remote.rsplit(":", 1)[1], 16) == client_port:
-            return fields[9]
-    raise AssertionError(f"no connection from port {client_port} to {port} in /proc/net/tcp")
-
-
-def worker_of(response: httpx.Response, port: int, workers: set[int]) -> int:
-    """The worker process that answered ``response``: the one holding its connection's socket."""
-    client_port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
-    socket = f"socket:[{server_socket_inode(port, client_port)}]"
-    for pid in workers:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == socket:
-                    return pid
-    raise AssertionError(f"no worker of {sorted(workers)} holds {socket}")
-
-
-@contextlib.asynccontextmanager
-async def one_connection_per_worker(
-    gateway: Server, headers: dict[str, str]
-) -> AsyncIterator[dict[int, httpx.AsyncClient]]:
-    """A client per worker process, each with one kept connection that worker answers on."""
-    workers = children(gateway.process.pid)
-    pinned: dict[int, httpx.AsyncClient] = {}
-    try:
-        # The kernel hands each new connection to any worker that has started (uvicorn's
-        # supervisor replaces one slow to start): a bounded number of tries, 50 ms apart.
-        for _ in range(300):
-            tries = [
-                httpx.AsyncClient(
-                    base_url=gateway.base,
-                    headers=headers,
-                    timeout=10,
-                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                )
-                for _ in range(WORKERS)
-            ]
-            # A path no rule counts: pinning spends nothing.
-            responses = await asyncio.gather(*(c.get("/echo/pin") for c in tries))
-            for client, response in zip(tries, responses, strict=True):
-                pid = worker_of(response, gateway.port, workers)
-                if pid in pinned:
-                    await client.aclose()
-                else:
-                    pinned[pid] = client
-            if len(pinned) == WORKERS:
-                break
-            await asyncio.sleep(0.05)
-            workers = children(gateway.process.pid)
-        assert len(pinned) == WORKERS, (
-            f"connections reached only workers {sorted(pinned)} of {sorted(workers)}"
-        )
-        yield pinned
-    finally:
-        for client in pinned.values():
-            await client.aclose()
 
 
 def policy(response: httpx.Response) -> str:
     """The ``RateLimit-Policy`` of ``response`` without its window: ``"api";q=N``."""
     return response.headers.get("ratelimit-policy", "").split(";w=")[0]
-
-
-async def until(predicate: Any, what: str, seconds: float = 10.0) -> None:
-    """Wait (bounded, polling every 20 ms) until ``predicate()`` is true."""
-    for _ in range(int(seconds / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{what} did not happen within {seconds} s")
 
 
 def test_a_raised_quota_reaches_every_worker_within_a_second_under_load(
@@ -202,7 +140,7 @@ def test_a_raised_quota_reaches_every_worker_within_a_second_under_load(
         before = reloads_by_worker(gateway)
 
         async def run() -> tuple[list[int], list[str], dict[int, float], float]:
-            async with one_connection_per_worker(gateway, headers) as pinned:
+            async with one_connection_per_worker(gateway, headers, WORKERS) as pinned:
                 for client in pinned.values():
                     assert policy(await client.get("/count", params={"name": "before"})) == '"api";q=100000'
                 done = asyncio.Event()
@@ -259,19 +197,6 @@ def test_a_raised_quota_reaches_every_worker_within_a_second_under_load(
         gateway.stop()
 
 
-async def hammer(
-    client: httpx.AsyncClient, done: asyncio.Event, statuses: list[int], errors: list[str]
-) -> None:
-    """Requests on ``client`` one after another until ``done`` (bounded: 20000)."""
-    for _ in range(20_000):
-        if done.is_set():
-            return
-        try:
-            statuses.append((await client.get("/count", params={"name": "hammer"})).status_code)
-        except httpx.HTTPError as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-
-
 @pytest.mark.parametrize(("algorithm", "period"), [("sliding_log", "hour"), ("gcra", "day")])
 def test_no_request_over_the_limit_across_admin_changes_under_load(
     upstream: Server, redis_url: str, prefix: str, tmp_path: Path, algorithm: str, period: str
@@ -307,7 +232,7 @@ def test_no_request_over_the_limit_across_admin_changes_under_load(
             errors: list[str] = []
             admitted_at_change: list[int] = []
             async with (
-                one_connection_per_worker(gateway, headers) as pinned,
+                one_connection_per_worker(gateway, headers, WORKERS) as pinned,
                 httpx.AsyncClient(base_url=f"http://{config['admin']['listen']}", timeout=10) as admin,
             ):
                 per_worker: dict[int, list[int]] = {pid: [] for pid in pinned}
@@ -362,33 +287,6 @@ def test_no_request_over_the_limit_across_admin_changes_under_load(
         gateway.stop()
 
 
-@contextlib.asynccontextmanager
-async def relay(port: int, target: tuple[str, int]) -> AsyncIterator[None]:
-    """Loopback ``port`` forwarded to the server at ``target`` (host, port), from now until the end."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*target)
-        writers.extend((writer, up_writer))
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    server = await asyncio.start_server(connected, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-        await server.wait_closed()
-
-
 def test_workers_that_start_without_the_admin_store_apply_its_changes_once_it_answers(
     upstream: Server, redis_url: str, prefix: str, admin_store: str | None, tmp_path: Path
 ) -> None:
@@ -417,7 +315,7 @@ def test_workers_that_start_without_the_admin_store_apply_its_changes_once_it_an
     try:
 
         async def run() -> tuple[list[int], list[str], dict[int, float]]:
-            async with one_connection_per_worker(gateway, headers) as pinned:
+            async with one_connection_per_worker(gateway, headers, WORKERS) as pinned:
                 for client in pinned.values():
                     # The file's configuration applies, and the worker says it is not ready.
                     assert policy(await client.get("/count", params={"name": "x"})) == '"api";q=100000'
