@@ -87,8 +87,9 @@ def admin_store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str 
 
     asyncio.run(run(f"CREATE SCHEMA {schema}"))
     try:
-        # asyncpg hands query parameters it does not know to the server as settings.
-        yield f"{POSTGRES_URL}?search_path={schema}"
+        # asyncpg hands query parameters it does not know to the server as settings; the
+        # application name tells the gateway's connections apart.
+        yield f"{POSTGRES_URL}?search_path={schema}&application_name={schema}"
     finally:
         asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
 
@@ -115,6 +116,17 @@ def gateway_config(
         # The connections pinned to the workers wait while the others are found.
         "gateway": {"client_keepalive_timeout": "60s"},
     }
+
+
+async def store_connections(url: str) -> int:
+    """How many connections to PostgreSQL carry the application name in ``url``."""
+    name = url.rsplit("application_name=", 1)[1]
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+        return int(await conn.fetchval(query, name))
+    finally:
+        await conn.close()
 
 
 def policy(response: httpx.Response) -> str:
@@ -314,7 +326,8 @@ def test_workers_that_start_without_the_admin_store_apply_its_changes_once_it_an
     headers = {"X-API-Key": ACME_KEY}
     try:
 
-        async def run() -> tuple[list[int], list[str], dict[int, float]]:
+        async def run() -> tuple[list[int], list[str], dict[int, float], int]:
+            opened = 0
             async with one_connection_per_worker(gateway, headers, WORKERS) as pinned:
                 for client in pinned.values():
                     # The file's configuration applies, and the worker says it is not ready.
@@ -338,6 +351,13 @@ def test_workers_that_start_without_the_admin_store_apply_its_changes_once_it_an
                     await until(lambda: len(sent) >= 100, "100 requests before the store answers")
                     async with relay(store_port, (store.hostname, store.port)):
                         reachable = time.monotonic()
+                        # Readiness checks as the store comes back, each on a connection of its
+                        # own, while the workers poll it: each worker opens the store once.
+                        probes = [httpx.AsyncClient(base_url=gateway.base, timeout=10) for _ in range(16)]
+                        try:
+                            await asyncio.gather(*(probe.get("/_bastion/ready") for probe in probes))
+                        finally:
+                            await asyncio.gather(*(probe.aclose() for probe in probes))
 
                         async def every_worker_applied() -> bool:
                             for pid, client in pinned.items():
@@ -356,15 +376,20 @@ def test_workers_that_start_without_the_admin_store_apply_its_changes_once_it_an
                         async with httpx.AsyncClient(base_url=f"http://{config['admin']['listen']}") as admin:
                             version = (await admin.get("/v1/config", timeout=10)).json()["admin_version"]
                         assert version == 1, "the refused change was kept"
+                        if admin_store is not None:
+                            opened = await store_connections(admin_store)
                         count = len(sent)
                         await until(lambda: len(sent) >= count + 100, "100 requests after")
                 finally:
                     done.set()
                     statuses, errors = await traffic
-            return statuses, errors, applied
+            return statuses, errors, applied, opened
 
-        statuses, errors, applied = asyncio.run(run())
+        statuses, errors, applied, opened = asyncio.run(run())
         print(f"applied after the store answered (s), by worker: {applied}")
+        # At most the pool's two connections per worker (PostgreSQL; Redis is not counted).
+        print("connections to the admin store:", opened)
+        assert opened <= 2 * WORKERS, f"{opened} connections to the admin store"
         assert len(applied) == WORKERS, applied
         unreachable = [
             line
