@@ -21,6 +21,7 @@ import httpx
 import pytest
 import redis
 
+from bastion import Bastion
 from bastion.control.change_stores import STORES
 from bastion.control.changes import CONSUMER, Change
 from tests.conftest import POSTGRES_URL, free_port, require_service
@@ -35,6 +36,7 @@ from tests.control.conftest import (
     wait_for_reloads,
     worker_of,
 )
+from tests.control.test_admin import hello
 from tests.gateway.conftest import Server, start_gateway, start_upstream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -127,6 +129,17 @@ async def store_connections(url: str) -> int:
         return int(await conn.fetchval(query, name))
     finally:
         await conn.close()
+
+
+async def acme_paid(url: str, key_prefix: str) -> None:
+    """Write the change that puts acme on the paid tier to the admin store at ``url``."""
+    store = STORES.open(url, key_prefix, key="admin.store")
+    await store.start()
+    try:
+        change = Change(CONSUMER, ACME, "patch", {"tier": "paid"}, "ops", time.time())
+        assert await store.write(change, expected=0) == 1
+    finally:
+        await store.close()
 
 
 def policy(response: httpx.Response) -> str:
@@ -311,17 +324,8 @@ def test_workers_that_start_without_the_admin_store_apply_its_changes_once_it_an
     config = gateway_config(upstream, redis_url, prefix, rules, store._replace(netloc=netloc).geturl())
     config["logging"] = {"access": False}
 
-    async def seed() -> None:
-        # A change made before the workers start, kept where they cannot reach it yet.
-        store = STORES.open(admin_store or redis_url, config["admin"]["key_prefix"], key="admin.store")
-        await store.start()
-        try:
-            change = Change(CONSUMER, ACME, "patch", {"tier": "paid"}, "ops", time.time())
-            assert await store.write(change, expected=0) == 1
-        finally:
-            await store.close()
-
-    asyncio.run(seed())
+    # A change made before the workers start, kept where they cannot reach it yet.
+    asyncio.run(acme_paid(admin_store or redis_url, config["admin"]["key_prefix"]))
     gateway = start_gateway(tmp_path, config, workers=WORKERS)
     headers = {"X-API-Key": ACME_KEY}
     try:
@@ -401,3 +405,64 @@ def test_workers_that_start_without_the_admin_store_apply_its_changes_once_it_an
         assert statuses and set(statuses) == {200}, sorted(set(statuses))
     finally:
         gateway.stop()
+
+
+def test_workers_start_under_the_changes_already_made(
+    upstream: Server, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    rules = [{"name": "api", "match": "GET /count", "limit": "100000/hour", "tiers": {"paid": "200000/hour"}}]
+    config = gateway_config(upstream, redis_url, prefix, rules)
+    # Polls as often as allowed, so that one may fall due while a worker is still starting
+    # (the start below that is slower than the poll makes sure of it).
+    config["admin"]["poll_interval"] = "50ms"
+    config["logging"] = {"access": False}
+    asyncio.run(acme_paid(redis_url, config["admin"]["key_prefix"]))
+    gateway = start_gateway(tmp_path, config, workers=WORKERS)
+    try:
+
+        async def run() -> set[str]:
+            async with one_connection_per_worker(gateway, {"X-API-Key": ACME_KEY}, WORKERS) as pinned:
+                return {policy(await c.get("/count", params={"name": "x"})) for c in pinned.values()}
+
+        assert asyncio.run(run()) == {'"api";q=200000'}
+    finally:
+        gateway.stop()
+
+
+class SlowResource:
+    """A resource that takes longer to open than the admin poll interval (an upstream pool, say)."""
+
+    name = "slow"
+
+    async def start(self) -> None:
+        """Open, slowly."""
+        await asyncio.sleep(0.3)
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def ping(self) -> bool:
+        """Always answers."""
+        return True
+
+
+async def test_a_start_slower_than_the_poll_applies_the_changes_already_made(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/admin.db"
+    await acme_paid(store, "unused")
+    config = {
+        "store": "memory://",
+        "clients": {"keys": [{"sha256": ACME, "name": "acme", "tier": "free"}]},
+        "rate_limits": {"rules": [{"name": "api", "limit": "5/minute", "tiers": {"paid": "100/minute"}}]},
+        "metrics": {"enabled": False},
+        "admin": {"store": store, "poll_interval": "50ms", "listen": f"127.0.0.1:{free_port()}"},
+    }
+    bastion = Bastion(hello, config, env={})
+    # Opened after the admin layer, so a poll falls due while start-up still holds its lock.
+    bastion.add_resource(SlowResource())
+    try:
+        await asyncio.wait_for(bastion.startup(), 10)
+        assert bastion.config.clients.known_keys()[0].tier == "paid"
+        async with httpx.AsyncClient(base_url=f"http://{config['admin']['listen']}", timeout=10) as admin:
+            assert (await admin.get(f"/v1/consumers/{ACME}")).json()["layers"]["tier"] == "admin"
+    finally:
+        await bastion.shutdown()
