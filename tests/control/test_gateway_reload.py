@@ -15,7 +15,13 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.control.conftest import write_config
+from tests.control.conftest import (
+    children,
+    load,
+    reloads_by_worker,
+    wait_for_reloads,
+    write_config,
+)
 from tests.gateway.conftest import Server, clean_env, start_server, start_upstream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -50,52 +56,6 @@ def start(workdir: Path, config: dict[str, Any], *, workers: int, watch: bool = 
     server = start_server(args, port, workdir, ready_path="/_bastion/health", env=clean_env(), name="gw")
     server.extra["config_path"] = path
     return server
-
-
-def reloads_by_worker(server: Server) -> dict[int, int]:
-    """How many reloads each worker process logged."""
-    found: dict[int, int] = {}
-    for line in server.log_lines():
-        if str(line.get("event", "")).startswith("configuration reloaded"):
-            found[line["pid"]] = found.get(line["pid"], 0) + 1
-    return found
-
-
-def wait_for_reloads(server: Server, before: dict[int, int], workers: int) -> None:
-    """Wait (bounded) until ``workers`` distinct processes logged a reload since ``before``."""
-    deadline = time.monotonic() + 10
-    while True:
-        now = reloads_by_worker(server)
-        if sum(1 for pid, count in now.items() if count > before.get(pid, 0)) >= workers:
-            return
-        assert time.monotonic() < deadline, f"reloads by worker: {before} then {now}"
-        time.sleep(0.05)
-
-
-def children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(p) for p in (task / "children").read_text().split())
-    return found
-
-
-async def load(base: str, done: asyncio.Event) -> tuple[list[int], list[str]]:
-    """Requests from 8 concurrent clients (fresh connections and kept ones) until ``done`` is set."""
-    statuses: list[int] = []
-    errors: list[str] = []
-
-    async def one_client(n: int) -> None:
-        limits = httpx.Limits(max_keepalive_connections=0 if n % 2 else 1)
-        async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as client:
-            while not done.is_set():
-                try:
-                    response = await client.get("/count", params={"name": f"reload-{n}"})
-                    statuses.append(response.status_code)
-                except httpx.HTTPError as exc:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-
-    await asyncio.gather(*(one_client(n) for n in range(8)))
-    return statuses, errors
 
 
 @pytest.mark.parametrize("workers", [1, 2])

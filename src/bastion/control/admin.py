@@ -52,21 +52,31 @@ class AdminControl:
         self.listener: Any = None
 
     async def start(self) -> None:
-        """Connect to the store, poll it for changes and (with ``listen``) serve the API.
+        """Connect to the store and make the API.
 
         :meth:`~bastion.Bastion.startup` then applies the changes already made
-        (:meth:`sync` with ``starting``) before the first request.
+        (:meth:`sync` with ``starting``) before the first request, and only then does
+        the poll begin and (with ``listen``) the listener serve the API.
         """
         with contextlib.suppress(Exception):
             # Unreachable now: the instance starts with the file's configuration, says so
             # (the readiness check fails while the store does) and applies the changes
             # once the store answers.
             await self.store.start()
-        self._poller = asyncio.get_running_loop().create_task(self._poll())
         # Served by the listener, and by the dashboard's controls.
         self.app = _described(self.api, self.bastion.config.logging.level)
         await self.app.startup()
-        if self.settings.listen is not None:
+
+    async def _begin(self) -> None:
+        """Poll the store and (with ``listen``) serve the API.
+
+        Not before the changes already made apply: a change applied earlier, by a poll or
+        through the API, would wait for the reload lock that start-up holds, while start-up
+        waited for that change to finish.
+        """
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+        if self.settings.listen is not None and self.listener is None:
             from bastion.control.admin_listener import AdminListener
 
             host, port = split_listen(self.settings.listen)
@@ -94,8 +104,14 @@ class AdminControl:
     async def sync(self, *, starting: bool = False) -> None:
         """Apply the changes in the store if their version moved since the last look.
 
-        ``starting``: at start-up, where an unreachable store is logged rather than raised.
+        ``starting``: at start-up, where an unreachable store is logged rather than raised;
+        then the poll and the API begin.
         """
+        await self._sync(starting)
+        if starting:
+            await self._begin()
+
+    async def _sync(self, starting: bool) -> None:
         async with self._sync_lock:
             try:
                 version = await self.store.version()

@@ -29,7 +29,14 @@ import orjson
 from bastion.asgi import Receive, Scope, Send
 from bastion.control.changes import CONSUMER, RULE, Change, Op, layers
 from bastion.control.reload import problems_of
-from bastion.problems import ConfigRejected, Conflict, MethodNotAllowed, NotFound, Unauthorized
+from bastion.problems import (
+    ConfigRejected,
+    Conflict,
+    DependencyUnavailable,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+)
 
 if TYPE_CHECKING:
     from bastion.control.admin import AdminControl
@@ -38,6 +45,8 @@ PREFIX = "/v1"
 _COLLECTIONS = {"rules": RULE, "consumers": CONSUMER}
 #: Attempts at a write when another write came first (each one validated again).
 _WRITE_ATTEMPTS = 5
+#: Seconds to wait before trying a change again when the store did not answer (as readiness says).
+_RETRY_AFTER_S = 5
 
 
 #: The admin API's OpenAPI description, shipped in the package.
@@ -132,7 +141,10 @@ class AdminAPI:
         """Validate, keep and apply one change (``None``: forget the admin layer's entry)."""
         control = self.control
         for _ in range(_WRITE_ATTEMPTS):
-            version, changes = await control.store.read()
+            try:
+                version, changes = await control.store.read()
+            except Exception as exc:
+                raise _unreachable(control, exc, "nothing was changed") from None
             merged = dict(changes)
             previous = merged.pop((kind, name), None)
             if change is not None:
@@ -151,13 +163,25 @@ class AdminAPI:
                     "the change was not made", errors=[{"key": k, "reason": r} for k, r in problems_of(exc)]
                 ) from None
             forget = change is None
-            written = await control.store.write(change or previous, expected=version, forget=forget)  # type: ignore[arg-type]
+            try:
+                written = await control.store.write(change or previous, expected=version, forget=forget)  # type: ignore[arg-type]
+            except Exception as exc:
+                # A write that timed out may have been kept: the client reads the entry back.
+                raise _unreachable(control, exc, "the change may or may not have been kept") from None
             if written is None:
                 continue
             control.audit(actor, kind, name, change, forget=forget, version=written)
             await control.sync()
             return control.entry(kind, name) or {"deleted": True, kind: name}
         raise Conflict("other admin changes kept coming first; try again")
+
+
+def _unreachable(control: AdminControl, exc: Exception, outcome: str) -> DependencyUnavailable:
+    """The answer to a change the store did not take: ``503``, with what became of the change."""
+    return DependencyUnavailable(
+        f"the admin store {control.store.name} did not answer ({type(exc).__name__}); {outcome}",
+        headers={"Retry-After": str(_RETRY_AFTER_S)},
+    )
 
 
 def entry_view(

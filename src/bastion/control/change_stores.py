@@ -247,6 +247,9 @@ class PostgresChangeStore:
         self.url = url
         self.name = f"admin:postgres:{parse_store_url(url).redacted}"
         self._pool: Any = None
+        # Callers that find no pool (the poll, readiness checks, the API) wait for one to be made:
+        # each would otherwise make its own, and all but the last would stay open, unused.
+        self._making = asyncio.Lock()
 
     async def start(self) -> None:
         """Connect and create the tables (one process at a time, by an advisory lock)."""
@@ -256,6 +259,12 @@ class PostgresChangeStore:
         """The connection pool, made (with the tables) on first use and after a failed start."""
         if self._pool is not None:
             return self._pool
+        async with self._making:
+            if self._pool is None:
+                self._pool = await self._make_pool()
+        return self._pool
+
+    async def _make_pool(self) -> Any:
         import asyncpg
 
         pool = await asyncpg.create_pool(
@@ -272,7 +281,6 @@ class PostgresChangeStore:
         except BaseException:
             await pool.close()
             raise
-        self._pool = pool
         return pool
 
     async def close(self) -> None:
