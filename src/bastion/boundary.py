@@ -286,7 +286,10 @@ class BoundaryGuard:
                     "request_id": request_id,
                 }
                 if ctx.log:
-                    line.update(ctx.log)
+                    # The line is rendered later, on the log writer's thread: a list a guard
+                    # keeps (and could add to after the response) goes in as a copy.
+                    for key, value in ctx.log.items():
+                        line[key] = value.copy() if type(value) is list else value
                 self.access_log.write(line)
 
     async def _on_exception(
