@@ -280,7 +280,8 @@ class BoundaryGuard:
                     "path": scope["path"],
                     "route": route,
                     "status": status,
-                    "duration_ms": round(duration * 1000, 3),
+                    # To the microsecond, rounded in integers (``round(x, 3)`` costs three times as much).
+                    "duration_ms": int(duration * 1_000_000 + 0.5) / 1000,
                     "client": ctx.client_id,
                     "trace_id": trace_id,
                     "request_id": request_id,

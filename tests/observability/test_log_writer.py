@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import re
 import signal
@@ -176,7 +177,7 @@ def test_an_access_line_renders_as_written_in_place(fields: dict[str, Any]) -> N
     in_place = io.BytesIO()
     queued = io.BytesIO()
     writer = LogWriter(queued)
-    with mock.patch.object(bastion_logging.time, "time", return_value=1796622516.1234567):
+    with mock.patch.object(bastion_logging.time, "time_ns", return_value=1796622516123456789):
         AccessLog(in_place).write(dict(fields))
         AccessLog(queued, writer=writer).write(dict(fields))
     writer.close(BOUND)
@@ -188,7 +189,7 @@ def test_event_and_server_lines_render_as_written_in_place(tmp_path: Path) -> No
     with (tmp_path / "log").open("wb") as file:
         assert writer_for(file) is not None
         assert writer_for(in_place) is None
-        with mock.patch.object(bastion_logging.time, "time", return_value=1796622516.25):
+        with mock.patch.object(bastion_logging.time, "time_ns", return_value=1796622516250000000):
             for stream in (in_place, file):
                 logger = make_logger("info", stream)
                 logger.info("started", resources=["memory"], n=3)
@@ -438,3 +439,12 @@ async def test_the_fields_handed_over_are_rendered_as_they_were() -> None:
     assert writer.flush(BOUND)
     tagged_line = next(line for line in stream.lines() if line["path"] == "/tagged")
     assert tagged_line["tags"] == ["first"]
+
+
+@given(st.integers(min_value=0, max_value=4_000_000_000 * 10**9))
+def test_a_timestamp_is_the_time_to_the_microsecond(now_ns: int) -> None:
+    with mock.patch.object(bastion_logging.time, "time_ns", return_value=now_ns):
+        ts = bastion_logging.timestamp()
+    assert abs(ts - now_ns / 1e9) <= 0.5e-6 + math.ulp(now_ns / 1e9)
+    # The JSON of the number has at most six decimals, as round(..., 6) gave.
+    assert len(orjson.dumps(ts).split(b".")[-1].split(b"e")[0]) <= 6

