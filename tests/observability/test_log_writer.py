@@ -448,3 +448,17 @@ def test_a_timestamp_is_the_time_to_the_microsecond(now_ns: int) -> None:
     assert abs(ts - now_ns / 1e9) <= 0.5e-6 + math.ulp(now_ns / 1e9)
     # The JSON of the number has at most six decimals, as round(..., 6) gave.
     assert len(orjson.dumps(ts).split(b".")[-1].split(b"e")[0]) <= 6
+
+
+def test_a_line_that_cannot_be_rendered_is_dropped_and_the_writer_goes_on() -> None:
+    stream = io.BytesIO()
+    writer = LogWriter(stream)
+    assert writer.put({1: "a key that is not a string"})
+    assert writer.put({"n": 1})
+    assert writer.flush(BOUND)
+    assert stream.getvalue() == b'{"n":1}\n'
+    assert writer.dropped == 1
+    writer.close(BOUND)
+    # Closed, it writes each line at once, on the caller's thread.
+    assert writer.put({"n": 2})
+    assert stream.getvalue() == b'{"n":1}\n{"n":2}\n'

@@ -168,15 +168,15 @@ class LogWriter:
             # As many as wait now: lines added meanwhile go in the next write.
             for _ in range(len(lines)):
                 item = lines.popleft()
-                if type(item) is dict:
+                if type(item) is bytes:
+                    chunks.append(item)
+                elif isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
                     try:
                         chunks.append(orjson.dumps(item, default=repr, option=_APPEND_NEWLINE))
                     except TypeError:
                         self.dropped += 1
-                elif type(item) is bytes:
-                    chunks.append(item)
-                else:
-                    markers.append(item)  # type: ignore[arg-type]
             if chunks:
                 self._write_atomically(chunks)
         finally:
