@@ -99,7 +99,7 @@ async def foundation() -> None:
         "bare Starlette": bare,
         "bastion: errors + trace": no_metrics,
         "bastion: errors + trace + metrics": quiet,
-        "bastion: errors + trace + metrics + access log": logged,
+        "bastion: errors + trace + metrics + access log (to memory, in place)": logged,
     }
     results = await compare(apps, get_request, expect=200)
     rows = list(results.items())
