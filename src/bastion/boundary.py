@@ -280,13 +280,17 @@ class BoundaryGuard:
                     "path": scope["path"],
                     "route": route,
                     "status": status,
-                    "duration_ms": round(duration * 1000, 3),
+                    # To the microsecond, rounded in integers (``round(x, 3)`` costs three times as much).
+                    "duration_ms": int(duration * 1_000_000 + 0.5) / 1000,
                     "client": ctx.client_id,
                     "trace_id": trace_id,
                     "request_id": request_id,
                 }
                 if ctx.log:
-                    line.update(ctx.log)
+                    # The line is rendered later, on the log writer's thread: a list a guard
+                    # keeps (and could add to after the response) goes in as a copy.
+                    for key, value in ctx.log.items():
+                        line[key] = value.copy() if type(value) is list else value
                 self.access_log.write(line)
 
     async def _on_exception(

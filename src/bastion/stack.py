@@ -29,7 +29,8 @@ from bastion.control.generation import Generation, close_all, open_all
 from bastion.control.panel import ControlPanel
 from bastion.control.reload import ReloadLog
 from bastion.handshakes import guard_handshake
-from bastion.observability.logging import AccessLog, make_logger
+from bastion.observability.logging import AccessLog, dropped_lines_counter, make_logger
+from bastion.observability.logwriter import flush_writers
 from bastion.observability.metrics import Metrics
 from bastion.protocols import CompiledDescription, GuardContext, R, Resource
 from bastion.routing.description import compile_configured
@@ -151,8 +152,10 @@ class Bastion:
         self._changes: Changes = {}
         # The logger and the metrics registry live as long as the instance: a reload keeps
         # every counter (logging and metrics settings apply at the next start).
-        self.logger = make_logger(first.logging.level, log_stream)
         self.metrics = Metrics() if first.metrics.enabled else None
+        self.logger = make_logger(
+            first.logging.level, log_stream, on_drop=dropped_lines_counter(self.metrics, "event")
+        )
         self._log_stream = log_stream
         self._reloads = ReloadLog(self.logger, self.metrics)
         #: Resources registered on the instance rather than by a guard builder (the
@@ -218,7 +221,9 @@ class Bastion:
             metrics_path=config.metrics.path,
             logger=self.logger,
             clients=clients,
-            access_log=AccessLog(self._log_stream) if config.logging.access else None,
+            access_log=AccessLog(self._log_stream, on_drop=dropped_lines_counter(self.metrics, "access"))
+            if config.logging.access
+            else None,
             observability=config.observability,
             application=self.app,
             normalize_upstream=config.errors.normalize_upstream,
@@ -397,6 +402,9 @@ class Bastion:
                 task.cancel()
             await asyncio.gather(*retiring, return_exceptions=True)
         await close_all(self.resources, self.logger)
+        # Every line so far reaches the stream before the server exits (bounded: a stream
+        # nobody reads does not hold the stop up).
+        await asyncio.to_thread(flush_writers)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         startup_failed = False

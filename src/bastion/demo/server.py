@@ -73,6 +73,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, store: str | None = None
 
     from bastion.gateway.serving import ServerLimits, raise_open_files_limit, uvicorn_options
     from bastion.observability.logging import server_log_config
+    from bastion.observability.logwriter import close_writers
 
     log_config = server_log_config("warning")
     logging.config.dictConfig(log_config)
@@ -85,12 +86,16 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, store: str | None = None
     shown_host = f"[{host}]" if ":" in host else host
     sys.stdout.write(TOUR.format(base=f"http://{shown_host}:{port}", data_dir=data_dir))
     sys.stdout.flush()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        log_config=log_config,
-        **uvicorn_options(limits),
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+            log_config=log_config,
+            **uvicorn_options(limits),
+        )
+    finally:
+        # Every log line waiting is written before the process exits (or its crash is told).
+        close_writers()

@@ -47,6 +47,7 @@ from uvicorn.supervisors import Multiprocess
 
 from bastion.config.gateway import GatewayConfig
 from bastion.gateway.fence import outside_tested
+from bastion.observability.logwriter import close_writers
 from bastion.problems import (
     BadRequest,
     HeadersTooLarge,
@@ -286,7 +287,17 @@ class ForwardingSupervisor(Multiprocess):
 
 
 def serve(app: str, **options: Any) -> None:
-    """``uvicorn.run(app, **options)``, with :class:`ForwardingSupervisor` over several workers."""
+    """``uvicorn.run(app, **options)``, with :class:`ForwardingSupervisor` over several workers.
+
+    Every log line waiting in this process is written before it returns or raises.
+    """
+    try:
+        _serve(app, **options)
+    finally:
+        close_writers()
+
+
+def _serve(app: str, **options: Any) -> None:
     if options.get("workers", 1) <= 1:
         uvicorn.run(app, **options)
         return
