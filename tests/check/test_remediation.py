@@ -144,7 +144,7 @@ def test_a_fix_without_its_operation_drops_the_entries_that_name_it() -> None:
 
 def test_merging_conflicting_scalars_names_the_key() -> None:
     config: dict[str, Any] = {"errors": {"normalize_upstream": "all"}}
-    with pytest.raises(MergeConflict, match="errors.normalize_upstream"):
+    with pytest.raises(MergeConflict, match=r"errors\.normalize_upstream"):
         merge_fragment(config, {"errors": {"normalize_upstream": False}})
     merge_fragment(config, {"idempotency": {"require": ["POST /a"]}})
     merge_fragment(config, {"idempotency": {"require": ["POST /a", "POST /b"]}})
@@ -293,5 +293,5 @@ def test_an_invalid_merge_is_an_error_naming_the_finding(
     )
     monkeypatch.setitem(PROBE_CHECKS, "rate-limit-429", PROBE_CHECKS["rate-limit-retry-after"])
     monkeypatch.setitem(PROBE_CHECKS, "errors-no-leaks", clash)
-    with pytest.raises(SuggestError, match="errors-no-leaks.*normalize_upstream"):
+    with pytest.raises(SuggestError, match=r"errors-no-leaks.*normalize_upstream"):
         starter_config(synthetic_probe(), tmp_path / "bastion.yaml")
