@@ -295,3 +295,44 @@ def test_an_invalid_merge_is_an_error_naming_the_finding(
     monkeypatch.setitem(PROBE_CHECKS, "errors-no-leaks", clash)
     with pytest.raises(SuggestError, match=r"errors-no-leaks.*normalize_upstream"):
         starter_config(synthetic_probe(), tmp_path / "bastion.yaml")
+
+
+def suggested_app() -> Any:
+    """The naive app behind bastion with the configuration --suggest-config wrote (for uvicorn)."""
+    from bastion import Bastion
+    from tests.check.naive_app import build_app
+
+    env = {"BASTION_STORE": "memory://", "BASTION_LOGGING__ACCESS": "false"}
+    return Bastion(build_app(), os.environ["SUGGESTED_CONFIG"], env=env)
+
+
+@pytest.mark.e2e
+def test_the_suggested_configuration_closes_what_the_probe_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+    from tests.check.servers import serve, uvicorn
+
+    suggested = tmp_path / "bastion.yaml"
+    spec = str(FIXTURES / "naive_openapi.yaml")
+    limits = ["--burst", "20", "--max-requests", "200", "--max-seconds", "60", "--format", "json"]
+    with serve(uvicorn("tests.check.naive_app:app")) as naive:
+        run = CliRunner().invoke(
+            app, ["probe", naive, "--spec", spec, *limits, "--suggest-config", str(suggested)]
+        )
+    assert run.exit_code == 1
+    before = json.loads(run.stdout)
+    failed = {c["id"] for c in before["checks"] if c["status"] == "fail"}
+    assert {"idempotency-replay", "errors-no-leaks", "rate-limit-429", "validation-wrong-type"} <= failed
+    text = suggested.read_text()
+    assert all(check in text for check in failed)  # the header names what it answers
+    load_config(suggested, env={})
+
+    monkeypatch.setenv("SUGGESTED_CONFIG", str(suggested))
+    with serve(uvicorn("tests.check.test_remediation:suggested_app", factory=True)) as guarded:
+        after = run_probe(ProbeOptions(guarded, Path(spec), max_requests=200, max_seconds=60, burst=20))
+    still = [f"{c.id}: {c.detail}" for c in after.checks if c.status == "fail" and c.id in failed]
+    assert not still
+    assert not after.failed
