@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bastion.check.rules.catalog import RULES
+from bastion.catalog import RULES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "checker.md"
 PROBES = Path(__file__).resolve().parents[2] / "src" / "bastion" / "check" / "probes"

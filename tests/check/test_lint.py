@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from bastion.catalog import RULES
 from bastion.check.document import load_file, load_text
 from bastion.check.fix import fix_document
 from bastion.check.lint import lint_document, lint_file, lint_text
 from bastion.check.report import lint_json, lint_junit, lint_sarif
-from bastion.check.rules.catalog import RULES
 from bastion.cli import app
 from bastion.config.check import LintConfig
 

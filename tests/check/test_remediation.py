@@ -22,15 +22,22 @@ import pytest
 import yaml
 from rich.console import Console
 
+from bastion.catalog import RULES
 from bastion.check import probe_report
 from bastion.check.html import probe_html
 from bastion.check.lint import lint_text
 from bastion.check.probe import ProbeOptions, run_probe
 from bastion.check.probe_checks import PRIORITIES, PROBE_CHECKS, ProbeCheck
-from bastion.check.remediation import OPERATION, MergeConflict, Remediation, merge_fragment, operation_at
+from bastion.check.remediation import (
+    OPERATION,
+    MergeConflict,
+    Remediation,
+    merge_fragment,
+    operation_at,
+    rule_remediation,
+)
 from bastion.check.report import lint_json, lint_junit, lint_sarif
 from bastion.check.results import CheckResult, ProbeResult
-from bastion.check.rules.catalog import RULES
 from bastion.check.starter import SuggestError, starter_config
 from bastion.config import load_config
 from tests.conftest import free_port
@@ -44,7 +51,7 @@ def every_remediation() -> Iterator[tuple[str, Remediation]]:
     """Every lint rule's and probe check's remediation, at an operation and at none."""
     for rule in RULES.values():
         for operation in ("POST /orders", None):
-            yield f"lint {rule.id} at {operation}", rule.remediation.at(operation)
+            yield f"lint {rule.id} at {operation}", rule_remediation(rule).at(operation)
     for check in PROBE_CHECKS.values():
         for operation in ("POST /orders", None):
             yield f"probe {check.id} at {operation}", check.fix.at(operation)
@@ -135,7 +142,7 @@ def test_the_extension_fix_closes_the_lint_finding() -> None:
 
 
 def test_a_fix_without_its_operation_drops_the_entries_that_name_it() -> None:
-    fix = RULES["idempotency-key-declared"].remediation
+    fix = rule_remediation(RULES["idempotency-key-declared"])
     assert fix.at(None).config == {"idempotency": {"enabled": True}}
     assert fix.at("PATCH /a/{id}").config == {"idempotency": {"enabled": True, "require": ["PATCH /a/{id}"]}}
     assert operation_at("/paths/~1a~1{id}/patch/responses") == "PATCH /a/{id}"

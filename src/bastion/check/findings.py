@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bastion.catalog import RULES, SEVERITY_RANK, UNIGNORABLE, Pitfall, Severity
 from bastion.check.document import Document, Path_, json_path, pointer
-from bastion.check.remediation import Remediation, operation_at
-from bastion.check.rules.catalog import RULES, SEVERITY_RANK, UNIGNORABLE, Pitfall, Severity
+from bastion.check.remediation import Remediation, operation_at, rule_remediation
 
 #: The extension that silences rules on an operation, or on the whole description at its root.
 IGNORE_KEY = "x-bastion-lint-ignore"
@@ -34,7 +34,7 @@ class Finding:
     @property
     def remediation(self) -> Remediation:
         """The rule's fix for this finding's operation."""
-        return RULES[self.rule].remediation.at(self.operation)
+        return rule_remediation(RULES[self.rule]).at(self.operation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bastion.catalog import PITFALLS, RULES
 from bastion.check.document import Document, ParseError, load_file, load_text, no_gc
 from bastion.check.findings import Finding, FindingSink, Suppressed, reaches
 from bastion.check.rules.business_rules import check_business_rules
-from bastion.check.rules.catalog import PITFALLS, RULES
 from bastion.check.rules.operations import OperationRules
 from bastion.config.check import LintConfig
 

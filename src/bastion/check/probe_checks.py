@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.catalog import PER_CLIENT
 from bastion.check.remediation import OPERATION, Remediation
-from bastion.check.rules.catalog import PER_CLIENT
 
 #: The checklist's groups, most urgent first: a duplicated write costs money, a leak or a
 #: coarse error costs debugging time, then load, then bad input, then what you can see.
@@ -199,11 +199,7 @@ _ALL = (
             ("malformed-json", "malformed JSON gets 400", _VALIDATE),
             ("wrong-content-type", "a body in an undeclared media type gets 415", _VALIDATE),
             ("oversized", "a body over `max_body_bytes` gets 413", {**_VALIDATE, "max_body_bytes": "1MiB"}),
-            (
-                "query-wrong-type",
-                "a query parameter of the wrong type gets 422 naming it",
-                {**_VALIDATE, "lenient_booleans": False},
-            ),
+            ("query-wrong-type", "a query parameter of the wrong type gets 422 naming it", _VALIDATE),
         )
     ),
     *(

@@ -1,6 +1,6 @@
 """The fix of a finding: an instruction, and what bastion enforces as bastion.yaml or x-bastion-* lines.
 
-Every lint rule (:mod:`bastion.check.rules.catalog`) and every probe check
+Every lint rule (:mod:`bastion.catalog`) and every probe check
 (:mod:`bastion.check.probe_checks`) has a :class:`Remediation`. Its ``config`` is a
 fragment of bastion.yaml and its ``extension`` the ``x-bastion-*`` members of the
 operation in the description; either may name the operation with the
@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
-#: Stands for ``METHOD /template`` of the finding's operation in a fragment.
-OPERATION = "{operation}"
+from bastion.catalog import OPERATION, Rule
+
+__all__ = ["OPERATION", "MergeConflict", "Remediation", "merge_fragment", "rule_remediation"]
+
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 #: ``METHOD /template`` in a probe check's title or detail.
 _LABEL = re.compile(r"\b(GET|PUT|POST|DELETE|OPTIONS|HEAD|PATCH|TRACE) (/[^\s:,;'\"()]*)")
@@ -77,6 +79,11 @@ class Remediation:
             where = "Or, on the operation" if config else "On the operation"
             parts.append(f"{where} in the description:\n\n```yaml\n{extension}```")
         return "\n\n".join(parts)
+
+
+def rule_remediation(rule: Rule) -> Remediation:
+    """A lint rule's fix: its hint, and its bastion.yaml and ``x-bastion-*`` lines (unfilled)."""
+    return Remediation(rule.hint, rule.config, rule.extension)
 
 
 def to_yaml(data: dict[str, Any]) -> str:

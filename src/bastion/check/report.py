@@ -23,9 +23,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from bastion.catalog import PITFALLS, RULES
 from bastion.check.findings import Finding, reaches
 from bastion.check.lint import LintResult
-from bastion.check.rules.catalog import PITFALLS, RULES
+from bastion.check.remediation import Remediation, rule_remediation
 
 if TYPE_CHECKING:
     from bastion.check.baseline import BaselineDiff
@@ -130,7 +131,7 @@ def lint_text(
             f"{len(findings)} finding(s)",
             highlight=False,
         )
-        for line in findings[0].remediation.lines():
+        for line in _rule_fix(findings, summary).lines():
             console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
         if summary:
             continue
@@ -185,14 +186,21 @@ def baseline_text(diff: BaselineDiff, console: Console, limit: int = BASELINE_LI
             )
 
 
-def _rule_summary(result: LintResult) -> dict[str, dict[str, Any]]:
+def _rule_fix(findings: list[Finding], summary: bool) -> Remediation:
+    """A rule's fix for its first finding's operation; for none in a summary, which names no place."""
+    if summary:
+        return rule_remediation(RULES[findings[0].rule]).at(None)
+    return findings[0].remediation
+
+
+def _rule_summary(result: LintResult, summary: bool) -> dict[str, dict[str, Any]]:
     return {
         rule_id: {
             "count": len(found),
             "severity": RULES[rule_id].severity,
             "pitfall": RULES[rule_id].pitfall,
             "hint": RULES[rule_id].hint,
-            "remediation": found[0].remediation.as_dict(),
+            "remediation": _rule_fix(found, summary).as_dict(),
         }
         for rule_id, found in result.by_rule().items()
     }
@@ -223,7 +231,7 @@ def lint_json(result: LintResult, *, summary: bool = False, baseline: BaselineDi
         "failed": result.failed if baseline is None else baseline.failed(result.fail_on),
         "disabled": result.disabled,
         "counts": result.counts(),
-        "rules": _rule_summary(result),
+        "rules": _rule_summary(result, summary),
         "suppressed_count": len(result.suppressed),
     }
     if baseline is not None:

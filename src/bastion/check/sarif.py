@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from bastion.catalog import RULES
 from bastion.check.findings import Finding, Suppressed
 from bastion.check.lint import LintResult
 from bastion.check.probe_checks import PROBE_CHECKS, check_fix
-from bastion.check.remediation import Remediation
+from bastion.check.remediation import Remediation, rule_remediation
 from bastion.check.results import ProbeResult
-from bastion.check.rules.catalog import RULES
 
 if TYPE_CHECKING:
     from bastion.check.baseline import BaselineDiff, Entry
@@ -113,7 +113,7 @@ def lint_sarif(result: LintResult, baseline: BaselineDiff | None = None) -> str:
         {
             "id": rule.id,
             "shortDescription": {"text": rule.summary},
-            "help": _help(rule.remediation.at(None)),
+            "help": _help(rule_remediation(rule).at(None)),
             "defaultConfiguration": {"level": _LEVEL[rule.severity]},
             "properties": {"pitfall": rule.pitfall},
         }

@@ -23,7 +23,7 @@ class LintConfig(Section):
     @field_validator("disable")
     @classmethod
     def _known_rules(cls, value: list[str]) -> list[str]:
-        from bastion.check.rules.catalog import RULES
+        from bastion.catalog import RULES
 
         for rule_id in value:
             if rule_id not in RULES:

@@ -131,9 +131,6 @@ class ValidationConfig(Section):
     `405 METHOD_NOT_ALLOWED`; `pass` lets them through to the application untouched."""
     unknown_query: Literal["ignore", "reject"] = "ignore"
     """Undocumented query parameters: `ignore` them, or `reject` them as `NOT_ALLOWED` entries."""
-    lenient_booleans: bool = False
-    """Also accept `yes`/`no`, `1`/`0` and `on`/`off` as booleans in parameters and form data;
-    by default only `true` and `false` are."""
     allow_external_refs: list[str] = Field(default_factory=list)
     """URL prefixes and paths (relative to the description's folder) that the description may
     refer to besides its own folder (`$ref`, `$schema`). Nothing else is fetched or read."""
@@ -142,6 +139,18 @@ class ValidationConfig(Section):
     """Relaxed validation for legacy clients, each entry until a date (see docs/validation.md).
     Matching responses carry `Deprecation` and `Sunset` headers. The first match wins; an
     entry past its `until` is skipped."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lenient_booleans(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "lenient_booleans" in data:
+            # Refused rather than ignored, so the booleans it let through are not refused silently.
+            raise ValueError(
+                "lenient_booleans is no longer read: leniency is declared where it applies. Add "
+                "`x-bastion-lenient: [boolean-words]` to the boolean schema (or parameter) in the "
+                "OpenAPI description that should accept yes/no, on/off and 1/0"
+            )
+        return data
 
     @model_validator(mode="after")
     def _enforcement(self) -> ValidationConfig:

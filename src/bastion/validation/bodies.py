@@ -246,7 +246,7 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def parse_form(body: bytes, guide: Guide, lenient: bool, max_depth: int) -> Any:
+def parse_form(body: bytes, guide: Guide, max_depth: int) -> Any:
     """A UTF-8 ``application/x-www-form-urlencoded`` body as an object coerced along ``guide``.
 
     Percent-escapes must decode to UTF-8 too: one that does not is 400, not a
@@ -260,23 +260,27 @@ def parse_form(body: bytes, guide: Guide, lenient: bool, max_depth: int) -> Any:
         pairs = parse_query(text, errors="strict")
     except UnicodeDecodeError:
         raise MalformedBody(detail="a percent-escape in the body is not UTF-8") from None
-    return _form_value(pairs, guide, lenient, max_depth)
+    return _form_value(pairs, guide, max_depth)
 
 
-def _form_value(pairs: list[tuple[str, str]], guide: Guide, lenient: bool, max_depth: int) -> Any:
-    """Form pairs as the object they stand for, or 400 when a single field comes twice."""
+def _form_value(pairs: list[tuple[str, str]], guide: Guide, max_depth: int, relax: bool = True) -> Any:
+    """Form pairs as the object they stand for, or 400 when a single field comes twice.
+
+    ``relax``: with the coercions the schemas declare (``x-bastion-lenient``).
+    """
     repeated = repeated_field(pairs, guide)
     if repeated is not None:
         raise AmbiguousRequest(detail=f"the form field {cut(repeated)!r} has more than one reading")
-    return coerce_tree(nest_pairs(pairs, max_depth), guide, lenient)
+    return coerce_tree(nest_pairs(pairs, max_depth), guide, relax=relax)
 
 
-def parse_multipart(body: bytes, media: MediaType, guide: Guide, lenient: bool, max_depth: int) -> Any:
+def parse_multipart(body: bytes, media: MediaType, guide: Guide, max_depth: int) -> Any:
     """A ``multipart/form-data`` body as an object: text fields coerced along ``guide``.
 
     Text parts are UTF-8 (a part that names another charset is 415). File parts
     become strings of their bytes read as Latin-1, so ``maxLength`` bounds their
-    size; nothing else about a file is checked.
+    size; nothing else about a file is checked. The parts are passed on as sent, so no
+    coercion declared with ``x-bastion-lenient`` applies to them.
     """
     boundary = media.params.get("boundary")
     if not boundary:
@@ -316,4 +320,4 @@ def parse_multipart(body: bytes, media: MediaType, guide: Guide, lenient: bool, 
         else:
             require_utf8(parse_media_type(part_type))
             pairs.append((field, decode_utf8(content)))
-    return _form_value(pairs, guide, lenient, max_depth)
+    return _form_value(pairs, guide, max_depth, relax=False)

@@ -24,7 +24,8 @@ import jsonschema_rs
 
 from bastion.config import Config
 from bastion.validation.bodies import OTHER, kind_of
-from bastion.validation.coerce import ALLOW_CONTROL, Guide
+from bastion.validation.coerce import ALLOW_CONTROL, LENIENT, Guide
+from bastion.validation.lenient import check_declarations
 from bastion.validation.openapi import Description, load_description, pointer_of
 from bastion.validation.operation import BodyMedia, CompiledOperation, Options
 from bastion.validation.params import Parameter
@@ -72,11 +73,11 @@ def compile_description(description: Description, config: Config, logger: Any = 
     options = Options(
         max_errors=validation.max_errors,
         max_depth=validation.max_json_depth,
-        lenient=validation.lenient_booleans,
         reject_unknown_query=validation.unknown_query == "reject",
     )
     idempotency_header = config.idempotency.header.lower()
     with_responses = validation.responses.enabled
+    check_declarations(description)
     translator = SchemaTranslator(description, reject_unknown_fields=validation.reject_unknown_fields)
     plans = rule_plans(description)
     pending = [
@@ -220,7 +221,14 @@ def _prepare(
             guide=Guide(description, [(schema, schema_at)]),
             json_content=json_content,
             allow_control=param.get(ALLOW_CONTROL) is True,
+            lenient=frozenset(param.get(LENIENT) or ()),
         )
+        if location == "path" and parameter.relaxes:
+            raise description.error(
+                param_at,
+                "x-bastion-lenient does not apply to path parameters: the path names the resource, "
+                "and a second spelling of it would be a second URL for caches, rate limits and logs",
+            )
         compiled.add_parameter(parameter)
         group = locations.setdefault(location, {"type": "object", "properties": {}})
         group["properties"][name] = translator.translate(schema, schema_at, view)

@@ -42,6 +42,7 @@ from bastion.enforcement import (
 )
 from bastion.problems import Problem, ValidationFailed
 from bastion.validation.bodies import content_coding, decode_content
+from bastion.validation.lenient import Rewrite
 from bastion.validation.modes import operation_shares, shadowable
 from bastion.validation.operation import CompiledOperation
 from bastion.validation.relax import Relaxation, RelaxTable
@@ -58,6 +59,14 @@ def _decoded_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tu
     kept = [(k, v) for k, v in headers if k not in dropped]
     kept.append((b"content-length", str(length).encode()))
     return kept
+
+
+def _rewrite_scope(scope: Scope, rewrite: Rewrite) -> None:
+    """Put a rewritten query string and headers into ``scope`` (the body goes separately)."""
+    if rewrite.query_string is not None:
+        scope["query_string"] = rewrite.query_string
+    if rewrite.headers is not None:
+        scope["headers"] = rewrite.headers
 
 
 def _summary(entries: list[dict[str, Any]]) -> str:
@@ -115,7 +124,9 @@ class ValidationGuard:
             return True
         if operation.has_body or self.response_rate:
             return False
-        self._check(operation, ctx, scope, None, None)
+        rewrite = self._check(operation, ctx, scope, None, None)
+        if rewrite is not None and rewrite:
+            _rewrite_scope(scope, rewrite)
         return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,6 +137,7 @@ class ValidationGuard:
             return
         body: bytes | None = None
         content_type: bytes | None = None
+        raw_receive = receive
         if operation.has_body:
             try:
                 scope, receive, body, content_type = await self._read(scope, receive, ctx)
@@ -134,7 +146,15 @@ class ValidationGuard:
                 raise
             except ClientDisconnected:
                 return  # nobody is left to answer
-        self._check(operation, ctx, scope, body, content_type)
+        rewrite = self._check(operation, ctx, scope, body, content_type)
+        if rewrite is not None and rewrite:
+            # What goes inward is what was checked: the values as the declared coercions made them.
+            scope = {**scope}
+            _rewrite_scope(scope, rewrite)
+            if rewrite.body is not None:
+                ctx.body = rewrite.body
+                scope["headers"] = _decoded_headers(scope["headers"], len(rewrite.body))
+                receive = replay_body(rewrite.body, raw_receive)
         if self.response_rate and operation.responses is not None and random.random() < self.response_rate:
             send = self._shadow(operation, operation.responses, send)
         await self.app(scope, receive, send)
@@ -171,12 +191,14 @@ class ValidationGuard:
         scope: Scope,
         body: bytes | None,
         content_type: bytes | None,
-    ) -> None:
-        """Raise the problem for an invalid request, every field error in it (unless only watched)."""
+    ) -> Rewrite | None:
+        """Raise the problem for an invalid request, every field error in it (unless only watched);
+        the request as its declared coercions rewrite it (``None`` when it declares none)."""
         relaxed = self.relax.apply(scope, ctx) if self.relax is not None else None
+        rewrite = Rewrite() if operation.relaxes else None
         try:
             entries = operation.check(
-                ctx.path_params, scope.get("query_string", b""), scope["headers"], body, content_type
+                ctx.path_params, scope.get("query_string", b""), scope["headers"], body, content_type, rewrite
             )
         except Problem as problem:
             self._count(operation, problem.code)
@@ -184,7 +206,7 @@ class ValidationGuard:
                 operation, scope, ctx, relaxed
             ):
                 self._let_through(operation, problem.code, problem.detail, [], scope, ctx)
-                return
+                return None
             raise
         if entries and relaxed is not None:
             entries = relaxed.remaining(entries, self.max_errors)
@@ -195,8 +217,9 @@ class ValidationGuard:
             summary = _summary(entries)
             if self._watched(operation, scope, ctx, relaxed):
                 self._let_through(operation, ValidationFailed.code_default, summary, entries, scope, ctx)
-                return
+                return rewrite
             raise ValidationFailed(summary, errors=entries)
+        return rewrite
 
     def _watched(
         self, operation: CompiledOperation, scope: Scope, ctx: RequestContext, relaxed: Relaxation | None

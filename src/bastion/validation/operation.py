@@ -28,6 +28,15 @@ from bastion.validation.bodies import (
     require_utf8,
 )
 from bastion.validation.coerce import Guide
+from bastion.validation.lenient import (
+    Rewrite,
+    relax_json,
+    replace_cookie,
+    replace_header,
+    rewrite_form,
+    rewrite_query,
+    splice_json,
+)
 from bastion.validation.params import Parameter, cookie_pairs, group_query, is_missing, parse_query
 from bastion.validation.responses import ResponseSchemas
 from bastion.validation.ruleplan import RulePlan
@@ -55,7 +64,6 @@ class Options:
 
     max_errors: int = 50
     max_depth: int = 32
-    lenient: bool = False
     reject_unknown_query: bool = False
 
 
@@ -69,6 +77,11 @@ class BodyMedia:
     validator: Any = None
     #: The ``x-bastion-rules`` that apply in bodies of this type, evaluated once the schema passed.
     rules: RulePlan | None = None
+    #: Whether a schema of the body declares a coercion (``x-bastion-lenient``).
+    relaxes: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.relaxes = self.guide.reaches_lenient
 
 
 @dataclass(slots=True, eq=False)
@@ -97,6 +110,10 @@ class CompiledOperation:
     query_params: list[Parameter] = field(default_factory=list)
     header_params: dict[bytes, Parameter] = field(default_factory=dict)
     cookie_params: list[Parameter] = field(default_factory=list)
+    #: The query parameters that declare a coercion (``x-bastion-lenient``), whose values are rewritten.
+    relaxing_query: list[Parameter] = field(default_factory=list)
+    #: Whether a parameter or a body of the operation declares a coercion (the request may be rewritten).
+    relaxes: bool = False
     #: The compiled response schemas, when response validation is on.
     responses: ResponseSchemas | None = None
     #: The common spellings of the declared media types, parsed once (``application/json``).
@@ -119,6 +136,7 @@ class CompiledOperation:
     def add_media(self, body: BodyMedia) -> None:
         """Register a media type the operation accepts."""
         self.media.append(body)
+        self.relaxes = self.relaxes or body.relaxes
         if "*" not in body.declared:
             for spelling in (
                 body.declared,
@@ -129,10 +147,13 @@ class CompiledOperation:
 
     def add_parameter(self, parameter: Parameter) -> None:
         """Register a compiled parameter under its location."""
+        self.relaxes = self.relaxes or parameter.relaxes
         if parameter.location == "path":
             self.path_params.append(parameter)
         elif parameter.location == "query":
             self.query_params.append(parameter)
+            if parameter.relaxes:
+                self.relaxing_query.append(parameter)
         elif parameter.location == "header":
             self.header_params[parameter.name.lower().encode("latin-1")] = parameter
         else:
@@ -169,8 +190,14 @@ class CompiledOperation:
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes | None = None,
         content_type: bytes | None = None,
+        rewrite: Rewrite | None = None,
     ) -> list[dict[str, Any]]:
-        """Every error entry of the request (empty when it is valid)."""
+        """Every error entry of the request (empty when it is valid).
+
+        Values are checked after the coercions their schemas declare
+        (``x-bastion-lenient``); ``rewrite``, when given, receives the request as they
+        rewrite it.
+        """
         options = self.options
         instance: dict[str, Any] = {}
         found: list[dict[str, Any]] = []
@@ -178,11 +205,11 @@ class CompiledOperation:
             instance["path"] = self._path(path_params, found)
         if self.query_params or options.reject_unknown_query:
             # No query at all: every parameter is missing and nothing is unknown.
-            instance["query"] = self._query(query_string, found) if query_string else {}
+            instance["query"] = self._query(query_string, found, rewrite) if query_string else {}
         if self.header_params:
-            instance["header"] = self._headers(headers, found)
+            instance["header"] = self._headers(headers, found, rewrite)
         if self.cookie_params:
-            instance["cookie"] = self._cookies(headers, found)
+            instance["cookie"] = self._cookies(headers, found, rewrite)
         validator = self.params_validator
         names: Mapping[str, str] = {}
         rules: RulePlan | None = None
@@ -206,6 +233,8 @@ class CompiledOperation:
                 value = self._parse_body(kind, target, media, body or b"")
                 if kind == JSON and controls.json_may_have(body or b""):
                     found.extend(controls.body_entries(value, target.guide, options.max_errors))
+                if target.relaxes:
+                    value = self._relax_body(kind, target.guide, value, body or b"", rewrite)
                 if target.validator is not None and kind != OTHER:
                     instance["body"] = value
                     validator = target.validator
@@ -230,10 +259,23 @@ class CompiledOperation:
             return parse_json(body, options.max_depth)
         if kind == FORM:
             require_utf8(media)
-            return parse_form(body, target.guide, options.lenient, options.max_depth)
+            return parse_form(body, target.guide, options.max_depth)
         if kind == MULTIPART:
-            return parse_multipart(body, media, target.guide, options.lenient, options.max_depth)
+            return parse_multipart(body, media, target.guide, options.max_depth)
         return None
+
+    def _relax_body(self, kind: str, guide: Guide, value: Any, body: bytes, rewrite: Rewrite | None) -> Any:
+        """The body's value after its declared coercions; the rewritten bytes go to ``rewrite``.
+
+        Form values were coerced as they were parsed; a multipart body is not coerced.
+        """
+        if kind == JSON:
+            value, changes = relax_json(value, guide)
+            if changes and rewrite is not None:
+                rewrite.body = splice_json(body, changes)
+        elif kind == FORM and rewrite is not None:
+            rewrite.body = rewrite_form(body, guide)
+        return value
 
     def _path(self, path_params: Mapping[str, str], found: list[dict[str, Any]]) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -245,10 +287,12 @@ class CompiledOperation:
                 text = text.encode("utf-8", "replace").decode("utf-8")
             if not param.allow_control and controls.has_control(text):
                 found.append(controls.parameter_entry("path", param.name))
-            values[param.name] = param.from_path(text, self.options.lenient)
+            values[param.name] = param.from_path(text)
         return values
 
-    def _query(self, query_string: bytes, found: list[dict[str, Any]]) -> dict[str, Any]:
+    def _query(
+        self, query_string: bytes, found: list[dict[str, Any]], rewrite: Rewrite | None
+    ) -> dict[str, Any]:
         grouped = group_query(parse_query(query_string))
         suspect = controls.query_may_have(query_string)
         heads = {key.partition("[")[0] for key in grouped if "[" in key}
@@ -256,7 +300,7 @@ class CompiledOperation:
         for param in self.query_params:
             if param.repeated_in(grouped, heads):
                 raise _ambiguous("query parameter", param.name)
-            value = param.from_query(grouped, self.options.lenient, self.options.max_depth)
+            value = param.from_query(grouped, self.options.max_depth)
             if not is_missing(value):
                 values[param.name] = value
                 if suspect and not param.allow_control and controls.has_control(value):
@@ -273,9 +317,13 @@ class CompiledOperation:
                             "detail": "is not a parameter of this operation",
                         }
                     )
+        if rewrite is not None and self.relaxing_query:
+            rewrite.query_string = rewrite_query(query_string, self.relaxing_query)
         return values
 
-    def _headers(self, headers: Sequence[tuple[bytes, bytes]], found: list[dict[str, Any]]) -> dict[str, Any]:
+    def _headers(
+        self, headers: Sequence[tuple[bytes, bytes]], found: list[dict[str, Any]], rewrite: Rewrite | None
+    ) -> dict[str, Any]:
         seen: dict[bytes, list[bytes]] = {}
         wanted = self.header_params
         for key, value in headers:
@@ -289,10 +337,18 @@ class CompiledOperation:
             text = b", ".join(raw).decode("latin-1").strip()
             if not param.allow_control and controls.has_control(text):
                 found.append(controls.parameter_entry("header", param.name))
-            values[param.name] = param.from_text(text, self.options.lenient)
+            values[param.name] = param.from_text(text)
+            if rewrite is not None and param.relaxes:
+                new = param.relaxed_text(text)
+                if new != text:
+                    rewrite.headers = replace_header(
+                        rewrite.headers or list(headers), key, new.encode("latin-1", "replace")
+                    )
         return values
 
-    def _cookies(self, headers: Sequence[tuple[bytes, bytes]], found: list[dict[str, Any]]) -> dict[str, Any]:
+    def _cookies(
+        self, headers: Sequence[tuple[bytes, bytes]], found: list[dict[str, Any]], rewrite: Rewrite | None
+    ) -> dict[str, Any]:
         lines = [v.decode("latin-1") for k, v in headers if k == b"cookie"]
         cookies: dict[str, list[str]] = {}
         for line in lines:
@@ -309,5 +365,9 @@ class CompiledOperation:
                     raise _ambiguous("cookie", param.name)
                 if not param.allow_control and controls.has_control(text):
                     found.append(controls.parameter_entry("cookie", param.name))
-                values[param.name] = param.from_text(text, self.options.lenient)
+                values[param.name] = param.from_text(text)
+                if rewrite is not None and param.relaxes:
+                    new = param.relaxed_text(text)
+                    if new != text:
+                        rewrite.headers = replace_cookie(rewrite.headers or list(headers), param.name, new)
         return values

@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
-from bastion.validation.coerce import Guide, coerce_scalar, coerce_tree
+from bastion.validation.coerce import Guide, coerce_scalar, coerce_tree, guide_at, leaf_text, relax_text
 
 
 def split_bracket_key(key: str) -> list[str]:
@@ -142,7 +142,11 @@ class Parameter:
     #: Its value may hold C0 control characters (``x-bastion-allow-control-characters: true``
     #: on the parameter, or on its schema).
     allow_control: bool = False
+    #: The parameter's own ``x-bastion-lenient``: for its value, or each item of an array.
+    lenient: frozenset[str] = frozenset()
     shape: str = field(init=False)
+    #: Whether a coercion is declared for its value or a part of it (so the request is rewritten).
+    relaxes: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.allow_control = self.allow_control or self.guide.allow_control
@@ -153,7 +157,53 @@ class Parameter:
             self.shape = "object"
         else:
             self.shape = "scalar"
+        if self.lenient:
+            self.guide.add_lenient(self.lenient)
+            if self.shape == "array":
+                self.guide.items().add_lenient(self.lenient)
         self.guide.warm(3)
+        self.relaxes = self.guide.reaches_lenient and not self.json_content
+
+    def relaxed_text(self, text: str, separator: str = ",") -> str:
+        """The text of the whole value (not exploded into keys) after the declared coercions."""
+        if self.shape == "scalar":
+            return relax_text(text, self.guide)
+        if not text:
+            return text
+        parts = text.split(separator)
+        if self.shape == "array":
+            items = self.guide.items()
+            if self.location == "header":
+                parts = [p.strip() for p in parts]  # joined header lines carry spaces
+            new = [relax_text(p, items) for p in parts]
+            changed = new != parts
+        elif self.explode:
+            new = []
+            for part in parts:
+                name, equals, value = part.partition("=")
+                new.append(f"{name}={relax_text(value, self.guide.prop(name))}" if equals else part)
+            changed = new != parts
+        else:
+            new = [relax_text(p, self.guide.prop(parts[i - 1])) if i % 2 else p for i, p in enumerate(parts)]
+            changed = new != parts
+        if not changed:
+            return text
+        return (", " if self.location == "header" else separator).join(new)
+
+    def query_text(self, key: str, value: str) -> str | None:
+        """The text of query pair ``key=value`` after the declared coercions, if it belongs here."""
+        if self.style == "deepObject":
+            if key.startswith(self.name + "["):
+                return leaf_text(value, guide_at(self.guide, split_bracket_key(key)[1:]))
+            return None
+        if self.shape == "object" and self.explode and self.style == "form":
+            return relax_text(value, self.guide.prop(key)) if key in self.guide.property_names() else None
+        if key != self.name:
+            return None
+        if self.shape == "array" and self.explode and self.style == "form":
+            return relax_text(value, self.guide.items())
+        separator = {"spaceDelimited": " ", "pipeDelimited": "|"}.get(self.style, ",")
+        return self.relaxed_text(value, separator)
 
     def repeated_in(self, query: Mapping[str, list[str]], heads: set[str]) -> bool:
         """Whether the query gives this parameter more than one reading.
@@ -183,63 +233,63 @@ class Parameter:
             return key in self.guide.property_names() or self.guide.additional
         return False
 
-    def _scalar(self, text: str, lenient: bool) -> Any:
+    def _scalar(self, text: str) -> Any:
         if self.json_content:
             try:
                 return orjson.loads(text)
             except orjson.JSONDecodeError:
                 return text
-        return coerce_scalar(text, self.guide.types, lenient)
+        return coerce_scalar(text, self.guide)
 
-    def _array(self, items: list[str], lenient: bool) -> list[Any]:
-        types = self.guide.items().types
-        return [coerce_scalar(i, types, lenient) for i in items]
+    def _array(self, items: list[str]) -> list[Any]:
+        guide = self.guide.items()
+        return [coerce_scalar(i, guide) for i in items]
 
-    def _object(self, pairs: list[tuple[str, str]], lenient: bool) -> dict[str, Any]:
-        return {k: coerce_scalar(v, self.guide.prop(k).types, lenient) for k, v in pairs}
+    def _object(self, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+        return {k: coerce_scalar(v, self.guide.prop(k)) for k, v in pairs}
 
-    def _split_object(self, text: str, separator: str, lenient: bool) -> dict[str, Any]:
+    def _split_object(self, text: str, separator: str) -> dict[str, Any]:
         if self.explode:
             pairs = [p.partition("=")[::2] for p in text.split(separator) if p]
         else:
             parts = text.split(",")
             pairs = list(zip(parts[::2], parts[1::2], strict=False))
-        return self._object([(str(k), str(v)) for k, v in pairs], lenient)
+        return self._object([(str(k), str(v)) for k, v in pairs])
 
-    def from_text(self, text: str, lenient: bool) -> Any:
+    def from_text(self, text: str) -> Any:
         """The value of a ``simple``-style parameter (path, header) from its text."""
         if self.json_content or self.shape == "scalar":
-            return self._scalar(text, lenient)
+            return self._scalar(text)
         if self.shape == "array":
             items = text.split(",") if text else []
             if self.location == "header":
                 items = [item.strip() for item in items]  # joined header lines carry spaces
-            return self._array(items, lenient)
-        return self._split_object(text, ",", lenient)
+            return self._array(items)
+        return self._split_object(text, ",")
 
-    def from_path(self, text: str, lenient: bool) -> Any:
+    def from_path(self, text: str) -> Any:
         """The value of a path parameter, per its style (simple, label, matrix)."""
         if self.style == "label":
             text = text[1:] if text.startswith(".") else text
             if self.shape == "array":
-                return self._array(text.split("." if self.explode else ",") if text else [], lenient)
+                return self._array(text.split("." if self.explode else ",") if text else [])
             if self.shape == "object":
-                return self._split_object(text, ".", lenient)
-            return self._scalar(text, lenient)
+                return self._split_object(text, ".")
+            return self._scalar(text)
         if self.style == "matrix":
             prefix = f";{self.name}="
             if self.shape == "array" and self.explode:
-                return self._array([p.partition("=")[2] for p in text.split(";") if p], lenient)
+                return self._array([p.partition("=")[2] for p in text.split(";") if p])
             if self.shape == "object" and self.explode:
-                return self._split_object(text.lstrip(";"), ";", lenient)
+                return self._split_object(text.lstrip(";"), ";")
             text = text[len(prefix) :] if text.startswith(prefix) else text.lstrip(";")
-        return self.from_text(text, lenient)
+        return self.from_text(text)
 
-    def from_query(self, query: Mapping[str, list[str]], lenient: bool, max_depth: int) -> Any:
+    def from_query(self, query: Mapping[str, list[str]], max_depth: int) -> Any:
         """The value of a query parameter from the grouped query, or ``_MISSING``."""
         if self.json_content:
             values = query.get(self.name)
-            return _MISSING if values is None else self._scalar(values[-1], lenient)
+            return _MISSING if values is None else self._scalar(values[-1])
         if self.style == "deepObject":
             prefix = self.name + "["
             pairs = [(k, v) for k, values in query.items() if k.startswith(prefix) for v in values]
@@ -249,23 +299,23 @@ class Parameter:
                 values = query.get(self.name)
                 return _MISSING if values is None else values[-1]
             nested = nest_pairs(pairs, max_depth).get(self.name, {})
-            return coerce_tree(nested, self.guide, lenient)
+            return coerce_tree(nested, self.guide)
         if self.shape == "object" and self.explode and self.style == "form":
             names = self.guide.property_names()
             pairs = [(k, query[k][-1]) for k in names if k in query]
-            return self._object(pairs, lenient) if pairs else _MISSING
+            return self._object(pairs) if pairs else _MISSING
         values = query.get(self.name)
         if values is None:
             return _MISSING
         if self.shape == "array":
             if self.explode and self.style == "form":
-                return self._array(values, lenient)
+                return self._array(values)
             separator = {"spaceDelimited": " ", "pipeDelimited": "|"}.get(self.style, ",")
             text = values[-1]
-            return self._array(text.split(separator) if text else [], lenient)
+            return self._array(text.split(separator) if text else [])
         if self.shape == "object":
-            return self._split_object(values[-1], ",", lenient)
-        return self._scalar(values[-1], lenient)
+            return self._split_object(values[-1], ",")
+        return self._scalar(values[-1])
 
 
 class _Missing:

@@ -115,10 +115,19 @@ def _flatten(document: Mapping[str, Any], schemas: list[Any]) -> Iterator[Mappin
 
 
 def rule_sites(document: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Every schema of ``document`` that carries ``x-bastion-rules``, with its pointer."""
+    """Every schema of ``document`` that carries ``x-bastion-rules``, with its pointer.
+
+    Each container is visited once, however many times it is reached: a YAML alias shares
+    one object between places (nine aliases of nine aliases would be 9^9 visits otherwise),
+    and one that contains itself would never end.
+    """
     stack: list[tuple[Any, str]] = [(document, "")]
+    visited: set[int] = set()
     while stack:
         node, at = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         if isinstance(node, Mapping):
             if RULES_KEY in node:
                 yield at, node
@@ -229,8 +238,13 @@ class RulePlans:
         """Whether a rule sits in ``schema`` or anything it reaches."""
         stack: list[tuple[Any, str]] = [(schema, at)]
         seen: set[str] = set()
+        # Each container once (see rule_sites).
+        visited: set[int] = set()
         while stack:
             node, where = stack.pop()
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
             if isinstance(node, Mapping) and "$ref" in node:
                 found = _lookup(self.document, node["$ref"])
                 if found is not None and found[1] not in seen:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from bastion.check.rules.catalog import RULES, Rule
+from bastion.catalog import RULES, Rule
 
 __all__ = ["RULES", "Rule"]

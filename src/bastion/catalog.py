@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bastion.check.remediation import OPERATION, Remediation
-
 Pitfall = Literal["idempotency", "errors", "rate-limiting", "validation", "description"]
 Severity = Literal["error", "warning", "info"]
+
+#: Stands for ``METHOD /template`` of the finding's operation in a fix's lines
+#: (see :mod:`bastion.check.remediation`, which fills it in).
+OPERATION = "{operation}"
 
 #: Pitfalls in report order.
 PITFALLS: tuple[Pitfall, ...] = ("idempotency", "errors", "rate-limiting", "validation", "description")
@@ -33,11 +35,6 @@ class Rule:
     config: dict[str, Any] | None = None
     #: The ``x-bastion-*`` lines that do it from the operation in the description, if any.
     extension: dict[str, Any] | None = None
-
-    @property
-    def remediation(self) -> Remediation:
-        """The rule's fix, with :data:`~bastion.check.remediation.OPERATION` unfilled."""
-        return Remediation(self.hint, self.config, self.extension)
 
 
 #: The rate limit rule a remediation suggests: per client, a minute's budget with a short burst.
