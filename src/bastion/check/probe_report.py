@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 from rich.console import Console
 from rich.markup import escape
 
-from bastion.check.report import baseline_text, counts_table, dumps, printable, xml_document
+from bastion.check.report import baseline_text, counts_table, dumps, printable, terminal_safe, xml_document
 from bastion.check.results import PROBE_PITFALLS, ProbeResult
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def probe_junit(result: ProbeResult, baseline: BaselineDiff | None = None) -> st
         fixed = [e for e in (baseline.fixed if baseline else []) if _probe_pitfall(e.rule) == pitfall]
         if fixed:
             ET.SubElement(suite, "system-out").text = "\n".join(
-                f"fixed since the baseline: {e.rule}{f' ({e.location})' if e.location else ''}" for e in fixed
+                terminal_safe(f"fixed since the baseline: {e.rule} {e.location}".rstrip()) for e in fixed
             )
     return xml_document(root)
 

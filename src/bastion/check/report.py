@@ -152,7 +152,7 @@ def lint_text(
         )
     failed = result.failed if baseline is None else baseline.failed(result.fail_on)
     if baseline is not None:
-        baseline_text(baseline, console, limit)
+        baseline_text(baseline, console)
     verdict = "FAILED" if failed else "passed"
     console.print(
         f"\n{len(result.findings)} finding(s) in {result.operations} operation(s), "
@@ -165,25 +165,26 @@ def lint_text(
 BASELINE_LIST = 20
 
 
-def baseline_text(diff: BaselineDiff, console: Console, limit: int = BASELINE_LIST) -> None:
-    """Print how a run compares with its baseline: the counts, then the new and the fixed findings."""
-    console.print(f"\n{diff.summary()}", highlight=False, markup=False)
+def baseline_text(diff: BaselineDiff, console: Console) -> None:
+    """Print how a run compares with its baseline: the counts, then the new and the fixed findings.
+
+    Entries quote the description, the server and the baseline file: shown terminal-safe.
+    """
+    console.print(f"\n{terminal_safe(diff.summary())}", highlight=False, markup=False)
     for title, entries in (("new (not in the baseline)", diff.new), ("fixed since the baseline", diff.fixed)):
         if not entries:
             continue
         console.print(f"  {title}:", highlight=False, markup=False)
-        for entry in entries[: max(limit, BASELINE_LIST)]:
+        for entry in entries[:BASELINE_LIST]:
             where = f" at {entry.location}" if entry.location else ""
             console.print(
-                f"    {entry.rule}{where}: {terminal_safe(entry.message)}",
+                terminal_safe(f"    {entry.rule}{where}: {entry.message}"),
                 highlight=False,
                 markup=False,
                 soft_wrap=True,
             )
-        if len(entries) > max(limit, BASELINE_LIST):
-            console.print(
-                f"    ... and {len(entries) - max(limit, BASELINE_LIST)} more (--format json lists all)"
-            )
+        if len(entries) > BASELINE_LIST:
+            console.print(f"    ... and {len(entries) - BASELINE_LIST} more (--format json lists all)")
 
 
 def _rule_fix(findings: list[Finding], summary: bool) -> Remediation:
@@ -294,7 +295,7 @@ def lint_junit(result: LintResult, baseline: BaselineDiff | None = None) -> str:
         fixed = [e for e in (baseline.fixed if baseline else []) if _pitfall_of(e.rule) == pitfall]
         if fixed:
             ET.SubElement(suite, "system-out").text = "\n".join(
-                f"fixed since the baseline: {e.rule} at {e.location}" for e in fixed
+                terminal_safe(f"fixed since the baseline: {e.rule} at {e.location}") for e in fixed
             )
     return xml_document(root)
 

@@ -49,7 +49,9 @@ def starter_config(result: ProbeResult, out: Path) -> tuple[dict[str, Any], list
 def write_starter_config(result: ProbeResult, out: Path) -> int:
     """Write the starter configuration to ``out``; returns the number of failed checks it answers."""
     config, answered = starter_config(result, out)
-    header = [f"# A starter bastion.yaml from `bastion probe {result.base_url}`.", "# It answers:"]
+    # One comment line each: nothing the command line or the server said may start a YAML line.
+    url = "".join(c for c in result.base_url if c.isprintable())
+    header = [f"# A starter bastion.yaml from `bastion probe {url}`.", "# It answers:"]
     header += [f"#   {c.id}{f' ({c.operation})' if c.operation else ''}" for c in answered]
     unanswered = [c for c in result.checks if c.status == "fail" and c not in answered]
     if unanswered:
