@@ -6,10 +6,14 @@ The ids are stable: they appear in reports, in SARIF, and in ``lint.disable`` li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Pitfall = Literal["idempotency", "errors", "rate-limiting", "validation", "description"]
 Severity = Literal["error", "warning", "info"]
+
+#: Stands for ``METHOD /template`` of the finding's operation in a fix's lines
+#: (see :mod:`bastion.check.remediation`, which fills it in).
+OPERATION = "{operation}"
 
 #: Pitfalls in report order.
 PITFALLS: tuple[Pitfall, ...] = ("idempotency", "errors", "rate-limiting", "validation", "description")
@@ -25,8 +29,16 @@ class Rule:
     pitfall: Pitfall
     severity: Severity
     summary: str
+    #: What to do, in words (the report prints it once per rule).
     hint: str
+    #: The bastion.yaml lines that make bastion enforce what the rule asks, if bastion can.
+    config: dict[str, Any] | None = None
+    #: The ``x-bastion-*`` lines that do it from the operation in the description, if any.
+    extension: dict[str, Any] | None = None
 
+
+#: The rate limit rule a remediation suggests: per client, a minute's budget with a short burst.
+PER_CLIENT: dict[str, Any] = {"name": "per-client", "key": "client", "limit": "100/minute", "burst": 20}
 
 _ALL = (
     Rule(
@@ -38,6 +50,8 @@ _ALL = (
         "without the key and replays retries), or a header parameter "
         "`{name: Idempotency-Key, in: header, schema: {type: string, maxLength: 255}}`; "
         "`bastion lint --fix OUT` adds both the parameter and its responses.",
+        config={"idempotency": {"enabled": True, "require": [OPERATION]}},
+        extension={"x-bastion-idempotency": "required"},
     ),
     Rule(
         "idempotency-conflict-documented",
@@ -46,6 +60,7 @@ _ALL = (
         "POST and PATCH operations document 409 or 422 for a reused idempotency key.",
         "Under the operation's responses add `'409': {$ref: '#/components/responses/Conflict'}` "
         "(the body bastion sends for a reused key); `bastion lint --fix OUT` adds it and the component.",
+        config={"idempotency": {"enabled": True, "on_mismatch": 409}},
     ),
     Rule(
         "error-problem-json",
@@ -55,6 +70,7 @@ _ALL = (
         "Give the response `content: {application/problem+json: "
         "{schema: {$ref: '#/components/schemas/Problem'}}}` (RFC 9457, what bastion sends); "
         "`bastion lint --fix OUT` adds it beside the existing media types.",
+        config={"errors": {"normalize_upstream": "all"}},
     ),
     Rule(
         "error-problem-schema",
@@ -63,6 +79,7 @@ _ALL = (
         "An application/problem+json schema declares type, title, status and detail.",
         "Add the missing members to the problem schema's `properties` (`type`, `title`, `status`, "
         "`detail`), or `$ref: '#/components/schemas/Problem'`; `bastion lint --fix OUT` adds them.",
+        config={"errors": {"normalize_upstream": "all"}},
     ),
     Rule(
         "error-500-documented",
@@ -71,6 +88,7 @@ _ALL = (
         "Every operation documents a 500 (or 5XX, or default) response.",
         "Under the operation's responses add `'500': {$ref: '#/components/responses/InternalError'}`; "
         "`bastion lint --fix OUT` adds it.",
+        config={"errors": {"normalize_upstream": "all"}},
     ),
     Rule(
         "rate-limit-429-documented",
@@ -80,6 +98,8 @@ _ALL = (
         "Limit the operation (`x-bastion-rate-limit: 100/minute` on it, or a `rate_limits.rules` entry "
         "in bastion.yaml) and document it: `'429': {$ref: '#/components/responses/RateLimited'}`; "
         "`bastion lint --fix OUT` adds the response.",
+        config={"rate_limits": {"rules": [PER_CLIENT]}},
+        extension={"x-bastion-rate-limit": "100/minute"},
     ),
     Rule(
         "rate-limit-429-headers",
@@ -89,6 +109,7 @@ _ALL = (
         "Add `headers: {Retry-After: {$ref: '#/components/headers/RetryAfter'}, RateLimit: ..., "
         "RateLimit-Policy: ...}` to the 429 response (bastion sends all three); "
         "`bastion lint --fix OUT` adds them.",
+        config={"rate_limits": {"headers": "both"}},
     ),
     Rule(
         "string-bounded",
@@ -121,6 +142,7 @@ _ALL = (
         "a missing keyword leaves the object open.",
         "Add `additionalProperties: false` to the object so unknown fields are rejected with 422, "
         "or set `validation: {reject_unknown_fields: true}` in bastion.yaml to reject them everywhere.",
+        config={"validation": {"reject_unknown_fields": True}},
     ),
     Rule(
         "request-body-typed",

@@ -246,18 +246,24 @@ def lint(
     summary: Annotated[
         bool, typer.Option("--summary", help="Only the count and fix hint of each rule (text, json).")
     ] = False,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Accepted findings (from --write-baseline): only new ones fail.")
+    ] = None,
+    write_baseline: Annotated[
+        Path | None, typer.Option(help="Write the current findings to this file as the baseline.")
+    ] = None,
 ) -> None:
     """Audit an API description for the four pitfalls; exit 1 when a finding reaches --fail-on."""
     from bastion.check.commands import run_lint
 
-    raise typer.Exit(run_lint(spec, format, fail_on, fix, config, output, summary))
+    raise typer.Exit(run_lint(spec, format, fail_on, fix, config, output, summary, baseline, write_baseline))
 
 
 @app.command()
 def probe(
     base_url: Annotated[str, typer.Argument(help="The running API, e.g. http://127.0.0.1:8000.")],
     spec: Annotated[Path | None, typer.Option(help="Its OpenAPI description (probes every pitfall).")] = None,
-    format: Annotated[str, typer.Option("--format", help="text, json or junit.")] = "text",
+    format: Annotated[str, typer.Option("--format", help="text, json, junit or sarif.")] = "text",
     html: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML report.")] = None,
     max_requests: Annotated[int, typer.Option(help="Stop after this many requests.")] = 300,
     max_seconds: Annotated[float, typer.Option(help="Stop after this many seconds.")] = 60.0,
@@ -266,12 +272,34 @@ def probe(
     max_response_bytes: Annotated[
         int, typer.Option(help="Read at most this many bytes of a response.")
     ] = MAX_RESPONSE_BYTES,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Accepted failures (from --write-baseline): only new ones fail.")
+    ] = None,
+    write_baseline: Annotated[
+        Path | None, typer.Option(help="Write the current failures to this file as the baseline.")
+    ] = None,
+    suggest_config: Annotated[
+        Path | None, typer.Option(help="Write a starter bastion.yaml that answers every failed check.")
+    ] = None,
 ) -> None:
     """Send bounded real traffic to a running API and report which pitfalls it has; exit 1 on a failure."""
     from bastion.check.commands import run_probe
 
     raise typer.Exit(
-        run_probe(base_url, spec, format, html, max_requests, max_seconds, burst, output, max_response_bytes)
+        run_probe(
+            base_url,
+            spec,
+            format,
+            html,
+            max_requests,
+            max_seconds,
+            burst,
+            output,
+            max_response_bytes,
+            baseline,
+            write_baseline,
+            suggest_config,
+        )
     )
 
 

@@ -42,7 +42,8 @@ def test_text_groups_findings_by_rule_with_count_hint_once_and_first_locations(t
     assert "idempotency-key-declared (idempotency): 8 finding(s)" in out
     assert out.count("x-bastion-idempotency: required` to the operation") == 1  # the hint, once
     section = out.split("idempotency-key-declared (idempotency)")[1].split("\n\n")[0]
-    assert section.count("POST /things") == 5
+    # The first 5 locations, and the first finding's operation in the fix's `idempotency.require`.
+    assert section.count("POST /things") == 6
     assert "... and 3 more" in section
     assert "rate-limit-429-documented (rate-limiting): 8 finding(s)" in out
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bastion.check.baseline import BaselineDiff, BaselineError, Entry, Tool
 from bastion.config.check import LintConfig
 
 LINT_FORMATS = ("text", "json", "junit", "sarif")
-PROBE_FORMATS = ("text", "json", "junit")
+PROBE_FORMATS = ("text", "json", "junit", "sarif")
 SEVERITIES = ("error", "warning", "info")
 
 
@@ -43,6 +44,29 @@ def _print(write: Callable[[Console], None], output: Path | None) -> None:
         write(Console(file=out, width=160))
 
 
+def _baseline(
+    tool: Tool, current: list[Entry], baseline: Path | None, write: Path | None
+) -> BaselineDiff | None:
+    """Write the current findings to ``write``, and compare them with ``baseline`` (or what was written).
+
+    Raises :class:`BaselineError` when the baseline cannot be read. With only
+    ``write``, the run is compared with the file it wrote: every finding is accepted.
+    """
+    from bastion.check.baseline import compare, read_baseline, write_baseline
+
+    accepted = read_baseline(baseline, tool) if baseline is not None else None
+    if write is not None:
+        try:
+            write_baseline(write, tool, current)
+        except OSError as exc:
+            raise BaselineError(f"cannot write the baseline {write}: {exc.strerror}") from None
+    if baseline is not None and accepted is not None:
+        return compare(str(baseline), accepted, current)
+    if write is not None:
+        return compare(str(write), current, current)
+    return None
+
+
 def _lint_config(config: Path | None) -> LintConfig:
     if config is None:
         return LintConfig()
@@ -59,6 +83,8 @@ def run_lint(
     config: Path | None,
     output: Path | None,
     summary: bool = False,
+    baseline: Path | None = None,
+    write_baseline: Path | None = None,
 ) -> int:
     """Lint ``spec``; returns 0, 1 when a finding reaches the threshold, 2 on a usage error."""
     from bastion.check import report
@@ -84,14 +110,22 @@ def run_lint(
     doc = load_file(spec)
     result = lint_document(doc, settings, str(spec))
     result.seconds = time.perf_counter() - started
+    from bastion.check.baseline import finding_entry
+
+    try:
+        diff = _baseline(
+            "bastion lint", [finding_entry(f) for f in result.findings], baseline, write_baseline
+        )
+    except BaselineError as exc:
+        return _fail(str(exc))
     if fmt == "text":
-        _print(lambda console: report.lint_text(result, console, summary=summary), output)
+        _print(lambda console: report.lint_text(result, console, summary=summary, baseline=diff), output)
     elif fmt == "json":
-        _emit(report.lint_json(result, summary=summary), output)
+        _emit(report.lint_json(result, summary=summary, baseline=diff), output)
     elif fmt == "junit":
-        _emit(report.lint_junit(result), output)
+        _emit(report.lint_junit(result, diff), output)
     else:
-        _emit(report.lint_sarif(result), output)
+        _emit(report.lint_sarif(result, diff), output)
     if fix is not None:
         from bastion.check.document import ParseError
         from bastion.check.fix import FixRefused, write_fixed
@@ -110,7 +144,8 @@ def run_lint(
         Console(stderr=True).print(
             f"wrote {fix}: {outcome.changes} change(s); {kept}", highlight=False, markup=False
         )
-    return 1 if result.failed else 0
+    failed = result.failed if diff is None else diff.failed(result.fail_on)
+    return 1 if failed else 0
 
 
 def run_probe(
@@ -123,9 +158,13 @@ def run_probe(
     burst: int,
     output: Path | None,
     max_response_bytes: int,
+    baseline: Path | None = None,
+    write_baseline: Path | None = None,
+    suggest_config: Path | None = None,
 ) -> int:
-    """Probe the API at ``base_url``; returns 0, 1 when a check fails, 2 on a usage error."""
-    from bastion.check import report
+    """Probe the API at ``base_url``; returns 0, 1 when a (new) check fails, 2 on a usage error."""
+    from bastion.check import probe_report as report
+    from bastion.check.baseline import probe_entries, read_baseline
     from bastion.check.probe import ProbeOptions, SpecError, run_probe_sync
 
     if fmt not in PROBE_FORMATS:
@@ -138,20 +177,44 @@ def run_probe(
         )
     if spec is not None and not spec.is_file():
         return _fail(f"{spec} is not a file")
+    if baseline is not None:
+        try:  # before any traffic: a baseline that cannot be read stops the run
+            read_baseline(baseline, "bastion probe")
+        except BaselineError as exc:
+            return _fail(str(exc))
     options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst, max_response_bytes)
     show_progress = fmt == "text" and output is None and sys.stderr.isatty()
     try:
         result = run_probe_sync(options, progress=show_progress)
     except SpecError as exc:
         return _fail(f"cannot use the description: {exc}")
+    try:
+        diff = _baseline("bastion probe", probe_entries(result), baseline, write_baseline)
+    except BaselineError as exc:
+        return _fail(str(exc))
     if fmt == "text":
-        _print(lambda console: report.probe_text(result, console), output)
+        _print(lambda console: report.probe_text(result, console, diff), output)
     elif fmt == "json":
-        _emit(report.probe_json(result), output)
+        _emit(report.probe_json(result, diff), output)
+    elif fmt == "junit":
+        _emit(report.probe_junit(result, diff), output)
     else:
-        _emit(report.probe_junit(result), output)
+        _emit(report.probe_sarif(result, diff), output)
     if html is not None:
         from bastion.check.html import probe_html
 
-        html.write_text(probe_html(result), encoding="utf-8")
-    return 1 if result.failed else 0
+        html.write_text(probe_html(result, diff), encoding="utf-8")
+    if suggest_config is not None:
+        from bastion.check.starter import SuggestError, write_starter_config
+
+        try:
+            answered = write_starter_config(result, suggest_config)
+        except SuggestError as exc:
+            return _fail(f"cannot suggest a configuration: {exc}")
+        Console(stderr=True).print(
+            f"wrote {suggest_config}: a starter bastion.yaml answering {answered} failed check(s)",
+            highlight=False,
+            markup=False,
+        )
+    failed = result.failed if diff is None else diff.failed()
+    return 1 if failed else 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from bastion.catalog import RULES, SEVERITY_RANK, UNIGNORABLE, Pitfall, Severity
 from bastion.check.document import Document, Path_, json_path, pointer
+from bastion.check.remediation import Remediation, operation_at, rule_remediation
 
 #: The extension that silences rules on an operation, or on the whole description at its root.
 IGNORE_KEY = "x-bastion-lint-ignore"
@@ -24,6 +25,16 @@ class Finding:
     line: int | None
     message: str
     hint: str
+
+    @property
+    def operation(self) -> str | None:
+        """``METHOD /template`` of the operation the finding lies in, if any."""
+        return operation_at(self.pointer)
+
+    @property
+    def remediation(self) -> Remediation:
+        """The rule's fix for this finding's operation."""
+        return rule_remediation(RULES[self.rule]).at(self.operation)
 
 
 @dataclass(frozen=True, slots=True)

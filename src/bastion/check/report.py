@@ -1,4 +1,4 @@
-"""Reports for lint and probe results: a terminal table, JSON, JUnit XML and SARIF.
+"""Reports for lint results (a terminal table, JSON, JUnit XML, SARIF) and what every report shares.
 
 JSON is for scripts, JUnit for CI test tabs (one test case per rule or check),
 SARIF 2.1.0 for code-scanning views that annotate the description's lines.
@@ -16,22 +16,22 @@ import dataclasses
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from xml.etree import ElementTree as ET
 
 import orjson
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from bastion.catalog import PITFALLS, RULES
-from bastion.check.findings import Finding, Suppressed, reaches
+from bastion.check.findings import Finding, reaches
 from bastion.check.lint import LintResult
-from bastion.check.results import PROBE_PITFALLS, ProbeResult
+from bastion.check.remediation import Remediation, rule_remediation
+
+if TYPE_CHECKING:
+    from bastion.check.baseline import BaselineDiff
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-_STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "dim"}
-TOOL_URI = "https://bastion.dev/docs/checker"
 
 
 _T = TypeVar("_T")
@@ -77,7 +77,8 @@ def printable(value: _T) -> _T:
     return value
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
+    """``value`` as indented JSON text."""
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
 
@@ -88,7 +89,7 @@ def _dumps(value: Any) -> str:
 LOCATIONS_PER_RULE = 5
 
 
-def _counts_table(
+def counts_table(
     title: str, pitfalls: Sequence[str], counts: Mapping[str, Mapping[str, int]], styles: Mapping[str, str]
 ) -> Table:
     """A pitfall per row, a column per outcome (``styles``' keys, in order), the counts in the cells."""
@@ -103,16 +104,25 @@ def _counts_table(
 
 
 def lint_text(
-    result: LintResult, console: Console, *, summary: bool = False, limit: int = LOCATIONS_PER_RULE
+    result: LintResult,
+    console: Console,
+    *,
+    summary: bool = False,
+    limit: int = LOCATIONS_PER_RULE,
+    baseline: BaselineDiff | None = None,
 ) -> None:
-    """Print a table by pitfall, then each rule that found something: count, fix hint, first locations.
+    """Print a table by pitfall, then each rule that found something: count, fix, first locations.
 
-    The hint is printed once per rule, not once per finding, so a description with
-    thousands of findings still reads as one screen per rule. ``summary`` leaves the
-    locations out.
+    The fix (the hint, then the bastion.yaml or ``x-bastion-*`` lines for the first
+    finding's operation) is printed once per rule, not once per finding, so a
+    description with thousands of findings still reads as one screen per rule.
+    ``summary`` leaves the locations out. With ``baseline``, the new and fixed
+    findings follow, and only new ones decide the verdict.
     """
+    from bastion.check.baseline import finding_entry
+
     result = printable(result)
-    console.print(_counts_table(f"bastion lint {result.source}", PITFALLS, result.counts(), _SEVERITY_STYLE))
+    console.print(counts_table(f"bastion lint {result.source}", PITFALLS, result.counts(), _SEVERITY_STYLE))
     for rule_id, findings in result.by_rule().items():
         rule = RULES[rule_id]
         style = _SEVERITY_STYLE[rule.severity]
@@ -121,13 +131,15 @@ def lint_text(
             f"{len(findings)} finding(s)",
             highlight=False,
         )
-        console.print(f"  fix: {rule.hint}", highlight=False, markup=False, soft_wrap=True)
+        for line in _rule_fix(findings, summary).lines():
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
         if summary:
             continue
         for finding in findings[:limit]:
             where = f"line {finding.line}" if finding.line else "-"
+            new = "NEW " if baseline is not None and baseline.is_new(finding_entry(finding)) else ""
             console.print(
-                f"  {where:>11}  {finding.path}: {finding.message}",
+                f"  {where:>11}  {new}{finding.path}: {finding.message}",
                 highlight=False,
                 markup=False,
                 soft_wrap=True,
@@ -138,26 +150,78 @@ def lint_text(
         console.print(
             f"\n{len(result.suppressed)} finding(s) suppressed by x-bastion-lint-ignore", highlight=False
         )
-    verdict = "FAILED" if result.failed else "passed"
+    failed = result.failed if baseline is None else baseline.failed(result.fail_on)
+    if baseline is not None:
+        baseline_text(baseline, console)
+    verdict = "FAILED" if failed else "passed"
     console.print(
         f"\n{len(result.findings)} finding(s) in {result.operations} operation(s), "
-        f"{result.seconds:.2f} s; {verdict} (fail on {result.fail_on})"
+        f"{result.seconds:.2f} s; {verdict} (fail on {result.fail_on}"
+        f"{', new findings only' if baseline is not None else ''})"
     )
 
 
-def _rule_summary(result: LintResult) -> dict[str, dict[str, Any]]:
+#: Entries the text report lists per baseline section (new, fixed); JSON has them all.
+BASELINE_LIST = 20
+
+
+def baseline_text(diff: BaselineDiff, console: Console) -> None:
+    """Print how a run compares with its baseline: the counts, then the new and the fixed findings.
+
+    Entries quote the description, the server and the baseline file: shown terminal-safe.
+    """
+    console.print(f"\n{terminal_safe(diff.summary())}", highlight=False, markup=False)
+    for title, entries in (("new (not in the baseline)", diff.new), ("fixed since the baseline", diff.fixed)):
+        if not entries:
+            continue
+        console.print(f"  {title}:", highlight=False, markup=False)
+        for entry in entries[:BASELINE_LIST]:
+            where = f" at {entry.location}" if entry.location else ""
+            console.print(
+                terminal_safe(f"    {entry.rule}{where}: {entry.message}"),
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+        if len(entries) > BASELINE_LIST:
+            console.print(f"    ... and {len(entries) - BASELINE_LIST} more (--format json lists all)")
+
+
+def _rule_fix(findings: list[Finding], summary: bool) -> Remediation:
+    """A rule's fix for its first finding's operation; for none in a summary, which names no place."""
+    if summary:
+        return rule_remediation(RULES[findings[0].rule]).at(None)
+    return findings[0].remediation
+
+
+def _rule_summary(result: LintResult, summary: bool) -> dict[str, dict[str, Any]]:
     return {
         rule_id: {
             "count": len(found),
             "severity": RULES[rule_id].severity,
             "pitfall": RULES[rule_id].pitfall,
             "hint": RULES[rule_id].hint,
+            "remediation": _rule_fix(found, summary).as_dict(),
         }
         for rule_id, found in result.by_rule().items()
     }
 
 
-def lint_json(result: LintResult, *, summary: bool = False) -> str:
+def finding_dict(finding: Finding, baseline: BaselineDiff | None = None) -> dict[str, Any]:
+    """One finding as JSON: its members, its operation and its remediation (and baseline state)."""
+    item = {
+        **dataclasses.asdict(finding),
+        "operation": finding.operation,
+        "remediation": finding.remediation.as_dict(),
+    }
+    if baseline is not None:
+        from bastion.check.baseline import finding_entry
+
+        item["baseline"] = baseline.state(finding_entry(finding))
+    return item
+
+
+def lint_json(result: LintResult, *, summary: bool = False, baseline: BaselineDiff | None = None) -> str:
     """The lint result as JSON: summary, counts by pitfall and by rule, and (unless ``summary``) findings."""
     body: dict[str, Any] = {
         "tool": "bastion lint",
@@ -165,28 +229,38 @@ def lint_json(result: LintResult, *, summary: bool = False) -> str:
         "operations": result.operations,
         "seconds": round(result.seconds, 3),
         "fail_on": result.fail_on,
-        "failed": result.failed,
+        "failed": result.failed if baseline is None else baseline.failed(result.fail_on),
         "disabled": result.disabled,
         "counts": result.counts(),
-        "rules": _rule_summary(result),
+        "rules": _rule_summary(result, summary),
         "suppressed_count": len(result.suppressed),
     }
+    if baseline is not None:
+        body["baseline"] = baseline.as_dict()
     if not summary:
-        body["findings"] = [dataclasses.asdict(f) for f in result.findings]
+        body["findings"] = [finding_dict(f, baseline) for f in result.findings]
         body["suppressed"] = [
             {**dataclasses.asdict(s.finding), "reason": s.reason, "ignored_at": s.ignored_at or "/"}
             for s in result.suppressed
         ]
-    return _dumps(body)
+    return dumps(body)
 
 
-def _xml(root: ET.Element) -> str:
+def xml_document(root: ET.Element) -> str:
+    """``root`` as an indented XML document with its declaration."""
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def lint_junit(result: LintResult) -> str:
-    """JUnit XML: a suite per pitfall and a test case per rule; findings that reach fail_on fail it."""
+def lint_junit(result: LintResult, baseline: BaselineDiff | None = None) -> str:
+    """JUnit XML: a suite per pitfall and a test case per rule; findings that reach fail_on fail it.
+
+    The failure's body lists the findings, then the fix. With ``baseline``, only new
+    findings fail a test case; accepted ones are listed in its output, and findings
+    the baseline holds but the run no longer has are listed in their suite's output.
+    """
+    from bastion.check.baseline import finding_entry
+
     result = printable(result)  # XML 1.0 cannot carry control characters at all
     root = ET.Element("testsuites", name="bastion lint", time=f"{result.seconds:.3f}")
     by_rule: dict[str, list[Finding]] = defaultdict(list)
@@ -201,147 +275,38 @@ def lint_junit(result: LintResult) -> str:
             findings = by_rule.get(rule.id, [])
             if not findings:
                 continue
-            text = "\n".join(f"{result.source}:{f.line or 0}: {f.path}: {f.message}" for f in findings)
-            if reaches(rule.severity, result.fail_on):
+            new = [f for f in findings if baseline is None or baseline.is_new(finding_entry(f))]
+            old = [f for f in findings if f not in new]
+            text = "\n".join(f"{result.source}:{f.line or 0}: {f.path}: {f.message}" for f in new)
+            accepted = "\n".join(
+                f"accepted in the baseline: {result.source}:{f.line or 0}: {f.path}: {f.message}" for f in old
+            )
+            if new and reaches(rule.severity, result.fail_on):
                 failures += 1
                 failure = ET.SubElement(
-                    case, "failure", type=rule.severity, message=f"{len(findings)} finding(s): {rule.summary}"
+                    case, "failure", type=rule.severity, message=f"{len(new)} finding(s): {rule.summary}"
                 )
-                failure.text = text + f"\nfix: {rule.hint}"
+                failure.text = "\n".join([text, *new[0].remediation.lines()])
+                if accepted:
+                    ET.SubElement(case, "system-out").text = accepted
             else:
-                ET.SubElement(case, "system-out").text = text
+                ET.SubElement(case, "system-out").text = "\n".join(t for t in (text, accepted) if t)
         suite.set("failures", str(failures))
-    return _xml(root)
-
-
-_SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
-
-
-def lint_sarif(result: LintResult) -> str:
-    """SARIF 2.1.0, with one reporting descriptor per rule and a region per finding."""
-    rules = list(RULES.values())
-    index = {rule.id: i for i, rule in enumerate(rules)}
-    results = []
-    silenced: list[tuple[Finding, Suppressed | None]] = [(s.finding, s) for s in result.suppressed]
-    for finding, suppressed in [*((f, None) for f in result.findings), *silenced]:
-        location: dict[str, Any] = {"artifactLocation": {"uri": result.source}}
-        if finding.line:
-            location["region"] = {"startLine": finding.line}
-        sarif_result: dict[str, Any] = {
-            "ruleId": finding.rule,
-            "ruleIndex": index[finding.rule],
-            "level": _SARIF_LEVEL[finding.severity],
-            "message": {"text": f"{finding.message}. {finding.hint}"},
-            "locations": [
-                {
-                    "physicalLocation": location,
-                    "logicalLocations": [{"fullyQualifiedName": finding.pointer, "kind": "member"}],
-                }
-            ],
-        }
-        if suppressed is not None:
-            # SARIF viewers show these as dismissed in source, with the description's reason.
-            sarif_result["suppressions"] = [
-                {
-                    "kind": "inSource",
-                    "justification": suppressed.reason,
-                    "location": {"logicalLocations": [{"fullyQualifiedName": suppressed.ignored_at or "/"}]},
-                }
-            ]
-        results.append(sarif_result)
-    sarif = {
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "bastion lint",
-                        "informationUri": TOOL_URI,
-                        "rules": [
-                            {
-                                "id": rule.id,
-                                "shortDescription": {"text": rule.summary},
-                                "help": {"text": rule.hint},
-                                "defaultConfiguration": {"level": _SARIF_LEVEL[rule.severity]},
-                                "properties": {"pitfall": rule.pitfall},
-                            }
-                            for rule in rules
-                        ],
-                    }
-                },
-                "results": results,
-            }
-        ],
-    }
-    return _dumps(sarif)
-
-
-# -- probe --------------------------------------------------------------------------------------
-
-
-def probe_text(result: ProbeResult, console: Console) -> None:
-    """Print the probe's summary table by pitfall, then every check."""
-    result = printable(result)
-    title = f"bastion probe {result.base_url}"
-    console.print(_counts_table(title, PROBE_PITFALLS, result.counts(), _STATUS_STYLE))
-    for pitfall in PROBE_PITFALLS:
-        checks = [c for c in result.checks if c.pitfall == pitfall]
-        if not checks:
-            continue
-        console.print(f"\n[bold]{pitfall}[/bold]")
-        for check in checks:
-            style = _STATUS_STYLE[check.status]
-            console.print(
-                f"  [{style}]{check.status.upper():<4}[/{style}] {escape(check.title)}", highlight=False
+        fixed = [e for e in (baseline.fixed if baseline else []) if _pitfall_of(e.rule) == pitfall]
+        if fixed:
+            ET.SubElement(suite, "system-out").text = "\n".join(
+                terminal_safe(f"fixed since the baseline: {e.rule} at {e.location}") for e in fixed
             )
-            console.print(f"        {check.detail}", highlight=False, markup=False, soft_wrap=True)
-            if check.status == "fail":
-                for line in check.evidence[:3]:
-                    console.print(f"        > {line}", highlight=False, markup=False, soft_wrap=True)
-    verdict = "FAILED" if result.failed else "passed"
-    budget = " (request or time budget exhausted)" if result.budget_exhausted else ""
-    console.print(f"\n{result.requests} request(s) in {result.seconds:.1f} s{budget}; {verdict}")
+    return xml_document(root)
 
 
-def probe_json(result: ProbeResult) -> str:
-    """The probe result as JSON."""
-    return _dumps(
-        {
-            "tool": "bastion probe",
-            "base_url": result.base_url,
-            "spec": result.spec,
-            "requests": result.requests,
-            "seconds": round(result.seconds, 3),
-            "budget_exhausted": result.budget_exhausted,
-            "failed": result.failed,
-            "counts": result.counts(),
-            "checks": [dataclasses.asdict(c) for c in result.checks],
-        }
-    )
+def lint_sarif(result: LintResult, baseline: BaselineDiff | None = None) -> str:
+    """SARIF 2.1.0 (see :func:`bastion.check.sarif.lint_sarif`)."""
+    from bastion.check.sarif import lint_sarif as sarif
+
+    return sarif(result, baseline)
 
 
-def probe_junit(result: ProbeResult) -> str:
-    """JUnit XML: a suite per pitfall and a test case per check."""
-    result = printable(result)  # XML 1.0 cannot carry control characters at all
-    root = ET.Element("testsuites", name="bastion probe", time=f"{result.seconds:.3f}")
-    for pitfall in PROBE_PITFALLS:
-        checks = [c for c in result.checks if c.pitfall == pitfall]
-        suite = ET.SubElement(
-            root,
-            "testsuite",
-            name=f"probe.{pitfall}",
-            tests=str(len(checks)),
-            failures=str(sum(c.status == "fail" for c in checks)),
-            skipped=str(sum(c.status == "skip" for c in checks)),
-        )
-        for check in checks:
-            case = ET.SubElement(suite, "testcase", classname=f"probe.{pitfall}", name=check.id)
-            if check.status == "fail":
-                failure = ET.SubElement(case, "failure", message=check.detail)
-                failure.text = "\n".join(check.evidence)
-            elif check.status == "skip":
-                ET.SubElement(case, "skipped", message=check.detail)
-            else:
-                ET.SubElement(case, "system-out").text = check.detail
-    return _xml(root)
+def _pitfall_of(rule_id: str) -> str:
+    rule = RULES.get(rule_id)
+    return rule.pitfall if rule is not None else "description"

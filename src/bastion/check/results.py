@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bastion.check.probe_checks import check_fix
+from bastion.check.remediation import Remediation, operation_named
+
 Status = Literal["pass", "fail", "skip"]
 #: Probe pitfalls in report order.
 PROBE_PITFALLS = ("idempotency", "errors", "rate-limiting", "validation")
@@ -20,6 +23,16 @@ class CheckResult:
     status: Status
     detail: str
     evidence: list[str] = field(default_factory=list)
+
+    @property
+    def operation(self) -> str | None:
+        """``METHOD /template`` of the operation the check tried, when its title or detail names it."""
+        return operation_named(self.title, self.detail)
+
+    @property
+    def remediation(self) -> Remediation:
+        """The check's fix, for its operation."""
+        return check_fix(self.id).at(self.operation)
 
 
 @dataclass(slots=True)
