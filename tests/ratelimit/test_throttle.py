@@ -567,10 +567,10 @@ def test_throttle_is_refused_where_a_slot_cannot_be_exact(algorithm: str) -> Non
 @pytest.mark.parametrize(
     ("throttle", "path"),
     [
-        ({"max_delay": "0s"}, "rate_limits.rules.0.throttle.max_delay"),
+        ({"max_delay": "0s", "queue_limit": 5}, "rate_limits.rules.0.throttle"),
         ({"max_delay": "2h"}, "rate_limits.rules.0.throttle.max_delay"),
         ({"max_delay": "1s", "queue_limit": 0}, "rate_limits.rules.0.throttle.queue_limit"),
-        ({"queue_limit": 5}, "rate_limits.rules.0.throttle.max_delay"),
+        ({"queue_limit": 5}, "rate_limits.rules.0.throttle"),
     ],
 )
 def test_throttle_settings_are_checked(throttle: dict[str, Any], path: str) -> None:

@@ -47,18 +47,25 @@ _MAX_DELAY_MS = 3_600_000
 class ThrottleConfig(Section):
     """Queue instead of refuse: a request over the limit waits for its slot when it is near enough."""
 
-    max_delay: DurationField
+    max_delay: DurationField = Duration(0)
     """The longest a request waits for its slot (`500ms`, `2s`; at most `1h`). A request that
-    would be admitted within it waits and then goes on; one that would wait longer gets `429`."""
+    would be admitted within it waits and then goes on; one that would wait longer gets `429`.
+    `0` (the default): no request waits."""
     queue_limit: int = Field(default=100, ge=1, le=1_000_000)
     """How many requests may wait at once per rule and key; more are refused with `429`."""
 
     @field_validator("max_delay")
     @classmethod
-    def _positive(cls, value: Duration) -> Duration:
-        if not 0 < value.ms <= _MAX_DELAY_MS:
-            raise ValueError("max_delay is more than 0 and at most 1h")
+    def _bounded(cls, value: Duration) -> Duration:
+        if value.ms > _MAX_DELAY_MS:
+            raise ValueError("max_delay is at most 1h: a request held longer is better told to come back")
         return value
+
+    @model_validator(mode="after")
+    def _delay_given(self) -> ThrottleConfig:
+        if not self.max_delay.ms and "queue_limit" in self.model_fields_set:
+            raise ValueError("queue_limit needs a max_delay (the longest wait); without one no request waits")
+        return self
 
 
 class RuleConfig(Section):
@@ -102,7 +109,7 @@ class RuleConfig(Section):
     lease: DurationField = Duration(60_000)
     """`concurrency` only: a slot not released within this time frees itself (a process that died
     holding it). Requests that run longer than the lease lose their slot early."""
-    throttle: ThrottleConfig | None = None
+    throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
     """`gcra` only: queue instead of refuse, such as `{max_delay: 500ms, queue_limit: 100}`. A
     request over the limit whose slot comes within `max_delay` waits for it (at most `queue_limit`
     per key) instead of getting `429`; a client that leaves while waiting gives its slot back."""
@@ -142,9 +149,9 @@ class RuleConfig(Section):
 
     @field_validator("throttle")
     @classmethod
-    def _queueable(cls, value: ThrottleConfig | None, info: ValidationInfo) -> ThrottleConfig | None:
+    def _queueable(cls, value: ThrottleConfig, info: ValidationInfo) -> ThrottleConfig:
         algorithm = info.data.get("algorithm", "gcra")
-        if value is not None and algorithm != "gcra":
+        if value.max_delay.ms and algorithm != "gcra":
             raise ValueError(f"the {algorithm} algorithm cannot queue: {_NO_QUEUE[algorithm]}; use gcra")
         return value
 

@@ -161,9 +161,8 @@ def compile_rule(
     clients: Mapping[str, Rate] | None = None,
 ) -> CompiledRule:
     """Compile one configured rule; ``clients`` maps client ids to their own rate for it."""
-    throttle = config.throttle
-    max_delay_us = throttle.max_delay.ms * 1000 if throttle is not None else 0
-    queue_limit = throttle.queue_limit if throttle is not None else 0
+    max_delay_us = config.throttle.max_delay.ms * 1000
+    queue_limit = config.throttle.queue_limit if max_delay_us else 0
 
     def limit_of(rate: Rate) -> Limit:
         period_us = rate.period_ms * 1000
