@@ -168,14 +168,14 @@ class RateLimitGuard:
                     slowest = i
             if delay_us:
                 ctx.log["rate_limit_queued_ms"] = round(delay_us / 1000, 3)
-                if self.queued is not None:
-                    self.queued.labels(tier.rules[slowest].name).observe(delay_us / US_PER_SECOND)
                 waiting = await wait_for_slot(
                     delay_us / US_PER_SECOND, receive, lambda: self._give_back(checks, request_id, decision)
                 )
                 if waiting is None:
                     ctx.log["rate_limit"] = "client_gone_while_queued"
                     return  # nobody is left to answer, and the slot went back
+                if self.queued is not None:
+                    self.queued.labels(tier.rules[slowest].name).observe(delay_us / US_PER_SECOND)
                 receive = waiting.receive
         try:
             if plan.concurrency:
