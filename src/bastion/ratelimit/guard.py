@@ -212,9 +212,7 @@ class RateLimitGuard:
         self, tier: Tier, checks: list[Check], request_id: str, ctx: RequestContext
     ) -> Decision | None:
         """Decide on a ``sync`` store, then conclude."""
-        decision = self.store.decide_now(checks, request_id)
-        self._conclude(tier, ctx, decision)
-        return decision
+        return self._conclude(tier, ctx, self.store.decide_now(checks, request_id))
 
     async def _decide(
         self, tier: Tier, checks: list[Check], request_id: str, ctx: RequestContext
@@ -229,14 +227,13 @@ class RateLimitGuard:
                 decision = await policy.call(self.store.decide(checks, request_id))
             except Exception as exc:
                 self._store_error("decide", exc)
-        self._conclude(tier, ctx, decision)
-        return decision
+        return self._conclude(tier, ctx, decision)
 
-    def _conclude(self, tier: Tier, ctx: RequestContext, decision: Decision | None) -> bool:
-        """Headers, counts and log fields for any decision; raises when the request is refused.
+    def _conclude(self, tier: Tier, ctx: RequestContext, decision: Decision | None) -> Decision | None:
+        """Headers, counts and log fields for any decision, returned; raises when the request is refused.
 
         ``None`` (the store did not answer) answers by the policy: ``503`` when closed,
-        else ``False`` and the request goes on unprotected.
+        else ``None`` and the request goes on unprotected.
         """
         self.observed.record(tier, ctx)
         if decision is None:
@@ -246,7 +243,7 @@ class RateLimitGuard:
                     "the rate limit store is unreachable; try again shortly",
                     headers={"Retry-After": self.policy.retry_after()},
                 )
-            return False
+            return None
         admitted, verdicts, _ = decision
         ctx.response_headers += tier.headers.render(verdicts, admitted)
         tally = self.decisions
@@ -263,7 +260,7 @@ class RateLimitGuard:
                 # A rule said no: the request is refused unless only rules in shadow mode did.
                 self._refused(tier, ctx, verdicts, admitted)
                 break
-        return True
+        return decision
 
     def _refused(self, tier: Tier, ctx: RequestContext, verdicts: list[Verdict], admitted: bool) -> None:
         """Counts and log fields of the rules that said no; raises unless the request is admitted."""
