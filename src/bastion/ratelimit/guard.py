@@ -91,15 +91,9 @@ class RateLimitGuard:
         #: Decisions by ``(rule, outcome)`` and failed store calls (``None`` without metrics).
         self.decisions: Tally | None = None
         self.store_errors: Tally | None = None
-        #: How long requests waited for their slot, by the rule that made them wait.
-        self.queued: Histogram | None = None
+        #: Where the histogram of waits is made, on the first wait (``None`` without metrics).
+        self.metrics = metrics
         if metrics is not None:
-            self.queued = metrics.histogram(
-                "bastion_ratelimit_queued_seconds",
-                "Time rate limited requests waited for their slot (rules with throttle), by rule.",
-                ["rule"],
-                QUEUED_BUCKETS,
-            )
             self.decisions = metrics.tally(
                 "bastion_rate_limit_decisions_total",
                 "Rate limit decisions by rule and outcome (allowed, limited, shadow_limited).",
@@ -174,8 +168,9 @@ class RateLimitGuard:
                 if waiting is None:
                     ctx.log["rate_limit"] = "client_gone_while_queued"
                     return  # nobody is left to answer, and the slot went back
-                if self.queued is not None:
-                    self.queued.labels(tier.rules[slowest].name).observe(delay_us / US_PER_SECOND)
+                queued = self._queued()
+                if queued is not None:
+                    queued.labels(tier.rules[slowest].name).observe(delay_us / US_PER_SECOND)
                 receive = waiting.receive
         try:
             if plan.concurrency:
@@ -185,6 +180,20 @@ class RateLimitGuard:
         finally:
             if waiting is not None:
                 waiting.close()
+
+    def _queued(self) -> Histogram | None:
+        """How long requests waited for their slot, by the rule that made them wait.
+
+        Made on the first wait, so that a service without ``throttle`` exposes no empty family.
+        """
+        if self.metrics is None:
+            return None
+        return self.metrics.histogram(
+            "bastion_ratelimit_queued_seconds",
+            "Time rate limited requests waited for their slot (rules with throttle), by rule.",
+            ["rule"],
+            QUEUED_BUCKETS,
+        )
 
     async def _give_back(self, checks: list[Check], request_id: str, decision: Decision) -> None:
         """Return the slots of an admission whose request never ran (its client left while it waited)."""
