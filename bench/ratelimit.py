@@ -8,6 +8,9 @@
    against limits' Redis storage (threads for 64 callers) and limits.aio.
 3. ASGI: what the whole rate limit guard adds to a Starlette request, against slowapi.
 
+Rows over the limit decide a rule that refuses every request, in shadow mode (admitted
+anyway) or with ``throttle`` (each queued for a slot): the cost of those paths.
+
 Absolute numbers drift on a shared machine; compare the ratios, which come from
 measurements interleaved in the same run. In-process sections count CPU time of
 this process (time spent waiting for a core is not the code's cost); the Redis
@@ -98,6 +101,20 @@ def memory_section() -> list[tuple[str, float]]:
             return decide([Check(next(keys), limit, 1, False)], "r")
 
         rows.append((f"bastion {algorithm}, decide_now([check])", per_call_us(atomic, calls, rounds)))
+    # Over the limit: a rule in shadow mode (refused, admitted anyway) and one with throttle
+    # (every request queued for a slot; an hour of queue per key outlasts the run).
+    over = Limit.build("gcra", 1, 3_600_000_000)
+    queued = Limit.build("gcra", 1, 1_000_000, max_delay_us=3_600_000_000, queue_limit=1_000_000)
+    for name, limit, shadow in (
+        ("bastion gcra over the limit, shadow mode", over, True),
+        ("bastion gcra over the limit, throttle (queued)", queued, False),
+    ):
+        keys = itertools.cycle([f"over|key:{c}" for c in clients])
+
+        def over_limit(limit: Limit = limit, keys: Any = keys, shadow: bool = shadow) -> Any:
+            return store.decide_now([Check(next(keys), limit, 1, shadow)], "r")
+
+        rows.append((f"{name}, decide_now([check])", per_call_us(over_limit, calls, rounds)))
     storage = limits.storage.MemoryStorage()
     item = limits.RateLimitItemPerSecond(100_000)
     for name, strategy in (
@@ -152,10 +169,12 @@ async def redis_section() -> dict[str, dict[str, float]]:
     await store.start()
     gcra = Limit.build("gcra", HUGE, 1_000_000)
     sliding = Limit.build("sliding_window", HUGE, 1_000_000)
+    over = Limit.build("gcra", 1, 3_600_000_000)
+    queued = Limit.build("gcra", 1, 1_000_000, max_delay_us=3_600_000_000, queue_limit=1_000_000)
 
-    def bastion_decide(limit: Limit) -> Callable[[int], Any]:
+    def bastion_decide(limit: Limit, shadow: bool = False) -> Callable[[int], Any]:
         async def decide(i: int) -> Any:
-            return await store.decide([Check(f"c|{i % 1000}", limit, 1, False)], "r")
+            return await store.decide([Check(f"c|{i % 1000}", limit, 1, shadow)], "r")
 
         return decide
 
@@ -180,6 +199,8 @@ async def redis_section() -> dict[str, dict[str, float]]:
     setups: dict[str, tuple[str, Callable[[int], Any]]] = {
         "bastion gcra": ("async", bastion_decide(gcra)),
         "bastion sliding window": ("async", bastion_decide(sliding)),
+        "bastion gcra over the limit, shadow mode": ("async", bastion_decide(over, shadow=True)),
+        "bastion gcra over the limit, throttle (queued)": ("async", bastion_decide(queued)),
         "limits fixed window (sync)": ("sync", sync_decide(sync_fixed)),
         "limits sliding window (sync)": ("sync", sync_decide(sync_sliding)),
         "limits.aio fixed window": ("async", async_decide(async_fixed)),
@@ -245,6 +266,19 @@ def asgi_apps() -> dict[str, Any]:
         env={},
         log_stream=io.BytesIO(),
     )
+    throttle_rule = Bastion(
+        starlette(),
+        {
+            **quiet,
+            "rate_limits": {
+                "rules": [
+                    {"name": "per-client", "limit": f"{HUGE}/second", "throttle": {"max_delay": "500ms"}}
+                ]
+            },
+        },
+        env={},
+        log_stream=io.BytesIO(),
+    )
     demo_rules = Bastion(
         starlette(),
         {
@@ -266,6 +300,7 @@ def asgi_apps() -> dict[str, Any]:
         "bastion, no rules": no_rules,
         "bastion, 1 rule": one_rule,
         "bastion, 1 rule in shadow mode": shadow_rule,
+        "bastion, 1 rule with throttle (never waits)": throttle_rule,
         "bastion, demo rules (2 match)": demo_rules,
     }
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from bastion._model import Section
+from bastion.units import RateField
 
 _DIGEST_HINT = (
     "is not a SHA-256 digest (64 hex characters); put the key's digest here, never the key "
@@ -28,6 +29,9 @@ class ApiKey(Section):
     Keys with the same name are one client (two keys during a rotation share its limits)."""
     tier: str | None = None
     """The client's tier (unset: `clients.default_tier`)."""
+    limits: dict[str, RateField] = Field(default_factory=dict)
+    """Per-rule limits for this client, replacing its tier's limit for the rules named
+    (`{per-client: 5000/minute}`); each keeps its rule's burst-to-limit proportion."""
 
     @field_validator("sha256")
     @classmethod

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bastion._model import Section
 from bastion.config.admin import AdminConfig, check_admin_store
@@ -128,6 +129,13 @@ class Config(Section):
         parse_store_url(value)
         return value
 
+    @model_validator(mode="after")
+    def _client_limits_name_rules(self) -> Config:
+        problems = _client_limit_problems(self)
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
     @field_validator("upstream")
     @classmethod
     def _upstream_url(cls, value: str | None) -> str | None:
@@ -147,6 +155,30 @@ class Config(Section):
     def admin_store(self) -> str:
         """The store that keeps admin changes (``admin.store``, else the top-level ``store``)."""
         return self.admin.store or self.store
+
+
+def _client_limit_problems(config: Config) -> list[InitErrorDetails]:
+    """Each ``clients.keys[i].limits`` entry that names no rule, or that no request would fit."""
+    rules = {rule.name: rule for rule in config.rate_limits.rules}
+    problems: list[InitErrorDetails] = []
+    for i, key in enumerate(config.clients.keys or ()):
+        for name, rate in key.limits.items():
+            rule = rules.get(name)
+            if rule is None:
+                known = ", ".join(sorted(rules)) or "none"
+                reason = f"no rate limit rule is named {name!r} (rules: {known})"
+            elif rule.cost > rule.capacity_of(rate):
+                reason = f"cost {rule.cost} exceeds the capacity {rule.capacity_of(rate)} of {rate}"
+            else:
+                continue
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("value_error", "{reason}", {"reason": reason}),
+                    loc=("clients", "keys", i, "limits", name),
+                    input=str(rate),
+                )
+            )
+    return problems
 
 
 class ConfigError(Exception):

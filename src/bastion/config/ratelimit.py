@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bastion._model import Section
 from bastion.stores import parse_store_url
-from bastion.units import Duration, DurationField, RateField
+from bastion.units import Duration, DurationField, Rate, RateField
 
 KEY_PARTS = ("global", "client", "ip", "route")
 ALGORITHMS = ("gcra", "sliding_window", "sliding_log", "fixed_window", "concurrency")
@@ -28,6 +28,44 @@ def check_enforcement(mode: str, enforce_percent: int | None) -> None:
     """Refuse ``enforce_percent`` with ``mode: shadow`` (for rules and validation alike)."""
     if mode == "shadow" and enforce_percent is not None:
         raise ValueError("enforce_percent applies to mode enforce; mode shadow enforces no client")
+
+
+#: Why each algorithm but GCRA cannot queue a request for an exact slot.
+_NO_QUEUE = {
+    "sliding_window": "its counts cover the current and the previous window only, so a slot in a "
+    "later window cannot be reserved",
+    "fixed_window": "its count covers the current window only, so a slot in a later window cannot "
+    "be reserved",
+    "sliding_log": "a waiting request's slot depends on stamps still to come, so it cannot be "
+    "reserved when the request arrives",
+    "concurrency": "nobody knows when a request in flight ends, so there is no slot to wait for",
+}
+#: The longest ``max_delay``: a request held longer is better told to come back.
+_MAX_DELAY_MS = 3_600_000
+
+
+class ThrottleConfig(Section):
+    """Queue instead of refuse: a request over the limit waits for its slot when it is near enough."""
+
+    max_delay: DurationField = Duration(0)
+    """The longest a request waits for its slot (`500ms`, `2s`; at most `1h`). A request that
+    would be admitted within it waits and then goes on; one that would wait longer gets `429`.
+    `0` (the default): no request waits."""
+    queue_limit: int = Field(default=100, ge=1, le=1_000_000)
+    """How many requests may wait at once per rule and key; more are refused with `429`."""
+
+    @field_validator("max_delay")
+    @classmethod
+    def _bounded(cls, value: Duration) -> Duration:
+        if value.ms > _MAX_DELAY_MS:
+            raise ValueError("max_delay is at most 1h: a request held longer is better told to come back")
+        return value
+
+    @model_validator(mode="after")
+    def _delay_given(self) -> ThrottleConfig:
+        if not self.max_delay.ms and "queue_limit" in self.model_fields_set:
+            raise ValueError("queue_limit needs a max_delay (the longest wait); without one no request waits")
+        return self
 
 
 class RuleConfig(Section):
@@ -71,6 +109,10 @@ class RuleConfig(Section):
     lease: DurationField = Duration(60_000)
     """`concurrency` only: a slot not released within this time frees itself (a process that died
     holding it). Requests that run longer than the lease lose their slot early."""
+    throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
+    """`gcra` only: queue instead of refuse, such as `{max_delay: 500ms, queue_limit: 100}`. A
+    request over the limit whose slot comes within `max_delay` waits for it (at most `queue_limit`
+    per key) instead of getting `429`; a client that leaves while waiting gives its slot back."""
 
     @field_validator("name")
     @classmethod
@@ -105,6 +147,14 @@ class RuleConfig(Section):
             parse_match(entry)
         return value
 
+    @field_validator("throttle")
+    @classmethod
+    def _queueable(cls, value: ThrottleConfig, info: ValidationInfo) -> ThrottleConfig:
+        algorithm = info.data.get("algorithm", "gcra")
+        if value.max_delay.ms and algorithm != "gcra":
+            raise ValueError(f"the {algorithm} algorithm cannot queue: {_NO_QUEUE[algorithm]}; use gcra")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> RuleConfig:
         if self.burst is not None and self.algorithm != "gcra":
@@ -134,7 +184,10 @@ class RuleConfig(Section):
 
     def capacity_for(self, tier: str | None) -> int:
         """How many cost units fit at once for ``tier`` (``None``: the rule's own limit)."""
-        rate = self.tiers.get(tier, self.limit) if tier else self.limit
+        return self.capacity_of(self.tiers.get(tier, self.limit) if tier else self.limit)
+
+    def capacity_of(self, rate: Rate) -> int:
+        """How many cost units fit at once with ``rate`` in place of the limit (a tier's, a client's)."""
         if self.burst is None:
             return rate.limit
         if rate is self.limit:

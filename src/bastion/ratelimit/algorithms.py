@@ -37,7 +37,7 @@ US_PER_SECOND = 1_000_000
 
 #: Limits built so far, by their numbers: equal numbers give the one object, so a store
 #: keyed by limit (identity) keeps its state when a reload compiles the rules again.
-_BUILT: dict[tuple[int, int, int, int], Limit] = {}
+_BUILT: dict[tuple[int, int, int, int, int, int], Limit] = {}
 #: Past this many distinct limits, new ones are not kept (their state lasts one configuration).
 _MAX_BUILT = 10_000
 
@@ -51,6 +51,9 @@ class Limit:
     ``limit`` requests per ``period_us``; for GCRA ``burst`` requests may arrive at
     once (default: ``limit``); for the concurrency limiter ``limit`` requests may be
     in flight and ``period_us`` is the lease after which a lost slot frees itself.
+    A GCRA limit with ``max_delay_us`` queues instead of refusing: a request that
+    would be admitted within ``max_delay_us`` is admitted for its slot (see :func:`gcra`),
+    with at most ``queue_limit`` requests waiting per key.
     """
 
     algorithm: int
@@ -61,21 +64,36 @@ class Limit:
     emission_us: int
     #: GCRA: the tolerance, ``burst`` emissions.
     tau_us: int
+    #: GCRA: the longest wait for a slot instead of a refusal (0: refuse, never queue).
+    max_delay_us: int = 0
+    #: GCRA with ``max_delay_us``: how many requests may wait for a slot per key.
+    queue_limit: int = 0
 
     @classmethod
-    def build(cls, algorithm: str | int, limit: int, period_us: int, burst: int | None = None) -> Limit:
+    def build(
+        cls,
+        algorithm: str | int,
+        limit: int,
+        period_us: int,
+        burst: int | None = None,
+        *,
+        max_delay_us: int = 0,
+        queue_limit: int = 0,
+    ) -> Limit:
         """Derive the fixed numbers of a limit once, at configuration time."""
         code = ALGORITHM_CODES[algorithm] if isinstance(algorithm, str) else algorithm
         if limit < 1 or period_us < 1:
             raise ValueError("a limit needs at least one request and a non-empty period")
+        if max_delay_us and (code != GCRA or queue_limit < 1):
+            raise ValueError("only a gcra limit queues, and it needs a queue_limit of at least 1")
         capacity = burst if burst is not None else limit
-        numbers = (code, limit, period_us, capacity)
+        numbers = (code, limit, period_us, capacity, max_delay_us, queue_limit if max_delay_us else 0)
         found = _BUILT.get(numbers)
         if found is not None:
             return found
         # Rounding the emission interval up makes the limit a hair stricter, never looser.
         emission = -(-period_us // limit)
-        built = cls(code, limit, period_us, capacity, emission, emission * capacity)
+        built = cls(code, limit, period_us, capacity, emission, emission * capacity, *numbers[4:])
         if len(_BUILT) < _MAX_BUILT:
             _BUILT[numbers] = built
         return built
@@ -97,22 +115,34 @@ class Limit:
     def ttl_us(self) -> int:
         """How long after its last use a key's state can still matter."""
         if self.algorithm == GCRA:
-            return self.tau_us
+            # A queue puts the theoretical arrival time up to ``max_delay_us`` further ahead.
+            return self.tau_us + self.max_delay_us
         if self.algorithm == SLIDING_WINDOW:
             return 2 * self.period_us
         return self.period_us
 
     def args(self) -> tuple[int, int, int, int, int]:
-        """The numbers the Lua script needs, in its order."""
+        """The numbers the Lua script needs, in its order (the queue's two go after cost and shadow)."""
         return (self.algorithm, self.limit, self.period_us, self.emission_us, self.tau_us)
+
+    def queues(self, delay_us: int, cost: int) -> bool:
+        """Whether a request whose slot is ``delay_us`` away may wait for it (GCRA with a queue).
+
+        How many requests already wait is implied by how far the theoretical arrival
+        time is ahead: the k-th in the queue waits more than ``(k - 1)`` times its
+        cost's emission, so ``delay_us <= queue_limit * cost * emission_us`` admits at
+        most ``queue_limit`` waiting requests, with no state besides the time.
+        """
+        return delay_us <= self.max_delay_us and delay_us <= self.queue_limit * cost * self.emission_us
 
 
 class Verdict(NamedTuple):
     """The answer for one rule: admitted or not, the state to keep, and header numbers.
 
     ``remaining`` is the quota left after this request (if admitted); ``reset_us``
-    is the time until the quota is whole again; ``retry_us`` (rejections only) the
-    earliest time at which the same request would be admitted.
+    is the time until the quota is whole again; ``retry_us``, for a rejection, the
+    earliest time at which the same request would be admitted, and for an admission
+    the time the request waits for the slot it took (0 unless the limit queues).
     """
 
     allowed: bool
@@ -127,11 +157,18 @@ _new = tuple.__new__
 
 
 def gcra(tat: int | None, now: int, cost: int, limit: Limit) -> Verdict:
-    """Generic cell rate algorithm: ``tat`` is the theoretical arrival time (``None`` when new)."""
+    """Generic cell rate algorithm: ``tat`` is the theoretical arrival time (``None`` when new).
+
+    With a queue (``limit.max_delay_us``), a request whose slot is at most that far away
+    is admitted for that slot: the arrival time advances as for an admission now, and
+    ``retry_us`` is the wait. Nothing is remaining then.
+    """
     base = tat if tat is not None and tat > now else now
     new_tat = base + cost * limit.emission_us
     allow_at = new_tat - limit.tau_us
     if allow_at > now:
+        if limit.queues(allow_at - now, cost):
+            return _new(Verdict, (True, new_tat, 0, new_tat - now, allow_at - now))
         remaining = (now + limit.tau_us - base) // limit.emission_us
         return _new(Verdict, (False, tat, max(remaining, 0), base - now, allow_at - now))
     remaining = (now + limit.tau_us - new_tat) // limit.emission_us

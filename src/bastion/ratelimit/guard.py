@@ -28,16 +28,22 @@ from bastion.config.ratelimit import RateLimitsConfig
 from bastion.enforcement import ShadowRefusals, error_reason
 from bastion.observability.metrics import Tally
 from bastion.problems import DependencyUnavailable, RateLimited
-from bastion.ratelimit.algorithms import Verdict, retry_after_seconds
+from bastion.ratelimit.algorithms import US_PER_SECOND, Verdict, retry_after_seconds
 from bastion.ratelimit.observed import RateObservations
 from bastion.ratelimit.plans import Plan, Plans, Tier
 from bastion.ratelimit.rules import CompiledRule, compile_rule, operation_extensions, operation_rule
 from bastion.ratelimit.stores import Check, Decision, RateLimitStore, open_store
+from bastion.ratelimit.waiting import wait_for_slot
 from bastion.stores import StorePolicy
 
 if TYPE_CHECKING:
+    from prometheus_client import Histogram
+
     from bastion.observability.metrics import Metrics
     from bastion.protocols import GuardContext
+
+#: Buckets of ``bastion_ratelimit_queued_seconds``: waits run from a few milliseconds to ``max_delay``.
+QUEUED_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class RateLimitGuard:
@@ -85,6 +91,8 @@ class RateLimitGuard:
         #: Decisions by ``(rule, outcome)`` and failed store calls (``None`` without metrics).
         self.decisions: Tally | None = None
         self.store_errors: Tally | None = None
+        #: Where the histogram of waits is made, on the first wait (``None`` without metrics).
+        self.metrics = metrics
         if metrics is not None:
             self.decisions = metrics.tally(
                 "bastion_rate_limit_decisions_total",
@@ -108,7 +116,7 @@ class RateLimitGuard:
         plan = plans.find(scope, ctx)
         if not plan.rules:
             return True
-        if not self.sync or plan.concurrency:
+        if not self.sync or plan.deferred:
             return False
         tier, checks, request_id = self._checks(plan, scope, ctx)
         self._decide_now(tier, checks, request_id, ctx)
@@ -122,30 +130,103 @@ class RateLimitGuard:
         plan = plans.find(scope, ctx)
         if plan.rules:
             tier, checks, request_id = self._checks(plan, scope, ctx)
-            decided = await self._decide(tier, checks, request_id, ctx)
+            decision = await self._decide(tier, checks, request_id, ctx)
             if plan.watching:
                 self.shadow_refusals.mark(scope, ctx)
-            if decided and plan.concurrency:
-                await self._hold(checks, request_id, scope, receive, send)
+            if decision is not None and plan.deferred:
+                await self._deferred(plan, tier, checks, request_id, decision, scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    async def _deferred(
+        self,
+        plan: Plan,
+        tier: Tier,
+        checks: list[Check],
+        request_id: str,
+        decision: Decision,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Run an admitted request that waits for its slot first, or holds slots while it runs."""
+        ctx: RequestContext = scope[SCOPE_KEY]
+        waiting = None
+        if plan.throttles:
+            # The wait is the longest of the enforced rules' (a shadow decision never delays).
+            delay_us = 0
+            slowest = 0
+            for i, (check, verdict) in enumerate(zip(checks, decision[1], strict=True)):
+                if verdict[0] and not check[3] and verdict[4] > delay_us:
+                    delay_us = verdict[4]
+                    slowest = i
+            if delay_us:
+                ctx.log["rate_limit_queued_ms"] = round(delay_us / 1000, 3)
+                waiting = await wait_for_slot(
+                    delay_us / US_PER_SECOND, receive, lambda: self._give_back(checks, request_id, decision)
+                )
+                if waiting is None:
+                    ctx.log["rate_limit"] = "client_gone_while_queued"
+                    return  # nobody is left to answer, and the slot went back
+                queued = self._queued()
+                if queued is not None:
+                    queued.labels(tier.rules[slowest].name).observe(delay_us / US_PER_SECOND)
+                receive = waiting.receive
+        try:
+            if plan.concurrency:
+                await self._hold(checks, request_id, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            if waiting is not None:
+                waiting.close()
+
+    def _queued(self) -> Histogram | None:
+        """How long requests waited for their slot, by the rule that made them wait.
+
+        Made on the first wait, so that a service without ``throttle`` exposes no empty family.
+        """
+        if self.metrics is None:
+            return None
+        return self.metrics.histogram(
+            "bastion_ratelimit_queued_seconds",
+            "Time rate limited requests waited for their slot (rules with throttle), by rule.",
+            ["rule"],
+            QUEUED_BUCKETS,
+        )
+
+    async def _give_back(self, checks: list[Check], request_id: str, decision: Decision) -> None:
+        """Return the slots of an admission whose request never ran (its client left while it waited)."""
+        give_back = getattr(self.store, "give_back", None)
+        if give_back is None:
+            return  # a store from before give-backs: its slot lapses with time
+        try:
+            await give_back(checks, request_id, decision)
+        except Exception as exc:
+            # The slot lapses with time, as if the request had run.
+            self._store_error("give_back", exc)
 
     def _checks(self, plan: Plan, scope: Scope, ctx: RequestContext) -> tuple[Tier, list[Check], str]:
         """The request's rules at its client's tier, their store checks, and the request's id."""
         self.clients.fill(scope, ctx)
         if plan.unverified is not None:
             plan = plan.for_client(ctx.client_id)  # type: ignore[arg-type]  # filled above
-        tier = plan.tiers.get(ctx.tier) or plan.tier(ctx.tier)
+        # (A plan with per-client limits keeps ``tiers`` empty: its requests all take ``tier()``.)
+        tier = plan.tiers.get(ctx.tier) or plan.tier(ctx.tier, ctx.client_id)
         # Concurrency leases and sliding-log entries are named after the request.
         request_id = self._id_prefix + str(next(self._ids)) if plan.needs_id else ""
         return tier, tier.checks(scope, ctx), request_id
 
-    def _decide_now(self, tier: Tier, checks: list[Check], request_id: str, ctx: RequestContext) -> bool:
+    def _decide_now(
+        self, tier: Tier, checks: list[Check], request_id: str, ctx: RequestContext
+    ) -> Decision | None:
         """Decide on a ``sync`` store, then conclude."""
         return self._conclude(tier, ctx, self.store.decide_now(checks, request_id))
 
-    async def _decide(self, tier: Tier, checks: list[Check], request_id: str, ctx: RequestContext) -> bool:
-        """Decide on any store, then conclude; ``False`` when the store did not answer (and failing open)."""
+    async def _decide(
+        self, tier: Tier, checks: list[Check], request_id: str, ctx: RequestContext
+    ) -> Decision | None:
+        """Decide on any store, then conclude; ``None`` when the store did not answer (and failing open)."""
         if self.sync:
             return self._decide_now(tier, checks, request_id, ctx)
         decision = None
@@ -157,11 +238,11 @@ class RateLimitGuard:
                 self._store_error("decide", exc)
         return self._conclude(tier, ctx, decision)
 
-    def _conclude(self, tier: Tier, ctx: RequestContext, decision: Decision | None) -> bool:
-        """Headers, counts and log fields for any decision; raises when the request is refused.
+    def _conclude(self, tier: Tier, ctx: RequestContext, decision: Decision | None) -> Decision | None:
+        """Headers, counts and log fields for any decision, returned; raises when the request is refused.
 
         ``None`` (the store did not answer) answers by the policy: ``503`` when closed,
-        else ``False`` and the request goes on unprotected.
+        else ``None`` and the request goes on unprotected.
         """
         self.observed.record(tier, ctx)
         if decision is None:
@@ -171,8 +252,8 @@ class RateLimitGuard:
                     "the rate limit store is unreachable; try again shortly",
                     headers={"Retry-After": self.policy.retry_after()},
                 )
-            return False
-        admitted, verdicts = decision
+            return None
+        admitted, verdicts, _ = decision
         ctx.response_headers += tier.headers.render(verdicts, admitted)
         tally = self.decisions
         if admitted and tally is not None:
@@ -188,7 +269,7 @@ class RateLimitGuard:
                 # A rule said no: the request is refused unless only rules in shadow mode did.
                 self._refused(tier, ctx, verdicts, admitted)
                 break
-        return True
+        return decision
 
     def _refused(self, tier: Tier, ctx: RequestContext, verdicts: list[Verdict], admitted: bool) -> None:
         """Counts and log fields of the rules that said no; raises unless the request is admitted."""
@@ -279,7 +360,13 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     section = config.rate_limits
     if not section.enabled:
         return None
-    rules = [compile_rule(rule) for rule in section.rules]
+    # Each rule's per-client limits, by client id (keys of one name are one client).
+    own: dict[str, dict[str, Any]] = {}
+    holders = ctx.clients.keys or {}
+    for key in config.clients.known_keys() or ():
+        for name, rate in key.limits.items():
+            own.setdefault(name, {})[holders[key.sha256].id] = rate
+    rules = [compile_rule(rule, clients=own.get(rule.name)) for rule in section.rules]
     api = ctx.description()
     declared = operation_extensions(api.document if api is not None else None)
     if not rules and not declared:

@@ -313,9 +313,11 @@ class RateObservations:
             # Plans of raw paths come and go (see Plans.find): forget theirs, not the sketches.
             self.by_tier.clear()
         found = []
-        for rule, _key, limit, cost, _shadow in tier.parts:
+        for rule, _key, _limit, cost, _shadow in tier.parts:
             if not observable(rule):
                 continue
+            # The tier's limit, even for a client with its own (its peaks are its tier's too).
+            limit = rule.limit_for(name)
             # Tiers without a rate of their own share the rule's limit, and so its sketch.
             own = name if name is not None and name in rule.tiers else None
             # Keyed by what the peaks are measured over: a reload that changes only the

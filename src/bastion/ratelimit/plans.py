@@ -47,13 +47,18 @@ class Tier:
         draft: bool,
         legacy: bool,
         keys_believed: bool = False,
+        client: str | None = None,
     ) -> None:
+        """``client``: a client with limits of its own (``clients.keys[].limits``) for some rules."""
         self.rules = rules
         #: Whether a rule enforces only a share of clients (each request's checks then depend on its client).
         self.split = any(rule.percent is not None for rule in rules)
         #: Whether any API key is believed (see :func:`bastion.enforcement.enforcement_id`).
         self.keys_believed = keys_believed
-        limits = [rule.limit_for(tier) for rule in rules]
+        limits = [
+            (rule.clients.get(client) if client is not None else None) or rule.limit_for(tier)
+            for rule in rules
+        ]
         #: Per rule: the rule, its key plan (see :func:`_key_plan`), limit, cost and shadow flag.
         self.parts: tuple[tuple[CompiledRule, str | None, Limit, int, bool], ...] = tuple(
             (rule, _key_plan(rule), limit, rule.cost, rule.shadow)
@@ -96,11 +101,15 @@ class Plan:
 
     __slots__ = (
         "concurrency",
+        "deferred",
         "draft",
         "keys_believed",
         "legacy",
+        "made",
         "needs_id",
+        "overridden",
         "rules",
+        "throttles",
         "tiers",
         "unverified",
         "watching",
@@ -117,10 +126,19 @@ class Plan:
         self.watching = any(rule.watches for rule in rules)
         #: Whether a rule holds slots until the response ends.
         self.concurrency = any(rule.concurrency for rule in rules)
+        #: Whether a rule may make a request wait for its slot (``throttle``).
+        self.throttles = any(rule.throttles for rule in rules)
+        #: Whether a decision may need awaiting after it is made (slots held, or a wait).
+        self.deferred = self.concurrency or self.throttles
+        #: The clients with a limit of their own for some of these rules.
+        self.overridden = frozenset(client for rule in rules for client in rule.clients)
         #: Whether the store needs the request named: concurrency leases and sliding-log entries.
         self.needs_id = any(rule.default.algorithm in (CONCURRENCY, SLIDING_LOG) for rule in rules)
-        #: tier -> its :class:`Tier` (see :meth:`tier`).
+        #: tier -> its :class:`Tier` (see :meth:`tier`); left empty when some client has
+        #: limits of its own, so that every request of the plan goes through :meth:`tier`.
         self.tiers: dict[str | None, Tier] = {}
+        #: Every :class:`Tier` made: by tier, and by ``(tier, client)`` for a client with its own limits.
+        self.made: dict[Any, Tier] = {}
         #: The plan for a client named by an unlisted API key, when any key is believed: these
         #: rules plus each per-client rule's per-IP companion (see :func:`by_ip`). ``None``
         #: when no rule counts per client, or when keys are listed.
@@ -133,13 +151,23 @@ class Plan:
             return unverified
         return self
 
-    def tier(self, tier: str | None) -> Tier:
-        """The rules at ``tier`` (made once per tier)."""
-        found = self.tiers.get(tier)
+    def tier(self, tier: str | None, client: str | None = None) -> Tier:
+        """The rules at ``tier`` for ``client`` (made once per tier, or per tier and client
+        for a client with limits of its own among these rules)."""
+        own = client if client is not None and client in self.overridden else None
+        key: Any = tier if own is None else (tier, own)
+        found = self.made.get(key)
         if found is None:
-            found = self.tiers[tier] = Tier(
-                self.rules, tier, draft=self.draft, legacy=self.legacy, keys_believed=self.keys_believed
+            found = self.made[key] = Tier(
+                self.rules,
+                tier,
+                draft=self.draft,
+                legacy=self.legacy,
+                keys_believed=self.keys_believed,
+                client=own,
             )
+            if not self.overridden:
+                self.tiers[tier] = found
         return found
 
 

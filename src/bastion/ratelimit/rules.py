@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from bastion.asgi import RequestContext, Scope
@@ -18,10 +19,13 @@ from bastion.enforcement import enforced_share, in_shadow
 from bastion.protocols import HTTP_METHODS
 from bastion.ratelimit.algorithms import CONCURRENCY, Limit
 from bastion.ratelimit.headers import policy_member
+from bastion.units import Rate
 
 OPERATION_EXTENSION = "x-bastion-rate-limit"
 # Store keys longer than this are hashed: header values can be long and Redis keys should not be.
 _MAX_KEY = 200
+# A rule without per-client limits (shared: it is never written to).
+_NO_CLIENTS: Mapping[str, Limit] = MappingProxyType({})
 # The key part of a companion rule (see :func:`by_ip`): the client as if it were identified by IP.
 _CLIENT_BY_IP = "client-by-ip"
 
@@ -46,6 +50,13 @@ class CompiledRule:
     prefix: str
     #: The share of clients enforced when only some are (``enforce_percent`` 1 to 99), else ``None``.
     percent: int | None = None
+    #: client id -> its own limit (``clients.keys[].limits``), replacing its tier's.
+    clients: Mapping[str, Limit] = field(default_factory=lambda: _NO_CLIENTS)
+
+    @property
+    def throttles(self) -> bool:
+        """Whether the rule queues a request over its limit instead of refusing it (``throttle``)."""
+        return self.default.max_delay_us > 0
 
     @property
     def concurrency(self) -> bool:
@@ -143,20 +154,31 @@ def _header(scope: Scope, part: str) -> str:
     return "-"
 
 
-def compile_rule(config: RuleConfig, *, matches: Iterable[tuple[str, str]] | None = None) -> CompiledRule:
-    """Compile one configured rule."""
+def compile_rule(
+    config: RuleConfig,
+    *,
+    matches: Iterable[tuple[str, str]] | None = None,
+    clients: Mapping[str, Rate] | None = None,
+) -> CompiledRule:
+    """Compile one configured rule; ``clients`` maps client ids to their own rate for it."""
+    max_delay_us = config.throttle.max_delay.ms * 1000
+    queue_limit = config.throttle.queue_limit if max_delay_us else 0
 
-    def limit_of(tier: str | None) -> Limit:
-        rate = config.tiers[tier] if tier else config.limit
+    def limit_of(rate: Rate) -> Limit:
         period_us = rate.period_ms * 1000
         if config.algorithm == "concurrency":
             period_us = config.lease.ms * 1000
-        burst = config.capacity_for(tier) if config.algorithm == "gcra" else None
-        return Limit.build(config.algorithm, rate.limit, period_us, burst)
+        burst = config.capacity_of(rate) if config.algorithm == "gcra" else None
+        return Limit.build(
+            config.algorithm, rate.limit, period_us, burst, max_delay_us=max_delay_us, queue_limit=queue_limit
+        )
 
-    default = limit_of(None)
-    tiers = {tier: limit_of(tier) for tier in config.tiers}
-    policies = {limit: policy_member(config.name, limit) for limit in (default, *tiers.values())}
+    default = limit_of(config.limit)
+    tiers = {tier: limit_of(rate) for tier, rate in config.tiers.items()}
+    own = {client: limit_of(rate) for client, rate in (clients or {}).items()}
+    policies = {
+        limit: policy_member(config.name, limit) for limit in (default, *tiers.values(), *own.values())
+    }
     found = config.match_entries() if matches is None else list(matches)
     share = enforced_share(config.mode, config.enforce_percent)
     return CompiledRule(
@@ -170,6 +192,7 @@ def compile_rule(config: RuleConfig, *, matches: Iterable[tuple[str, str]] | Non
         policies=policies,
         prefix=config.name + "|",
         percent=share if 0 < share < 100 else None,
+        clients=own or _NO_CLIENTS,
     )
 
 

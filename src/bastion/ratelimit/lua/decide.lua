@@ -5,18 +5,21 @@
 -- whole script is atomic, so each request sees the state the previous one left.
 --
 -- ARGV[1]    the number of requests; then, per request:
---              op        "d" to decide, "r" to release concurrency slots
+--              op        "d" to decide, "r" to release concurrency slots, "g" to give back
+--                        an admission whose request never ran (its rules that admitted it)
 --              rid       the request id (names concurrency leases and sliding-log entries)
---              now       "" to read the clock with TIME; a number only in tests replaying a timeline
+--              now       "" to read the clock with TIME; a number only in tests replaying a
+--                        timeline, and for "g" the time of the decision given back
 --              n         the number of rules
---              7n numbers, per rule: algorithm, limit, period, emission, tau, cost, shadow
---              (microseconds; algorithms: 0 gcra, 1 fixed window, 2 sliding window,
---              3 sliding log, 4 concurrency)
+--              9n numbers, per rule: algorithm, limit, period, emission, tau, cost, shadow,
+--              max_delay, queue_limit (microseconds; algorithms: 0 gcra, 1 fixed window,
+--              2 sliding window, 3 sliding log, 4 concurrency; max_delay 0: never queue)
 -- KEYS       the requests' rule keys in the same order (all share one hash tag, so
 --            this works on a cluster)
 --
 -- Returns one reply per request: {admitted, now, then per rule: allowed, remaining,
--- reset, retry} for a decision, 1 for a release.
+-- reset, retry} for a decision (an admitted rule's retry is its wait for a queued
+-- slot), 1 for a release or a give-back.
 -- Phase one computes every verdict from the stored state; phase two writes state
 -- only if every enforced rule admits, so a request rejected by one rule consumes
 -- nothing from the others. This mirrors bastion/ratelimit/algorithms.py.
@@ -50,7 +53,56 @@ local function ttl(us)
   return str(ms)
 end
 
+local PER_RULE = 9
+
+local function give_back(K, A)
+  -- Undo what the decision at time A[3] recorded for each rule, as if the request never came.
+  local at = tonumber(A[3])
+  local rid = A[2]
+  for i = 1, #K do
+    local base = 4 + (i - 1) * PER_RULE
+    local alg = tonumber(A[base])
+    local period = tonumber(A[base + 2])
+    local emission = tonumber(A[base + 3])
+    local cost = tonumber(A[base + 5])
+    local key = K[i]
+    if alg == 0 then
+      local tat = redis.call('GET', key)
+      if tat then
+        -- The key's expiry covers the later arrival time it replaces.
+        redis.call('SET', key, str(tonumber(tat) - cost * emission), 'XX', 'KEEPTTL')
+      end
+    elseif alg == 1 then
+      local st = redis.call('HMGET', key, 's', 'c')
+      if tonumber(st[1]) == idiv(at, period) * period then
+        redis.call('HSET', key, 'c', str(tonumber(st[2]) - cost))
+      end
+    elseif alg == 2 then
+      local start = idiv(at, period) * period
+      local st = redis.call('HMGET', key, 's', 'p', 'c')
+      local s = tonumber(st[1])
+      if s == start then
+        redis.call('HSET', key, 'c', str(tonumber(st[3]) - cost))
+      elseif s == start + period then
+        redis.call('HSET', key, 'p', str(tonumber(st[2]) - cost))
+      end
+    elseif alg == 3 then
+      for j = 1, cost do
+        redis.call('ZREM', key, str(at) .. ':' .. rid .. ':' .. j)
+      end
+    else
+      for j = 1, cost do
+        redis.call('ZREM', key, rid .. ':' .. j)
+      end
+    end
+  end
+  return 1
+end
+
 local function decide_one(K, A)
+  if A[1] == 'g' then
+    return give_back(K, A)
+  end
   local now
   if A[3] == '' then
     local t = redis.call('TIME')
@@ -64,7 +116,7 @@ local function decide_one(K, A)
 
   if op == 'r' then
     for i = 1, n do
-      local base = 4 + (i - 1) * 7
+      local base = 4 + (i - 1) * PER_RULE
       if tonumber(A[base]) == 4 then
         local cost = tonumber(A[base + 5])
         for j = 1, cost do
@@ -80,7 +132,7 @@ local function decide_one(K, A)
   local plans = {}
 
   for i = 1, n do
-    local base = 4 + (i - 1) * 7
+    local base = 4 + (i - 1) * PER_RULE
     local alg = tonumber(A[base])
     local limit = tonumber(A[base + 1])
     local period = tonumber(A[base + 2])
@@ -88,6 +140,8 @@ local function decide_one(K, A)
     local tau = tonumber(A[base + 4])
     local cost = tonumber(A[base + 5])
     local shadow = tonumber(A[base + 6])
+    local max_delay = tonumber(A[base + 7])
+    local queue = tonumber(A[base + 8])
     local key = K[i]
     local allowed, remaining, reset, retry
     local plan = nil
@@ -98,7 +152,15 @@ local function decide_one(K, A)
       if b < now then b = now end
       local new_tat = b + cost * emission
       local allow_at = new_tat - tau
-      if allow_at > now then
+      local delay = allow_at - now
+      if delay > 0 and delay <= max_delay and delay <= queue * cost * emission then
+        -- Queued: admitted for the slot delay away (the arrival time implies the queue).
+        allowed = 1
+        remaining = 0
+        reset = new_tat - now
+        retry = delay
+        plan = {0, new_tat, new_tat - now}
+      elseif allow_at > now then
         allowed = 0
         remaining = idiv(now + tau - b, emission)
         if remaining < 0 then remaining = 0 end
@@ -220,7 +282,7 @@ local function decide_one(K, A)
     local plan = plans[i]
     if plan then
       local key = K[i]
-      local base = 4 + (i - 1) * 7
+      local base = 4 + (i - 1) * PER_RULE
       local period = tonumber(A[base + 2])
       local cost = tonumber(A[base + 5])
       local kind = plan[1]
@@ -258,11 +320,11 @@ for q = 1, tonumber(ARGV[1]) do
     K[i] = KEYS[ki + i - 1]
   end
   local A = {ARGV[ai], ARGV[ai + 1], ARGV[ai + 2]}
-  for j = 1, 7 * n do
+  for j = 1, PER_RULE * n do
     A[3 + j] = ARGV[ai + 3 + j]
   end
   replies[q] = decide_one(K, A)
   ki = ki + n
-  ai = ai + 4 + 7 * n
+  ai = ai + 4 + PER_RULE * n
 end
 return replies

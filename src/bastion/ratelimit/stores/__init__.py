@@ -46,10 +46,16 @@ class Check(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """The verdict of every rule, in order, and whether the request is admitted."""
+    """The verdict of every rule, in order, and whether the request is admitted.
+
+    An admitted verdict's ``retry_us`` is how long the request waits for its slot (a
+    rule that queues; 0 otherwise). ``at_us`` is the store's clock at the decision,
+    which :meth:`RateLimitStore.give_back` needs to find the windows it counted in.
+    """
 
     admitted: bool
     verdicts: list[Verdict]
+    at_us: int = 0
 
 
 def admitted(checks: Sequence[Check], verdicts: Sequence[Verdict]) -> bool:
@@ -76,6 +82,13 @@ class RateLimitStore(Protocol):
 
     async def release(self, checks: Sequence[Check], request_id: str) -> None:
         """Free the concurrency slots the request holds."""
+
+    async def give_back(self, checks: Sequence[Check], request_id: str, decision: Decision) -> None:
+        """Undo an admission whose request never ran (its client left while it waited for its slot).
+
+        Only called for a decision with a wait, which only a store whose limits queue
+        (``Limit.max_delay_us``) answers: a store without queues never needs it.
+        """
 
     async def start(self) -> None:
         """Open connections and load scripts."""

@@ -167,17 +167,26 @@ class MemoryStore:
             wait = ahead + cost * limit.emission_us  # new TAT - now
             tau = limit.tau_us
             if wait > tau:
-                remaining = (tau - ahead) // limit.emission_us
-                return _new(
-                    Verdict,
-                    (
-                        False,
-                        entry[0] if entry is not None else now,
-                        remaining if remaining > 0 else 0,
-                        ahead,
-                        wait - tau,
-                    ),
-                )
+                if not limit.queues(wait - tau, cost):
+                    remaining = (tau - ahead) // limit.emission_us
+                    return _new(
+                        Verdict,
+                        (
+                            False,
+                            entry[0] if entry is not None else now,
+                            remaining if remaining > 0 else 0,
+                            ahead,
+                            wait - tau,
+                        ),
+                    )
+                # Admitted for the slot ``wait - tau`` away: kept until its arrival time passes.
+                new_tat = now + wait
+                if entry is None:
+                    table.add(key, [new_tat, new_tat], now)
+                else:
+                    entry[0] = new_tat
+                    entry[1] = new_tat
+                return _new(Verdict, (True, new_tat, 0, wait, wait - tau))
             new_tat = now + wait
             # Kept for a whole tolerance (not just until the TAT passes), so that a
             # client coming back within it finds its entry instead of re-adding it.
@@ -254,7 +263,9 @@ class MemoryStore:
                 verdict = self._verdict(entry, now, check, request_id)
                 if verdict.allowed:
                     self._commit(table, entry, check, verdict, now, request_id)
-            return _new(Decision, (verdict[0] or check[3], [verdict]))
+            # (The decision time only matters to a give-back, which only a queued GCRA
+            # admission needs, and GCRA gives back without it.)
+            return _new(Decision, (verdict[0] or check[3], [verdict], 0))
         return self._decide_simple(checks, request_id)
 
     def _decide_general(self, checks: Sequence[Check], request_id: str) -> Decision:
@@ -276,7 +287,7 @@ class MemoryStore:
                 for i, check in enumerate(checks):
                     if verdicts[i].allowed and (entries[i] is not None) is existing:
                         self._commit(tables[i], entries[i], check, verdicts[i], now, request_id)
-        return Decision(ok, verdicts)
+        return _new(Decision, (ok, verdicts, now))
 
     def _decide_simple(self, checks: Sequence[Check], request_id: str) -> Decision:
         """:meth:`decide_now` for rules whose state is one value each (GCRA and the windows).
@@ -309,9 +320,12 @@ class MemoryStore:
                 wait = ahead + cost * limit.emission_us  # the new TAT - now
                 tau = limit.tau_us
                 if wait > tau:
-                    remaining = (tau - ahead) // limit.emission_us
-                    remaining = remaining if remaining > 0 else 0
-                    verdict = _new(Verdict, (False, tat, remaining, ahead, wait - tau))
+                    if limit.queues(wait - tau, cost):
+                        verdict = _new(Verdict, (True, now + wait, 0, wait, wait - tau))
+                    else:
+                        remaining = (tau - ahead) // limit.emission_us
+                        remaining = remaining if remaining > 0 else 0
+                        verdict = _new(Verdict, (False, tat, remaining, ahead, wait - tau))
                 else:
                     verdict = _new(Verdict, (True, now + wait, (tau - wait) // limit.emission_us, wait, 0))
             else:
@@ -339,7 +353,7 @@ class MemoryStore:
             if added is not None:
                 for table, _, key, state in added:
                     table.add(key, [state, now + table.ttl_us], now)
-        return _new(Decision, (ok, verdicts))
+        return _new(Decision, (ok, verdicts, now))
 
     async def decide(self, checks: Sequence[Check], request_id: str) -> Decision:
         """The same as :meth:`decide_now`, for callers that treat every store alike."""
@@ -354,6 +368,43 @@ class MemoryStore:
             entry = table.entries.get(check.key) if table is not None else None
             if entry is not None:
                 entry[0].pop(request_id, None)
+
+    async def give_back(self, checks: Sequence[Check], request_id: str, decision: Decision) -> None:
+        """Undo an admission (a client gone while it waited): later requests find what they would have.
+
+        Each rule that admitted the request takes back what it recorded: a GCRA arrival
+        time moves back by the request's emissions, a window's count (if that window is
+        still kept) drops by the cost, the log loses the request's stamps and a
+        concurrency slot is freed.
+        """
+        at = decision[2]
+        for check, verdict in zip(checks, decision[1], strict=True):
+            if not verdict[0]:
+                continue
+            limit = check.limit
+            table = self._tables.get(limit)
+            entry = table.entries.get(check.key) if table is not None else None
+            if entry is None:
+                continue
+            algorithm = limit.algorithm
+            state = entry[0]
+            if algorithm == GCRA:
+                entry[0] = state - check.cost * limit.emission_us
+            elif algorithm == FIXED_WINDOW:
+                if state is not None and state[0] == at - at % limit.period_us:
+                    entry[0] = (state[0], state[1] - check.cost)
+            elif algorithm == SLIDING_WINDOW:
+                start = at - at % limit.period_us
+                if state is not None and state[0] == start:
+                    entry[0] = (start, state[1], state[2] - check.cost)
+                elif state is not None and state[0] == start + limit.period_us:
+                    entry[0] = (state[0], state[1] - check.cost, state[2])
+            elif algorithm == SLIDING_LOG:
+                for _ in range(check.cost):
+                    if at in state:
+                        state.remove(at)
+            else:
+                state.pop(request_id, None)
 
     async def start(self) -> None:
         """Nothing to open."""

@@ -28,6 +28,8 @@ SCRIPT = DECIDE.text
 # Requests per script call at most: a call holds Redis for its whole run, and must
 # stay well inside the timeout.
 _MAX_BATCH = 128
+# Script arguments per rule: the limit's five numbers, cost, shadow, and the queue's two.
+_PER_RULE = 9
 
 
 def _script_args(op: str, checks: Sequence[Check], request_id: str, prefix: str, now: str = "") -> list[Any]:
@@ -41,6 +43,8 @@ def _script_args(op: str, checks: Sequence[Check], request_id: str, prefix: str,
         args.extend(check.limit.args())
         args.append(check.cost)
         args.append(1 if check.shadow else 0)
+        args.append(check.limit.max_delay_us)
+        args.append(check.limit.queue_limit)
     return args
 
 
@@ -58,7 +62,7 @@ class _Command:
 def _script_call(commands: Sequence[_Command]) -> ScriptCall:
     """One script call carrying the decisions of several requests."""
     nkeys = sum(c.nkeys for c in commands)
-    nargs = 1 + sum(4 + (c.nkeys * 7) for c in commands)
+    nargs = 1 + sum(4 + (c.nkeys * _PER_RULE) for c in commands)
     parts = [bulk(b"%d" % nkeys)]
     parts.extend(c.keys for c in commands)
     parts.append(bulk(b"%d" % len(commands)))
@@ -71,7 +75,7 @@ def _decision(reply: list[int]) -> Decision:
         Verdict(reply[i] == 1, None, int(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]))
         for i in range(2, len(reply), 4)
     ]
-    return Decision(reply[0] == 1, verdicts)
+    return Decision(reply[0] == 1, verdicts, int(reply[1]))
 
 
 class RedisStore(RedisResource):
@@ -102,7 +106,14 @@ class RedisStore(RedisResource):
             ident = (check.limit, check.cost, check.shadow)
             segment = segments.get(ident)
             if segment is None:
-                numbers = (*check.limit.args(), check.cost, 1 if check.shadow else 0)
+                limit = check.limit
+                numbers = (
+                    *limit.args(),
+                    check.cost,
+                    1 if check.shadow else 0,
+                    limit.max_delay_us,
+                    limit.queue_limit,
+                )
                 segment = pack(numbers)
                 if len(segments) < 10_000:
                     segments[ident] = segment
@@ -122,6 +133,12 @@ class RedisStore(RedisResource):
         held = [c for c in checks if c.limit.algorithm == CONCURRENCY]
         if held:
             await self._calls.call(self._pack(b"r", held, request_id))
+
+    async def give_back(self, checks: Sequence[Check], request_id: str, decision: Decision) -> None:
+        """Undo an admission whose request never ran, in one script call (see ``decide.lua``)."""
+        taken = [c for c, v in zip(checks, decision.verdicts, strict=True) if v.allowed]
+        if taken:
+            await self._calls.call(self._pack(b"g", taken, request_id, b"%d" % decision.at_us))
 
     async def _run_batch(self, commands: list[_Command]) -> list[Any]:
         """One script call for every queued request; one reply (or error) per request."""
