@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion import Bastion
-from bastion.config.faults import FaultsConfig, PercentileDelay, UniformDelay
+from bastion.config.faults import DelayDistribution, FaultsConfig
 from bastion.gateway.faults import delay_sampler, header_faults
 from bastion.units import Duration
 from tests.gateway.conftest import Server, start_gateway
@@ -360,10 +360,10 @@ def test_fault_header_values() -> None:
 def test_delays_follow_their_distribution() -> None:
     rng = random.Random(3)
     assert delay_sampler(Duration(250))(rng) == 0.25
-    uniform = delay_sampler(UniformDelay(min=Duration(100), max=Duration(300)))
+    uniform = delay_sampler(DelayDistribution(min=Duration(100), max=Duration(300)))
     drawn = [uniform(rng) for _ in range(2000)]
-    assert 0.1 <= min(drawn) and max(drawn) <= 0.3
-    tail = delay_sampler(PercentileDelay(p50=Duration(100), p99=Duration(1000)))
+    assert min(drawn) >= 0.1 and max(drawn) <= 0.3
+    tail = delay_sampler(DelayDistribution(p50=Duration(100), p99=Duration(1000)))
     drawn = sorted(tail(rng) for _ in range(20000))
     assert drawn[10000] == pytest.approx(0.1, rel=0.05)
     assert drawn[19800] == pytest.approx(1.0, rel=0.15)
@@ -378,4 +378,6 @@ def test_configuration_refuses_what_cannot_be_injected() -> None:
         FaultsConfig.model_validate({"rules": [{"delay": "1s", "percent": 101}]})
     with pytest.raises(ValueError, match="p99 must be at least p50"):
         FaultsConfig.model_validate({"rules": [{"delay": {"p50": "1s", "p99": "10ms"}}]})
+    with pytest.raises(ValueError, match="either"):
+        FaultsConfig.model_validate({"rules": [{"delay": {"min": "1s", "p99": "10ms"}}]})
     assert not FaultsConfig().enabled

@@ -12,35 +12,31 @@ from bastion.config.ratelimit import parse_match
 from bastion.units import DurationField
 
 
-class UniformDelay(Section):
-    """A delay drawn uniformly between two durations."""
+class DelayDistribution(Section):
+    """A delay drawn per request: `{min, max}` (uniform) or `{p50, p99}` (log-normal, a long tail)."""
 
-    min: DurationField
-    """The shortest delay."""
-    max: DurationField
-    """The longest delay."""
+    min: DurationField | None = None
+    """Uniform: the shortest delay."""
+    max: DurationField | None = None
+    """Uniform: the longest delay."""
+    p50: DurationField | None = None
+    """Long tail: half the delays are shorter than this."""
+    p99: DurationField | None = None
+    """Long tail: 99 in 100 delays are shorter than this."""
 
     @model_validator(mode="after")
-    def _ordered(self) -> UniformDelay:
-        if self.max.ms < self.min.ms:
+    def _one_shape(self) -> DelayDistribution:
+        uniform = self.min is not None and self.max is not None
+        tail = self.p50 is not None and self.p99 is not None
+        if uniform == tail or (uniform and (self.p50 or self.p99)) or (tail and (self.min or self.max)):
+            raise ValueError("a delay distribution is either {min, max} or {p50, p99}")
+        if self.min is not None and self.max is not None and self.max.ms < self.min.ms:
             raise ValueError("max must be at least min")
-        return self
-
-
-class PercentileDelay(Section):
-    """A delay with a long tail: log-normal, with the given median and 99th percentile."""
-
-    p50: DurationField
-    """Half the delays are shorter than this."""
-    p99: DurationField
-    """99 in 100 delays are shorter than this."""
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PercentileDelay:
-        if self.p50.ms <= 0:
-            raise ValueError("p50 must be above 0")
-        if self.p99.ms < self.p50.ms:
-            raise ValueError("p99 must be at least p50")
+        if self.p50 is not None and self.p99 is not None:
+            if self.p50.ms <= 0:
+                raise ValueError("p50 must be above 0")
+            if self.p99.ms < self.p50.ms:
+                raise ValueError("p99 must be at least p50")
         return self
 
 
@@ -84,9 +80,9 @@ class FaultRuleConfig(Section):
     it. `upstream`: the call to the upstream is slow or fails (gateway only), after the guards
     (an idempotency key is claimed), so the client sees what it would see if the API were slow or
     down."""
-    delay: DurationField | UniformDelay | PercentileDelay | None = None
-    """Wait before going on: a duration (`2s`), `{min, max}` (uniform) or `{p50, p99}`
-    (log-normal, a long tail). Upstream side, a delay past `gateway.read_timeout` ends in
+    delay: DurationField | DelayDistribution | None = None
+    """Wait before going on: a duration (`2s`), or a distribution to draw each request's delay
+    from. Upstream side, a delay past `gateway.read_timeout` ends in
     `504 UPSTREAM_TIMEOUT`."""
     abort: AbortConfig | None = None
     """Fail the request (after the delay, if any): `{status: 503}`, `{drop: true}` or

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, Scope, Send
 from bastion.clients import KEY_ID_PREFIX, ClientIdentifier
-from bastion.config.faults import FaultRuleConfig, FaultsConfig, PercentileDelay, UniformDelay
+from bastion.config.faults import DelayDistribution, FaultRuleConfig, FaultsConfig
 from bastion.problems import InjectedFault
 from bastion.units import Duration, parse_duration_ms
 
@@ -78,7 +78,7 @@ class Fault:
         )
 
 
-DelayConfig = Duration | UniformDelay | PercentileDelay | None
+DelayConfig = Duration | DelayDistribution | None
 
 
 def delay_sampler(delay: DelayConfig) -> Callable[[random.Random], float]:
@@ -88,9 +88,11 @@ def delay_sampler(delay: DelayConfig) -> Callable[[random.Random], float]:
     if isinstance(delay, Duration):
         seconds = delay.seconds
         return lambda _rng: seconds
-    if isinstance(delay, UniformDelay):
+    if delay.min is not None and delay.max is not None:
         low, high = delay.min.seconds, delay.max.seconds
         return lambda rng: rng.uniform(low, high)
+    assert delay.p50 is not None
+    assert delay.p99 is not None
     median = delay.p50.seconds
     sigma = math.log(delay.p99.seconds / median) / _Z99
     return lambda rng: median * math.exp(sigma * rng.gauss(0.0, 1.0))
