@@ -266,12 +266,22 @@ def probe(
     max_response_bytes: Annotated[
         int, typer.Option(help="Read at most this many bytes of a response.")
     ] = MAX_RESPONSE_BYTES,
+    chaos: Annotated[
+        bool,
+        typer.Option(
+            "--chaos",
+            help="Also send slow, timed-out, repeated and failing requests (with a gateway's fault injection"
+            " when it takes Bastion-Fault-* headers).",
+        ),
+    ] = False,
 ) -> None:
     """Send bounded real traffic to a running API and report which pitfalls it has; exit 1 on a failure."""
     from bastion.check.commands import run_probe
 
     raise typer.Exit(
-        run_probe(base_url, spec, format, html, max_requests, max_seconds, burst, output, max_response_bytes)
+        run_probe(
+            base_url, spec, format, html, max_requests, max_seconds, burst, output, max_response_bytes, chaos
+        )
     )
 
 

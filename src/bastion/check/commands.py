@@ -123,8 +123,12 @@ def run_probe(
     burst: int,
     output: Path | None,
     max_response_bytes: int,
+    chaos: bool = False,
 ) -> int:
-    """Probe the API at ``base_url``; returns 0, 1 when a check fails, 2 on a usage error."""
+    """Probe the API at ``base_url``; returns 0, 1 when a check fails, 2 on a usage error.
+
+    ``chaos`` adds the chaos probes (:mod:`bastion.check.probes.chaos`).
+    """
     from bastion.check import report
     from bastion.check.probe import ProbeOptions, SpecError, run_probe_sync
 
@@ -138,7 +142,7 @@ def run_probe(
         )
     if spec is not None and not spec.is_file():
         return _fail(f"{spec} is not a file")
-    options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst, max_response_bytes)
+    options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst, max_response_bytes, chaos)
     show_progress = fmt == "text" and output is None and sys.stderr.isatty()
     try:
         result = run_probe_sync(options, progress=show_progress)
