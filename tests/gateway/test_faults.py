@@ -178,8 +178,11 @@ def test_a_status_abort_is_an_injected_fault_problem_and_never_reaches_the_upstr
     assert_injected(response, 503)
     assert_injected(get(gateway, "teapot"), 418)
     assert calls(upstream, "echo") == before
-    [line] = fault_lines(gateway, response.json()["trace_id"])
+    trace_id = response.json()["trace_id"]
+    [line] = fault_lines(gateway, trace_id)
     assert line["side"] == "client" and line["kinds"] == ["status"] and line["rules"] == ["abort"]
+    # Logged as injected, never as a server problem.
+    assert [x for x in gateway.log_lines() if x.get("trace_id") == trace_id and x["level"] == "error"] == []
 
 
 def test_a_drop_closes_the_connection_without_a_response(gateway: Server, upstream: Server) -> None:

@@ -6,14 +6,15 @@ each request every matching rule is drawn for (``percent``), and so are the
 ``Bastion-Fault-*`` headers when ``allow_header_control`` is on. A client-side
 fault is injected there (a delay, an ``INJECTED_FAULT`` problem, a dropped
 connection, a response cut mid-body); an upstream-side one is left in the scope for
-the proxy, which applies it to its call to the upstream (:func:`call_upstream`),
+the proxy, which applies it to its call to the upstream
+(:func:`~bastion.gateway.upstream_faults.call_upstream`),
 after every guard: an upstream abort looks to the client exactly like the upstream
 failing. Nothing is added to the chain when no fault is configured.
 
 Dropping a connection needs the gateway's own HTTP protocol
 (:class:`~bastion.gateway.cycle.GatewayResponseCycle` takes the ``DROP_MESSAGE``); on
-other servers (middleware mode) a response head is sent and the connection closed
-before its body.
+other servers (middleware mode) a drop is answered ``503 INJECTED_FAULT``
+(:func:`drop_connection`).
 """
 
 from __future__ import annotations
@@ -21,19 +22,18 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import SCOPE_KEY, ASGIApp, Message, Receive, RequestContext, Scope, Send
 from bastion.clients import KEY_ID_PREFIX, ClientIdentifier
 from bastion.config.faults import DelayDistribution, FaultRuleConfig, FaultsConfig
-from bastion.problems import InjectedFault
+from bastion.problems import InjectedFault, render, request_instance
 from bastion.units import Duration, parse_duration_ms
 
 if TYPE_CHECKING:
     from bastion.config.model import RoutingConfig
-    from bastion.gateway.seam import BodyStream, UpstreamResponse
     from bastion.observability.metrics import Tally
     from bastion.protocols import GuardContext
 
@@ -46,6 +46,8 @@ FAULT_KEY = "bastion.fault"
 DROP_MESSAGE = "bastion.connection.drop"
 #: z of the 99th percentile of the standard normal distribution.
 _Z99 = 2.3263478740408408
+#: The ``detail`` of an injected abort's problem.
+_INJECTED = "This failure was injected on purpose (fault injection is on)."
 #: The longest delay a request header may ask for.
 _MAX_HEADER_DELAY_MS = 300_000
 
@@ -246,9 +248,8 @@ class FaultGuard:
         if client.delay > 0:
             await asyncio.sleep(client.delay)
         if client.abort == "status":
-            raise InjectedFault(
-                detail="This failure was injected on purpose (fault injection is on).", status=client.status
-            )
+            await _answer(InjectedFault(detail=_INJECTED, status=client.status), scope, ctx, send)
+            return
         if client.abort == "drop":
             await drop_connection(send)
             return
@@ -258,18 +259,33 @@ class FaultGuard:
         await self.app(scope, receive, send)
 
 
+async def _answer(problem: InjectedFault, scope: Scope, ctx: RequestContext, send: Send) -> None:
+    """Send the problem of an injected abort.
+
+    Sent here rather than raised: the boundary logs every raised 5xx as a server
+    problem, with its traceback, and an injected fault is none (it is logged as injected).
+    """
+    instance = request_instance(scope)
+    rendered = render(problem, type_base=ctx.type_base, trace_id=ctx.trace_id, instance=instance)
+    ctx.problem_code = problem.code
+    await send({"type": "http.response.start", "status": rendered.status, "headers": rendered.headers})
+    await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
+
+
 async def drop_connection(send: Send, *, started: bool = False) -> None:
     """Close the connection without (more of) a response.
 
-    The gateway's server takes :data:`DROP_MESSAGE`; any other server refuses it, and
-    then gets a response head (unless one was sent) and no body, so it closes the
-    connection itself.
+    The gateway's server takes :data:`DROP_MESSAGE`. A server that refuses it (uvicorn's
+    own protocols, in middleware mode) cannot be made to close a connection that has
+    no response yet: the request is answered ``503 INJECTED_FAULT`` instead. A response
+    already begun is left unfinished, and such a server closes the connection when the
+    application returns.
     """
     try:
         await send({"type": DROP_MESSAGE})
     except RuntimeError:
         if not started:
-            await send({"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"1")]})
+            raise InjectedFault(detail=_INJECTED + " This server cannot drop a connection.") from None
 
 
 class ResetAfterStart:
@@ -295,97 +311,6 @@ class ResetAfterStart:
         self._cut = True
         await self._send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
         await drop_connection(self._send, started=True)
-
-
-class _CutBody:
-    """A response body that breaks off after half its first chunk."""
-
-    def __init__(self, content: BodyStream, failure: type[BaseException]) -> None:
-        self._content = content
-        self._failure = failure
-        self._read = False
-
-    async def readany(self) -> bytes:
-        if self._read:
-            raise self._failure("the upstream connection was reset (injected fault)")
-        self._read = True
-        chunk = await self._content.readany()
-        return chunk[: len(chunk) // 2]
-
-    def at_eof(self) -> bool:
-        return False
-
-
-class _CutResponse:
-    """The upstream's response, whose body breaks off (an injected ``reset_mid_body``)."""
-
-    def __init__(self, response: UpstreamResponse, failure: type[BaseException]) -> None:
-        self._response = response
-        self.status = response.status
-        self.raw_headers = response.raw_headers
-        self.content = _CutBody(response.content, failure)
-
-    def release(self) -> None:
-        self._response.close()
-
-    def close(self) -> None:
-        self._response.close()
-
-
-class _EmptyBody:
-    async def readany(self) -> bytes:
-        return b""
-
-    def at_eof(self) -> bool:
-        return True
-
-
-class _StatusResponse:
-    """An upstream answer with an injected status and an empty plain-text body."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.raw_headers = ((b"Content-Type", b"text/plain"), (b"Content-Length", b"0"))
-        self.content = _EmptyBody()
-
-    def release(self) -> None:
-        """Nothing to release."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-async def call_upstream(
-    fault: Fault,
-    send: Callable[[], Awaitable[UpstreamResponse]],
-    *,
-    read_timeout: float | None,
-    failure: type[BaseException],
-) -> UpstreamResponse:
-    """``send()`` with ``fault`` applied, as the upstream would fail.
-
-    A delay past ``read_timeout`` raises ``TimeoutError`` when the timeout runs out;
-    ``drop`` (and ``status: 502``) raise ``failure``, the transport's own error, and
-    ``status: 504`` ``TimeoutError``, so the proxy answers its usual 502 and 504. Any
-    other status is the upstream's answer (an error body that is no problem then
-    becomes one, as ``errors.normalize_upstream`` says); ``reset_mid_body`` lets the
-    upstream answer and breaks its body off.
-    """
-    if fault.delay > 0:
-        if read_timeout and fault.delay >= read_timeout:
-            await asyncio.sleep(read_timeout)
-            raise TimeoutError("the upstream did not answer in time (injected delay)")
-        await asyncio.sleep(fault.delay)
-    if fault.abort == "drop" or fault.status == 502:
-        raise failure("the upstream dropped the connection (injected fault)")
-    if fault.status == 504:
-        raise TimeoutError("the upstream did not answer in time (injected fault)")
-    if fault.abort == "status" and fault.status is not None:
-        return _StatusResponse(fault.status)
-    response = await send()
-    if fault.abort == "reset_mid_body":
-        return _CutResponse(response, failure)
-    return response
 
 
 def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:

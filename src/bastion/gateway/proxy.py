@@ -32,12 +32,13 @@ from bastion import normalize
 from bastion.asgi import HANDSHAKE_KEY, SCOPE_KEY, Message, Receive, RequestContext, Scope, Send
 from bastion.config import Config
 from bastion.config.gateway import GatewayConfig
-from bastion.gateway.faults import FAULT_KEY, Fault, FaultLog, call_upstream
+from bastion.gateway.faults import FAULT_KEY, Fault, FaultLog
 from bastion.gateway.headers import Forwarding
 from bastion.gateway.relay import ResponseRelay
 from bastion.gateway.seam import RequestBody, UpstreamResponse, UpstreamTransport
 from bastion.gateway.upload import UploadState, has_body, stream_request
 from bastion.gateway.upstream import UpstreamClient
+from bastion.gateway.upstream_faults import call_upstream
 from bastion.observability.otel import start_upstream_span
 from bastion.problems import BadRequest, MethodNotAllowed, UpstreamTimeout, UpstreamUnavailable
 from bastion.tracing import format_traceparent
