@@ -44,7 +44,7 @@ GuardBuilder = Callable[[ASGIApp, GuardContext], ASGIApp | None]
 def _capability_builders() -> list[GuardBuilder]:
     """The capabilities' guard builders, innermost first (the reverse of the request path)."""
     from bastion.clients import build_guard as unknown_keys
-    from bastion.gateway.faults import build_guard as faults
+    from bastion.faults import build_guard as faults
     from bastion.idempotency.guard import build_guard as idempotency
     from bastion.ratelimit.guard import build_guard as rate_limits
     from bastion.routing import build_guard as route

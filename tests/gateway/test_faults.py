@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from bastion import Bastion
 from bastion.config.faults import DelayDistribution, FaultsConfig
-from bastion.gateway.faults import delay_sampler, header_faults
+from bastion.faults import delay_sampler, header_faults
 from bastion.units import Duration
 from tests.gateway.conftest import Server, start_gateway
 
@@ -328,7 +328,7 @@ def test_no_faults_add_no_layer() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
         return
 
-    from bastion.gateway.faults import FaultGuard
+    from bastion.faults import FaultGuard
 
     def layers(bastion: Bastion) -> list[str]:
         found, inner = [], bastion._chain

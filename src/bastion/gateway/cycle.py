@@ -32,7 +32,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from bastion.gateway.faults import DROP_MESSAGE
+from bastion.faults import DROP_MESSAGE
 from bastion.gateway.uvicorn_fit import require_fit
 
 require_fit()
@@ -133,7 +133,7 @@ class GatewayResponseCycle(RequestResponseCycle):
         self.transport.close()
 
     async def send(self, message: Any) -> None:
-        """Send an ASGI message to the client (``DROP_MESSAGE`` of :mod:`bastion.gateway.faults`: close)."""
+        """Send an ASGI message to the client (``DROP_MESSAGE`` of :mod:`bastion.faults`: close)."""
         if (
             self.response_started
             or self.disconnected

@@ -32,7 +32,7 @@ from bastion import normalize
 from bastion.asgi import HANDSHAKE_KEY, SCOPE_KEY, Message, Receive, RequestContext, Scope, Send
 from bastion.config import Config
 from bastion.config.gateway import GatewayConfig
-from bastion.gateway.faults import FAULT_KEY, Fault, FaultLog
+from bastion.faults import FAULT_KEY, Fault, FaultLog
 from bastion.gateway.headers import Forwarding
 from bastion.gateway.relay import ResponseRelay
 from bastion.gateway.seam import RequestBody, UpstreamResponse, UpstreamTransport
@@ -66,7 +66,7 @@ class ProxyApp:
     name = "upstream"
     #: WebSocket handshakes reach it through bastion's guards (:mod:`bastion.handshakes`).
     guards_handshakes = True
-    #: Upstream-side faults are injected here (:mod:`bastion.gateway.faults`).
+    #: Upstream-side faults are injected here (:mod:`bastion.faults`).
     takes_upstream_faults = True
     #: Set by the fault guard's builder once a configuration can inject faults: until then
     #: requests are not looked at for one.
@@ -250,7 +250,7 @@ class ProxyApp:
         headers: list[tuple[str, str]],
         data: RequestBody,
     ) -> UpstreamResponse:
-        """The upstream call with an injected upstream-side fault (:mod:`bastion.gateway.faults`)."""
+        """The upstream call with an injected upstream-side fault (:mod:`bastion.faults`)."""
         assert self.fault_log is not None
         self.fault_log.injected(fault, ctx, scope)
         return await call_upstream(

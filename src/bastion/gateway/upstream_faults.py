@@ -1,6 +1,6 @@
 """Upstream-side faults: the proxy's call to the upstream, slow or failing on purpose (docs/faults.md).
 
-:func:`call_upstream` applies a :class:`~bastion.gateway.faults.Fault` the fault
+:func:`call_upstream` applies a :class:`~bastion.faults.Fault` the fault
 guard chose for the request to the proxy's call, so that the client sees what it
 would see if the upstream itself were slow or failing: the proxy's usual timeouts,
 ``502``/``504`` problems, an error response made a problem, a body cut off.
@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bastion.gateway.faults import Fault
+    from bastion.faults import Fault
     from bastion.gateway.seam import BodyStream, UpstreamResponse
 
 

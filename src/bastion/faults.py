@@ -14,7 +14,9 @@ failing. Nothing is added to the chain when no fault is configured.
 Dropping a connection needs the gateway's own HTTP protocol
 (:class:`~bastion.gateway.cycle.GatewayResponseCycle` takes the ``DROP_MESSAGE``); on
 other servers (middleware mode) a drop is answered ``503 INJECTED_FAULT``
-(:func:`drop_connection`).
+(:func:`drop_connection`). The layer lives beside the guards rather than in the
+gateway package: the middleware builds it too, and the stack imports it without a
+circle through the gateway (which imports the stack).
 """
 
 from __future__ import annotations
