@@ -91,24 +91,36 @@ def summary(results: dict[str, CheckResult]) -> str:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     workdir = tmp_path_factory.mktemp("chaos")
-    upstream = start_upstream(workdir)
-    config = {
-        "upstream": upstream.base,
-        "store": "memory://",
-        "idempotency": {"require": ["POST /orders"]},
-        "rate_limits": {"rules": [{"name": "probe-get", "match": "GET /echo/probe", "limit": "8/10s"}]},
-        "faults": {"allow_header_control": True},
-    }
-    server = start_gateway(workdir, config)
+    server = start_upstream(workdir)
     spec = workdir / "openapi.yaml"
     spec.write_text(yaml.safe_dump(UPSTREAM_SPEC))
     try:
         yield server, spec
     finally:
         server.stop()
-        upstream.stop()
+
+
+def gateway_config(upstream: Server, **extra: object) -> dict[str, object]:
+    return {
+        "upstream": upstream.base,
+        "store": "memory://",
+        "idempotency": {"require": ["POST /orders"]},
+        "rate_limits": {"rules": [{"name": "probe-get", "match": "GET /echo/probe", "limit": "8/10s"}]},
+        "errors": {"normalize_upstream": "all"},
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: tuple[Server, Path]) -> Iterator[tuple[Server, Path]]:
+    server, spec = upstream
+    gateway = start_gateway(spec.parent, gateway_config(server, faults={"allow_header_control": True}))
+    try:
+        yield gateway, spec
+    finally:
+        gateway.stop()
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +141,20 @@ def test_the_gateway_with_fault_injection_passes_every_chaos_check(gateway: tupl
     injected = [line for line in server.log_lines() if line.get("event") == "fault injected"]
     assert {line["side"] for line in injected} == {"client", "upstream"}
     assert all(line["trace_id"] for line in injected)
+
+
+def test_without_fault_injection_the_probe_makes_its_own_slow_requests(upstream: tuple[Server, Path]) -> None:
+    server, spec = upstream
+    gateway = start_gateway(spec.parent, gateway_config(server), name="plain-gateway")
+    try:
+        results = run_chaos(gateway.base, spec)
+    finally:
+        gateway.stop()
+    assert results["chaos-fault-control"].status == "skip", summary(results)
+    # The headers asked for nothing, and the checks still pass on the probe's own requests.
+    for check_id in CHECKS[1:]:
+        assert results[check_id].status == "pass", summary(results)
+    assert "after a client timeout" in results["chaos-retry-after-timeout"].detail, summary(results)
 
 
 def test_the_naive_app_fails_the_chaos_checks(naive_url: str) -> None:
