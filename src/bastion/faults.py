@@ -169,7 +169,7 @@ def header_faults(headers: Sequence[tuple[bytes, bytes]]) -> list[Fault]:
             found.append(Fault(side, min(ms, _MAX_HEADER_DELAY_MS) / 1000, names=("header",)))
         elif value in ("drop", "reset_mid_body"):
             found.append(Fault(side, abort=value, names=("header",)))
-        elif value.isdigit() and 400 <= int(value) <= 599:
+        elif value.isascii() and value.isdigit() and 400 <= int(value) <= 599:
             found.append(Fault(side, abort="status", status=int(value), names=("header",)))
     return found
 
