@@ -281,6 +281,14 @@ def probe(
     suggest_config: Annotated[
         Path | None, typer.Option(help="Write a starter bastion.yaml that answers every failed check.")
     ] = None,
+    chaos: Annotated[
+        bool,
+        typer.Option(
+            "--chaos",
+            help="Also send slow, timed-out, repeated and failing requests (with a gateway's fault injection"
+            " when it takes Bastion-Fault-* headers).",
+        ),
+    ] = False,
 ) -> None:
     """Send bounded real traffic to a running API and report which pitfalls it has; exit 1 on a failure."""
     from bastion.check.commands import run_probe
@@ -299,6 +307,7 @@ def probe(
             baseline,
             write_baseline,
             suggest_config,
+            chaos,
         )
     )
 

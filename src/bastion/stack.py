@@ -3,7 +3,7 @@
 The chain is built once, from one :class:`~bastion.config.Config`, outermost first::
 
     boundary (trace id, problems, metrics, access log)
-      -> route -> unknown API keys -> rate limit -> validation -> idempotency -> the app
+      -> route -> unknown API keys -> faults -> rate limit -> validation -> idempotency -> the app
 
 A capability whose configuration gives it nothing to do adds no guard at all.
 Stores and other resources open on the ASGI lifespan start-up, or on the first
@@ -45,12 +45,13 @@ GuardBuilder = Callable[[ASGIApp, GuardContext], ASGIApp | None]
 def _capability_builders() -> list[GuardBuilder]:
     """The capabilities' guard builders, innermost first (the reverse of the request path)."""
     from bastion.clients import build_guard as unknown_keys
+    from bastion.faults import build_guard as faults
     from bastion.idempotency.guard import build_guard as idempotency
     from bastion.ratelimit.guard import build_guard as rate_limits
     from bastion.routing import build_guard as route
     from bastion.validation.guard import build_guard as validation
 
-    return [idempotency, validation, rate_limits, unknown_keys, route]
+    return [idempotency, validation, rate_limits, faults, unknown_keys, route]
 
 
 class BuildContext:

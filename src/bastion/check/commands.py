@@ -161,8 +161,12 @@ def run_probe(
     baseline: Path | None = None,
     write_baseline: Path | None = None,
     suggest_config: Path | None = None,
+    chaos: bool = False,
 ) -> int:
-    """Probe the API at ``base_url``; returns 0, 1 when a (new) check fails, 2 on a usage error."""
+    """Probe the API at ``base_url``; returns 0, 1 when a (new) check fails, 2 on a usage error.
+
+    ``chaos`` adds the chaos probes (:mod:`bastion.check.probes.chaos`).
+    """
     from bastion.check import probe_report as report
     from bastion.check.baseline import probe_entries, read_baseline
     from bastion.check.probe import ProbeOptions, SpecError, run_probe_sync
@@ -182,7 +186,7 @@ def run_probe(
             read_baseline(baseline, "bastion probe")
         except BaselineError as exc:
             return _fail(str(exc))
-    options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst, max_response_bytes)
+    options = ProbeOptions(base_url, spec, max_requests, max_seconds, burst, max_response_bytes, chaos)
     show_progress = fmt == "text" and output is None and sys.stderr.isatty()
     try:
         result = run_probe_sync(options, progress=show_progress)

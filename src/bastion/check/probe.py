@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.check.document import ParseError, load_file
-from bastion.check.probes import errors, idempotency, ratelimit, validation
+from bastion.check.probes import chaos, errors, idempotency, ratelimit, validation
 from bastion.check.probes.base import ProbeContext
 from bastion.check.probes.client import MAX_RESPONSE_BYTES, BudgetExhausted, ProbeClient
 from bastion.check.probes.payloads import SchemaSampler
@@ -38,6 +38,8 @@ class ProbeOptions:
     max_seconds: float = 60.0
     burst: int = 0
     max_response_bytes: int = MAX_RESPONSE_BYTES
+    #: Also run the chaos probes (slow, timed-out, repeated and failing requests).
+    chaos: bool = False
 
 
 _STAGES: tuple[tuple[str, Callable[[ProbeContext], None]], ...] = (
@@ -70,7 +72,8 @@ def run_probe(options: ProbeOptions, on_step: Callable[[str, int], None] | None 
     ctx = ProbeContext(client, target, sampler, options.burst)
     if on_step is not None:
         ctx.on_step = lambda label: on_step(label, client.sent)
-    for pitfall, stage in _STAGES:
+    stages = (*_STAGES, ("chaos", chaos.run)) if options.chaos else _STAGES
+    for pitfall, stage in stages:
         try:
             stage(ctx)
         except BudgetExhausted:

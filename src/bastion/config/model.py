@@ -11,6 +11,7 @@ from bastion._model import Section
 from bastion.config.admin import AdminConfig, check_admin_store
 from bastion.config.check import LintConfig
 from bastion.config.clients import ClientsConfig
+from bastion.config.faults import FaultsConfig
 from bastion.config.gateway import GatewayConfig
 from bastion.config.idempotency import IdempotencyConfig
 from bastion.config.observability import ObservabilityConfig
@@ -122,6 +123,7 @@ class Config(Section):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     @field_validator("store")
     @classmethod

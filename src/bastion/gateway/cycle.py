@@ -32,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from bastion.faults import DROP_MESSAGE
 from bastion.gateway.uvicorn_fit import require_fit
 
 require_fit()
@@ -124,8 +125,15 @@ class GatewayResponseCycle(RequestResponseCycle):
     #: Whether the body runs to the connection's close (HTTP/1.0, no Content-Length).
     close_delimited = False
 
+    def _drop(self) -> None:
+        """Close the connection now, without (the rest of) a response: what is written goes first."""
+        self.keep_alive = False
+        self.disconnected = True
+        self.message_event.set()
+        self.transport.close()
+
     async def send(self, message: Any) -> None:
-        """Send an ASGI message to the client."""
+        """Send an ASGI message to the client (``DROP_MESSAGE`` of :mod:`bastion.faults`: close)."""
         if (
             self.response_started
             or self.disconnected
@@ -135,7 +143,13 @@ class GatewayResponseCycle(RequestResponseCycle):
             if self.close_delimited and not self.disconnected and not self.response_complete:
                 await self._send_to_close(message)
                 return
-            await super().send(message)
+            try:
+                await super().send(message)
+            except RuntimeError:
+                # uvicorn refuses a message it does not know; an injected fault's drop is one.
+                if message.get("type") != DROP_MESSAGE:
+                    raise
+                self._drop()
             return
         if self.flow.write_paused:
             await self.flow.drain()

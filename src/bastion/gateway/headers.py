@@ -25,8 +25,11 @@ _WEBSOCKET_HANDSHAKE = frozenset(
     {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
 )
 
+# Requests for an injected fault (docs/faults.md): for the gateway alone, whether it takes them or not.
+_FAULT_CONTROL = frozenset({b"bastion-fault-delay", b"bastion-fault-abort"})
+
 # Every request header the loop below does more with than pass on (one look-up for the rest).
-_SPECIAL = HOP_BY_HOP | _REPLACED_UPSTREAM | _FORWARDING
+_SPECIAL = HOP_BY_HOP | _REPLACED_UPSTREAM | _FORWARDING | _FAULT_CONTROL
 _SPECIAL_WEBSOCKET = _SPECIAL | _WEBSOCKET_HANDSHAKE
 
 # The forwarding headers of requests without trusted ones, by (peer, scheme, host): one of a
@@ -161,8 +164,8 @@ class Forwarding:
                 if incoming is None:
                     incoming = {}
                 incoming.setdefault(key, []).append(value)
-            # else a WebSocket handshake header (aiohttp sends its own) or the client's
-            # Authorization where the gateway sends its own (below)
+            # else a WebSocket handshake header (aiohttp sends its own), the client's
+            # Authorization where the gateway sends its own (below), or a fault request
         if listed:
             out = [(k, v) for k, v in out if k.lower().encode("latin-1") not in listed]
         if traceparent is not None:

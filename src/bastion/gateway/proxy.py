@@ -32,11 +32,13 @@ from bastion import normalize
 from bastion.asgi import HANDSHAKE_KEY, SCOPE_KEY, Message, Receive, RequestContext, Scope, Send
 from bastion.config import Config
 from bastion.config.gateway import GatewayConfig
+from bastion.faults import FAULT_KEY, Fault, FaultLog
 from bastion.gateway.headers import Forwarding
 from bastion.gateway.relay import ResponseRelay
-from bastion.gateway.seam import RequestBody, UpstreamTransport
+from bastion.gateway.seam import RequestBody, UpstreamResponse, UpstreamTransport
 from bastion.gateway.upload import UploadState, has_body, stream_request
 from bastion.gateway.upstream import UpstreamClient
+from bastion.gateway.upstream_faults import call_upstream
 from bastion.observability.otel import start_upstream_span
 from bastion.problems import BadRequest, MethodNotAllowed, UpstreamTimeout, UpstreamUnavailable
 from bastion.tracing import format_traceparent
@@ -64,6 +66,11 @@ class ProxyApp:
     name = "upstream"
     #: WebSocket handshakes reach it through bastion's guards (:mod:`bastion.handshakes`).
     guards_handshakes = True
+    #: Upstream-side faults are injected here (:mod:`bastion.faults`).
+    takes_upstream_faults = True
+    #: Set by the fault guard's builder once a configuration can inject faults: until then
+    #: requests are not looked at for one.
+    fault_log: FaultLog | None = None
 
     def __init__(
         self,
@@ -206,7 +213,11 @@ class ProxyApp:
             state = UploadState()
             data = stream_request(receive, state)
         try:
-            response = await self.transport.send(method, url, headers, data)
+            fault = scope.get(FAULT_KEY) if self.fault_log is not None else None
+            if fault is None:
+                response = await self.transport.send(method, url, headers, data)
+            else:
+                response = await self._send_with_fault(fault, scope, ctx, method, url, headers, data)
         except self._failures as exc:
             if span is not None:
                 span.end(error=exc)
@@ -228,6 +239,26 @@ class ProxyApp:
             await self.relay.respond(scope, ctx, response, receive, send, body_done=body_done)
         finally:
             response.release()
+
+    async def _send_with_fault(
+        self,
+        fault: Fault,
+        scope: Scope,
+        ctx: RequestContext | None,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        data: RequestBody,
+    ) -> UpstreamResponse:
+        """The upstream call with an injected upstream-side fault (:mod:`bastion.faults`)."""
+        assert self.fault_log is not None
+        self.fault_log.injected(fault, ctx, scope)
+        return await call_upstream(
+            fault,
+            lambda: self.transport.send(method, url, headers, data),
+            read_timeout=self.config.read_timeout.seconds or None,
+            failure=self.transport.errors[0],
+        )
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """WebSocket sessions and handshakes, and the lifespan protocol."""

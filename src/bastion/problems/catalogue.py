@@ -296,6 +296,20 @@ class UpstreamTimeout(Problem):
     action = "Retry later if the request is idempotent."
 
 
+class InjectedFault(Problem):
+    """An injected failure (``faults``): the status comes from the fault's rule or request header."""
+
+    status = 503
+    code_default = "INJECTED_FAULT"
+    title_default = "Injected fault"
+    meaning = (
+        "Fault injection is on (the faults section, docs/faults.md) and this request was chosen to"
+        " fail on purpose, by a rule or by its Bastion-Fault-Abort header; nothing went wrong."
+        " The status is the fault's."
+    )
+    action = "Handle it as you would the same status from a real failure; retry if the request is idempotent."
+
+
 def status_phrase(status: int) -> str:
     """The reason phrase for ``status``, for problems built from bare status codes."""
     from http import HTTPStatus

@@ -122,15 +122,16 @@ class ProbeClient:
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
         json: Any = None,
+        timeout: float | None = None,
     ) -> Exchange:
-        """Send one request; ``path`` is relative to the base URL."""
+        """Send one request; ``path`` is relative to the base URL, ``timeout`` replaces the client's own."""
         self._claim()
         sent_headers = {"User-Agent": USER_AGENT, "Accept": "application/json, application/problem+json"}
         if json is not None:
             body = orjson.dumps(json)
             sent_headers["Content-Type"] = "application/json"
         sent_headers.update(headers or {})
-        seconds = max(0.0, min(self.timeout, self.remaining_seconds()))
+        seconds = max(0.0, min(self.timeout if timeout is None else timeout, self.remaining_seconds()))
         factory = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         conn = factory(self.host, self.port, timeout=max(0.05, seconds))
         cut = threading.Event()

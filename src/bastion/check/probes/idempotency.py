@@ -21,7 +21,8 @@ _TITLES = {
 }
 
 
-def _pick(ctx: ProbeContext) -> Operation | None:
+def pick_post(ctx: ProbeContext) -> Operation | None:
+    """The POST to probe idempotency on: one that requires or declares a key first."""
     target = ctx.target
     if target is None:
         return None
@@ -43,7 +44,7 @@ def _same(a: Exchange, b: Exchange) -> bool:
 
 def run(ctx: ProbeContext) -> None:
     """Exercise the Idempotency-Key contract on one POST operation."""
-    op = _pick(ctx)
+    op = pick_post(ctx)
     if op is None:
         why = "needs --spec with a POST operation" if ctx.target is None else "the description has no POST"
         for check_id, title in _TITLES.items():
