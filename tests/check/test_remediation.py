@@ -64,6 +64,7 @@ def emitted_check_ids() -> set[str]:
         text = module.read_text()
         ids |= set(re.findall(r'ctx\.add\(\s*"([a-z0-9-]+)"', text))
         ids |= set(re.findall(r'_problem_check\(\s*ctx,\s*"([a-z0-9-]+)"', text))
+        ids |= set(re.findall(r'chaos\.add\(\s*"([a-z0-9-]+)"', text))
         for block in re.findall(r"^_TITLES = \{\n(.*?)^\}", text, re.MULTILINE | re.DOTALL):
             for key in re.findall(r'^\s+"([a-z0-9-]+)": ', block, re.MULTILINE):
                 # validation.py names its checks f"validation-{kind}" from these keys

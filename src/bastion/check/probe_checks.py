@@ -202,6 +202,65 @@ _ALL = (
             ("query-wrong-type", "a query parameter of the wrong type gets 422 naming it", _VALIDATE),
         )
     ),
+    _check(
+        "chaos-fault-control",
+        "errors",
+        "monitoring",
+        Remediation(
+            "In staging, run `bastion gateway` in front of the API with fault injection that tests may "
+            "ask for by header (docs/faults.md); never in production.",
+            {"faults": {"allow_header_control": True}},
+        ),
+    ),
+    _check(
+        "chaos-retry-after-timeout",
+        "idempotency",
+        "idempotency for writes",
+        Remediation(
+            _BEHIND + "a client that gives up on a slow POST and retries it with the same Idempotency-Key "
+            "gets the first run's response (or 409 while it still runs), never a second run.",
+            {"idempotency": _IDEMPOTENT},
+        ),
+    ),
+    _check(
+        "chaos-duplicates-while-slow",
+        "idempotency",
+        "idempotency for writes",
+        Remediation(
+            _BEHIND + "duplicates that arrive while the first request is slow get 409 (or, with "
+            "`idempotency.wait`, the first request's response) instead of a second run.",
+            {"idempotency": {**_IDEMPOTENT, "wait": "2s"}},
+        ),
+    ),
+    _check(
+        "chaos-retry-after-honoured",
+        "rate-limiting",
+        "rate limits",
+        Remediation(
+            _BEHIND + "every 429 carries `Retry-After`, and a client that waits that long is admitted.",
+            _LIMITED,
+        ),
+    ),
+    _check(
+        "chaos-errors-under-faults",
+        "errors",
+        "errors",
+        Remediation(
+            _BEHIND + "an upstream failure or timeout becomes a problem (502, 504) with a trace id, and an "
+            "error page the API sends itself is replaced by a problem.",
+            _PROBLEMS,
+        ),
+    ),
+    _check(
+        "chaos-no-stack-trace",
+        "errors",
+        "errors",
+        Remediation(
+            _BEHIND + "5xx bodies that are not problems are replaced by problems (the original is logged, "
+            "never sent), so no fault shows a stack trace.",
+            _PROBLEMS,
+        ),
+    ),
     *(
         _check(f"{pitfall}-budget", pitfall, priority, _BUDGET)
         for pitfall, priority in (
