@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from bastion.config import ConfigError
 from bastion.config.admin import read_tokens, split_listen
 from bastion.control.admin_api import DESCRIPTION, AdminAPI, entry_view
 from bastion.control.change_stores import STORES
@@ -39,6 +41,9 @@ class AdminControl:
         self.bastion = bastion
         self.settings = config.admin
         self.store = STORES.open(config.admin_store(), config.admin.key_prefix, key="admin.store")
+        if self.settings.listen is not None and importlib.util.find_spec("aiohttp") is None:
+            hint = "the admin API's listener needs the gateway extra: pip install 'bastion-guards[gateway]'"
+            raise ConfigError([("admin.listen", hint)])
         self.tokens = read_tokens(self.settings.token_file) if self.settings.token_file else None
         #: The version of the changes in force here, and the changes.
         self.version = -1

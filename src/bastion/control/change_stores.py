@@ -244,6 +244,10 @@ class PostgresChangeStore:
     """Admin changes in PostgreSQL: two tables, a write locks the version row."""
 
     def __init__(self, url: str) -> None:
+        # Imported here, not at start: a missing driver is refused with the configuration
+        # (the store registry names the extra), not found later by the poll.
+        import asyncpg  # noqa: F401
+
         self.url = url
         self.name = f"admin:postgres:{parse_store_url(url).redacted}"
         self._pool: Any = None
