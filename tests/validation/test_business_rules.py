@@ -677,3 +677,29 @@ async def test_an_unknown_field_does_not_skip_the_rules(tmp_path: Path) -> None:
     assert refused.status_code == 422
     assert [e["code"] for e in refused.json()["errors"]] == ["RULE_FAILED"]
     assert passed.status_code == 200
+
+
+def test_a_percent_encoded_ref_reaches_its_rules_as_the_description_reads_it() -> None:
+    from bastion.validation.openapi import follow_local_ref
+    from bastion.validation.ruleplan import RulePlans
+
+    document = {
+        "components": {
+            "schemas": {
+                "a b": {
+                    "type": "object",
+                    "properties": {"n": {"type": "integer"}},
+                    "x-bastion-rules": [{"rule": "self.n > 0", "message": "n must be positive"}],
+                }
+            }
+        }
+    }
+    ref = "#/components/schemas/a%20b"
+    assert follow_local_ref(document, ref) == (
+        document["components"]["schemas"]["a b"],
+        "/components/schemas/a b",
+    )
+    plan = RulePlans(document).plan(
+        {"$ref": ref}, "/paths/~1x/post/requestBody/content/application~1json/schema"
+    )
+    assert plan is not None

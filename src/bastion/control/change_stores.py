@@ -195,11 +195,13 @@ class RedisChangeStore:
     """Admin changes in Redis: a hash of entries and a version counter under one hash tag."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        from redis.asyncio import Redis
+        # The one Redis client of bastion's stores (pool, timeouts, close and ping).
+        from bastion.stores.redis import RedisResource
 
         self.url = url
         self.name = f"admin:redis:{parse_store_url(url).redacted}"
-        self.redis: Redis = Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        self.resource = RedisResource(url, timeout_s=TIMEOUT_S / 20, max_connections=4)
+        self.redis = self.resource.redis
         # One hash tag: both keys on one Redis Cluster slot, so one script reads or writes both.
         self._keys = (f"{{{prefix}}}:version", f"{{{prefix}}}:entries")
 
@@ -209,14 +211,11 @@ class RedisChangeStore:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self.redis.aclose()
+        await self.resource.close()
 
     async def ping(self) -> bool:
         """Whether Redis answers."""
-        try:
-            return bool(await self.redis.ping())
-        except Exception:
-            return False
+        return await self.resource.ping()
 
     async def version(self) -> int:
         """The version counter."""

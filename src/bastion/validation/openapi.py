@@ -213,6 +213,24 @@ def _loads_nothing(keyword: str, value: str) -> bool:
     return value.startswith("#")
 
 
+def follow_local_ref(document: Any, ref: Any) -> tuple[Any, str] | None:
+    """The node a local ``$ref`` (``#/components/schemas/Order``) names and its JSON pointer
+    (percent-decoded), or ``None`` when ``ref`` is not local or names nothing."""
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        return None
+    pointer = unquote(ref[1:])
+    node: Any = document
+    for raw in pointer.split("/")[1:]:
+        token = unescape_token(raw)
+        if isinstance(node, Mapping) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return None
+    return node, pointer
+
+
 @dataclass(slots=True)
 class Description:
     """A loaded OpenAPI description: the document, its version and where it came from."""
@@ -240,16 +258,10 @@ class Description:
         """
         if not isinstance(ref, str) or not ref.startswith("#"):
             raise self.error(at, f"$ref {ref!r} is not a local reference (only '#/...' is supported)")
-        node: Any = self.document
-        for raw in unquote(ref[1:]).split("/")[1:]:
-            token = unescape_token(raw)
-            if isinstance(node, Mapping) and token in node:
-                node = node[token]
-            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-                node = node[int(token)]
-            else:
-                raise self.error(at, f"$ref {ref!r} points to nothing")
-        return node
+        found = follow_local_ref(self.document, ref)
+        if found is None:
+            raise self.error(at, f"$ref {ref!r} points to nothing")
+        return found[0]
 
     def resolve(self, node: Any, at: str, depth: int = 0) -> tuple[Any, str]:
         """``node`` with any chain of ``$ref`` followed: the target and its pointer."""

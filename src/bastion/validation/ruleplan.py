@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any
 
 from bastion.validation import errors
-from bastion.validation.openapi import escape_token, unescape_token
+from bastion.validation.openapi import escape_token, follow_local_ref
 from bastion.validation.rules import RULES_KEY, Rule, RuleCompiler, RuleError
 
 _DATA_MEMBERS = frozenset({"example", "examples", "default", "enum", "const"})
@@ -46,19 +46,8 @@ _MAX_REF_HOPS = 64
 
 
 def _lookup(document: Mapping[str, Any], ref: Any) -> tuple[Any, str] | None:
-    if not isinstance(ref, str) or not ref.startswith("#"):
-        return None
-    node: Any = document
-    pointer = ref[1:]
-    for raw in pointer.split("/")[1:]:
-        token = unescape_token(raw)
-        if isinstance(node, Mapping) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return None
-    return node, pointer
+    # The description's own reading of a ``$ref`` (percent-decoding included).
+    return follow_local_ref(document, ref)
 
 
 def _resolve(document: Mapping[str, Any], node: Any, at: str) -> tuple[Any, str]:
