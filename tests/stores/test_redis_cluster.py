@@ -116,6 +116,29 @@ async def test_a_moved_slot_is_followed(redis_cluster: RedisCluster) -> None:
     assert keys_by_slot(redis_cluster, key) == {key: (slot, new)}
 
 
+async def test_a_slot_being_migrated_is_followed_with_asking(redis_cluster: RedisCluster) -> None:
+    resource = RedisResource(redis_cluster.url, timeout_s=2.0)
+    key = f"a:{{{uuid.uuid4().hex}}}"
+    try:
+        assert await resource.run([set_call(f"a:{{{uuid.uuid4().hex}}}", "warm")]) == [b"warm"]
+        with redis.Redis(port=redis_cluster.ports[0]) as admin:
+            slot = int(admin.execute_command("CLUSTER", "KEYSLOT", key))
+        old = node_of(redis_cluster)[slot]
+        new = next(port for port in redis_cluster.ports if port != old)
+        old_id, new_id = (redis_cluster.cli(p, "CLUSTER", "MYID").strip() for p in (old, new))
+        redis_cluster.cli(new, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", old_id)
+        redis_cluster.cli(old, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", new_id)
+        # The key is not on the migrating master: it answers ASK, and the call goes to
+        # the importing one, after ASKING.
+        assert await resource.run([set_call(key, "moving")]) == [b"moving"]
+        assert "errorstat_ASK:count=1" in redis_cluster.cli(old, "INFO", "errorstats")
+        for port in (new, old, *(p for p in redis_cluster.ports if p not in (new, old))):
+            redis_cluster.cli(port, "CLUSTER", "SETSLOT", str(slot), "NODE", new_id)
+    finally:
+        await resource.close()
+    assert keys_by_slot(redis_cluster, key) == {key: (slot, new)}
+
+
 def gateway(app: Any, cluster: RedisCluster, rate_limits: dict[str, Any] | None, prefix: str) -> Bastion:
     """One gateway worker: its own Bastion, stores and connections, on the cluster."""
     config: dict[str, Any] = {

@@ -13,8 +13,9 @@
 - On a Redis Cluster (``redis+cluster://HOST:PORT``), each call goes to the master
   of its keys' slot (every key of one call shares one hash tag): the calls of one
   batch are grouped by node, one write per node, the nodes written concurrently.
-  ``MOVED`` updates the slot map and ``ASK`` is followed with ``ASKING``; both resend
-  only the redirected calls, a bounded number of times.
+  ``MOVED`` makes the client read the slot map again and ``ASK`` is followed with
+  ``ASKING``; both resend only the redirected calls, a bounded number of times. A
+  call that fails on a node (a failover) has the map read again before the next.
 
 A store keeps only what is its own: its scripts, how it packs its arguments and
 how it reads its replies.
@@ -263,14 +264,15 @@ class RedisResource:
                     self._stale = True
                     raise
                 retry: list[int] = []
+                moved = False
                 for (_, picks), got in zip(groups.values(), results, strict=True):
                     for i, reply in zip(picks, got, strict=True):
                         replies[i] = reply
                         asked.pop(i, None)
                         if isinstance(reply, MovedError):
-                            await manager.move_slot(reply)
+                            moved = True
                         elif isinstance(reply, AskError):
-                            target = manager.get_node(*manager.remap_host_port(reply.host, reply.port))
+                            target = manager.get_node(reply.host, reply.port)
                             if target is None:
                                 continue
                             asked[i] = target
@@ -281,6 +283,9 @@ class RedisResource:
                         retry.append(i)
                 if not retry:
                     break
+                if moved:
+                    # Slots changed owner (a resharding, a failover): read the whole map again.
+                    await manager.initialize()
                 pending = retry
             return replies
 
