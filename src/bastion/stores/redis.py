@@ -10,6 +10,12 @@
 - :class:`Batcher`: one call on the wire per store; the callers that come meanwhile
   go out together in the next one, so under a burst a worker needs one connection
   and one round trip, not one of each per request.
+- On a Redis Cluster (``redis+cluster://HOST:PORT``), each call goes to the master
+  of its keys' slot (every key of one call shares one hash tag): the calls of one
+  batch are grouped by node, one write per node, the nodes written concurrently.
+  ``MOVED`` makes the client read the slot map again and ``ASK`` is followed with
+  ``ASKING``; both resend only the redirected calls, a bounded number of times. A
+  call that fails on a node (a failover) has the map read again before the next.
 
 A store keeps only what is its own: its scripts, how it packs its arguments and
 how it reads its replies.
@@ -24,8 +30,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib.resources import files
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
 T = TypeVar("T")
 
@@ -68,15 +76,20 @@ class Script:
 
     def call(self, keys: Sequence[Arg], args: Sequence[Arg]) -> ScriptCall:
         """A call of this script on ``keys`` with ``args``."""
-        return ScriptCall(self, 1 + len(keys) + len(args), bulk(b"%d" % len(keys)) + pack(keys) + pack(args))
+        body = bulk(b"%d" % len(keys)) + pack(keys) + pack(args)
+        return ScriptCall(self, 1 + len(keys) + len(args), body, keys[0] if keys else b"")
 
 
 class ScriptCall(NamedTuple):
-    """One script call, packed: ``size`` RESP elements (numkeys, keys, args) in ``body``."""
+    """One script call, packed: ``size`` RESP elements (numkeys, keys, args) in ``body``.
+
+    ``key`` is one of its keys: on a cluster its slot names the node the call goes to.
+    """
 
     script: Script
     size: int
     body: bytes
+    key: Arg = b""
 
     def packed(self, head: bytes) -> bytes:
         """The whole command, with ``head`` (the script's ``EVALSHA`` or ``EVAL`` head)."""
@@ -125,6 +138,13 @@ class _ReplyDeadline:
             raise TimeoutError(f"Redis did not answer within {self.seconds} s") from exc
 
 
+_CLUSTER = "+cluster"
+# Redirections (MOVED, ASK) followed per call at most, so a slot migrating back and
+# forth cannot hold a call.
+_REDIRECTS = 3
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+
+
 class RedisResource:
     """A Redis connection pool for one store: script calls within a deadline, background
     calls tracked, and one way to close and ping.
@@ -136,12 +156,23 @@ class RedisResource:
     def __init__(self, url: str, *, timeout_s: float, max_connections: int = 64) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self.redis: Redis = Redis.from_url(
-            url,
-            socket_timeout=max(1.0, timeout_s * 20),
-            socket_connect_timeout=max(0.2, timeout_s * 4),
-            max_connections=max_connections,
-        )
+        options: dict[str, Any] = {
+            "socket_timeout": max(1.0, timeout_s * 20),
+            "socket_connect_timeout": max(0.2, timeout_s * 4),
+            "max_connections": max_connections,
+        }
+        scheme, _, rest = url.partition("://")
+        self.cluster: RedisCluster | None = None
+        self._pool: ConnectionPool | None = None
+        self.redis: Redis | RedisCluster
+        if scheme.lower().endswith(_CLUSTER):
+            self.redis = self.cluster = RedisCluster.from_url(
+                f"{scheme[: -len(_CLUSTER)]}://{rest}", **options
+            )
+        else:
+            self.redis = Redis.from_url(url, **options)
+            self._pool = self.redis.connection_pool
+        self._stale = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def track(self, work: Coroutine[Any, Any, None]) -> None:
@@ -172,6 +203,8 @@ class RedisResource:
     async def run(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Send ``calls`` in one write and return one reply per call (an error reply as
         its :class:`~redis.exceptions.ResponseError`); a lost connection or the deadline raises."""
+        if self.cluster is not None:
+            return await self._run_cluster(self.cluster, calls)
         if len(calls) == 1:
             call = calls[0]
             replies = await self._send(call.packed(call.script.evalsha_head), 1)
@@ -185,7 +218,8 @@ class RedisResource:
         return replies
 
     async def _send(self, packed: bytes, count: int) -> list[Any]:
-        pool = self.redis.connection_pool
+        pool = self._pool
+        assert pool is not None
         async with _ReplyDeadline(self.timeout_s):
             connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             try:
@@ -203,6 +237,98 @@ class RedisResource:
                 raise
             finally:
                 await pool.release(connection)
+
+    async def _run_cluster(self, cluster: RedisCluster, calls: Sequence[ScriptCall]) -> list[Any]:
+        async with _ReplyDeadline(self.timeout_s):
+            await cluster.initialize()
+            manager = cluster.nodes_manager
+            if self._stale:
+                # A call failed on a node: the topology may have changed (a failover).
+                self._stale = False
+                await manager.initialize()
+            replies: list[Any] = [None] * len(calls)
+            pending: Sequence[int] = range(len(calls))
+            scripted: set[int] = set()
+            asked: dict[int, ClusterNode] = {}
+            for _ in range(1 + _REDIRECTS):
+                groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+                for i in pending:
+                    node = asked.get(i) or manager.get_node_from_slot(key_slot(_encode(calls[i].key)))
+                    groups.setdefault(node.name, (node, []))[1].append(i)
+                sends = [
+                    self._node_send(node, calls, picks, scripted, asked) for node, picks in groups.values()
+                ]
+                try:
+                    results = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
+                except BaseException:
+                    self._stale = True
+                    raise
+                retry: list[int] = []
+                moved = False
+                for (_, picks), got in zip(groups.values(), results, strict=True):
+                    for i, reply in zip(picks, got, strict=True):
+                        replies[i] = reply
+                        asked.pop(i, None)
+                        if isinstance(reply, MovedError):
+                            moved = True
+                        elif isinstance(reply, AskError):
+                            target = manager.get_node(reply.host, reply.port)
+                            if target is None:
+                                continue
+                            asked[i] = target
+                        elif isinstance(reply, NoScriptError) and i not in scripted:
+                            scripted.add(i)
+                        else:
+                            continue
+                        retry.append(i)
+                if not retry:
+                    break
+                if moved:
+                    # Slots changed owner (a resharding, a failover): read the whole map again.
+                    await manager.initialize()
+                pending = retry
+            return replies
+
+    async def _node_send(
+        self,
+        node: ClusterNode,
+        calls: Sequence[ScriptCall],
+        picks: list[int],
+        scripted: set[int],
+        asked: dict[int, ClusterNode],
+    ) -> list[Any]:
+        """The calls ``picks`` in one write to ``node``: ``EVAL`` for those in ``scripted``,
+        after ``ASKING`` for those in ``asked``; one reply per call."""
+        parts = []
+        for i in picks:
+            call = calls[i]
+            if i in asked:
+                parts.append(_ASKING)
+            parts.append(call.packed(call.script.eval_head if i in scripted else call.script.evalsha_head))
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(b"".join(parts), check_health=False)
+            replies: list[Any] = []
+            for i in picks:
+                if i in asked:
+                    await connection.read_response()
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            # A reply may be half read: the connection cannot be reused.
+            await connection.disconnect()
+            raise
+        finally:
+            node.release(connection)
+
+
+def _encode(key: Arg) -> bytes:
+    if isinstance(key, bytes):
+        return key
+    return key.encode() if isinstance(key, str) else b"%d" % key
 
 
 _Pending = tuple[T, "asyncio.Future[Any]"]

@@ -13,6 +13,8 @@ _SCHEMES: dict[str, StoreKind] = {
     "sqlite": "sqlite",
     "redis": "redis",
     "rediss": "redis",
+    "redis+cluster": "redis",
+    "rediss+cluster": "redis",
     "unix": "redis",
     "postgresql": "postgres",
     "postgres": "postgres",
@@ -43,7 +45,7 @@ def parse_store_url(url: str) -> StoreURL:
     if not sep:
         raise ValueError(
             f"{url!r} is not a store URL; use memory://, sqlite:///PATH, "
-            "redis://HOST:PORT/DB or postgresql://HOST/DB"
+            "redis://HOST:PORT/DB, redis+cluster://HOST:PORT or postgresql://HOST/DB"
         )
     kind = _SCHEMES.get(scheme.lower())
     if kind is None:
@@ -55,4 +57,6 @@ def parse_store_url(url: str) -> StoreURL:
         return StoreURL(kind, url, path)
     if kind in ("redis", "postgres") and not rest and scheme != "unix":
         raise ValueError(f"{url!r} names no host")
+    if scheme.lower().endswith("+cluster") and urlsplit(url).path.strip("/") not in ("", "0"):
+        raise ValueError(f"{url!r}: a Redis Cluster has database 0 only")
     return StoreURL(kind, url)

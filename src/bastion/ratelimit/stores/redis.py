@@ -59,15 +59,15 @@ class _Command:
         self.args = args
 
 
-def _script_call(commands: Sequence[_Command]) -> ScriptCall:
-    """One script call carrying the decisions of several requests."""
+def _script_call(commands: Sequence[_Command], tag: bytes) -> ScriptCall:
+    """One script call carrying the decisions of several requests, on keys tagged ``tag``."""
     nkeys = sum(c.nkeys for c in commands)
     nargs = 1 + sum(4 + (c.nkeys * _PER_RULE) for c in commands)
     parts = [bulk(b"%d" % nkeys)]
     parts.extend(c.keys for c in commands)
     parts.append(bulk(b"%d" % len(commands)))
     parts.extend(c.args for c in commands)
-    return ScriptCall(DECIDE, 1 + nkeys + nargs, b"".join(parts))
+    return ScriptCall(DECIDE, 1 + nkeys + nargs, b"".join(parts), tag)
 
 
 def _decision(reply: list[int]) -> Decision:
@@ -87,6 +87,7 @@ class RedisStore(RedisResource):
     def __init__(self, url: str, *, key_prefix: str = "bastion:rl", timeout_s: float = 0.05) -> None:
         super().__init__(url, timeout_s=timeout_s)
         self.prefix = "{" + key_prefix + "}:"
+        self._tag = self.prefix.encode("utf-8", "surrogateescape")
         self._segments: dict[tuple[Any, int, bool], bytes] = {}
         # The requests queued behind the call on the wire share the next script call.
         self._calls: Batcher[_Command] = Batcher(self._run_batch, self.track, max_batch=_MAX_BATCH)
@@ -142,7 +143,7 @@ class RedisStore(RedisResource):
 
     async def _run_batch(self, commands: list[_Command]) -> list[Any]:
         """One script call for every queued request; one reply (or error) per request."""
-        reply = (await self.run([_script_call(commands)]))[0]
+        reply = (await self.run([_script_call(commands, self._tag)]))[0]
         if isinstance(reply, Exception):
             return [reply] * len(commands)
         return list(reply)
