@@ -109,8 +109,9 @@ class Config(Section):
     """Path of the OpenAPI 3.0/3.1 description (YAML or JSON), relative to this file. It gives
     routes, validation and per-operation `x-bastion-*` settings."""
     store: str = "sqlite:///./bastion.db"
-    """The default store for idempotency records and rate limit counters: `memory://`,
-    `sqlite:///PATH`, `redis://HOST:PORT/DB` or `postgresql://USER@HOST/DB`."""
+    """The default store for idempotency records, rate limit counters and admin changes:
+    `memory://`, `sqlite:///PATH`, `redis://HOST:PORT/DB`, `redis+cluster://HOST:PORT` (a Redis
+    Cluster, any node) or `postgresql://USER@HOST/DB`."""
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     errors: ErrorsConfig = Field(default_factory=ErrorsConfig)
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
