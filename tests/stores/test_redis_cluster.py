@@ -224,3 +224,21 @@ async def test_idempotency_runs_concurrent_duplicates_once_across_two_workers(
         assert key.count("{") == 1 and key.endswith("}")
     # The tag is the key's digest, so records spread over the masters.
     assert len({port for _, port in stored.values()}) > 1
+
+
+async def test_admin_changes_on_the_cluster(redis_cluster: Any) -> None:
+    from bastion.control.change_stores import STORES
+    from bastion.control.changes import RULE, Change
+
+    store = STORES.open(redis_cluster.url, "bastion-test-admin-cluster", key="admin.store")
+    await store.start()
+    try:
+        version = await store.version()
+        change = Change(RULE, "api", "patch", {"limit": "5/minute"}, "ops", 1.0)
+        written = await store.write(change, expected=version)
+        assert written == version + 1
+        assert await store.write(change, expected=version) is None  # another write came first
+        read_version, changes = await store.read()
+        assert read_version == written and changes[(RULE, "api")].fields == {"limit": "5/minute"}
+    finally:
+        await store.close()
