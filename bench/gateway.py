@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gateway.py [--duration 3] [--rounds 3] [--connections 64]
                                       [--workload both|post|get] [--workers 1 [2 ...]] [--quick]
+                                      [--only TEXT ...] [--pin] [--instructions]
 
 Targets, all in one run: the upstream alone (aiohttp.web); nginx as a plain
 reverse proxy (Debian package ``nginx``: one worker process, a keepalive upstream
@@ -642,6 +643,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="one round of 1 s runs: a smoke test")
     parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="run only the targets whose name contains one of these (nginx is kept as the reference)",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="taskset the proxies onto the last CPU and wrk and the upstream onto the others",
@@ -694,6 +701,8 @@ def main() -> int:
         upstream_port,
     )
     targets = build_targets(upstream_port, workdir, args.workers)
+    if args.only:
+        targets = [t for t in targets if t[0] == NGINX or any(text in t[0] for text in args.only)]
 
     if args.instructions:
         try:
@@ -762,7 +771,7 @@ def report(
 ) -> None:
     """Print the table (ratios to nginx), the per-round ratios, the budget and scale-out."""
     names = list(results[workloads[0]])
-    ref = NGINX if NGINX in names else BARE
+    ref = next((name for name in (NGINX, BARE) if name in names), names[0])
     print(
         f"workloads: {'; '.join(f'{w.upper()} = {WORKLOADS[w]}' for w in workloads)}. Throughput with "
         f"{args.connections} connections, p50 with 1; {args.duration:.0f} s per run, median of "
@@ -805,8 +814,8 @@ def report(
         for name in names:
             if name in ("upstream alone", ref):
                 continue
-            pairs = zip(loads[w][name], loads[w][ref], strict=True)
-            ratios = sorted(run.cpu_us / base.cpu_us for run, base in pairs)
+            rounds = zip(loads[w][name], loads[w][ref], strict=True)
+            ratios = sorted(run.cpu_us / base.cpu_us for run, base in rounds)
             print(f"- {name}: {statistics.median(ratios):.2f}x ({ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
     if ref == NGINX:
         print("\nbudget (every guard: <= 3x nginx's CPU per request, p50 at one connection within 0.2 ms):")
