@@ -44,6 +44,7 @@ browser:
 
 bench-tools:
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } || echo "bench: wrk is missing; bench/gateway.py will skip its load runs"
+	@command -v nginx >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && apt-get install -y -q nginx >/dev/null; } || echo "bench: nginx is missing; bench/gateway.py will compare with the bare aiohttp proxy instead"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

@@ -1,17 +1,28 @@
-"""The gateway beside the upstream alone and a bare aiohttp proxy, driven by wrk on loopback.
+"""The gateway beside nginx, a bare aiohttp proxy and the upstream alone, driven by wrk on loopback.
 
-    .venv/bin/python bench/gateway.py [--duration 5] [--connections 64] [--workload post|get]
+    .venv/bin/python bench/gateway.py [--duration 3] [--rounds 3] [--connections 64]
+                                      [--workload both|post|get] [--workers 1 [2 ...]] [--quick]
+                                      [--only TEXT ...] [--pin] [--instructions]
 
-Targets, all in one run, all single-process: the upstream alone (aiohttp.web);
-a bare aiohttp proxy (aiohttp.web + ClientSession, nothing else); ``bastion
-gateway`` with no guards; with every guard on memory stores (route + client,
-rate limits, OpenAPI validation, idempotency, metrics, access log); and the same
+Targets, all in one run: the upstream alone (aiohttp.web); nginx as a plain
+reverse proxy (Debian package ``nginx``: one worker process, a keepalive upstream
+pool, access log off, and again with its access log written to /dev/null); a bare
+aiohttp proxy (aiohttp.web + ClientSession, nothing else); ``bastion gateway``
+with no guards; with every guard on memory stores (route + client, rate limits,
+OpenAPI validation, idempotency, metrics), with its access log too; and the same
 on Redis. Each target gets a throughput run (``--connections`` connections) and a
 low-load latency run (one connection), both with wrk (Debian package ``wrk``).
 
-The default workload is ``POST /orders`` with a JSON body and a fresh
+``--workers N`` runs the gateway targets with N worker processes; more than one
+value adds a Redis every-guard target per further value, so ``--workers 1 2``
+measures scale-out in the same run. CPU per request is the user + system time of
+every process of a target (nginx's master and worker, the gateway's supervisor and
+workers) over the throughput run, divided by the requests wrk completed.
+
+The ``post`` workload is ``POST /orders`` with a JSON body and a fresh
 ``Idempotency-Key`` per request, so every guard does its full work; ``get`` sends
-``GET /items/{id}`` instead. Numbers on a shared machine drift: read the ratios.
+``GET /items/{id}``; ``both`` (the default) runs the two against the same
+processes. Numbers on a shared machine drift: read the ratios.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -28,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +199,81 @@ def serve_bare_proxy(port: int, upstream: str, tuned_gc: bool = False) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
+NGINX_CONF = """worker_processes 1;
+pid %(prefix)s/nginx.pid;
+error_log %(prefix)s/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log %(access_log)s;
+    client_body_temp_path %(prefix)s/client_body;
+    proxy_temp_path %(prefix)s/proxy;
+    fastcgi_temp_path %(prefix)s/fastcgi;
+    uwsgi_temp_path %(prefix)s/uwsgi;
+    scgi_temp_path %(prefix)s/scgi;
+    # wrk's connections and the pool's stay open for the whole run, as with the
+    # other proxies (nginx closes a connection after 1,000 requests by default).
+    keepalive_requests 1000000;
+    upstream backend {
+        server 127.0.0.1:%(upstream_port)d;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+"""
+
+
+def nginx_config(port: int, upstream_port: int, prefix: Path, *, access_log: bool = False) -> Path:
+    """Write nginx's configuration as a plain keepalive reverse proxy into ``prefix``; return its path.
+
+    One worker process. The access log is off, or written to /dev/null in nginx's
+    default format: the gateway's access log goes to standard error, which the bench
+    sends to /dev/null too, so both pay for formatting and writing a line, not a disk.
+    """
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF
+        % {
+            "prefix": prefix,
+            "port": port,
+            "upstream_port": upstream_port,
+            "access_log": "/dev/null" if access_log else "off",
+        }
+    )
+    return conf
+
+
+def nginx_command(conf: Path, *extra: str) -> list[str]:
+    """nginx run in the foreground on ``conf``, every path it writes in the configuration's directory."""
+    prefix = conf.parent
+    return [
+        "nginx",
+        *extra,
+        "-c",
+        str(conf),
+        "-p",
+        str(prefix),
+        "-e",
+        str(prefix / "error.log"),
+        "-g",
+        "daemon off;",
+    ]
+
+
+def serve_nginx(port: int, upstream_port: int, prefix: Path, access_log: bool) -> None:
+    """Become nginx (exec), so that the measured process is nginx's master."""
+    conf = nginx_config(port, upstream_port, prefix, access_log=access_log)
+    os.execvp("nginx", nginx_command(conf))
+
+
 # -- driving -------------------------------------------------------------------------------
 
 
@@ -233,7 +320,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def gateway_config(upstream: str, workdir: Path, guards: str, *, access_log: bool = False) -> Path:
+def gateway_config(
+    upstream: str, workdir: Path, guards: str, *, access_log: bool = False, workers: int = 1
+) -> Path:
     """``none``: no guards; ``memory`` / ``redis``: every guard on that store.
 
     The access log is off unless asked for: the bare proxy logs nothing either, and
@@ -242,7 +331,7 @@ def gateway_config(upstream: str, workdir: Path, guards: str, *, access_log: boo
     config: dict[str, Any] = {
         "upstream": upstream,
         "store": "memory://",
-        "gateway": {"workers": 1},
+        "gateway": {"workers": workers},
         "logging": {"access": access_log},
     }
     if guards != "none":
@@ -264,7 +353,7 @@ def gateway_config(upstream: str, workdir: Path, guards: str, *, access_log: boo
                 "idempotency": {"key_prefix": f"bench-gw-idem-{run}", "require": ["POST /orders"]},
             }
         )
-    path = workdir / f"gateway-{guards}{'-access' if access_log else ''}.yaml"
+    path = workdir / f"gateway-{guards}{'-access' if access_log else ''}-{workers}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -282,14 +371,52 @@ class WrkResult:
     p50_ms: float
     errors: int
     requests: int = 0
-    #: CPU time the measured server process spent per request, in microseconds.
+    #: CPU time the measured target's processes spent per request, in microseconds.
     cpu_us: float = 0.0
+    #: CPU seconds per second of the run (cores busy) of wrk and of each watched process.
+    cores: dict[str, float] = field(default_factory=dict)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (nginx's worker, the gateway's workers), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone while being read
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        tree.append(current)
+        queue.extend(parents.get(current, []))
+    return tree
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (from /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time so far of a process and its descendants (from /proc), in seconds."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine so far (every core, every process, from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """User plus system CPU time of this process's waited-for children (wrk's share)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wrk(
@@ -299,8 +426,15 @@ def wrk(
     duration: float,
     pid: int | None = None,
     cpus: str | None = None,
+    watch: dict[str, int] | None = None,
 ) -> WrkResult:
-    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    watched = dict(watch or {})
+    if pid is not None:
+        watched["target"] = pid
+    before = {name: cpu_seconds(member) for name, member in watched.items()}
+    wrk_before = children_cpu_seconds()
+    machine_before = machine_cpu_seconds()
+    started = time.monotonic()
     out = subprocess.run(
         pinned(
             [
@@ -320,6 +454,10 @@ def wrk(
         timeout=duration + 60,
         check=True,
     ).stdout
+    wall = time.monotonic() - started
+    spent = {name: cpu_seconds(member) - before[name] for name, member in watched.items()}
+    spent["wrk"] = children_cpu_seconds() - wrk_before
+    spent["machine"] = machine_cpu_seconds() - machine_before
     rps = _RPS_RE.search(out)
     p50 = _LATENCY_RE.search(out)
     if rps is None or p50 is None:
@@ -327,24 +465,26 @@ def wrk(
     errors = _NON_2XX_RE.search(out)
     requests = _REQUESTS_RE.search(out)
     count = int(requests.group(1)) if requests else 0
-    cpu_us = (cpu_seconds(pid) - cpu_before) * 1e6 / count if pid is not None and count else 0.0
+    cpu_us = spent["target"] * 1e6 / count if pid is not None and count else 0.0
     return WrkResult(
         float(rps.group(1)),
         float(p50.group(1)) * _SCALE[p50.group(2)],
         int(errors.group(1)) if errors else 0,
         count,
         cpu_us,
+        {name: seconds / wall for name, seconds in spent.items()},
     )
 
 
 def median_result(runs: list[WrkResult]) -> WrkResult:
-    """The median throughput and the median p50 of several runs of one target."""
+    """The median throughput, p50, CPU per request and cores of several runs of one target."""
     return WrkResult(
         statistics.median(r.rps for r in runs),
         statistics.median(r.p50_ms for r in runs),
         sum(r.errors for r in runs),
         sum(r.requests for r in runs),
         statistics.median(r.cpu_us for r in runs),
+        {name: statistics.median(r.cores.get(name, 0.0) for r in runs) for name in runs[0].cores},
     )
 
 
@@ -412,14 +552,102 @@ def redis_reachable() -> bool:
         return False
 
 
-def main() -> int:
+def redis_pid() -> int | None:
+    """The local redis-server serving ``REDIS_URL``, to report the cores it uses (None if not here)."""
+    from urllib.parse import urlsplit
+
+    port = f":{urlsplit(REDIS_URL).port or 6379}"
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].startswith(b"redis-server") and port.encode() in args[0]:
+            return int(cmdline.parent.name)
+    return None
+
+
+NGINX = "nginx"
+NGINX_LOGGED = "nginx, access log to /dev/null"
+BARE = "bare aiohttp proxy"
+EVERY_MEMORY = "gateway, every guard, memory"
+EVERY_REDIS = "gateway, every guard, Redis"
+WORKLOADS = {"get": "GET /items/{id}", "post": "POST /orders, JSON body, fresh Idempotency-Key"}
+
+
+def build_targets(upstream_port: int, workdir: Path, workers: list[int]) -> list[tuple[str, list[str]]]:
+    """Every target's name and command (``{port}`` stands for the port it listens on)."""
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    targets: list[tuple[str, list[str]]] = [("upstream alone", [])]
+    if shutil.which("nginx") is not None:
+        for name, logged in ((NGINX, "off"), (NGINX_LOGGED, "on")):
+            prefix = workdir / f"nginx-{logged}"
+            serve = [
+                sys.executable,
+                __file__,
+                "--serve",
+                "nginx",
+                "{port}",
+                str(upstream_port),
+                str(prefix),
+                logged,
+            ]
+            targets.append((name, serve))
+    else:
+        print(
+            "# nginx is not installed (apt-get install -y nginx): ratios are to the bare proxy",
+            file=sys.stderr,
+        )
+    targets.append((BARE, [sys.executable, __file__, "--serve", "bare-proxy", "{port}", upstream]))
+    targets.append(
+        (
+            "bare aiohttp proxy, collector tuned as the gateway's",
+            [sys.executable, __file__, "--serve", "bare-proxy-gc", "{port}", upstream],
+        )
+    )
+    first = workers[0]
+
+    def gateway(name: str, guards: str, count: int, *, access_log: bool = False) -> None:
+        config = gateway_config(upstream, workdir, guards, access_log=access_log, workers=count)
+        command = [sys.executable, "-m", "bastion", "gateway", "--port", "{port}", "--config", str(config)]
+        if count > 1 and guards == "memory":
+            # Each worker keeps its own limits and keys; the limits here never bind.
+            command.append("--allow-per-process-state")
+        targets.append((name if count == 1 else f"{name}, {count} workers", command))
+
+    gateway("gateway, no guards", "none", first)
+    gateway(EVERY_MEMORY, "memory", first)
+    gateway(f"{EVERY_MEMORY}, access log", "memory", first, access_log=True)
+    if redis_reachable():
+        for count in dict.fromkeys(workers):
+            gateway(EVERY_REDIS, "redis", count)
+    else:
+        print(f"# Redis not reachable at {REDIS_URL}: the Redis rows are skipped", file=sys.stderr)
+    return targets
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64, help="connections for the throughput run")
-    parser.add_argument("--workload", choices=["post", "get"], default="post")
+    parser.add_argument("--workload", choices=["both", "post", "get"], default="both")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="gateway worker processes; each further value adds a Redis every-guard target with that many",
+    )
+    parser.add_argument("--quick", action="store_true", help="one round of 1 s runs: a smoke test")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="run only the targets whose name contains one of these (nginx is kept as the reference)",
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -432,20 +660,37 @@ def main() -> int:
     )
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 1.0, 1
+    return args
+
+
+def serve(role: list[str]) -> None:
+    """Run one peer in this process (the bench starts itself with ``--serve``)."""
+    if role[0] == "upstream":
+        serve_upstream(int(role[1]))
+    elif role[0] == "nginx":
+        serve_nginx(int(role[1]), int(role[2]), Path(role[3]), role[4] == "on")
+    else:
+        serve_bare_proxy(int(role[1]), role[2], tuned_gc=role[0] == "bare-proxy-gc")
+
+
+def main() -> int:
+    args = parse_args()
     if args.serve:
-        if args.serve[0] == "upstream":
-            serve_upstream(int(args.serve[1]))
-        else:
-            serve_bare_proxy(int(args.serve[1]), args.serve[2], tuned_gc=args.serve[0] == "bare-proxy-gc")
+        serve(args.serve)
         return 0
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
 
     workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-gateway-"))
-    script = workdir / "workload.lua"
-    template = POST_SCRIPT if args.workload == "post" else GET_SCRIPT
-    script.write_text(template % {"prefix": uuid.uuid4().hex[:12]})
+    workloads = ["get", "post"] if args.workload == "both" else [args.workload]
+    scripts: dict[str, Path] = {}
+    for workload in workloads:
+        scripts[workload] = workdir / f"{workload}.lua"
+        template = POST_SCRIPT if workload == "post" else GET_SCRIPT
+        scripts[workload].write_text(template % {"prefix": uuid.uuid4().hex[:12]})
 
     cpu_count = os.cpu_count() or 1
     proxy_cpus = str(cpu_count - 1) if args.pin and cpu_count > 1 else None
@@ -455,41 +700,29 @@ def main() -> int:
         pinned([sys.executable, __file__, "--serve", "upstream", str(upstream_port)], other_cpus),
         upstream_port,
     )
-    upstream = f"http://127.0.0.1:{upstream_port}"
-    targets: list[tuple[str, list[str]]] = [
-        ("upstream alone", []),
-        ("bare aiohttp proxy", [sys.executable, __file__, "--serve", "bare-proxy", "{port}", upstream]),
-        (
-            "bare aiohttp proxy, collector tuned as the gateway's",
-            [sys.executable, __file__, "--serve", "bare-proxy-gc", "{port}", upstream],
-        ),
-    ]
-    bastion = [sys.executable, "-m", "bastion", "gateway", "--port", "{port}", "--config"]
-    targets.append(("gateway, no guards", [*bastion, str(gateway_config(upstream, workdir, "none"))]))
-    targets.append(
-        ("gateway, every guard, memory", [*bastion, str(gateway_config(upstream, workdir, "memory"))])
-    )
-    memory_logged = gateway_config(upstream, workdir, "memory", access_log=True)
-    targets.append(("gateway, every guard, memory, access log", [*bastion, str(memory_logged)]))
-    if redis_reachable():
-        targets.append(
-            ("gateway, every guard, Redis", [*bastion, str(gateway_config(upstream, workdir, "redis"))])
-        )
-    else:
-        print(f"# Redis not reachable at {REDIS_URL}: the Redis row is skipped", file=sys.stderr)
+    targets = build_targets(upstream_port, workdir, args.workers)
+    if args.only:
+        targets = [t for t in targets if t[0] == NGINX or any(text in t[0] for text in args.only)]
 
     if args.instructions:
         try:
-            return count_instructions(targets, script, args.duration, args.workload)
+            return max(
+                count_instructions(targets, scripts[w], args.duration, WORKLOADS[w]) for w in workloads
+            )
         finally:
             stop(upstream_process)
 
+    watch = {"upstream": upstream_process.pid}
+    redis = redis_pid()
+    if redis is not None:
+        watch["Redis"] = redis
     # Every target runs at once and the wrk runs take turns, round after round, so that
     # load from elsewhere on the machine falls on all of them alike; medians are reported.
     ports: dict[str, int] = {}
     pids: dict[str, int] = {}
     processes: list[subprocess.Popen[bytes]] = [upstream_process]
-    results: dict[str, tuple[WrkResult, WrkResult]] = {}
+    loads: dict[str, dict[str, list[WrkResult]]] = {w: {} for w in workloads}
+    results: dict[str, dict[str, tuple[WrkResult, WrkResult]]] = {w: {} for w in workloads}
     try:
         for name, command in targets:
             if not command:
@@ -502,78 +735,114 @@ def main() -> int:
             )
             ports[name] = port
             pids[name] = processes[-1].pid
-        for port in ports.values():
-            wrk(port, script, 4, 1.0, None, other_cpus)  # warm-up: pools, caches, first-request start-up
-        loads: dict[str, list[WrkResult]] = {name: [] for name in ports}
-        idles: dict[str, list[WrkResult]] = {name: [] for name in ports}
-        for round_number in range(args.rounds):
-            for name, port in ports.items():
-                loads[name].append(wrk(port, script, args.connections, args.duration, pids[name], other_cpus))
-                idles[name].append(wrk(port, script, 1, args.duration, None, other_cpus))
-                print(
-                    f"# round {round_number + 1}, {name}: {loads[name][-1].rps:.0f} req/s, "
-                    f"p50 {idles[name][-1].p50_ms:.3f} ms at one connection",
-                    file=sys.stderr,
-                )
-        for name in ports:
-            results[name] = (median_result(loads[name]), median_result(idles[name]))
+        for workload in workloads:
+            script = scripts[workload]
+            for port in ports.values():
+                wrk(port, script, 4, 1.0, None, other_cpus)  # warm-up: pools, caches, workers started
+            loads[workload] = {name: [] for name in ports}
+            idles: dict[str, list[WrkResult]] = {name: [] for name in ports}
+            for round_number in range(args.rounds):
+                for name, port in ports.items():
+                    load = wrk(port, script, args.connections, args.duration, pids[name], other_cpus, watch)
+                    loads[workload][name].append(load)
+                    idles[name].append(wrk(port, script, 1, args.duration, None, other_cpus))
+                    print(
+                        f"# {workload} round {round_number + 1}, {name}: {load.rps:.0f} req/s, "
+                        f"{load.cpu_us:.0f} us CPU per request, "
+                        f"p50 {idles[name][-1].p50_ms:.3f} ms at one connection",
+                        file=sys.stderr,
+                    )
+            for name in ports:
+                results[workload][name] = (median_result(loads[workload][name]), median_result(idles[name]))
     finally:
         for process in reversed(processes):
             stop(process)
 
-    bare_rps = results["bare aiohttp proxy"][0].rps
-    bare_p50 = results["bare aiohttp proxy"][1].p50_ms
-    up_p50 = results["upstream alone"][1].p50_ms
-    workload = (
-        "POST /orders, JSON body, fresh Idempotency-Key" if args.workload == "post" else "GET /items/{id}"
-    )
-    print(
-        f"workload: {workload}; throughput with {args.connections} connections, latency with 1; "
-        f"{args.duration:.0f} s per run, median of {args.rounds} interleaved rounds; wrk -t1; "
-        + ("proxies pinned to their own CPU, wrk and upstream to the rest; " if proxy_cpus else "")
-        + f"{os.cpu_count()} CPUs shared by wrk, upstream, proxy "
-        "and other work on the machine\n"
-    )
-    bare_cpu = results["bare aiohttp proxy"][0].cpu_us
-    print(
-        "| target | req/s | vs bare proxy | CPU per request (us) | capacity vs bare proxy "
-        "| p50 at 1 conn (ms) | p50 added vs bare proxy | p50 added vs upstream alone | non-2xx |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, (load, idle) in results.items():
-        added = "" if name == "upstream alone" else f"{idle.p50_ms - bare_p50:+.3f} ms"
-        hop = "" if name == "upstream alone" else f"{idle.p50_ms - up_p50:+.3f} ms"
-        capacity = "" if name == "upstream alone" else f"{bare_cpu / load.cpu_us:.2f}x"
-        print(
-            f"| {name} | {load.rps:,.0f} | {load.rps / bare_rps:.2f}x | {load.cpu_us:,.0f} | {capacity} "
-            f"| {idle.p50_ms:.3f} | {added} | {hop} | {load.errors + idle.errors} |"
-        )
-    print(
-        f"\n(the bare proxy itself adds {bare_p50 - up_p50:+.3f} ms p50 over the upstream alone. CPU per "
-        "request is the measured process's user + system time over the throughput run divided by its "
-        "requests: it drifts far less than req/s on a shared machine; capacity is its inverse ratio, "
-        "the throughput each would reach on a core of its own.)"
-    )
-    # Each round's ratio to the bare proxy's run of the same round: a slow spell of the
-    # machine falls on both runs of a pair more often than on two medians.
-    bare_runs = loads["bare aiohttp proxy"]
-    print("\nreq/s against the bare proxy's run of the same round (median, lowest, highest):")
-    for name in results:
-        if name in ("upstream alone", "bare aiohttp proxy"):
-            continue
-        ratios = sorted(run.rps / bare.rps for run, bare in zip(loads[name], bare_runs, strict=True))
-        print(f"- {name}: {statistics.median(ratios):.2f}x ({ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
-    memory = results.get("gateway, every guard, memory")
-    if memory is not None:
-        ratio = memory[0].rps / bare_rps
-        capacity = bare_cpu / memory[0].cpu_us
-        added = memory[1].p50_ms - bare_p50
-        verdict = "within" if min(ratio, capacity) >= 0.85 and added <= 0.5 else "OUTSIDE"
-        print(
-            f"budget (>= 0.85x bare proxy throughput, <= 0.5 ms added p50), every guard on memory: "
-            f"{ratio:.2f}x req/s, {capacity:.2f}x by CPU per request, {added:+.3f} ms p50: {verdict}"
-        )
+    report(args, workloads, results, loads, proxy_cpus is not None)
     return 0
+
+
+def report(
+    args: argparse.Namespace,
+    workloads: list[str],
+    results: dict[str, dict[str, tuple[WrkResult, WrkResult]]],
+    loads: dict[str, dict[str, list[WrkResult]]],
+    pinned_proxies: bool,
+) -> None:
+    """Print the table (ratios to nginx), the per-round ratios, the budget and scale-out."""
+    names = list(results[workloads[0]])
+    ref = next((name for name in (NGINX, BARE) if name in names), names[0])
+    print(
+        f"workloads: {'; '.join(f'{w.upper()} = {WORKLOADS[w]}' for w in workloads)}. Throughput with "
+        f"{args.connections} connections, p50 with 1; {args.duration:.0f} s per run, median of "
+        f"{args.rounds} interleaved rounds; wrk -t1; "
+        + ("proxies pinned to their own CPU, wrk and upstream to the rest; " if pinned_proxies else "")
+        + f"{os.cpu_count()} CPUs shared by wrk, upstream, Redis, proxy and other work on the machine. "
+        f"Ratios are to {ref}.\n"
+    )
+    header = "| target |"
+    rule = "|---|"
+    for w in workloads:
+        header += f" {w.upper()} req/s | {w.upper()} CPU us/req | {w.upper()} p50 ms |"
+        rule += "---:|---:|---:|"
+    print(header + " non-2xx |")
+    print(rule + "---:|")
+    for name in names:
+        row = f"| {name} |"
+        errors = 0
+        for w in workloads:
+            load, idle = results[w][name]
+            base_load, base_idle = results[w][ref]
+            row += (
+                f" {load.rps:,.0f} ({load.rps / base_load.rps:.2f}x) |"
+                f" {load.cpu_us:,.0f} ({load.cpu_us / base_load.cpu_us:.2f}x) |"
+                f" {idle.p50_ms:.3f} ({idle.p50_ms - base_idle.p50_ms:+.3f}) |"
+            )
+            errors += load.errors + idle.errors
+        print(f"{row} {errors} |")
+    print(
+        "\n(CPU per request: user + system time of the target's processes over the throughput run, "
+        "divided by the requests wrk completed; it drifts far less than req/s on a shared machine. "
+        "In brackets: the ratio to, or the p50 difference from, the reference.)"
+    )
+    # Each round's ratio to the reference's run of the same round: a slow spell of the
+    # machine falls on both runs of a pair more often than on two medians.
+    for w in workloads:
+        print(
+            f"\n{w.upper()}: CPU per request against {ref}'s run of the same round (median, lowest, highest):"
+        )
+        for name in names:
+            if name in ("upstream alone", ref):
+                continue
+            rounds = zip(loads[w][name], loads[w][ref], strict=True)
+            ratios = sorted(run.cpu_us / base.cpu_us for run, base in rounds)
+            print(f"- {name}: {statistics.median(ratios):.2f}x ({ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
+    if ref == NGINX:
+        print("\nbudget (every guard: <= 3x nginx's CPU per request, p50 at one connection within 0.2 ms):")
+        pairs = [(EVERY_MEMORY, NGINX), (f"{EVERY_MEMORY}, access log", NGINX_LOGGED), (EVERY_REDIS, NGINX)]
+        for w in workloads:
+            for name, base in pairs:
+                if name not in results[w] or base not in results[w]:
+                    continue
+                cpu = results[w][name][0].cpu_us / results[w][base][0].cpu_us
+                added = results[w][name][1].p50_ms - results[w][base][1].p50_ms
+                verdict = "met" if cpu <= 3.0 and added <= 0.2 else "NOT met"
+                print(f"- {w.upper()}, {name} against {base}: {cpu:.2f}x CPU, {added:+.3f} ms p50: {verdict}")
+    scaled = [name for name in names if name.startswith(f"{EVERY_REDIS}, ")]
+    if EVERY_REDIS in names and scaled:
+        print("\nscale-out, every guard on Redis (cores busy during the throughput run, medians):")
+        for w in workloads:
+            for name in [EVERY_REDIS, *scaled]:
+                load = results[w][name][0]
+                ratio = load.rps / results[w][EVERY_REDIS][0].rps
+                cores = dict(load.cores)
+                machine = cores.pop("machine", 0.0)
+                busy = ", ".join(f"{part} {value:.2f}" for part, value in cores.items())
+                print(
+                    f"- {w.upper()}, {name}: {load.rps:,.0f} req/s ({ratio:.2f}x one worker); "
+                    f"cores busy: {busy}, everything else {machine - sum(cores.values()):.2f}; "
+                    f"the machine {machine:.2f} of {os.cpu_count()}"
+                )
 
 
 if __name__ == "__main__":
