@@ -304,3 +304,18 @@ async def test_an_admin_change_reuses_the_compiled_description(tmp_path: Path) -
         assert await bastion.reload()
         assert await statuses(bastion, 1) == [429]
         assert compiled() == before + 1
+
+
+async def test_a_consumer_gets_its_own_limit(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.yaml"
+    write_config(path, settings(tmp_path, f"sqlite:///{tmp_path}/admin.db"))
+    async with running(path) as bastion, admin_client(bastion) as admin:
+        own = await admin.patch(f"/v1/consumers/{ACME}", json={"limits": {"api": "2/minute"}})
+        assert own.status_code == 200, own.text
+        assert own.json()["layers"]["limits"] == "admin"
+        assert await statuses(bastion, 3, "acme-key") == [200, 200, 429]
+        # Other clients keep the rule's limit.
+        assert await statuses(bastion, 3) == [200, 200, 200]
+        unknown = await admin.patch(f"/v1/consumers/{ACME}", json={"limits": {"nope": "2/minute"}})
+        assert unknown.status_code == 422 and unknown.json()["code"] == "CONFIG_REJECTED"
+        assert any("limits" in e["key"] for e in unknown.json()["errors"])
