@@ -218,7 +218,9 @@ def test_a_client_rule_applies_to_that_client_only(gateway: Server) -> None:
 
 
 def test_percent_injects_into_a_binomial_share_of_requests(gateway: Server) -> None:
-    hit = sum(get(gateway, "share").status_code == 500 for _ in range(TRIES))
+    # One kept connection: the draw is per request, not per connection.
+    with httpx.Client(base_url=gateway.base, headers={"X-Test-Fault": "share"}, timeout=10) as client:
+        hit = sum(client.get("/echo/x").status_code == 500 for _ in range(TRIES))
     # Six standard deviations either side: a correct draw falls outside with p < 2e-9.
     mean = TRIES * PERCENT / 100
     spread = 6 * math.sqrt(TRIES * PERCENT / 100 * (1 - PERCENT / 100))
