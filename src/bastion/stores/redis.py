@@ -223,18 +223,7 @@ class RedisResource:
         async with _ReplyDeadline(self.timeout_s):
             connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             try:
-                await connection.send_packed_command(packed, check_health=False)
-                replies: list[Any] = []
-                for _ in range(count):
-                    try:
-                        replies.append(await connection.read_response())
-                    except ResponseError as exc:
-                        replies.append(exc)
-                return replies
-            except BaseException:
-                # A reply may be half read: the connection cannot be reused.
-                await connection.disconnect()
-                raise
+                return await _exchange(connection, packed, [False] * count)
             finally:
                 await pool.release(connection)
 
@@ -307,22 +296,29 @@ class RedisResource:
             parts.append(call.packed(call.script.eval_head if i in scripted else call.script.evalsha_head))
         connection = node.acquire_connection()
         try:
-            await connection.send_packed_command(b"".join(parts), check_health=False)
-            replies: list[Any] = []
-            for i in picks:
-                if i in asked:
-                    await connection.read_response()
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            # A reply may be half read: the connection cannot be reused.
-            await connection.disconnect()
-            raise
+            return await _exchange(connection, b"".join(parts), [i in asked for i in picks])
         finally:
             node.release(connection)
+
+
+async def _exchange(connection: Any, packed: bytes, asking: Sequence[bool]) -> list[Any]:
+    """Write ``packed`` on ``connection`` and read one reply per call (an error reply as its
+    exception); a call marked in ``asking`` is preceded by an ``ASKING`` whose reply is skipped.
+    Any failure disconnects: a reply may be half read, so the connection cannot be reused."""
+    try:
+        await connection.send_packed_command(packed, check_health=False)
+        replies: list[Any] = []
+        for asked in asking:
+            if asked:
+                await connection.read_response()
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        await connection.disconnect()
+        raise
 
 
 def _encode(key: Arg) -> bytes:
