@@ -319,3 +319,38 @@ async def test_a_consumer_gets_its_own_limit(tmp_path: Path) -> None:
         unknown = await admin.patch(f"/v1/consumers/{ACME}", json={"limits": {"nope": "2/minute"}})
         assert unknown.status_code == 422 and unknown.json()["code"] == "CONFIG_REJECTED"
         assert any("limits" in e["key"] for e in unknown.json()["errors"])
+
+
+async def test_hostile_admin_requests_change_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.yaml"
+    write_config(path, settings(tmp_path, f"sqlite:///{tmp_path}/admin.db"))
+    async with running(path) as bastion, admin_client(bastion) as admin:
+        # Duplicate members: read two ways by two parsers, so refused before the app reads one.
+        twice = await admin.patch(
+            "/v1/rules/api",
+            content=b'{"limit": "1000/minute", "limit": "1/minute"}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert twice.status_code == 400 and twice.json()["code"] == "MALFORMED_BODY"
+        # A flood of members, and a body past the admin API's size limit.
+        many = {f"t{i}": "1/minute" for i in range(300)}
+        assert (await admin.patch("/v1/rules/api", json={"tiers": many})).status_code == 422
+        huge = await admin.patch("/v1/rules/api", json={"match": ["GET /" + "x" * 1000] * 300})
+        assert huge.status_code in (413, 422)
+        # Path variants and odd names find no other rule, and create none.
+        for target in ("/v1/rules/api/", "/v1/rules/api%2F..", "/v1/rules/%E2%80%AEipa", "/v1/rules/API"):
+            response = await admin.patch(target, json={"limit": "1/minute"})
+            assert response.status_code in (400, 404, 405), (target, response.status_code)
+        # Credentials in odd charsets are refused, not crashed on.
+        for value in (b"Bearer \xff\xfe" + b"t" * 40, b"Bearer " + TOKEN.encode() + b"\xc3\xa9", b"bearer"):
+            async with httpx.AsyncClient(base_url=admin.base_url, timeout=10) as raw:
+                refused = await raw.patch(
+                    "/v1/rules/api", json={"limit": "1/minute"}, headers={"Authorization": value}
+                )
+                assert refused.status_code in (400, 401), (value, refused.status_code)
+        assert (await admin.get("/v1/config")).json()["admin_version"] == 0
+        assert [(r.name, r.limit.limit) for r in bastion.config.rate_limits.rules] == [("api", 5)]
+        # An empty segment is the canonical path's: the request validated and the one applied
+        # address the same rule (bastion's one spelling of a path), not another.
+        same = await admin.patch("/v1//rules/api", json={"limit": "1/minute"})
+        assert same.status_code == 200 and same.json()["entry"]["name"] == "api"

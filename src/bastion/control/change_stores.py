@@ -113,11 +113,7 @@ class SQLiteChangeStore:
 
     async def ping(self) -> bool:
         """Whether the file can be read."""
-        try:
-            await self.version()
-        except Exception:
-            return False
-        return True
+        return await _answers(self)
 
     async def version(self) -> int:
         """The version of the changes."""
@@ -167,6 +163,15 @@ class SQLiteChangeStore:
                 raise
 
         return await self._run(write)
+
+
+async def _answers(store: ChangeStore) -> bool:
+    """Whether ``store`` answers a version read."""
+    try:
+        await store.version()
+    except Exception:
+        return False
+    return True
 
 
 def _versioned(change: Change, version: int) -> Change:
@@ -294,11 +299,7 @@ class PostgresChangeStore:
 
     async def ping(self) -> bool:
         """Whether PostgreSQL answers."""
-        try:
-            await self.version()
-        except Exception:
-            return False
-        return True
+        return await _answers(self)
 
     async def version(self) -> int:
         """The version of the changes."""
