@@ -331,17 +331,43 @@ def build_guard(app: ASGIApp, ctx: GuardContext) -> ASGIApp | None:
     )
     log = FaultLog(ctx.logger, tally)
     gateway = getattr(ctx.application, "takes_upstream_faults", False)
-    upstream_rules = [r.name or f"fault-{i}" for i, r in enumerate(config.rules, 1) if r.side == "upstream"]
+    upstream = [r.name or f"fault-{i}" for i, r in enumerate(config.rules, 1) if r.side == "upstream"]
     if gateway:
         # The proxy looks for upstream-side faults once a configuration can inject them.
         ctx.application.fault_log = log  # type: ignore[attr-defined]
-    elif upstream_rules:
-        ctx.logger.warning(
-            "upstream-side faults apply in gateway mode only; these are off", rules=upstream_rules
-        )
-    ctx.logger.warning(
-        "fault injection is on: some requests are delayed or fail on purpose",
-        rules=len(config.rules),
-        header_control=config.allow_header_control,
-    )
+    # Said when the configuration goes into force (its resources open), not when one is only
+    # built: a refused reload or a checked admin change says nothing.
+    off = [] if gateway else upstream
+    ctx.add_resource(_Announcement(ctx.logger, len(config.rules), config.allow_header_control, off))
     return FaultGuard(app, FaultPlan(config, ctx.config.routing, ctx.clients), log)
+
+
+class _Announcement:
+    """The warnings of a configuration that injects faults, logged when it goes into force."""
+
+    name = "faults"
+
+    def __init__(self, logger: Any, rules: int, header_control: bool, upstream_off: list[str]) -> None:
+        self.logger = logger
+        self.rules = rules
+        self.header_control = header_control
+        self.upstream_off = upstream_off
+
+    async def start(self) -> None:
+        """Say that faults are on (and which upstream-side rules cannot apply here)."""
+        if self.upstream_off:
+            self.logger.warning(
+                "upstream-side faults apply in gateway mode only; these are off", rules=self.upstream_off
+            )
+        self.logger.warning(
+            "fault injection is on: some requests are delayed or fail on purpose",
+            rules=self.rules,
+            header_control=self.header_control,
+        )
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    async def ping(self) -> bool:
+        """Always ready."""
+        return True

@@ -354,3 +354,29 @@ async def test_hostile_admin_requests_change_nothing(tmp_path: Path) -> None:
         # address the same rule (bastion's one spelling of a path), not another.
         same = await admin.patch("/v1//rules/api", json={"limit": "1/minute"})
         assert same.status_code == 200 and same.json()["entry"]["name"] == "api"
+
+
+async def test_fault_warnings_come_when_a_configuration_goes_into_force(tmp_path: Path) -> None:
+    config = settings(tmp_path, f"sqlite:///{tmp_path}/admin.db")
+    config["faults"] = {"rules": [{"match": "GET /slow", "delay": "1ms"}]}
+    path = tmp_path / "bastion.yaml"
+    write_config(path, config)
+    log = io.BytesIO()
+
+    def said() -> int:
+        return log.getvalue().count(b"fault injection is on")
+
+    bastion = Bastion(hello, path, env={}, log_stream=log)
+    assert said() == 0  # built, not yet in force
+    await bastion.startup()
+    try:
+        assert said() == 1
+        async with admin_client(bastion) as admin:
+            # A change is checked by building a chain that never goes into force: no warning for it.
+            refused = await admin.patch("/v1/rules/api", json={"cost": 500})
+            assert refused.status_code == 422
+            assert said() == 1
+            assert (await admin.patch("/v1/rules/api", json={"limit": "1/minute"})).status_code == 200
+            assert said() == 2  # the new configuration went into force
+    finally:
+        await bastion.shutdown()
