@@ -1,4 +1,4 @@
-"""Persistent connections and response framing, on the gateway's protocol and on the public fallback.
+"""Persistent connections and response framing, on the gateway's protocols and on the public fallback.
 
 Raw requests (HTTP/1.1 and HTTP/1.0, with ``Connection: close``, ``keep-alive`` or
 neither) go into the protocol uvicorn would run, over a recording transport; an
@@ -35,6 +35,7 @@ def fallback_options() -> dict[str, Any]:
 
 
 PATHS = {
+    "own": uvicorn_options(LIMITS, own=True)["http"],
     "fenced": uvicorn_options(LIMITS, coalesce=True)["http"],
     "fallback": fallback_options()["http"],
     "fallback-h11": "h11",

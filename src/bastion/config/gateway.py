@@ -7,6 +7,8 @@ without the ``gateway`` extra installed.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from bastion._model import Section
@@ -24,6 +26,12 @@ class GatewayConfig(Section):
     """Worker processes sharing the port. With more than one, use a Redis store so that
     rate limits and idempotency keys are shared exactly; on `memory://` the gateway refuses
     to start unless `--allow-per-process-state`. `--workers` overrides it."""
+    server: Literal["bastion", "uvicorn"] = "bastion"
+    """The HTTP machinery on both sides of the proxy. `bastion`: the gateway's own HTTP/1.1
+    server and upstream connection pool, both on llhttp (httptools), under uvicorn's process
+    management. `uvicorn`: uvicorn's httptools protocol towards clients and aiohttp's client
+    towards the upstream, the earlier path, kept selectable while the new one proves itself
+    in production. Both apply the same limits and guards (docs/gateway.md)."""
     admin_port: int | None = Field(default=None, ge=1, le=65535)
     """When set, metrics, `/_bastion/health` and `/_bastion/ready` are served on this port
     (on `host`) and the metrics path is no longer served on the main port. `--admin-port`

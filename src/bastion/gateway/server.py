@@ -344,7 +344,7 @@ def run_gateway(
         log_level="warning",
         log_config=log_config,
         access_log=False,
-        **uvicorn_options(limits, coalesce=True),
+        **uvicorn_options(limits, coalesce=True, own=settings.server == "bastion"),
         # The upstream's Server and Date headers pass through; uvicorn must not add a second pair.
         server_header=False,
         date_header=False,

@@ -205,11 +205,13 @@ def problem_response(
     return b"\r\n".join(lines)
 
 
-def uvicorn_options(limits: ServerLimits, *, coalesce: bool = False) -> dict[str, Any]:
+def uvicorn_options(limits: ServerLimits, *, coalesce: bool = False, own: bool = False) -> dict[str, Any]:
     """The ``uvicorn.run`` arguments that apply ``limits`` (and take the client's address as is).
 
-    ``coalesce`` picks the gateway's protocol (writes gathered per event-loop turn);
-    otherwise the guarded protocol alone. Without httptools, or with a uvicorn whose
+    ``own`` picks the gateway's own HTTP/1.1 server (:mod:`bastion.gateway.protocol`,
+    ``gateway.server: bastion``); ``coalesce`` uvicorn's protocol with the gateway's
+    writes (gathered per event-loop turn); otherwise the guarded protocol alone.
+    Without httptools, or with a uvicorn whose
     internals differ from those the protocol was written for, uvicorn's public
     settings stand in: its keep-alive timeout, ``limit_concurrency`` (a plain-text
     503 once the head has arrived) and, for h11, ``h11_max_incomplete_event_size``;
@@ -221,6 +223,14 @@ def uvicorn_options(limits: ServerLimits, *, coalesce: bool = False) -> dict[str
         # uvicorn must not rewrite the client's address first.
         "proxy_headers": False,
     }
+    if own:
+        from bastion.gateway.protocol import GatewayProtocol, slot_problem
+
+        problem = slot_problem()
+        if problem is None:
+            options["http"] = functools.partial(GatewayProtocol, limits=limits, refusals=RefusalLog())
+            return options
+        _log.warning("serving with uvicorn's protocol, not the gateway's own (%s)", problem)
     try:
         from bastion.gateway.transport import GatewayHttpProtocol, GuardedHttpProtocol
     except ImportError as exc:
