@@ -321,17 +321,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def gateway_config(
-    upstream: str, workdir: Path, guards: str, *, access_log: bool = False, workers: int = 1
+    upstream: str,
+    workdir: Path,
+    guards: str,
+    *,
+    access_log: bool = False,
+    workers: int = 1,
+    server: str = "bastion",
 ) -> Path:
     """``none``: no guards; ``memory`` / ``redis``: every guard on that store.
 
     The access log is off unless asked for: the bare proxy logs nothing either, and
     its line per request is a cost of logging, not of the guards (one row shows it).
+    ``server`` is ``gateway.server``: the gateway's own HTTP machinery or uvicorn's and aiohttp's.
     """
     config: dict[str, Any] = {
         "upstream": upstream,
         "store": "memory://",
-        "gateway": {"workers": workers},
+        "gateway": {"workers": workers, "server": server},
         "logging": {"access": access_log},
     }
     if guards != "none":
@@ -353,7 +360,7 @@ def gateway_config(
                 "idempotency": {"key_prefix": f"bench-gw-idem-{run}", "require": ["POST /orders"]},
             }
         )
-    path = workdir / f"gateway-{guards}{'-access' if access_log else ''}-{workers}.yaml"
+    path = workdir / f"gateway-{guards}{'-access' if access_log else ''}-{workers}-{server}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -607,8 +614,12 @@ def build_targets(upstream_port: int, workdir: Path, workers: list[int]) -> list
     )
     first = workers[0]
 
-    def gateway(name: str, guards: str, count: int, *, access_log: bool = False) -> None:
-        config = gateway_config(upstream, workdir, guards, access_log=access_log, workers=count)
+    def gateway(
+        name: str, guards: str, count: int, *, access_log: bool = False, server: str = "bastion"
+    ) -> None:
+        config = gateway_config(
+            upstream, workdir, guards, access_log=access_log, workers=count, server=server
+        )
         command = [sys.executable, "-m", "bastion", "gateway", "--port", "{port}", "--config", str(config)]
         if count > 1 and guards == "memory":
             # Each worker keeps its own limits and keys; the limits here never bind.
@@ -616,7 +627,9 @@ def build_targets(upstream_port: int, workdir: Path, workers: list[int]) -> list
         targets.append((name if count == 1 else f"{name}, {count} workers", command))
 
     gateway("gateway, no guards", "none", first)
+    gateway("gateway, no guards, server: uvicorn", "none", first, server="uvicorn")
     gateway(EVERY_MEMORY, "memory", first)
+    gateway(f"{EVERY_MEMORY}, server: uvicorn", "memory", first, server="uvicorn")
     gateway(f"{EVERY_MEMORY}, access log", "memory", first, access_log=True)
     if redis_reachable():
         for count in dict.fromkeys(workers):
