@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
@@ -33,8 +34,11 @@ from bastion.gateway.pool import (
     UpstreamPool,
     UpstreamReadTimeout,
 )
+from bastion.gateway.server import build_gateway
 from bastion.gateway.upstream import READ_BUFSIZE
 from tests.conftest import free_port
+from tests.gateway.conftest import Server
+from tests.support import LogCapture
 
 WAIT = 5  # seconds: the bound of every wait on the other side
 
@@ -780,3 +784,70 @@ def test_any_split_of_the_bytes_gives_the_same_response(which: int, cuts: list[i
         assert (status, body) == (200, b"hello world")
         assert headers == [(b"Transfer-Encoding", b"chunked"), (b"Content-Type", b"text/plain")]
     assert eof
+
+
+# -- the proxy over the pool ---------------------------------------------------------------
+
+
+@asynccontextmanager
+async def proxied(upstream_url: str, **gateway: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole gateway (guards and proxy) over an :class:`UpstreamPool`, called in process."""
+    pool = UpstreamPool(GatewayConfig(**gateway))
+    settings: dict[str, Any] = {"upstream": upstream_url, "store": "memory://", "gateway": gateway}
+    app = build_gateway(settings, env={}, log_stream=LogCapture(), transport=pool)
+    assert app.proxy.transport is pool
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.example.com") as http:
+            yield http
+    finally:
+        await app.bastion.shutdown()
+        await pool.close()
+        assert pool.open_connections == 0
+
+
+async def test_the_proxy_relays_status_headers_and_bodies_over_the_pool(upstream: Server) -> None:
+    async with proxied(upstream.base) as http:
+        response = await http.get("/echo/a%3Ab?x=1", headers=[("X-B", "1"), ("X-B", "2")])
+        assert response.status_code == 200
+        echo = response.json()
+        assert echo["raw_path"] == "/echo/a%3Ab"
+        assert echo["query"] == "x=1"
+        assert echo["headers"][0] == ["host", f"127.0.0.1:{upstream.port}"]
+        assert [v for k, v in echo["headers"] if k == "x-b"] == ["1", "2"]
+        assert [v for k, v in echo["headers"] if k == "user-agent"] == [http.headers["user-agent"]]
+
+        async def upload() -> AsyncIterator[bytes]:
+            for i in range(8):
+                yield bytes([65 + i]) * 50_000
+
+        response = await http.post("/upload", content=upload())
+        assert response.status_code == 200
+        assert response.json()["body_size"] == 400_000
+
+        response = await http.get("/download", params={"mb": "3"})
+        assert response.status_code == 200
+        assert response.content == b"x" * (3 * 1024 * 1024)
+
+        response = await http.get("/html-error")
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_proxy_answers_502_when_the_upstream_is_down() -> None:
+    async with proxied(f"http://127.0.0.1:{free_port()}") as http:
+        response = await http.get("/anything")
+    assert response.status_code == 502
+    assert response.json()["code"] == "UPSTREAM_UNAVAILABLE"
+
+
+async def test_the_proxy_answers_504_on_read_and_connect_timeouts(upstream: Server) -> None:
+    async with proxied(upstream.base, read_timeout="300ms") as http:
+        response = await http.get("/slow", params={"seconds": "3"})
+    assert response.status_code == 504
+    assert "300ms" in response.json()["detail"]
+    with full_backlog() as port:
+        async with proxied(f"http://127.0.0.1:{port}", connect_timeout="200ms") as http:
+            response = await http.get("/anything")
+    assert response.status_code == 504
+    assert "200ms" in response.json()["detail"]
