@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +32,7 @@ from bastion.gateway.pool import (
     PooledResponse,
     StaleConnection,
     UpstreamBadResponse,
+    UpstreamConnectError,
     UpstreamConnectTimeout,
     UpstreamDisconnected,
     UpstreamError,
@@ -851,3 +856,52 @@ async def test_the_proxy_answers_504_on_read_and_connect_timeouts(upstream: Serv
             response = await http.get("/anything")
     assert response.status_code == 504
     assert "200ms" in response.json()["detail"]
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, bounded), and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=up"),
+            *("-keyout", str(key), "-out", str(cert), "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@asynccontextmanager
+async def tls_server(cert: Path, key: Path) -> AsyncIterator[URL]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    raw = Raw(answering(OK, OK))
+    raw.server = await asyncio.start_server(raw._serve, "127.0.0.1", 0, ssl=context)
+    try:
+        yield URL(f"https://127.0.0.1:{raw.server.sockets[0].getsockname()[1]}/")
+    finally:
+        await raw.__aexit__()
+
+
+async def test_https_upstreams_are_verified_and_kept_alive(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with tls_server(*certificate) as url:
+        async with pool_of() as pool:
+            with pytest.raises(UpstreamConnectError) as raised:
+                await asyncio.wait_for(pool.send("GET", url, [], None), WAIT)
+            assert isinstance(raised.value.__cause__, ssl.SSLCertVerificationError)
+        # The certificate trusted (OpenSSL's default verify paths read SSL_CERT_FILE).
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+        async with pool_of() as pool:
+            for _ in range(2):
+                assert await read_all(await asyncio.wait_for(pool.send("GET", url, [], None), WAIT)) == b"ok"
+            assert pool.open_connections == 1
