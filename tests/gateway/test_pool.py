@@ -200,6 +200,23 @@ async def test_a_header_with_cr_lf_or_nul_is_refused_before_sending(header: tupl
     assert raw.connections == 0
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GE T", "/"), ("GET", "/a b"), ("GET\r\nX: y", "/"), ("GÉT", "/"), ("M-SEARCH", None)],
+)
+async def test_a_method_or_target_that_would_split_the_request_line_is_refused(
+    method: str, path: str | None
+) -> None:
+    async with Raw(answering(OK)) as raw, pool_of() as pool:
+        url = URL(f"{raw.url}{path or '/'}", encoded=True)
+        if path is None:  # a token with a dash is a method like any other
+            assert await read_all(await pool.send(method, url, [], None)) == b"ok"
+            return
+        with pytest.raises(UpstreamError, match="CR, LF, NUL or a space"):
+            await pool.send(method, url, [], None)
+    assert raw.connections == 0
+
+
 # -- well-behaved answers (aiohttp.web) ------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
@@ -60,6 +61,8 @@ MAX_HEAD_BYTES = READ_BUFSIZE
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 #: Above this size a buffered body is written after its head rather than copied onto it.
 _COPY_LIMIT = 65_536
+#: What a method may be made of (RFC 9110 ``token``).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class UpstreamError(Exception):
@@ -139,7 +142,7 @@ def request_head(
         or head.count("\r") != breaks
         or "\0" in head
         or " " in target
-        or not method.isalnum()
+        or not ((method.isalpha() and method.isascii()) or _TOKEN.fullmatch(method))
     ):
         raise UpstreamError("a request header, the method or the target holds CR, LF, NUL or a space")
     try:
