@@ -159,13 +159,15 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 async def test_requests_go_out_with_only_host_and_framing_added() -> None:
-    async with Raw(answering(*[OK] * 6)) as raw, pool_of() as pool:
+    async with Raw(answering(*[OK] * 7)) as raw, pool_of() as pool:
         headers = [("Accept", "*/*"), ("X-Trace", "one"), ("X-Trace", "two"), ("Content-Length", "99")]
         url = URL(f"{raw.url}/items/42?x=1&y=%20z", encoded=True)
         for method, data in [("GET", None), ("POST", b"body"), ("delete", None), ("OPTIONS", None)]:
             assert await read_all(await pool.send(method, url, headers[:3], data)) == b"ok"
         assert await read_all(await pool.send("PUT", url, headers, b"xyz")) == b"ok"
         assert await read_all(await pool.send("PATCH", url, headers[:3], None)) == b"ok"
+        # A length given with no body is not believed: nothing follows the head.
+        assert await read_all(await pool.send("GET", url, [("Content-Length", "7")], None)) == b"ok"
     host = f"Host: 127.0.0.1:{raw.url.port}\r\n"
     rest = "Accept: */*\r\nX-Trace: one\r\nX-Trace: two\r\n"
     target = "/items/42?x=1&y=%20z"
@@ -177,6 +179,7 @@ async def test_requests_go_out_with_only_host_and_framing_added() -> None:
         f"OPTIONS {target} HTTP/1.1\r\n{host}{rest}\r\n",
         f"PUT {target} HTTP/1.1\r\n{host}{rest}Content-Length: 3\r\n\r\n",
         f"PATCH {target} HTTP/1.1\r\n{host}{rest}Content-Length: 0\r\n\r\n",
+        f"GET {target} HTTP/1.1\r\n{host}Content-Length: 0\r\n\r\n",
     ]
     assert raw.connections == 1  # one connection served them all, one after another
 

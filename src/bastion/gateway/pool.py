@@ -100,7 +100,7 @@ def request_head(
 
     ``host`` goes first as ``Host`` unless ``None`` (``preserve_host``). The body's
     framing is this function's: a buffered body's own ``Content-Length`` replaces any
-    given, and ``Transfer-Encoding`` is never taken from the caller.
+    given (no body: ``0``), and ``Transfer-Encoding`` is never taken from the caller.
     """
     lines = [method, " ", target, " HTTP/1.1\r\n"]
     if host is not None:
@@ -120,9 +120,8 @@ def request_head(
         lines.append(f"{name}: {value}\r\n")
     length: int | None = None
     if data is None:
-        if declared is not None:
-            lines.append(f"Content-Length: {declared}\r\n")
-        elif method not in _BODYLESS_METHODS:
+        # No body is sent, whatever length was given: the upstream must not wait for one.
+        if declared is not None or method not in _BODYLESS_METHODS:
             lines.append("Content-Length: 0\r\n")
     elif isinstance(data, bytes):
         lines.append(f"Content-Length: {len(data)}\r\n")
