@@ -285,6 +285,38 @@ async def test_get_post_head_chunked_and_bodiless_answers(web_upstream: URL) -> 
         assert pool.open_connections == 1  # every answer left the connection reusable
 
 
+async def test_many_concurrent_requests_of_every_kind_each_get_their_own_answer(web_upstream: URL) -> None:
+    async def client(i: int) -> None:
+        for j in range(15):
+            kind = (i + j) % 4
+            if kind == 0:
+                body = bytes([i % 256]) * (i * 997 + j * 13)
+                response = await pool.send("POST", web_upstream / "echo", [], body)
+                assert await read_all(response) == body
+            elif kind == 1:
+                response = await pool.send("PUT", web_upstream / "echo", [], chunks_of(b"%d-" % i, b"%d" % j))
+                assert await read_all(response) == b"%d-%d" % (i, j)
+            elif kind == 2:
+                response = await pool.send("HEAD", web_upstream / "text", [], None)
+                assert await read_all(response) == b""
+            else:
+                response = await pool.send("GET", web_upstream / "chunked", [], None)
+                assert await read_all(response) == b"".join(b"%d" % k * 1000 for k in range(5))
+
+    async with pool_of(pool_size=8) as pool:
+        await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(48))), 60)
+        assert pool.open_connections <= 8
+
+
+async def test_reachable_says_whether_the_upstream_accepts_connections() -> None:
+    async with Raw(answering()) as raw:
+        pool = UpstreamPool(GatewayConfig())
+        assert not await pool.reachable(raw.url)  # not open yet
+        async with pool_of() as pool:
+            assert await pool.reachable(raw.url)
+            assert not await pool.reachable(URL(f"http://127.0.0.1:{free_port()}/"))
+
+
 async def test_an_answer_delimited_by_the_close_ends_there_and_is_not_pooled() -> None:
     eof = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of this until the end"
     async with Raw(answering(eof, close=True)) as raw, pool_of() as pool:

@@ -795,18 +795,3 @@ if TYPE_CHECKING:
 
     def _is_a_transport(pool: UpstreamPool) -> UpstreamTransport:
         return pool
-
-
-__all__ = [
-    "Connection",
-    "PooledResponse",
-    "StaleConnection",
-    "UpstreamBadResponse",
-    "UpstreamConnectError",
-    "UpstreamConnectTimeout",
-    "UpstreamDisconnected",
-    "UpstreamError",
-    "UpstreamPool",
-    "UpstreamReadTimeout",
-    "request_head",
-]
