@@ -707,6 +707,12 @@ async def test_bytes_nobody_asked_for_close_the_connection() -> None:
     async with Raw(unsolicited) as raw, pool_of() as pool:
         assert await read_all(await pool.send("GET", raw.url, [], None)) == b"ok"
         await until(lambda: pool.open_connections == 0)
+    # Garbage right behind a complete answer, in the same write.
+    async with Raw(answering(OK + b"GARBAGE\r\n\r\n", OK)) as raw, pool_of() as pool:
+        assert await read_all(await pool.send("GET", raw.url, [], None)) == b"ok"
+        await until(lambda: pool.open_connections == 0)
+        assert await read_all(await pool.send("GET", raw.url, [], None)) == b"ok"
+    assert raw.connections == 2
 
 
 # -- cancellation --------------------------------------------------------------------------
