@@ -382,6 +382,28 @@ async def test_a_sender_waiting_for_a_free_connection_times_out_as_a_connect_tim
     assert raw.connections == 1
 
 
+async def test_a_connection_closed_while_handed_to_a_waiter_is_not_written_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = asyncio.Event()
+    async with Raw(held(release)) as raw, pool_of(pool_size=1) as pool:
+        put = pool._put
+
+        def closing_then_put(conn: Connection) -> None:
+            conn.close()  # asyncio reports it lost on the next turn of the loop
+            put(conn)
+
+        monkeypatch.setattr(pool, "_put", closing_then_put)
+        first = asyncio.ensure_future(pool.send("GET", raw.url, [], None))
+        second = asyncio.ensure_future(pool.send("GET", raw.url, [], None))
+        await until(lambda: len(raw.heads) == 1 and len(pool._waiters) == 1)
+        release.set()
+        assert await read_all(await asyncio.wait_for(first, WAIT)) == b"ok"
+        # The GET goes on a new connection rather than waiting on the closed one.
+        assert await read_all(await asyncio.wait_for(second, WAIT)) == b"ok"
+    assert raw.connections == 2
+
+
 async def test_idle_connections_are_closed_after_the_keepalive_timeout() -> None:
     async with Raw(answering(OK)) as raw, pool_of(keepalive_timeout="100ms") as pool:
         assert await read_all(await pool.send("GET", raw.url, [], None)) == b"ok"

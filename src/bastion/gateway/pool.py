@@ -646,14 +646,14 @@ class UpstreamPool:
             retry = method in IDEMPOTENT_METHODS
             fresh = False
             while True:
-                conn, reused = await self._acquire(fresh)
-                response = PooledResponse(self, conn, method == "HEAD", reused)
-                conn.response = response
+                response = await self._request(fresh, method)
+                conn = response._conn
                 try:
-                    conn.transport.write(head)
-                    if data:
-                        conn.transport.write(data)
-                    response.body_sent()
+                    if conn is not None:
+                        conn.transport.write(head)
+                        if data:
+                            conn.transport.write(data)
+                        response.body_sent()
                     await response.head()
                 except StaleConnection:
                     if not retry:
@@ -662,12 +662,24 @@ class UpstreamPool:
                     fresh = True  # the idle ones may be as stale
                     continue
                 return response
-        conn, reused = await self._acquire(False)
-        response = PooledResponse(self, conn, method == "HEAD", reused)
-        conn.response = response
-        conn.transport.write(head)
-        response._writer = self._loop.create_task(_send_stream(conn, response, data, length))
+        response = await self._request(False, method)
+        conn = response._conn
+        if conn is not None:
+            conn.transport.write(head)
+            response._writer = self._loop.create_task(_send_stream(conn, response, data, length))
         await response.head()
+        return response
+
+    async def _request(self, fresh: bool, method: str) -> PooledResponse:
+        """A connection, with the response that will parse its answer."""
+        conn, reused = await self._acquire(fresh)
+        response = PooledResponse(self, conn, method == "HEAD", reused)
+        if conn.transport.is_closing():
+            # Closed between being made or handed over and now (bytes nobody asked for):
+            # as if it closed under the request.
+            response.connection_lost(None)
+        else:
+            conn.response = response
         return response
 
     # -- the pool -----------------------------------------------------------------------
