@@ -154,7 +154,8 @@ async def test_an_aiohttp_outside_the_tested_range_sends_through_the_session(
     # What the import-time check leaves behind on such an aiohttp.
     monkeypatch.setattr(upstream_module, "DIRECT_PATH_PROBLEM", problem)
     logs = LogCapture()
-    app = build_gateway({"upstream": upstream.base, "store": "memory://"}, env={}, log_stream=logs)
+    config = {"upstream": upstream.base, "store": "memory://", "gateway": {"server": "uvicorn"}}
+    app = build_gateway(config, env={}, log_stream=logs)
     assert app.proxy.transport.fallback_reason == problem
     said = [r for r in logs.records() if r.get("event") == "upstream requests take the public path"]
     assert len(said) == 1 and said[0]["reason"] == problem

@@ -91,11 +91,22 @@ def assert_injected(response: httpx.Response, status: int) -> None:
 
 
 def fault_lines(server: Server, trace_id: str | None = None) -> list[dict[str, Any]]:
-    return [
-        line
-        for line in server.log_lines()
-        if line.get("event") == "fault injected" and (trace_id is None or line.get("trace_id") == trace_id)
-    ]
+    """The "fault injected" lines (of one trace); for a trace, waits (bounded) until one is written.
+
+    Log lines are written off the request path, a few milliseconds after the response.
+    """
+
+    def lines() -> list[dict[str, Any]]:
+        return [
+            line
+            for line in server.log_lines()
+            if line.get("event") == "fault injected"
+            and (trace_id is None or line.get("trace_id") == trace_id)
+        ]
+
+    if trace_id is not None:
+        wait_for(lines, f"a fault line for trace {trace_id}", timeout=5)
+    return lines()
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 15) -> None:

@@ -34,6 +34,7 @@ from bastion.config import Config
 from bastion.config.gateway import GatewayConfig
 from bastion.faults import FAULT_KEY, Fault, FaultLog
 from bastion.gateway.headers import Forwarding
+from bastion.gateway.pool import UpstreamPool
 from bastion.gateway.relay import ResponseRelay
 from bastion.gateway.seam import RequestBody, UpstreamResponse, UpstreamTransport
 from bastion.gateway.upload import UploadState, has_body, stream_request
@@ -57,10 +58,12 @@ _REACHABLE_FOR_S = 1.0
 class ProxyApp:
     """An ASGI app that forwards every request to ``upstream`` and streams the answer back.
 
-    Requests travel by ``transport`` (aiohttp's pool to ``upstream`` unless another is
-    given: :class:`~bastion.gateway.inprocess.AsgiTransport` calls an ASGI app in this
-    process). It is also a bastion resource: the transport opens at start-up and closes
-    at shutdown. :meth:`attach` registers it with the guard context around it.
+    Requests travel by ``transport``: unless another is given (such as
+    :class:`~bastion.gateway.inprocess.AsgiTransport`, which calls an ASGI app in this
+    process), the gateway's own pool to ``upstream`` (:mod:`bastion.gateway.pool`), or
+    aiohttp's with ``gateway.server: uvicorn``. It is also a bastion resource: the
+    transport opens at start-up and closes at shutdown. :meth:`attach` registers it with
+    the guard context around it.
     """
 
     name = "upstream"
@@ -108,9 +111,11 @@ class ProxyApp:
             trusted_proxies, preserve_host=self.config.preserve_host, authorization=authorization
         )
         #: How requests reach the upstream (the connection pool, unless another was given).
-        self.transport: UpstreamTransport = (
-            transport if transport is not None else UpstreamClient(self.config)
-        )
+        if transport is None:
+            transport = (
+                UpstreamPool(self.config) if self.config.server == "bastion" else UpstreamClient(self.config)
+            )
+        self.transport: UpstreamTransport = transport
         #: What a failed upstream request raises.
         self._failures: tuple[type[BaseException], ...] = (TimeoutError, *self.transport.errors)
         #: Hands responses on to the client (and counts upstream errors).
