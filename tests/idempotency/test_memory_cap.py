@@ -82,3 +82,20 @@ async def test_the_cap_is_configured_and_evictions_are_counted() -> None:
         line for line in metrics.splitlines() if line.startswith("bastion_idempotency_evictions_total ")
     ]
     assert len(evictions) == 1 and float(evictions[0].split()[1]) >= 30
+
+
+def test_a_store_at_its_cap_does_not_grow_with_every_request() -> None:
+    # Each new key past the cap evicts an older record; its expiry entry must go too,
+    # or the store grows by one entry per request for a whole TTL.
+    store = MemoryStore(max_bytes=64 * 1024)
+    for i in range(30_000):
+        key = f"key-{i}"
+        store.claim_now(key, "fp", "owner", 30_000, 86_400_000)
+        assert store.complete_now(key, "owner", response(), 86_400_000)
+        if i % 2 == 0:  # and claims released without a response leave entries as well
+            other = f"released-{i}"
+            store.claim_now(other, "fp", "owner", 30_000, 86_400_000)
+            assert store.release_now(other, "owner")
+    # 64 KiB hold fewer than 400 such records: the index stays within twice that, plus its slack.
+    assert store.stored_bytes <= 64 * 1024
+    assert store.expiry_entries <= 2 * 400 + 1024

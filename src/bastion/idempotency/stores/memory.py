@@ -27,6 +27,8 @@ from bastion.idempotency.core import CLAIMED, ClaimResult, State, StoredResponse
 
 #: At most this many expired records are dropped per claim: the cost per request stays bounded.
 SWEEP_PER_CLAIM = 8
+#: Entries the expiry index may hold beyond twice the records before it is rebuilt.
+COMPACT_SLACK = 1024
 
 #: What a completed record costs besides its key, body and headers (the tuple, its ints and
 #: the index entries), in bytes: an estimate, so that many tiny records count too.
@@ -124,6 +126,8 @@ class MemoryStore:
         expires_at = now + ttl_ms
         records[key] = (fingerprint, owner, now + lease_ms, expires_at, None, trace_id)
         heapq.heappush(expiries, (expires_at, key))
+        if len(expiries) > 2 * len(records) + COMPACT_SLACK:
+            self._compact()
         return CLAIMED
 
     def _owned(self, key: str, owner: str) -> _Record | None:
@@ -154,6 +158,22 @@ class MemoryStore:
         if self.stored_bytes > self.max_bytes:
             self._evict()
         return True
+
+    @property
+    def expiry_entries(self) -> int:
+        """Entries in the expiry index: at most twice the records plus ``COMPACT_SLACK``."""
+        return len(self._expiries)
+
+    def _compact(self) -> None:
+        """Rebuild the expiry index from the records: one entry each.
+
+        Records dropped before they expire (evicted past the cap, released) and records
+        claimed again leave entries behind; without this, a store at its cap would grow
+        by one entry per request for a whole TTL. The rebuild runs once the index holds
+        twice the records: its cost is spread over at least as many claims.
+        """
+        self._expiries = [(record[3], key) for key, record in self._records.items()]
+        heapq.heapify(self._expiries)
 
     def _evict(self) -> None:
         """Drop the oldest completed records until the rest fit under the cap."""
