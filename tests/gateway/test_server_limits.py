@@ -163,11 +163,12 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_configured_time(gatew
 
 
 def test_a_header_over_32_kib_is_a_431_problem(gateway: Server) -> None:
-    head = b"GET /count?name=big HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 33_000 + b"\r\n\r\n"
+    # The filler is no hex digit: a trace id in the answer cannot be taken for an echo.
+    head = b"GET /count?name=big HTTP/1.1\r\nHost: x\r\nX-Big: " + b"q" * 33_000 + b"\r\n\r\n"
     _, received = exchange(gateway, head)
     problem = assert_problem(received, 431, "HEADERS_TOO_LARGE")
     assert problem["title"] == "Request header fields too large"
-    assert b"aaaa" not in received  # nothing of the head is echoed
+    assert b"qqqq" not in received  # nothing of the head is echoed
 
 
 def test_a_header_value_that_never_ends_is_a_431_problem_not_a_buffer(gateway: Server) -> None:

@@ -116,3 +116,20 @@ def test_refused_connections_are_logged_once_a_second_with_their_count(
         "1 connection(s) refused: 640 are open (gateway.max_connections)",
         "1000 connection(s) refused: 640 are open (gateway.max_connections)",
     ]
+
+
+def test_refused_requests_are_logged_once_a_second_with_their_counts_by_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = RefusalLog()
+    with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+        for i in range(1000):  # 1,000 malformed requests within one second, of 100 kinds
+            log.refused_request(100.0 + i / 1000, f"reason {i % 100} (400)")
+        log.refused_request(101.5, "request head over the limits (431)")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert messages[0] == "Invalid HTTP request received: reason 0 (400) (1)"
+    # The second counts what came since: 16 reasons by name, the rest (the 431 too) as other.
+    assert messages[1].startswith("Invalid HTTP request received: reason 1 (400) (10), reason 2 (400) (10)")
+    assert messages[1].count("(400) (") == 16
+    assert messages[1].endswith(", other (840)")

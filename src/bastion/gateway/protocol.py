@@ -224,7 +224,13 @@ class GatewayProtocol(asyncio.Protocol):
             self._upgraded(data[upgrade.args[0] :])
             return
         except httptools.HttpParserError as exc:
-            _log.warning("Invalid HTTP request received: %s", exc)
+            if self._head_too_large:
+                reason = "request head over the limits (431)"
+            else:
+                # A callback's own error (a target that is not ASCII, say) is named by its type.
+                cause = exc.__context__
+                reason = f"{type(cause).__name__ if cause is not None else exc} (400)"
+            self.refusals.refused_request(self.loop.time(), reason)
             self._refuse(headers_too_large(self.limits) if self._head_too_large else invalid_request())
             return
         if self._closing:

@@ -118,7 +118,9 @@ class ServerLimits:
 
 
 class RefusalLog:
-    """The log of connections refused over ``max_connections``: one line a second at most, with a count.
+    """The log of what a server refuses (connections over ``max_connections``, malformed requests).
+
+    One line a second at most for each, with counts.
 
     A flood of connections is refused by the thousand; one line each would flood the
     log as well. Each server process has its own.
@@ -128,6 +130,9 @@ class RefusalLog:
         self.interval = interval
         self.refused = 0
         self.logged_at = -interval
+        #: Requests refused since the last line about them, by reason.
+        self.requests: dict[str, int] = {}
+        self.requests_logged_at = -interval
 
     def refused_one(self, now: float, open_connections: int) -> None:
         """Count one refused connection; log the count if the last line is ``interval`` old."""
@@ -140,6 +145,26 @@ class RefusalLog:
             )
             self.refused = 0
             self.logged_at = now
+
+    def refused_request(self, now: float, reason: str) -> None:
+        """Count a request the server refused itself (400, 431); log the counts if the last line is old.
+
+        One line a second at most, whatever a client sends: a flood of malformed
+        requests is not a flood of log lines.
+        """
+        requests = self.requests
+        if reason not in requests and len(requests) >= _MAX_REASONS:
+            reason = "other"
+        requests[reason] = requests.get(reason, 0) + 1
+        if now - self.requests_logged_at >= self.interval:
+            summary = ", ".join(f"{why} ({count})" for why, count in requests.items())
+            _log.warning("Invalid HTTP request received: %s", summary)
+            requests.clear()
+            self.requests_logged_at = now
+
+
+#: The most reasons one line about refused requests names (the rest count as ``other``).
+_MAX_REASONS = 16
 
 
 def raise_open_files_limit() -> int:
