@@ -7,8 +7,9 @@
 Targets, all in one run: the upstream alone (aiohttp.web); nginx as a plain
 reverse proxy (Debian package ``nginx``: one worker process, a keepalive upstream
 pool, access log off, and again with its access log written to /dev/null); a bare
-aiohttp proxy (aiohttp.web + ClientSession, nothing else); ``bastion gateway``
-with no guards; with every guard on memory stores (route + client, rate limits,
+aiohttp proxy (aiohttp.web + ClientSession, nothing else); the floor of a Python
+proxy (``bench/floor_proxy.py``: llhttp both sides on uvloop, no ASGI, no guard);
+``bastion gateway`` with no guards; with every guard on memory stores (route + client, rate limits,
 OpenAPI validation, idempotency, metrics), with its access log too; and the same
 on Redis. Each target gets a throughput run (``--connections`` connections) and a
 low-load latency run (one connection), both with wrk (Debian package ``wrk``).
@@ -582,6 +583,10 @@ EVERY_REDIS = "gateway, every guard, Redis"
 WORKLOADS = {"get": "GET /items/{id}", "post": "POST /orders, JSON body, fresh Idempotency-Key"}
 
 
+#: The least a Python proxy that parses both sides can cost here (bench/floor_proxy.py).
+FLOOR = "python floor: llhttp both sides, nothing else"
+
+
 def build_targets(upstream_port: int, workdir: Path, workers: list[int]) -> list[tuple[str, list[str]]]:
     """Every target's name and command (``{port}`` stands for the port it listens on)."""
     upstream = f"http://127.0.0.1:{upstream_port}"
@@ -612,6 +617,8 @@ def build_targets(upstream_port: int, workdir: Path, workers: list[int]) -> list
             [sys.executable, __file__, "--serve", "bare-proxy-gc", "{port}", upstream],
         )
     )
+    floor = Path(__file__).with_name("floor_proxy.py")
+    targets.append((FLOOR, [sys.executable, str(floor), "{port}", str(upstream_port)]))
     first = workers[0]
 
     def gateway(
