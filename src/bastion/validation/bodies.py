@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from bastion import exactjson
 from bastion.problems import AmbiguousRequest, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from bastion.validation.coerce import Guide, coerce_tree
 from bastion.validation.errors import cut
@@ -162,7 +163,7 @@ def parse_json(body: bytes, max_depth: int) -> Any:
     """The JSON value of UTF-8 ``body``; ``MalformedBody`` with the position, when nested too
     deep, or when an object repeats a member name."""
     try:
-        value = orjson.loads(body)
+        value = exactjson.loads(body)
     except orjson.JSONDecodeError as exc:
         if exc.msg == "depth limit exceeded":
             raise MalformedBody(detail=f"the JSON nests deeper than {max_depth} levels") from None

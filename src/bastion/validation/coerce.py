@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from bastion import exactjson
 from bastion.validation.openapi import Description, escape_token
 
 _INT_RE = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -357,7 +358,7 @@ def coerce_scalar(text: str, guide: Guide, relax: bool = True) -> Any:
         return None
     if ("object" in types or "array" in types) and text[:1] in ("{", "["):
         try:
-            return orjson.loads(text)
+            return exactjson.loads(text)
         except orjson.JSONDecodeError:
             return text
     return text

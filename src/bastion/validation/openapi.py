@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 import yaml
 
+from bastion import exactjson
 from bastion.aliases import check_aliases
 from bastion.protocols import HTTP_METHODS
 
@@ -319,7 +320,7 @@ def _parse(raw: bytes, source: str) -> Any:
     data: Any
     if raw.lstrip()[:1] == b"{":
         try:
-            data = orjson.loads(raw)
+            data = exactjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise OpenAPIError(
                 source, "", f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"

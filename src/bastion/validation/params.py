@@ -15,6 +15,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from bastion import exactjson
 from bastion.validation.coerce import Guide, coerce_scalar, coerce_tree, guide_at, leaf_text, relax_text
 
 
@@ -236,7 +237,7 @@ class Parameter:
     def _scalar(self, text: str) -> Any:
         if self.json_content:
             try:
-                return orjson.loads(text)
+                return exactjson.loads(text)
             except orjson.JSONDecodeError:
                 return text
         return coerce_scalar(text, self.guide)

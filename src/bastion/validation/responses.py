@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from bastion import exactjson
 from bastion.asgi import Message, Send
 from bastion.validation import errors
 from bastion.validation.bodies import matches, parse_media_type
@@ -54,7 +55,7 @@ class ResponseSchemas:
 def check_response(validator: Any, key: str, body: bytes, limit: int) -> list[dict[str, Any]]:
     """The error entries of a response body (``in`` is ``body``)."""
     try:
-        value = orjson.loads(body)
+        value = exactjson.loads(body)
     except orjson.JSONDecodeError:
         return [{"code": "MALFORMED_BODY", "in": "body", "pointer": "", "field": "", "detail": "is not JSON"}]
     instance = {key: value}
