@@ -61,6 +61,13 @@ class Connection(RecordingTransport):
     def set_protocol(self, protocol: Any) -> None:
         pass
 
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        # The server's half of a close (the gateway's own server then lingers, reading).
+        self.closed = True
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
 

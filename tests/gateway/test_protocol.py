@@ -27,7 +27,7 @@ from bastion.config.gateway import GatewayConfig
 from bastion.gateway.serving import ServerLimits, uvicorn_options
 from tests.gateway.conftest import Server, start_gateway
 from tests.gateway.test_connections import Connection
-from tests.gateway.test_server_limits import assert_problem, connect, exchange
+from tests.gateway.test_server_limits import assert_problem, connect, exchange, read_until_closed
 
 pytestmark = pytest.mark.e2e
 
@@ -136,6 +136,19 @@ def test_a_refusal_before_the_body_gets_no_continue_and_closes_the_connection(ga
         response.read()
         # The body never sent must not be read as the next request: the connection is closed.
         assert reader.read() == b""
+
+
+def test_a_refusal_while_the_body_is_still_coming_reaches_the_client_whole(gateway: Server) -> None:
+    # The rule allows one request a minute: this one (or an earlier test's) takes it.
+    httpx.post(gateway.base + "/limited-upload", content=b"a", timeout=5)
+    # Refused on its head, while far more body is on its way than socket buffers hold: a
+    # server that closed at once would reset the connection under the client's send (as
+    # HTTP clients send the whole request before they read), and the 429 would be lost.
+    with connect(gateway) as sock:
+        sock.sendall(post("/limited-upload", b"z" * (16 << 20)))
+        received = read_until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 429 ")
+    assert orjson.loads(received.partition(b"\r\n\r\n")[2])["code"] == "RATE_LIMITED"
 
 
 SMUGGLING = {

@@ -57,6 +57,10 @@ _log = logging.getLogger("uvicorn.error")
 
 #: Request body bytes buffered for the app before reading pauses.
 HIGH_WATER = 65_536
+#: After the last response, how long and how much of what the client still sends is read and
+#: dropped before the connection closes (see :meth:`GatewayProtocol._close`).
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 64 << 20
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
@@ -141,6 +145,8 @@ class GatewayProtocol(asyncio.Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_left = 0
         self._last_body_at = 0.0
         self.read_paused = False
         self.write_paused = False
@@ -177,7 +183,7 @@ class GatewayProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A half-closed client still gets its answer; the connection closes once it is written.
         self._eof = True
-        return True if self.current is not None else None
+        return True if self.current is not None and not self._closing else None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -211,6 +217,9 @@ class GatewayProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            self._linger_left -= len(data)
+            if self._linger_left < 0 and self.transport is not None:
+                self.transport.close()
             return
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -367,7 +376,7 @@ class GatewayProtocol(asyncio.Protocol):
             await self.app(exchange.scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             # Cancelled at shutdown, past the drain timeout: the connection goes with it.
-            self._close()
+            self.drop()
             raise
         except Exception as exc:  # the app's failure is answered here, whatever it is
             _log.error("exception in the gateway's app", exc_info=exc)
@@ -419,13 +428,37 @@ class GatewayProtocol(asyncio.Protocol):
 
     def drop(self) -> None:
         """Close the connection now, without (the rest of) a response."""
-        self._close()
-
-    def _close(self) -> None:
         self._closing = True
         self._cancel_timers()
         if self.transport is not None:
             self.transport.close()
+
+    def _close(self) -> None:
+        """Close once what was written has left, lingering while the client may still be sending.
+
+        Closing a socket with bytes unread makes the kernel answer with a reset, which can
+        destroy the response before the client has read it (a client still sending the
+        body of a request answered early, a 413 or a 429, say). So the write side closes
+        first (the client reads the response, then the end), and what still comes is read
+        and dropped for up to ``LINGER_SECONDS`` or ``LINGER_BYTES``, or until the client
+        closes its side, as nginx's ``lingering_close`` does.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._cancel_timers()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._linger_left = LINGER_BYTES
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        self._linger_timer = self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def _refuse(self, problem: Problem | None) -> None:
         """Answer ``problem`` (if any, unless a response has begun) and close the connection."""
@@ -450,10 +483,10 @@ class GatewayProtocol(asyncio.Protocol):
     # -- timers ---------------------------------------------------------------------------------
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer, self._idle_timer):
+        for timer in (self._head_timer, self._body_timer, self._idle_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = self._idle_timer = None
+        self._head_timer = self._body_timer = self._idle_timer = self._linger_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -491,8 +524,7 @@ class GatewayProtocol(asyncio.Protocol):
             if self.current is not None:
                 self.current.keep_alive = False
             self._pause_reading()
-            self._closing = self.current is None
-            if self._closing:
+            if self.current is None:
                 self._close()
             return
         self._cancel_timers()
