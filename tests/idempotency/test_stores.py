@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -169,12 +170,16 @@ async def records_left(store: IdempotencyStore, settings: dict[str, Any]) -> int
 async def test_expired_records_are_removed_without_a_cron(
     store: IdempotencyStore, store_settings: dict[str, Any]
 ) -> None:
+    # Long enough that six writes and a count fit in it on a busy machine.
+    ttl_ms = 1_500
+    started = time.monotonic()
     for i in range(5):
-        await store.claim(f"old-{i}", "fp", "o", LEASE_MS, 800)
-        await store.complete(f"old-{i}", "o", RESPONSE, 800)
-    await store.claim("abandoned", "fp", "o", LEASE_MS, 800)  # a claim whose owner died
+        await store.claim(f"old-{i}", "fp", "o", LEASE_MS, ttl_ms)
+        await store.complete(f"old-{i}", "o", RESPONSE, ttl_ms)
+    await store.claim("abandoned", "fp", "o", LEASE_MS, ttl_ms)  # a claim whose owner died
     assert await records_left(store, store_settings) == 6
-    await asyncio.sleep(1.2)  # past the TTL, and past the once-a-second clean-up pacing
+    # Past the TTL of every record, and past the once-a-second clean-up pacing.
+    await asyncio.sleep(max(1.2, started + ttl_ms / 1000 + 0.4 - time.monotonic()))
     await store.claim("new", "fp", "o", LEASE_MS, TTL_MS)
     for _ in range(50):  # PostgreSQL cleans up in the background; give it a moment
         if await records_left(store, store_settings) == 1:
