@@ -197,7 +197,9 @@ def test_an_upgrade_other_than_websocket_is_served_as_a_plain_request_then_close
 LIMITS = ServerLimits.from_config(GatewayConfig(), "https://errors.example/")
 
 
-async def run(app: Any, data: bytes, *, pause: bool = False, turns: int = 50) -> tuple[Connection, Any]:
+async def run(
+    app: Any, data: bytes, *, pause: bool = False, turns: int = 50, read_size: int | None = None
+) -> tuple[Connection, Any]:
     config = uvicorn.Config(
         app, http=uvicorn_options(LIMITS, own=True)["http"], lifespan="off", log_config=None
     )
@@ -209,13 +211,63 @@ async def run(app: Any, data: bytes, *, pause: bool = False, turns: int = 50) ->
     protocol.connection_made(connection)  # type: ignore[arg-type]
     if pause:
         protocol.pause_writing()
-    protocol.data_received(data)
+    step = read_size or len(data) or 1
+    for start in range(0, len(data), step):  # the reads the client's bytes arrive in
+        protocol.data_received(data[start : start + step])
     for _ in range(turns):
         await asyncio.sleep(0)
     return connection, protocol
 
 
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+async def scope_echo(scope: Any, receive: Any, send: Any) -> None:
+    """Answers with what the app was told of the target."""
+    seen = {k: scope[k] for k in ("method", "path", "query_string", "http_version")}
+    seen["raw_path"] = scope["raw_path"].decode("latin-1")
+    seen["query_string"] = seen["query_string"].decode("latin-1")
+    body = orjson.dumps(seen)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def answer(connection: Connection) -> tuple[int, bytes]:
+    head, _, body = connection.received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "raw_path", "query"),
+    [
+        (b"/a%2Fb/%C3%A9?x=%26&y", "/a/b/\u00e9", "/a%2Fb/%C3%A9", "x=%26&y"),
+        (b"http://evil.example/admin?q=1", "/admin", "http://evil.example/admin", "q=1"),
+        (b"/a;b/..%2f/c", "/a;b/..//c", "/a;b/..%2f/c", ""),
+    ],
+)
+@pytest.mark.parametrize("read_size", [None, 1, 7])
+def test_the_app_is_told_the_target_as_received_whatever_reads_it_arrives_in(
+    target: bytes, path: str, raw_path: str, query: str, read_size: int | None
+) -> None:
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    connection, _ = asyncio.run(run(scope_echo, request, read_size=read_size, turns=80))
+    status, body = answer(connection)
+    assert status == 200
+    seen = orjson.loads(body)
+    assert (seen["path"], seen["raw_path"], seen["query_string"]) == (path, raw_path, query)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/caf\xc3\xa9", b"/\xff", b"/a b", b"/a\x00b", b"/a\x7fb", b"/a?q=\xff", b"http://\xc3\xa9.example/a"],
+)
+def test_a_target_that_is_not_ascii_or_holds_controls_is_a_400_problem(target: bytes) -> None:
+    connection, _ = asyncio.run(run(scope_echo, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n"))
+    status, body = answer(connection)
+    assert status == 400 and orjson.loads(body)["code"] == "BAD_REQUEST"
+    assert connection.closed
 
 
 def test_an_app_that_fails_before_answering_gets_a_500_problem_and_the_connection_closes() -> None:

@@ -130,6 +130,9 @@ class GatewayProtocol(asyncio.Protocol):
         #: The exchange the parser fills (the last one parsed).
         self.parsing: Exchange | None = None
         # The head being parsed.
+        #: The request target as llhttp hands it over, piece by piece (joined once: a target
+        #: trickling in a byte a read must not cost a copy of all before it each time).
+        self._url_parts: list[bytes] = []
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect_continue = False
@@ -262,14 +265,14 @@ class GatewayProtocol(asyncio.Protocol):
     # llhttp's callbacks, in the order it calls them.
 
     def on_message_begin(self) -> None:
-        self._url = b""
+        self._url_parts = []
         self._headers = []
         self._expect_continue = False
         self._upgrade = None
         self._head_begun = True
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        self._url_parts.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
@@ -291,7 +294,8 @@ class GatewayProtocol(asyncio.Protocol):
             self._head_timer = None
         headers = self._headers
         limits = self.limits
-        url = self._url
+        parts = self._url_parts
+        url = self._url = parts[0] if len(parts) == 1 else b"".join(parts)
         if self._head_bytes + self._read_size > limits.max_header_bytes and (
             len(url) + sum(len(name) + len(value) + 4 for name, value in headers) > limits.max_header_bytes
         ):
@@ -311,12 +315,14 @@ class GatewayProtocol(asyncio.Protocol):
             parsed = httptools.parse_url(url)
             raw_path = parsed.path
             query = parsed.query or b""
-            if url[:1] != b"/":
-                # An absolute-form target stays whole: the boundary checks which host it names.
-                raw_path = url.partition(b"?")[0]
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
+        if url[:1] not in (b"/", b"*"):
+            # An absolute-form target stays whole in ``raw_path`` (``path`` is its path, as
+            # uvicorn's): the boundary checks which host it names.
+            raw_path = url.partition(b"?")[0]
+            url.decode("ascii")  # the authority too: no byte beyond ASCII anywhere
         root = self.root_path
         scope = {
             "type": "http",
