@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.asgi import Message, Scope
 from bastion.faults import DROP_MESSAGE
+from bastion.gateway.headers import NOT_TOKEN
 
 if TYPE_CHECKING:
     from bastion.gateway.protocol import GatewayProtocol
@@ -37,10 +38,8 @@ if TYPE_CHECKING:
 #: The message the app's ``receive`` gets once the client is gone or the response is sent.
 DISCONNECT: Message = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-#: Translation tables: 1 for each byte refused in a header name (anything but a token
-#: character) and in a value (controls other than the tab, and DEL).
-_NAME_REFUSED = bytes(0 if b in _TOKEN else 1 for b in range(256))
+#: Translation table: 1 for each byte refused in a header value (controls other than the
+#: tab, and DEL). A name must be a token (:data:`bastion.gateway.headers.NOT_TOKEN`).
 _VALUE_REFUSED = bytes(1 if (b < 32 and b != 9) or b == 127 else 0 for b in range(256))
 
 
@@ -188,7 +187,7 @@ class Exchange:
         try:
             names, values = zip(*headers, strict=True) if headers else ((), ())
             refused = (
-                1 in b"".join(names).translate(_NAME_REFUSED)
+                1 in b"".join(names).translate(NOT_TOKEN)
                 or b"" in names
                 or 1 in b"".join(values).translate(_VALUE_REFUSED)
             )

@@ -18,6 +18,12 @@ from collections.abc import Iterable, Sequence
 from bastion.asgi import HOP_BY_HOP, Headers
 
 # Request headers the gateway sets itself (the forwarding ones are handled apart).
+#: Translation table: 1 for each byte that is not an RFC 9110 ``tchar`` (of a header name or
+#: a method), else 0. ``1 in value.translate(NOT_TOKEN)`` finds any in one pass in C.
+NOT_TOKEN = bytes(
+    0 if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "!#$%&'*+-.^_`|~") else 1 for b in range(256)
+)
+
 _REPLACED_UPSTREAM = frozenset({b"host", b"traceparent", b"x-request-id", b"expect", b"content-length"})
 _FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 # Sent by aiohttp's WebSocket handshake itself.

@@ -8,8 +8,7 @@ problems.
 
 from __future__ import annotations
 
-import re
-
+from bastion.gateway.headers import NOT_TOKEN
 from bastion.gateway.seam import RequestBody
 from bastion.gateway.upstream import READ_BUFSIZE
 
@@ -24,7 +23,6 @@ _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 #: Above this size a buffered body is written after its head rather than copied onto it.
 COPY_LIMIT = 65_536
 #: What a method may be made of (RFC 9110 ``token``).
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class UpstreamError(Exception):
@@ -103,7 +101,9 @@ def request_head(
         or head.count("\r") != breaks
         or "\0" in head
         or " " in target
-        or not ((method.isalpha() and method.isascii()) or _TOKEN.fullmatch(method))
+        or not method.isascii()
+        or not method
+        or 1 in method.encode().translate(NOT_TOKEN)
     ):
         raise UpstreamError("a request header, the method or the target holds CR, LF, NUL or a space")
     try:
