@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from bastion import exactjson
 from bastion.asgi import Receive, Scope, Send
 from bastion.control.changes import CONSUMER, RULE, Change, Op, layers
 from bastion.control.reload import problems_of
@@ -128,7 +129,7 @@ class AdminAPI:
         op = ops.get(method)
         if op is None:
             raise MethodNotAllowed(headers={"Allow": "GET, PUT, PATCH, DELETE"})
-        fields: dict[str, Any] = orjson.loads(body) if body else {}
+        fields: dict[str, Any] = exactjson.loads(body) if body else {}
         if op == "patch" and self.control.entry(kind, name) is None:
             raise NotFound(f"no {kind} {name!r} to change; PUT creates one")
         if op == "delete" and self.control.entry(kind, name) is None:
