@@ -332,3 +332,18 @@ def test_a_client_that_stops_reading_holds_the_app_at_its_next_write() -> None:
     held, after, whole = asyncio.run(scenario())
     assert held == [] and after == [0, 1, 2, 3, 4]
     assert whole
+
+
+def test_the_uvicorn_path_stays_selectable_and_serves_the_same(
+    upstream: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    config = {"upstream": upstream.base, "store": "memory://", "gateway": {"server": "uvicorn"}}
+    server = start_gateway(tmp_path_factory.mktemp("uvicorn-path"), config)
+    try:
+        got = httpx.get(server.base + "/count?name=uvicorn-path", timeout=5)
+        posted = httpx.post(server.base + "/upload", content=b"hello", timeout=5)
+        _, refused = exchange(server, SMUGGLING["length and chunked"])
+    finally:
+        server.stop()
+    assert got.status_code == 200 and posted.json()["body_size"] == 5
+    assert_problem(refused, 400, "BAD_REQUEST")
